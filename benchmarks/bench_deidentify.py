@@ -1,0 +1,385 @@
+"""Benchmark ``coercion deidentify`` against dicognito and a plain pydicom round trip.
+
+For each data set made by ``make_data.py`` (a 300-slice CT series and 3000 small MR files),
+every tool runs as a whole process on the same input, in the same run, and is timed from
+start to exit with :func:`time.perf_counter` (interpreter start-up, imports, directory walk
+and writing all included). The output folder is wiped before every run. Rows:
+
+* ``coercion``: ``python -m coercion deidentify --key KEY SRC DST`` (its default parallelism)
+* ``coercion --workers 1``: the same, in one worker
+* ``pydicom round trip``: ``_pydicom_roundtrip.py SRC DST``, ``dcmread`` + ``dcmwrite`` per file
+* ``dicognito``: ``python -m dicognito --output-directory DST --quiet --seed S SRC``
+
+Before the timed runs of a data set, its files are read once (untimed) so that no tool pays
+for a cold page cache that the others do not. With ``--repeat N`` the tools take turns, N
+rounds, and the median is reported.
+
+The targets are printed with PASS or MISS. A miss still exits 0: this is a benchmark, not a
+test. The exit status is 1 when a tool fails to run (non-zero exit, or fewer output files
+than input files).
+
+Usage::
+
+    python benchmarks/bench_deidentify.py [--quick] [--only ct|mr] [--repeat N]
+        [--data DIR] [--work DIR] [--key FILE] [--coercion-cmd CMD]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from make_data import DEFAULT_CT_SLICES, DEFAULT_MR_FILES, ensure_data
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROUNDTRIP_SCRIPT = BENCH_DIR / "_pydicom_roundtrip.py"
+
+QUICK_CT_SLICES = 30
+QUICK_MR_FILES = 300
+DICOGNITO_SEED = "coercion-benchmark"
+#: A fixed 256-bit key (hex) written to WORK/bench.key when --key is not given.
+BENCH_KEY_HEX = "5eed" * 16
+
+COERCION = "coercion"
+COERCION_1 = "coercion --workers 1"
+ROUNDTRIP = "pydicom round trip"
+DICOGNITO = "dicognito"
+DATA_SETS = ("ct", "mr")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A speed target: ``baseline seconds / coercion seconds >= factor`` on a data set."""
+
+    data_set: str
+    baseline: str
+    factor: float
+    text: str
+
+
+TARGETS = (
+    Target("ct", DICOGNITO, 5.0, "coercion >= 5x faster than dicognito"),
+    Target("ct", ROUNDTRIP, 1.0, "coercion faster than the pydicom round trip"),
+    Target("mr", DICOGNITO, 10.0, "coercion >= 10x faster than dicognito"),
+    Target("mr", ROUNDTRIP, 1.0, "coercion faster than the pydicom round trip"),
+)
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A benchmarked command: ``argv(src, dst)`` builds its command line."""
+
+    name: str
+    argv: Callable[[Path, Path], list[str]]
+
+    @property
+    def slug(self) -> str:
+        """Return a file-name-safe form of the tool name."""
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+
+@dataclass
+class Result:
+    """The runs of one tool on one data set."""
+
+    data_set: str
+    tool: str
+    times: list[float] = field(default_factory=list)
+    output_files: int = 0
+    error: str | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        """Return the median wall time, or ``None`` when the tool failed."""
+        return statistics.median(self.times) if self.times and self.error is None else None
+
+
+@dataclass(frozen=True)
+class Input:
+    """The input folder of a data set: file count and bytes."""
+
+    name: str
+    path: Path
+    files: int
+    size: int
+
+
+def scan_and_warm(name: str, path: Path) -> Input:
+    """Count the files and bytes under ``path``, reading every file once to warm the cache."""
+    files = size = 0
+    for folder, _, filenames in os.walk(path):
+        for filename in filenames:
+            with open(os.path.join(folder, filename), "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    size += len(chunk)
+            files += 1
+    return Input(name, path, files, size)
+
+
+def count_files(path: Path) -> int:
+    """Return the number of regular files below ``path``."""
+    return sum(len(filenames) for _, _, filenames in os.walk(path))
+
+
+def build_tools(coercion_prefix: Sequence[str], key: Path) -> list[Tool]:
+    """Return the benchmarked tools, in the order they run within a round."""
+
+    def coercion(*extra: str) -> Callable[[Path, Path], list[str]]:
+        def argv(src: Path, dst: Path) -> list[str]:
+            return [*coercion_prefix, "deidentify", "--key", str(key), *extra, str(src), str(dst)]
+
+        return argv
+
+    def roundtrip(src: Path, dst: Path) -> list[str]:
+        return [sys.executable, str(ROUNDTRIP_SCRIPT), str(src), str(dst)]
+
+    def dicognito(src: Path, dst: Path) -> list[str]:
+        # The ``dicognito`` console script of 0.19.0 calls main() without its argument,
+        # so run the module; -o writes copies and leaves the source untouched.
+        return [
+            sys.executable,
+            "-m",
+            "dicognito",
+            "--output-directory",
+            str(dst),
+            "--quiet",
+            "--seed",
+            DICOGNITO_SEED,
+            str(src),
+        ]
+
+    return [
+        Tool(COERCION, coercion()),
+        Tool(COERCION_1, coercion("--workers", "1")),
+        Tool(ROUNDTRIP, roundtrip),
+        Tool(DICOGNITO, dicognito),
+    ]
+
+
+def run_once(tool: Tool, data: Input, dst: Path, log: Path) -> tuple[float, str | None]:
+    """Run ``tool`` on ``data`` into a wiped ``dst``; return (seconds, error or None)."""
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    argv = tool.argv(data.path, dst)
+    with log.open("w") as out:
+        out.write(f"$ {shlex.join(argv)}\n")
+        out.flush()
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
+        except OSError as exc:
+            return time.perf_counter() - start, f"could not start: {exc}"
+        seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        return seconds, f"exit status {proc.returncode} (log: {log})"
+    written = count_files(dst)
+    if written < data.files:
+        return seconds, f"wrote {written} of {data.files} files (log: {log})"
+    return seconds, None
+
+
+def bench_data_set(
+    data: Input, tools: Sequence[Tool], repeat: int, work: Path
+) -> dict[str, Result]:
+    """Run every tool ``repeat`` times in turn on ``data``; return results by tool name."""
+    results = {tool.name: Result(data.name, tool.name) for tool in tools}
+    for round_number in range(1, repeat + 1):
+        for tool in tools:
+            result = results[tool.name]
+            if result.error is not None:
+                continue
+            dst = work / "out" / data.name / tool.slug
+            log = work / "logs" / f"{data.name}-{tool.slug}-{round_number}.log"
+            seconds, error = run_once(tool, data, dst, log)
+            status = "ok" if error is None else f"FAILED: {error}"
+            print(
+                f"  {data.name}  {tool.name:<22} run {round_number}/{repeat}: "
+                f"{seconds:8.2f} s  {status}",
+                flush=True,
+            )
+            if error is None:
+                result.times.append(seconds)
+                result.output_files = count_files(dst)
+            else:
+                result.error = error
+                print_log_tail(log)
+    return results
+
+
+def print_log_tail(log: Path, lines: int = 15) -> None:
+    """Print the last lines of a failed run's log, indented."""
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return
+    for line in tail:
+        print(f"      | {line}")
+
+
+def ratio(results: dict[str, Result], baseline: str, row: str) -> float | None:
+    """Return ``baseline seconds / row seconds``, or ``None`` if either is missing."""
+    base, this = results[baseline].seconds, results[row].seconds
+    return None if base is None or this is None else base / this
+
+
+def print_table(inputs: dict[str, Input], all_results: dict[str, dict[str, Result]]) -> None:
+    """Print seconds, throughput and ratios per data set and tool."""
+    header = (
+        f"{'set':<4} {'tool':<22} {'files':>6} {'MB':>8} {'seconds':>9} {'files/s':>9} "
+        f"{'MB/s':>8} {'dicognito/t':>12} {'roundtrip/t':>12}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    for name, results in all_results.items():
+        data = inputs[name]
+        mb = data.size / 1e6
+        for tool, result in results.items():
+            seconds = result.seconds
+            if seconds is None:
+                print(f"{name:<4} {tool:<22} {data.files:>6} {mb:>8.1f} {'FAILED':>9}")
+                continue
+            cells = [
+                f"{data.files / seconds:>9.1f}",
+                f"{mb / seconds:>8.1f}",
+                *(
+                    f"{r:>11.2f}x"
+                    if (r := ratio(results, base, tool)) is not None
+                    else f"{'-':>12}"
+                    for base in (DICOGNITO, ROUNDTRIP)
+                ),
+            ]
+            print(
+                f"{name:<4} {tool:<22} {data.files:>6} {mb:>8.1f} {seconds:>9.3f} {' '.join(cells)}"
+            )
+    print(
+        "MB = 10^6 bytes of input; seconds = median wall time of the whole process;\n"
+        "dicognito/t, roundtrip/t = that tool's seconds / this row's seconds (> 1: row is faster)."
+    )
+
+
+def print_targets(all_results: dict[str, dict[str, Result]]) -> None:
+    """Print each target with its measured ratio and PASS or MISS."""
+    print()
+    print(f"targets (row '{COERCION}', default workers, against tools timed in this run):")
+    for target in TARGETS:
+        results = all_results.get(target.data_set)
+        if results is None:
+            continue
+        value = ratio(results, target.baseline, COERCION)
+        if value is None:
+            verdict, shown = "MISS (a tool failed)", "-"
+        else:
+            # "faster" (factor 1) must be strictly faster; a factor above 1 implies it.
+            verdict = "PASS" if value >= target.factor and value > 1.0 else "MISS"
+            shown = f"{value:.2f}x"
+        print(f"  {target.data_set}  {target.text:<45} {shown:>8}  {verdict}")
+
+
+def write_key(work: Path) -> Path:
+    """Write the benchmark's fixed key file under ``work`` and return its path."""
+    key = work / "bench.key"
+    key.write_text(BENCH_KEY_HEX + "\n")
+    return key
+
+
+def version_of(distribution: str) -> str:
+    """Return the installed version of ``distribution``, or ``"not installed"``."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        description="Time coercion deidentify against dicognito and a pydicom round trip."
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=BENCH_DIR / ".data",
+        help="data folder; sets go to DATA/full or DATA/quick (default: benchmarks/.data)",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=BENCH_DIR / ".work",
+        help="folder for outputs, logs and the key file (default: benchmarks/.work)",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="rounds per tool (median shown)")
+    parser.add_argument("--only", choices=DATA_SETS, help="run one data set only")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_CT_SLICES} CT slices and {QUICK_MR_FILES} MR files",
+    )
+    parser.add_argument("--key", type=Path, help="key file for coercion (default: a fixed one)")
+    parser.add_argument(
+        "--coercion-cmd",
+        help="command that replaces 'python -m coercion' (split like a shell would)",
+    )
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Generate the data if needed, run every tool on every data set, print the results."""
+    args = parse_args(argv)
+    work: Path = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(exist_ok=True)
+
+    ct_slices, mr_files = (
+        (QUICK_CT_SLICES, QUICK_MR_FILES) if args.quick else (DEFAULT_CT_SLICES, DEFAULT_MR_FILES)
+    )
+    data_root: Path = (args.data / ("quick" if args.quick else "full")).resolve()
+    ensure_data(data_root, ct_slices, mr_files)
+
+    key = args.key.resolve() if args.key else write_key(work)
+    prefix = (
+        shlex.split(args.coercion_cmd) if args.coercion_cmd else [sys.executable, "-m", "coercion"]
+    )
+    tools = build_tools(prefix, key)
+
+    print(
+        f"python {platform.python_version()}, pydicom {version_of('pydicom')}, "
+        f"dicognito {version_of('dicognito')}, coercion {version_of('coercion')}, "
+        f"{os.cpu_count()} CPUs, {platform.platform()}"
+    )
+    print(f"data: {data_root}  work: {work}  repeat: {args.repeat}")
+    for tool in tools:
+        print(f"  {tool.name:<22} $ {shlex.join(tool.argv(Path('SRC'), Path('DST')))}")
+
+    inputs: dict[str, Input] = {}
+    all_results: dict[str, dict[str, Result]] = {}
+    for name in (args.only,) if args.only else DATA_SETS:
+        inputs[name] = data = scan_and_warm(name, data_root / name)
+        print(f"{name}: {data.files} files, {data.size / 1e6:.1f} MB in {data.path}", flush=True)
+        all_results[name] = bench_data_set(data, tools, args.repeat, work)
+
+    print_table(inputs, all_results)
+    print_targets(all_results)
+    failed = [r for results in all_results.values() for r in results.values() if r.error]
+    for result in failed:
+        print(f"FAILED: {result.data_set} {result.tool}: {result.error}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

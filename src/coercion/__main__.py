@@ -1,0 +1,5 @@
+"""``python -m coercion``: the command line."""
+
+from coercion.cli import main
+
+main()

@@ -1,0 +1,358 @@
+"""De-identify folders: find DICOM files by content, mirror the tree, keep a key file.
+
+:func:`plan` turns sources and a destination into tasks and refuses layouts
+that could touch the sources. :func:`run` processes the tasks on a pool of
+worker processes; each output is written atomically, so an interrupted run
+leaves complete outputs only and ``resume`` picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+import signal
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from pydicom.charset import convert_encodings
+from pydicom.dataset import Dataset
+
+from coercion.errors import CoercionError, ConfigError, OutputError, VerificationError
+from coercion.part10 import atomic_output, encode_file, read_file, sniff
+from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
+from coercion.profile.identifiers import collect_identifiers
+from coercion.verify import find_leaks
+
+__all__ = [
+    "KEY_FILE_COLUMNS",
+    "BatchSettings",
+    "FileResult",
+    "Summary",
+    "Task",
+    "plan",
+    "run",
+    "write_key_file",
+]
+
+log = logging.getLogger(__name__)
+
+KEY_FILE_COLUMNS = (
+    "source",
+    "output",
+    "original_patient_id",
+    "new_patient_id",
+    "original_patient_name",
+    "new_patient_name",
+    "original_study_instance_uid",
+    "new_study_instance_uid",
+    "original_series_instance_uid",
+    "new_series_instance_uid",
+    "original_sop_instance_uid",
+    "new_sop_instance_uid",
+)
+_KEY_KEYWORDS = ("PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
+_CHUNK_FILES = 32
+_CHUNK_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Task:
+    """One source file and where its output goes (relative to the destination)."""
+
+    source: Path
+    relative: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What every worker needs: the options, the secret and the output layout."""
+
+    options: frozenset[Option]
+    secret: bytes
+    destination: Path
+    rename: bool = False
+    resume: bool = False
+    verify: bool = True
+
+
+@dataclass
+class FileResult:
+    """The outcome of one file; ``status`` is written, resumed, skipped or failed."""
+
+    source: Path
+    status: str
+    output: Path | None = None
+    reason: str = ""
+    key_row: tuple[str, ...] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    """Totals of a batch run."""
+
+    results: list[FileResult] = field(default_factory=list)
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        """How many files ended with *status*."""
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        """The files that could not be de-identified."""
+        return [r for r in self.results if r.status == "failed"]
+
+
+# -- planning --------------------------------------------------------------------
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(folder) / name
+
+
+def plan(sources: Iterable[Path], destination: Path) -> list[Task]:
+    """List the files under *sources*, each with its path relative to *destination*.
+
+    One source folder is mirrored into *destination* itself; several sources
+    are mirrored each under its own name. Raises :class:`ConfigError` when the
+    destination lies inside a source (or a source inside the destination), or
+    when a source is missing.
+    """
+    roots = [Path(s) for s in sources]
+    dst = destination.resolve()
+    names: set[str] = set()
+    tasks: list[Task] = []
+    for root in roots:
+        if not root.exists():
+            raise ConfigError(f"{root}: no such file or folder")
+        resolved = root.resolve()
+        if _inside(dst, resolved) or _inside(resolved, dst):
+            raise ConfigError(
+                f"{destination}: destination overlaps source {root}; choose a folder outside it"
+            )
+        prefix = Path() if len(roots) == 1 else Path(resolved.name)
+        if len(roots) > 1:
+            if resolved.name in names:
+                raise ConfigError(f"{root}: two sources are named {resolved.name!r}; rename one")
+            names.add(resolved.name)
+        if root.is_file():
+            tasks.append(Task(root, prefix / root.name, root.stat().st_size))
+            continue
+        for path in _walk(root):
+            if path.is_file() and not path.is_symlink():
+                tasks.append(Task(path, prefix / path.relative_to(root), path.stat().st_size))
+    return tasks
+
+
+def _chunks(tasks: list[Task]) -> Iterator[list[Task]]:
+    chunk: list[Task] = []
+    size = 0
+    for task in tasks:
+        chunk.append(task)
+        size += task.size
+        if len(chunk) >= _CHUNK_FILES or size >= _CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+# -- the worker ----------------------------------------------------------------------
+
+
+class _Worker:
+    """Per-process state: the compiled profile and the keyed de-identifier."""
+
+    def __init__(self, settings: BatchSettings) -> None:
+        self.settings = settings
+        self.profile: CompiledProfile = compile_profile(settings.options)
+        self.deidentifier = Deidentifier(self.profile, settings.secret)
+
+    def process(self, task: Task) -> FileResult:
+        if sniff(task.source) is None:
+            return FileResult(task.source, "skipped", reason="not a DICOM file")
+        try:
+            return self._process(task)
+        except CoercionError as exc:
+            return FileResult(task.source, "failed", reason=str(exc))
+        except Exception as exc:  # any other failure names the file, never a value
+            log.debug("unexpected error", exc_info=True)
+            return FileResult(
+                task.source, "failed", reason=f"{task.source}: {exc.__class__.__name__}"
+            )
+
+    def _process(self, task: Task) -> FileResult:
+        ds = read_file(task.source)
+        originals = [_text(ds, keyword) for keyword in _KEY_KEYWORDS]
+        identifiers = collect_identifiers(ds) if self.settings.verify else None
+        record = self.deidentifier.apply(ds)
+        relative = self._output_path(ds, task)
+        output = self.settings.destination / relative
+        key_row = (
+            str(task.source),
+            str(relative),
+            *(v for pair in zip(originals, (_text(ds, k) for k in _KEY_KEYWORDS), strict=True) for v in pair),
+        )
+        if self.settings.resume and output.exists():
+            return FileResult(task.source, "resumed", relative, key_row=key_row)
+        encoded = encode_file(ds, task.source)
+        if identifiers is not None:
+            leaks = find_leaks(encoded.scannable(), identifiers, self.profile, _encodings(ds))
+            if leaks:
+                raise VerificationError(
+                    f"{task.source}: output still holds identifying values of "
+                    f"{', '.join(leaks)}; nothing written"
+                )
+        try:
+            with atomic_output(output) as fd:
+                encoded.write_to(fd)
+        except OSError as exc:
+            raise OutputError(f"{output}: cannot write ({exc.strerror})") from exc
+        return FileResult(task.source, "written", relative, key_row=key_row, counts=dict(record.counts))
+
+    def _output_path(self, ds: Dataset, task: Task) -> Path:
+        if not self.settings.rename:
+            return task.relative
+        parts = [_text(ds, k) or "UNKNOWN" for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")]
+        name = (_text(ds, "SOPInstanceUID") or task.source.name) + ".dcm"
+        return Path(*(_SAFE_COMPONENT.sub("_", p) for p in [*parts, name]))
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def _encodings(ds: Dataset) -> list[str]:
+    charset = ds.get("SpecificCharacterSet")
+    try:
+        codecs = convert_encodings(charset) if charset else []
+    except LookupError:
+        codecs = []
+    return ["ascii", *codecs, "utf-8", "latin-1"]
+
+
+_WORKER: _Worker | None = None
+
+
+def _init_worker(settings: BatchSettings) -> None:
+    global _WORKER  # noqa: PLW0603 - one per worker process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    _WORKER = _Worker(settings)
+
+
+def _run_chunk(chunk: list[Task]) -> list[FileResult]:
+    assert _WORKER is not None
+    return [_WORKER.process(task) for task in chunk]
+
+
+# -- the run -------------------------------------------------------------------------
+
+
+def run(
+    tasks: list[Task],
+    settings: BatchSettings,
+    workers: int = 0,
+    on_result: Callable[[FileResult], None] | None = None,
+) -> Summary:
+    """Process *tasks*; call *on_result* for each file as it finishes.
+
+    ``workers`` 0 means one process per core; 1 runs in this process. On
+    Ctrl-C the files in flight are finished, the rest are left for
+    ``resume``, and the summary is marked interrupted.
+    """
+    summary = Summary()
+    workers = workers or os.cpu_count() or 1
+
+    def note(result: FileResult) -> None:
+        summary.results.append(result)
+        if result.status == "failed":
+            log.info("failed: %s", result.reason)
+        elif result.status == "skipped":
+            log.info("skipped %s: %s", result.source, result.reason)
+        if on_result is not None:
+            on_result(result)
+
+    if workers == 1 or len(tasks) <= 1:
+        worker = _Worker(settings)
+        try:
+            for task in tasks:
+                note(worker.process(task))
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        return summary
+    executor = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("fork"),
+        initializer=_init_worker,
+        initargs=(settings,),
+    )
+    pending: set[Future[list[FileResult]]] = set()
+    chunks = _chunks(tasks)
+    try:
+        for chunk in chunks:
+            pending.add(executor.submit(_run_chunk, chunk))
+            if len(pending) >= workers * 4:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    for result in future.result():
+                        note(result)
+        for future in _as_done(pending):
+            for result in future.result():
+                note(result)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        executor.shutdown(wait=True, cancel_futures=True)
+        for future in pending:
+            if future.done() and not future.cancelled():
+                for result in future.result():
+                    note(result)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    return summary
+
+
+def _as_done(pending: set[Future[list[FileResult]]]) -> Iterator[Future[list[FileResult]]]:
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        yield from done
+
+
+def write_key_file(path: Path, results: Iterable[FileResult]) -> int:
+    """Write the key file (CSV, mode 0600, atomically); return the number of rows."""
+    rows = sorted(r.key_row for r in results if r.key_row is not None)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(KEY_FILE_COLUMNS)
+    writer.writerows(rows)
+    try:
+        with atomic_output(path, mode=0o600) as fd, open(fd, "wb", closefd=False) as handle:
+            handle.write(buffer.getvalue().encode("utf-8"))
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write key file ({exc.strerror})") from exc
+    return len(rows)
+
+
+def counts_of(summary: Summary) -> Counter[str]:
+    """Action counts over all written files."""
+    total: Counter[str] = Counter()
+    for result in summary.results:
+        total.update(result.counts)
+    return total

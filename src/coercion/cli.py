@@ -1,0 +1,178 @@
+"""The ``coercion`` command line: the only module that prints or exits."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from coercion import __version__, batch
+from coercion.errors import CoercionError
+from coercion.keys import DEFAULT_KEY_PATH, fingerprint, load_or_create_secret
+from coercion.profile import EDITION, Option, parse_options
+
+__all__ = ["cli", "main"]
+
+log = logging.getLogger("coercion.cli")
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("coercion")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # pydicom and pynetdicom may quote element values: keep them quiet.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="coercion")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for every element action).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+def cli(verbose: int, quiet: bool) -> None:
+    """DICOM attribute coercion and PS3.15 de-identification."""
+    _configure_logging(-1 if quiet else verbose)
+
+
+_OPTION_HELP = (
+    f"A PS3.15 option (Table E.1-1, edition {EDITION}); repeat for several. One of: "
+    + ", ".join(option.name for option in Option)
+)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--option", "option_names", multiple=True, metavar="NAME", help=_OPTION_HELP)
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Secret key file; created (mode 0600) when absent. Default: {DEFAULT_KEY_PATH}",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the translation table (original -> new ids, UIDs, paths) as CSV. Holds PHI.",
+)
+@click.option("--rename", is_flag=True, help="Name outputs from pseudonymous ids, not source names.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, help="Processes (0: one per core).")
+@click.option("--resume", is_flag=True, help="Skip outputs that already exist.")
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Fail any output that still holds its source's identifying values.",
+)
+def deidentify(
+    paths: tuple[Path, ...],
+    option_names: tuple[str, ...],
+    key: Path | None,
+    key_file: Path | None,
+    rename: bool,
+    workers: int,
+    resume: bool,
+    verify: bool,
+) -> None:
+    """De-identify DICOM files under SRC... into DST (the last path)."""
+    if len(paths) < 2:
+        raise click.UsageError("give at least one SRC and a DST")
+    *sources, destination = paths
+    options = parse_options(option_names, where="--option")
+    secret = load_or_create_secret(key)
+    tasks = batch.plan(sources, destination)
+    log.info(
+        "de-identifying %d files with %d options, key %s",
+        len(tasks),
+        len(options),
+        fingerprint(secret),
+    )
+    settings = batch.BatchSettings(options, secret, destination, rename, resume, verify)
+    started = time.perf_counter()
+    summary = _run_with_progress(tasks, settings, workers)
+    elapsed = time.perf_counter() - started
+    if key_file is not None:
+        rows = batch.write_key_file(key_file, summary.results)
+        _err.print(
+            f"[yellow]warning:[/] {key_file} holds PHI (original identifiers, {rows} rows); "
+            "keep it as safe as the originals"
+        )
+    _report(summary, elapsed)
+    if summary.interrupted:
+        raise click.Abort()
+    if summary.failed:
+        sys.exit(1)
+
+
+def _run_with_progress(
+    tasks: list[batch.Task], settings: batch.BatchSettings, workers: int
+) -> batch.Summary:
+    if not _err.is_terminal:
+        return batch.run(tasks, settings, workers)
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} files/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=_err, transient=True) as progress:
+        bar = progress.add_task("de-identifying", total=len(tasks), rate="-")
+        started = time.perf_counter()
+
+        def advance(_result: batch.FileResult) -> None:
+            done = progress.tasks[0].completed + 1
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            progress.update(bar, advance=1, rate=f"{rate:.0f}")
+
+        return batch.run(tasks, settings, workers, on_result=advance)
+
+
+def _report(summary: batch.Summary, elapsed: float) -> None:
+    for result in summary.results:
+        if result.status == "skipped":
+            _err.print(f"skipped {result.source}: {result.reason}")
+    for result in summary.failed:
+        _err.print(f"[red]failed[/] {result.reason}")
+    written = summary.count("written")
+    rate = written / elapsed if elapsed > 0 else 0.0
+    _err.print(
+        f"{written} written, {summary.count('resumed')} already done, "
+        f"{summary.count('skipped')} not DICOM, {len(summary.failed)} failed "
+        f"in {elapsed:.2f} s ({rate:.1f} files/s)"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and map errors to exit statuses."""
+    try:
+        cli.main(args=argv, prog_name="coercion", standalone_mode=False)
+    except click.Abort:
+        _err.print("Aborted!")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CoercionError as exc:
+        _err.print(f"[red]error:[/] {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err.print("Aborted!")
+        sys.exit(130)

@@ -1,0 +1,351 @@
+"""DICOM Part 10 files: find them by content, read them lazily, write them fast and atomically.
+
+Reading defers large values (pixel data): they stay in the source file. Writing
+encodes only the elements that changed; every other element is copied as the
+raw bytes it was read as, and deferred values are copied file to file by the
+kernel (``copy_file_range``), so pixel data is never decoded nor even read
+into Python. The output keeps the source's transfer syntax.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import tempfile
+import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    UID,
+)
+
+from coercion.errors import InputError, OutputError
+from coercion.pydicom_config import silence_pydicom_validation
+
+__all__ = [
+    "IMPLEMENTATION_CLASS_UID",
+    "EncodedFile",
+    "atomic_output",
+    "encode_file",
+    "quiet_pydicom",
+    "read_file",
+    "sniff",
+]
+
+#: The Implementation Class UID written into every file meta (a fixed 2.25 UID).
+IMPLEMENTATION_CLASS_UID = "2.25.205347591239842391748036451722376392417"
+IMPLEMENTATION_VERSION_NAME = "COERCION_010"
+#: Values longer than this are left in the source file until written.
+DEFER_SIZE = 16 * 1024
+
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+_BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+_UNDEFINED = 0xFFFFFFFF
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_VR_RE = re.compile(rb"[A-Z]{2}")
+_TAG_IN_MESSAGE = re.compile(r"\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)")
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings, whose text may quote element values."""
+    silence_pydicom_validation()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def sniff(path: Path) -> str | None:
+    """Tell a DICOM file by its content: ``"part10"``, ``"dataset"`` (no preamble) or None."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return None
+    if len(head) == 132 and head[128:] == b"DICM":
+        return "part10"
+    if len(head) >= 8:
+        for end in "<>":
+            group, element = struct.unpack_from(end + "HH", head)
+            if group in (0x0002, 0x0008) and element < 0x0100 and (
+                _VR_RE.fullmatch(head[4:6]) or struct.unpack_from(end + "L", head, 4)[0] < 0x10000
+            ):
+                return "dataset"
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """Describe a read error without quoting any value: class name and tag only."""
+    if isinstance(exc, EOFError | struct.error):
+        return "file is truncated"
+    match = _TAG_IN_MESSAGE.search(str(exc))
+    where = f" at ({match.group(1).upper()},{match.group(2).upper()})" if match else ""
+    return f"cannot parse{where} ({exc.__class__.__name__})"
+
+
+def read_file(path: Path, *, defer: bool = True) -> FileDataset:
+    """Read a DICOM file, deferring large values; raise :class:`InputError` when malformed."""
+    kind = sniff(path)
+    if kind is None:
+        raise InputError(f"{path}: not a DICOM file")
+    try:
+        with quiet_pydicom():
+            ds = dcmread(path, defer_size=DEFER_SIZE if defer else None, force=kind == "dataset")
+            syntax = _transfer_syntax(ds)
+            if defer and syntax == DeflatedExplicitVRLittleEndian:
+                # Offsets into an inflated stream cannot be copied from the file.
+                ds = dcmread(path, force=kind == "dataset")
+            # Touch the element list: pydicom parses lazily and a truncated
+            # header should fail here, with the path, not later.
+            len(ds)
+    except InputError:
+        raise
+    except Exception as exc:  # pydicom raises many types for bad input
+        raise InputError(f"{path}: malformed DICOM: {_reason(exc)}") from exc
+    if len(ds) == 0:
+        raise InputError(f"{path}: malformed DICOM: no data set")
+    return ds
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return UID(str(meta.TransferSyntaxUID))
+    implicit, little = ds.original_encoding
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Bytes to copy from the source file: (offset, length)."""
+
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class _Bulk:
+    """Pixel data held in memory: written, but not scanned by verification."""
+
+    data: bytes
+
+
+class EncodedFile:
+    """A Part 10 file ready to write: header bytes plus bulk data parts."""
+
+    def __init__(self, parts: list[bytes | _Segment | _Bulk], source: Path | None) -> None:
+        self.parts = parts
+        self.source = source
+
+    def scannable(self) -> bytes:
+        """Every byte of the file except pixel data (for verification)."""
+        return b"".join(part for part in self.parts if isinstance(part, bytes))
+
+    def write_to(self, fd: int) -> None:
+        """Write the whole file to the open descriptor *fd*."""
+        source_fd = -1
+        try:
+            for part in self.parts:
+                if isinstance(part, _Segment):
+                    if source_fd < 0:
+                        if self.source is None:
+                            raise OutputError("deferred value without a source file")
+                        source_fd = os.open(self.source, os.O_RDONLY)
+                    _copy_range(source_fd, fd, part, self.source)
+                else:
+                    _write_all(fd, part.data if isinstance(part, _Bulk) else part)
+        finally:
+            if source_fd >= 0:
+                os.close(source_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _copy_range(src: int, dst: int, segment: _Segment, source: Path | None) -> None:
+    offset, remaining = segment.offset, segment.length
+    while remaining:
+        try:
+            copied = os.copy_file_range(src, dst, remaining, offset)
+        except OSError:
+            chunk = os.pread(src, min(remaining, 1 << 20), offset)
+            copied = len(chunk)
+            _write_all(dst, chunk)
+        if copied == 0:
+            raise InputError(f"{source}: malformed DICOM: file is truncated")
+        offset += copied
+        remaining -= copied
+
+
+class _Encoder:
+    """Encode a dataset in one transfer syntax, copying raw elements as read."""
+
+    def __init__(self, implicit: bool, little: bool, source: Path | None) -> None:
+        self.source = source
+        self.implicit = implicit
+        self.little = little
+        end = "<" if little else ">"
+        self._tag = struct.Struct(end + "HH")
+        self._short = struct.Struct(end + "HH2sH")
+        self._long = struct.Struct(end + "HH2s2xL")
+        self._implicit = struct.Struct(end + "HHL")
+
+    def header(self, tag: int, vr: str, length: int) -> bytes:
+        group, element = tag >> 16, tag & 0xFFFF
+        if self.implicit:
+            return self._implicit.pack(group, element, length)
+        if vr in _LONG_VRS or length == _UNDEFINED:
+            return self._long.pack(group, element, vr.encode("ascii"), length)
+        return self._short.pack(group, element, vr.encode("ascii"), length)
+
+    def delimiter(self, tag: int) -> bytes:
+        return self._implicit.pack(0xFFFE, tag & 0xFFFF, 0)
+
+    def dataset(self, ds: Dataset, out: list[bytes | _Segment | _Bulk], top: bool) -> None:
+        encodings = getattr(ds, "_character_set", None)
+        for key in sorted(ds.keys()):
+            tag = int(key)
+            elem = ds.get_item(tag, keep_deferred=True)
+            if elem is None:
+                continue
+            if isinstance(elem, RawDataElement):
+                if elem.value is None and elem.length == _UNDEFINED:
+                    elem = ds[tag]  # deferred, undefined length: read it now
+                else:
+                    self._raw(elem, out, top and tag in _BULK_TAGS)
+                    continue
+            if elem.VR == "SQ":
+                self._sequence(elem, out)
+            else:
+                buffer = DicomBytesIO()
+                buffer.is_little_endian = self.little
+                buffer.is_implicit_VR = self.implicit
+                write_data_element(buffer, elem, encodings)
+                data = buffer.getvalue()
+                out.append(_Bulk(data) if top and tag in _BULK_TAGS else data)
+
+    def _raw(self, elem: RawDataElement, out: list[bytes | _Segment | _Bulk], bulk: bool) -> None:
+        tag, length = int(elem.tag), elem.length
+        vr = elem.VR or "UN"
+        if elem.value is None:
+            out.append(self.header(tag, vr, length))
+            out.append(_Segment(elem.value_tell, length))
+            return
+        value = bytes(elem.value)
+        if length == _UNDEFINED:
+            out.append(self.header(tag, vr, _UNDEFINED))
+            out.append(_Bulk(value) if bulk else value)
+            out.append(self.delimiter(0xFFFEE0DD))
+            return
+        if len(value) != length:
+            raise InputError(
+                f"{self.source}: malformed DICOM: file is truncated in ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+            )
+        out.append(self.header(tag, vr, length))
+        out.append(_Bulk(value) if bulk else value)
+
+    def _sequence(self, elem: DataElement, out: list[bytes | _Segment | _Bulk]) -> None:
+        out.append(self.header(int(elem.tag), "SQ", _UNDEFINED))
+        for item in elem.value or ():
+            out.append(self._tag.pack(0xFFFE, 0xE000) + struct.pack("<L" if self.little else ">L", _UNDEFINED))
+            self.dataset(item, out, top=False)
+            out.append(self.delimiter(0xFFFEE00D))
+        out.append(self.delimiter(0xFFFEE0DD))
+
+
+def _file_meta(ds: FileDataset, syntax: UID) -> bytes:
+    meta = FileMetaDataset()
+    old = getattr(ds, "file_meta", None) or FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.get("SOPClassUID") or old.get("MediaStorageSOPClassUID", "")
+    meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID") or old.get(
+        "MediaStorageSOPInstanceUID", ""
+    )
+    meta.TransferSyntaxUID = syntax
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = False
+    complete = bool(meta.MediaStorageSOPClassUID and meta.MediaStorageSOPInstanceUID)
+    write_file_meta_info(buffer, meta, enforce_standard=complete)
+    return _PREAMBLE + buffer.getvalue()
+
+
+def encode_file(ds: FileDataset, source: Path | None = None) -> EncodedFile:
+    """Encode *ds* as a Part 10 file in its own transfer syntax.
+
+    Deferred values are left as references to *source* (default: the file
+    *ds* was read from).
+    """
+    syntax = _transfer_syntax(ds)
+    deflated = syntax == DeflatedExplicitVRLittleEndian
+    implicit, little = ds.original_encoding
+    if implicit is None or little is None:
+        implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+    filename = getattr(ds, "filename", None)
+    src = source or (Path(filename) if isinstance(filename, str | os.PathLike) else None)
+    body: list[bytes | _Segment | _Bulk] = []
+    with quiet_pydicom():
+        meta = _file_meta(ds, syntax)
+        _Encoder(bool(implicit), bool(little), src).dataset(ds, body, top=True)
+    if deflated:
+        raw = b"".join(p.data if isinstance(p, _Bulk) else p for p in body if not isinstance(p, _Segment))
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        body = [compressor.compress(raw) + compressor.flush()]
+    return EncodedFile([meta, *body], src)
+
+
+_UMASK: int | None = None
+
+
+def _file_mode() -> int:
+    global _UMASK  # noqa: PLW0603 - read once; os.umask can only be read by setting it
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return 0o666 & ~_UMASK
+
+
+@contextmanager
+def atomic_output(path: Path, mode: int | None = None) -> Iterator[int]:
+    """Yield a descriptor on a temporary file that becomes *path* only on success.
+
+    On any error the temporary file is removed: *path* is either absent, its
+    old content, or the complete new content, never a partial file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        os.fchmod(fd, _file_mode() if mode is None else mode)
+        yield fd
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

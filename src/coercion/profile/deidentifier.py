@@ -1,0 +1,417 @@
+"""The PS3.15 de-identifier: the semantics of ``deidentify:Opt1,Opt2``.
+
+:meth:`Deidentifier.apply` walks a dataset once, recursing into every
+sequence item at every depth, and applies the compiled profile to each
+element. Elements the profile leaves alone are never decoded: pydicom keeps
+them as raw bytes, so the cost of an object is the cost of its header, not of
+its pixel data.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pydicom.datadict import dictionary_VM, dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from coercion.dates import patient_offset_days, shift_da, shift_dt
+from coercion.profile.compiled import Action, CompiledProfile, PatternRow
+from coercion.profile.identifiers import collect_identifiers
+from coercion.profile.options import BASIC_PROFILE, Option
+from coercion.pydicom_config import silence_pydicom_validation
+from coercion.uids import UIDRemapper
+
+__all__ = ["Change", "Deidentifier", "Record"]
+
+log = logging.getLogger(__name__)
+
+_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_BINARY_DUMMY = {"OB": 2, "OW": 2, "UN": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+_NUMBER_DUMMY: dict[str, object] = {
+    "DS": "0",
+    "IS": "0",
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "SV": 0,
+    "UL": 0,
+    "US": 0,
+    "UV": 0,
+    "AT": 0,
+}
+_DATE_DUMMY = {"DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000Y"}
+_TOKEN_PREFIX = "ANON"
+_TOKEN_HEX = 10
+
+_PATIENT_ID = 0x00100020
+_ISSUER_OF_PATIENT_ID = 0x00100021
+_SOP_INSTANCE_UID = 0x00080018
+_MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
+#: File meta elements kept; the rest (sending/receiving AE titles, private
+#: information) describe the transfer, not the object, and are dropped.
+_FILE_META_KEPT = frozenset({0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
+
+
+@dataclass(frozen=True)
+class Change:
+    """One action on one element: where (sequence path), which tag, which action."""
+
+    path: tuple[tuple[int, int], ...]
+    tag: int
+    action: Action
+
+    def __str__(self) -> str:
+        where = "".join(f"({t >> 16:04X},{t & 0xFFFF:04X})[{i}]." for t, i in self.path)
+        return f"{where}({self.tag >> 16:04X},{self.tag & 0xFFFF:04X}) {self.action.value}"
+
+
+@dataclass
+class Record:
+    """What :meth:`Deidentifier.apply` did: counts per action and the changes."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    changes: list[Change] = field(default_factory=list)
+    date_offset_days: int | None = None
+
+    def add(self, path: tuple[tuple[int, int], ...], tag: int, action: Action) -> None:
+        """Note one action."""
+        self.counts[action.value] += 1
+        self.changes.append(Change(path, tag, action))
+
+
+@functools.lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int) -> str:
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    return vr.split(" or ")[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _dictionary_count(tag: int) -> int:
+    """The smallest number of values the dictionary VM allows (1 when unknown)."""
+    try:
+        vm = dictionary_VM(tag)
+    except KeyError:
+        return 1
+    head = vm.split("-")[0]
+    return int(head) if head.isdigit() and int(head) > 0 else 1
+
+
+def _vr_of(elem: DataElement | RawDataElement) -> str:
+    vr = elem.VR
+    if vr is None or " or " in vr:
+        return _dictionary_vr(int(elem.tag))
+    return str(vr)
+
+
+class _Walk:
+    """State of one :meth:`Deidentifier.apply` call."""
+
+    def __init__(self, record: Record, offset: int | None, needles: list[str] | None) -> None:
+        self.record = record
+        self.offset = offset
+        self._needles = needles
+        self._pattern: re.Pattern[str] | None = None
+
+    def scrubber(self, top: Dataset) -> re.Pattern[str] | None:
+        if self._needles is None:
+            self._needles = collect_identifiers(top).text_needles()
+            if self._needles:
+                self._pattern = re.compile("|".join(map(re.escape, self._needles)), re.IGNORECASE)
+        return self._pattern
+
+
+class Deidentifier:
+    """Apply the Basic Profile and a set of options to datasets.
+
+    One instance serves any number of objects; it holds the compiled profile
+    and the keyed UID map. It is not thread-safe only in the sense that the
+    UID cache is shared; results never depend on call order.
+    """
+
+    def __init__(self, profile: CompiledProfile, secret: bytes) -> None:
+        silence_pydicom_validation()
+        self.profile = profile
+        self._secret = secret
+        self._uids = UIDRemapper(secret)
+        self._token_key = hmac.new(secret, b"coercion/dummy", hashlib.sha256).digest()
+        self._actions = profile.actions
+        self._private_action = profile.patterns[PatternRow.PRIVATE]
+        self._curve_action = profile.patterns[PatternRow.CURVE]
+        self._overlay_data_action = profile.patterns[PatternRow.OVERLAY_DATA]
+        self._overlay_comments_action = profile.patterns[PatternRow.OVERLAY_COMMENTS]
+        self._remap_uids = profile.actions.get(_SOP_INSTANCE_UID) is Action.U
+
+    # -- public -----------------------------------------------------------------
+
+    def remap_uid(self, uid: str) -> str:
+        """The new UID for *uid* under this de-identifier's secret."""
+        return self._uids.remap(uid)
+
+    def apply(self, ds: Dataset) -> Record:
+        """De-identify *ds* in place and return the record of what was done."""
+        record = Record()
+        offset = None
+        if self.profile.shifts_dates:
+            offset = patient_offset_days(
+                self._secret, _text(ds, _PATIENT_ID), _text(ds, _ISSUER_OF_PATIENT_ID)
+            )
+            record.date_offset_days = offset
+        walk = _Walk(record, offset, None)
+        walk.scrubber(ds)  # collect identifiers before any of them is changed
+        self._process(ds, ds, walk, ())
+        self._process_file_meta(ds)
+        self._mark(ds)
+        log.debug("de-identified object: %s", dict(record.counts))
+        return record
+
+    # -- the walk -----------------------------------------------------------------
+
+    def _pattern_action(self, tag: int) -> Action | None:
+        group = tag >> 16
+        if 0x5000 <= group <= 0x501E and not group & 1:
+            return self._curve_action
+        if 0x6000 <= group <= 0x601E and not group & 1:
+            element = tag & 0xFFFF
+            if element == 0x3000:
+                return self._overlay_data_action
+            if element == 0x4000:
+                return self._overlay_comments_action
+            # The rest of an overlay plane is meaningless without its data.
+            return Action.X if self._overlay_data_action is Action.X else None
+        return None
+
+    def _process(
+        self, top: Dataset, ds: Dataset, walk: _Walk, path: tuple[tuple[int, int], ...]
+    ) -> None:
+        private: list[int] = []
+        actions = self._actions
+        for key in list(ds.keys()):
+            tag = int(key)
+            if tag & 0x10000:
+                private.append(tag)
+                continue
+            action = actions.get(tag)
+            if action is None:
+                if not tag & 0xFFFF:  # group length: wrong once anything changes
+                    del ds[tag]
+                    continue
+                action = self._pattern_action(tag)
+                if action is None:
+                    self._keep_unlisted(top, ds, tag, walk, path)
+                    continue
+            self._apply(top, ds, tag, action, walk, path)
+        if private:
+            self._process_private(ds, private, walk, path)
+
+    def _keep_unlisted(
+        self, top: Dataset, ds: Dataset, tag: int, walk: _Walk, path: tuple[tuple[int, int], ...]
+    ) -> None:
+        """An attribute Table E.1-1 does not list: keep it, but clean inside and shift dates."""
+        elem = ds.get_item(tag, keep_deferred=True)
+        if elem is None:
+            return
+        vr = _vr_of(elem)
+        if vr == "SQ":
+            self._recurse(top, ds, tag, walk, path)
+        elif walk.offset is not None and vr in ("DA", "DT"):
+            self._shift(ds, tag, vr, walk.offset)
+
+    def _apply(
+        self,
+        top: Dataset,
+        ds: Dataset,
+        tag: int,
+        action: Action,
+        walk: _Walk,
+        path: tuple[tuple[int, int], ...],
+    ) -> None:
+        elem = ds.get_item(tag, keep_deferred=True)
+        if elem is None:
+            return
+        vr = _vr_of(elem)
+        walk.record.add(path, tag, action)
+        if action is Action.X:
+            del ds[tag]
+        elif action is Action.Z:
+            ds[tag] = DataElement(tag, vr, Sequence() if vr == "SQ" else _empty(vr))
+        elif vr == "SQ":
+            # K, C, D and U on a sequence: apply the profile to every item.
+            self._recurse(top, ds, tag, walk, path)
+        elif action is Action.K:
+            pass
+        elif action is Action.U or vr == "UI":
+            self._remap(ds, tag, vr)
+        elif action is Action.D:
+            ds[tag] = DataElement(tag, vr, self._dummy(tag, vr, ds))
+        else:
+            self._clean(top, ds, tag, vr, walk)
+
+    def _recurse(
+        self, top: Dataset, ds: Dataset, tag: int, walk: _Walk, path: tuple[tuple[int, int], ...]
+    ) -> None:
+        items = ds[tag].value
+        for index, item in enumerate(items or ()):
+            self._process(top, item, walk, (*path, (tag, index)))
+
+    def _remap(self, ds: Dataset, tag: int, vr: str) -> None:
+        if vr != "UI":
+            ds[tag] = DataElement(tag, vr, self._dummy(tag, vr, ds))
+            return
+        elem = ds[tag]
+        value = elem.value
+        if isinstance(value, MultiValue | list):
+            elem.value = [self._uids.remap(str(v)) for v in value]
+        elif value:
+            elem.value = self._uids.remap(str(value))
+        else:
+            elem.value = self._uids.remap("")
+
+    def _shift(self, ds: Dataset, tag: int, vr: str, offset: int) -> None:
+        elem = ds[tag]
+        shift = shift_da if vr == "DA" else shift_dt
+        values = elem.value if isinstance(elem.value, MultiValue | list) else [elem.value]
+        try:
+            shifted = [shift(str(v), offset) for v in values if v is not None]
+        except ValueError:
+            log.debug("(%04X,%04X): unparsable %s removed", tag >> 16, tag & 0xFFFF, vr)
+            del ds[tag]
+            return
+        elem.value = shifted if len(shifted) > 1 else (shifted[0] if shifted else "")
+
+    def _clean(self, top: Dataset, ds: Dataset, tag: int, vr: str, walk: _Walk) -> None:
+        """C: keep a value of similar meaning that carries no identity."""
+        if vr in ("DA", "DT"):
+            if walk.offset is not None:
+                self._shift(ds, tag, vr, walk.offset)
+        elif vr == "PN":
+            ds[tag] = DataElement(tag, vr, self._dummy(tag, vr, ds))
+        elif vr in _TEXT_VRS:
+            pattern = walk.scrubber(top)
+            if pattern is not None:
+                elem = ds[tag]
+                if isinstance(elem.value, MultiValue | list):
+                    elem.value = [_scrub(pattern, str(v)) for v in elem.value]
+                elif elem.value:
+                    elem.value = _scrub(pattern, str(elem.value))
+        elif vr in _BINARY_VRS:
+            # A binary value cannot be cleaned here; removing it is the safe choice.
+            del ds[tag]
+
+    def _process_private(
+        self, ds: Dataset, tags: list[int], walk: _Walk, path: tuple[tuple[int, int], ...]
+    ) -> None:
+        safe = self.profile.safe_private
+        creators: dict[tuple[int, int], str] = {}
+        if safe:
+            for tag in tags:
+                element = tag & 0xFFFF
+                if 0x10 <= element <= 0xFF:
+                    creators[(tag >> 16, element)] = str(ds[tag].value).strip()
+        kept_blocks: set[tuple[int, int]] = set()
+        for tag in tags:
+            group, element = tag >> 16, tag & 0xFFFF
+            if element >= 0x1000:
+                creator = creators.get((group, element >> 8))
+                if creator is not None and (group, element & 0xFF, creator) in safe:
+                    kept_blocks.add((group, element >> 8))
+                    walk.record.add(path, tag, Action.K)
+                    continue
+                walk.record.add(path, tag, Action.X)
+                del ds[tag]
+        for tag in tags:
+            group, element = tag >> 16, tag & 0xFFFF
+            if element < 0x1000 and (group, element) not in kept_blocks:
+                del ds[tag]
+
+    def _dummy(self, tag: int, vr: str, ds: Dataset) -> object:
+        """D: a value valid for the VR and the dictionary VM; text is a keyed token."""
+        count = _dictionary_count(tag)
+        if vr in _TEXT_VRS:
+            value: object = self._token(tag, _text(ds, tag))
+        elif vr in _NUMBER_DUMMY:
+            value = _NUMBER_DUMMY[vr]
+        elif vr in _DATE_DUMMY:
+            value = _DATE_DUMMY[vr]
+        elif vr == "UI":
+            return self._uids.remap(_text(ds, tag))
+        else:
+            return b"\x00" * _BINARY_DUMMY.get(vr, 2)
+        return [value] * count if count > 1 else value
+
+    def _token(self, tag: int, original: str) -> str:
+        message = tag.to_bytes(4, "big") + original.encode("utf-8", "replace")
+        digest = hmac.new(self._token_key, message, hashlib.sha256).hexdigest()
+        return _TOKEN_PREFIX + digest[:_TOKEN_HEX].upper()
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def _process_file_meta(self, ds: Dataset) -> None:
+        meta = getattr(ds, "file_meta", None)
+        if meta is None:
+            return
+        for key in list(meta.keys()):
+            if int(key) not in _FILE_META_KEPT:
+                del meta[key]
+        if self._remap_uids and _MEDIA_STORAGE_SOP_INSTANCE_UID in meta:
+            elem = meta[_MEDIA_STORAGE_SOP_INSTANCE_UID]
+            elem.value = self._uids.remap(str(elem.value))
+
+    def _mark(self, ds: Dataset) -> None:
+        """Record what was done (PS3.15 E.1.1 and the CID 7050 codes)."""
+        options = sorted(self.profile.options, key=lambda o: o.value)
+        codes = [BASIC_PROFILE, *(option.code for option in options)]
+        ds.PatientIdentityRemoved = "YES"
+        methods = [code.meaning for code in codes]
+        ds.DeidentificationMethod = methods if len(methods) > 1 else methods[0]
+        items = []
+        for code in codes:
+            item = Dataset()
+            item.CodeValue = code.value
+            item.CodingSchemeDesignator = code.scheme
+            item.CodeMeaning = code.meaning
+            items.append(item)
+        ds.DeidentificationMethodCodeSequence = items
+        if Option.RetainLongitudinalTemporalInformationModifiedDatesOption in self.profile.options:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        elif Option.RetainLongitudinalTemporalInformationFullDatesOption in self.profile.options:
+            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        else:
+            ds.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+def _text(ds: Dataset, tag: int) -> str:
+    """The string form of an element's value, or '' when absent."""
+    if tag not in ds:
+        return ""
+    value = ds[tag].value
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip("\x00 ")
+    return str(value).strip()
+
+
+def _empty(vr: str) -> object:
+    if vr in _BINARY_VRS:
+        return b""
+    if vr in _NUMBER_DUMMY and vr not in ("DS", "IS"):
+        return None
+    return ""
+
+
+def _scrub(pattern: re.Pattern[str], text: str) -> str:
+    return " ".join(pattern.sub(" ", text).split())

@@ -1,0 +1,46 @@
+"""Keyed, repeatable UID remapping.
+
+A new UID is ``2.25.`` followed by the integer of a version-8 UUID whose 122
+free bits come from HMAC-SHA256 of the original UID under a secret. The same
+original always gives the same new UID under the same secret, and nobody
+without the secret can recompute or reverse the mapping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+__all__ = ["UIDRemapper"]
+
+_UUID_VERSION_8 = 0x8 << 76
+_UUID_VARIANT_RFC = 0x2 << 62
+_VERSION_MASK = ~(0xF << 76)
+_VARIANT_MASK = ~(0x3 << 62)
+_MAX_CACHE = 200_000
+
+
+class UIDRemapper:
+    """Map original UIDs to new ``2.25.`` UIDs under one secret.
+
+    Results are cached, so a UID repeated across a study costs one HMAC.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = hmac.new(secret, b"coercion/uid", hashlib.sha256).digest()
+        self._cache: dict[str, str] = {}
+
+    def remap(self, uid: str) -> str:
+        """Return the new UID for *uid* (trailing NUL and spaces ignored)."""
+        original = uid.strip("\x00 ")
+        cached = self._cache.get(original)
+        if cached is not None:
+            return cached
+        digest = hmac.new(self._key, original.encode("ascii", "replace"), hashlib.sha256).digest()
+        value = int.from_bytes(digest[:16], "big")
+        value = (value & _VERSION_MASK & _VARIANT_MASK) | _UUID_VERSION_8 | _UUID_VARIANT_RFC
+        new = f"2.25.{value}"
+        if len(self._cache) >= _MAX_CACHE:
+            self._cache.clear()
+        self._cache[original] = new
+        return new
