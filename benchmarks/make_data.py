@@ -13,7 +13,9 @@ Every file is Explicit VR Little Endian with a proper file meta header and carri
 PHI the way real objects do: at the top level (names, IDs, birth date, accession number,
 institution, physicians, dates and times, free-text comments), inside sequences nested up to
 four levels deep, in private blocks (including safe private attributes of PS3.15
-Table E.3.10-1) and in an overlay plane (group 6000).
+Table E.3.10-1) and in an overlay plane (group 6000). The words of patient names and IDs
+("BENCH", "PATIENT", ...) occur only in attributes that hold PHI, never in equipment, code
+or description values, so an output check that searches for them finds only real leaks.
 
 The output is deterministic: pixel data come from seeded numpy generators, UIDs are
 SHA-512 derived from fixed strings under pydicom's root, and dates are fixed. Running the
@@ -120,7 +122,7 @@ def make_patient(index: int) -> Patient:
         birth_date=birth.strftime("%Y%m%d"),
         sex="MF"[index % 2],
         mother_birth_name=f"MOTHER^MAIDEN^{number:02d}",
-        address=f"{number} Synthetic Street, Benchtown",
+        address=f"{number} Synthetic Street, Synthtown",
         phone=f"+1-555-01{number:02d}",
     )
 
@@ -137,7 +139,7 @@ def make_study(patient: Patient, index: int, modality: str) -> Study:
         time=f"{8 + index % 10:02d}{(7 * index) % 60:02d}{(13 * index) % 60:02d}.{number:06d}",
         accession=f"ACC{day:%Y%m%d}{number:04d}",
         study_id=f"S{number:05d}",
-        description=f"{modality} BENCH STUDY {number:02d}",
+        description=f"{modality} ROUTINE STUDY {number:02d}",
         referring=f"REFERRER^REGINA^{number:02d}^DR",
     )
 
@@ -160,11 +162,11 @@ def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
 def _person_identification(name: str, code: str) -> Dataset:
     """Return a Person Identification Macro item: a nested code plus institution PHI."""
     item = Dataset()
-    item.PersonIdentificationCodeSequence = Sequence([_code_item(code, "BENCHHR", name)])
-    item.PersonAddress = "1 Staff Road, Benchtown"
+    item.PersonIdentificationCodeSequence = Sequence([_code_item(code, "99SYNHR", name)])
+    item.PersonAddress = "1 Staff Road, Synthtown"
     item.PersonTelephoneNumbers = "+1-555-0100"
-    item.InstitutionName = "Bench General Hospital"
-    item.InstitutionAddress = "100 Hospital Way, Benchtown"
+    item.InstitutionName = "Synthetic General Hospital"
+    item.InstitutionAddress = "100 Hospital Way, Synthtown"
     return item
 
 
@@ -182,7 +184,7 @@ def _request_attributes(study: Study, series_uid: str, sop_class: str) -> Datase
     study_ref.ReferencedSOPSequence = Sequence([sop_ref])
 
     issuer = Dataset()
-    issuer.LocalNamespaceEntityID = "BENCH_RIS"
+    issuer.LocalNamespaceEntityID = "SYNTH_RIS"
 
     item = Dataset()  # level 1
     item.AccessionNumber = study.accession
@@ -192,7 +194,7 @@ def _request_attributes(study: Study, series_uid: str, sop_class: str) -> Datase
     item.RequestedProcedureDescription = study.description
     item.ScheduledProcedureStepID = f"SPS{study.index + 1:05d}"
     item.ScheduledProcedureStepDescription = f"{study.description} for {study.patient.name}"
-    item.ScheduledProtocolCodeSequence = Sequence([_code_item("BENCH01", "99BENCH", "Routine")])
+    item.ScheduledProtocolCodeSequence = Sequence([_code_item("SYN01", "99SYNTH", "Routine")])
     item.ReasonForTheRequestedProcedure = f"Follow-up of {study.patient.patient_id}"
     item.ReferencedStudySequence = Sequence([study_ref])
     return item
@@ -203,7 +205,7 @@ def add_patient_and_study(ds: Dataset, study: Study, series_uid: str, sop_class:
     add_patient(ds, study)
     day = f"{study.day:%Y%m%d}"
     issuer = Dataset()
-    issuer.LocalNamespaceEntityID = "BENCH_RIS"
+    issuer.LocalNamespaceEntityID = "SYNTH_RIS"
     study_ref = Dataset()
     study_ref.ReferencedSOPClassUID = DETACHED_STUDY_MANAGEMENT_SOP_CLASS
     study_ref.ReferencedSOPInstanceUID = study.uid
@@ -226,8 +228,8 @@ def add_patient_and_study(ds: Dataset, study: Study, series_uid: str, sop_class:
             "ContentTime": study.time,
             "AccessionNumber": study.accession,
             "IssuerOfAccessionNumberSequence": Sequence([issuer]),
-            "InstitutionName": "Bench General Hospital",
-            "InstitutionAddress": "100 Hospital Way, Benchtown",
+            "InstitutionName": "Synthetic General Hospital",
+            "InstitutionAddress": "100 Hospital Way, Synthtown",
             "InstitutionalDepartmentName": "Radiology",
             "ReferringPhysicianName": study.referring,
             "ReferringPhysicianTelephoneNumbers": "+1-555-0199",
@@ -241,9 +243,7 @@ def add_patient_and_study(ds: Dataset, study: Study, series_uid: str, sop_class:
             ),
             "ReferencedStudySequence": Sequence([study_ref]),
             "ReferencedPerformedProcedureStepSequence": Sequence([pps]),
-            "ProcedureCodeSequence": Sequence(
-                [_code_item("BENCHP1", "99BENCH", study.description)]
-            ),
+            "ProcedureCodeSequence": Sequence([_code_item("SYNP1", "99SYNTH", study.description)]),
             "StudyInstanceUID": study.uid,
             "StudyID": study.study_id,
             "PerformedProcedureStepStartDate": day,
@@ -262,14 +262,14 @@ def add_patient(ds: Dataset, study: Study) -> None:
     patient = study.patient
     other_id = Dataset()
     other_id.PatientID = f"MRN{patient.index + 1:07d}"
-    other_id.IssuerOfPatientID = "BENCH_MPI"
+    other_id.IssuerOfPatientID = "SYNTH_MPI"
     other_id.TypeOfPatientID = "TEXT"
     set_attributes(
         ds,
         {
             "PatientName": patient.name,
             "PatientID": patient.patient_id,
-            "IssuerOfPatientID": "BENCH_HIS",
+            "IssuerOfPatientID": "SYNTH_HIS",
             "PatientBirthDate": patient.birth_date,
             "PatientSex": patient.sex,
             "PatientAge": f"{study.day.year - int(patient.birth_date[:4]):03d}Y",
@@ -291,7 +291,7 @@ def add_overlay(ds: Dataset, rows: int, columns: int) -> None:
     """Add an overlay plane in group 6000 (a frame around the image and a diagonal)."""
     ds.add_new(0x60000010, "US", rows)  # OverlayRows
     ds.add_new(0x60000011, "US", columns)  # OverlayColumns
-    ds.add_new(0x60000022, "LO", "BENCH ANNOTATION")  # OverlayDescription
+    ds.add_new(0x60000022, "LO", "SYNTHETIC ANNOTATION")  # OverlayDescription
     ds.add_new(0x60000040, "CS", "G")  # OverlayType
     ds.add_new(0x60000050, "SS", [1, 1])  # OverlayOrigin
     ds.add_new(0x60000100, "US", 1)  # OverlayBitsAllocated
@@ -332,8 +332,8 @@ def new_file_dataset(sop_class: UID, sop_instance: UID) -> Dataset:
     meta.MediaStorageSOPInstanceUID = sop_instance
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "COERCION_BENCH"
-    meta.SourceApplicationEntityTitle = "BENCH_MODALITY"
+    meta.ImplementationVersionName = "SYNTH_DATA_1"
+    meta.SourceApplicationEntityTitle = "SYNTH_MODALITY"
     ds = Dataset()
     ds.file_meta = meta
     ds.SpecificCharacterSet = "ISO_IR 100"
@@ -387,10 +387,10 @@ CT_FIXED: dict[str, object] = {
     "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
     "Modality": "CT",
     "Manufacturer": "GE MEDICAL SYSTEMS",
-    "ManufacturerModelName": "BenchSpeed 64",
-    "StationName": "CTBENCH01",
+    "ManufacturerModelName": "SynthSpeed 64",
+    "StationName": "CTSYN01",
     "DeviceSerialNumber": "CT-000123",
-    "SoftwareVersions": "bench_1.0",
+    "SoftwareVersions": "synth_1.0",
     "SeriesDescription": "CHEST 1.25mm STD",
     "BodyPartExamined": "CHEST",
     "ContrastBolusAgent": "OMNIPAQUE 350",
@@ -427,10 +427,10 @@ MR_FIXED: dict[str, object] = {
     "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND"],
     "Modality": "MR",
     "Manufacturer": "SIEMENS",
-    "ManufacturerModelName": "BenchAvanto",
-    "StationName": "MRBENCH02",
+    "ManufacturerModelName": "SynthAvanto",
+    "StationName": "MRSYN02",
     "DeviceSerialNumber": "MR-004567",
-    "SoftwareVersions": "syngo MR BENCH",
+    "SoftwareVersions": "syngo MR SYN",
     "BodyPartExamined": "HEAD",
     "ScanningSequence": "SE",
     "SequenceVariant": ["SK", "SP"],
@@ -484,10 +484,10 @@ def ct_dataset(study: Study, index: int, slices: int) -> Dataset:
     ge_acq = ds.private_block(0x0019, "GEMS_ACQU_01", create=True)
     ge_acq.add_new(0x23, "DS", "39.375")  # Table Speed: safe private
     ge_acq.add_new(0x24, "DS", f"{1.0 + 0.35 * index:.3f}")  # Mid Scan Time: safe private
-    ge_acq.add_new(0x9E, "LO", "HELICAL_BENCH")  # Internal Pulse Sequence Name: safe private
+    ge_acq.add_new(0x9E, "LO", "HELICAL_SYN")  # Internal Pulse Sequence Name: safe private
     ge_iden = ds.private_block(0x0009, "GEMS_IDEN_01", create=True)
-    ge_iden.add_new(0x01, "LO", "GE_GENESIS_BENCH")
-    ge_iden.add_new(0x02, "SH", "CTBENCH01")
+    ge_iden.add_new(0x01, "LO", "GE_GENESIS_SYN")
+    ge_iden.add_new(0x02, "SH", "CTSYN01")
     ge_iden.add_new(0x04, "SH", study.patient.patient_id)  # PHI in a private element
     add_philips_pet_block(ds, index)
     add_overlay(ds, CT_MATRIX, CT_MATRIX)
@@ -543,7 +543,7 @@ def add_philips_pet_block(ds: Dataset, index: int) -> None:
     block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
     block.add_new(0x00, "DS", f"{0.000123 + index * 1e-7:.7f}")  # SUV Factor: safe private
     block.add_new(0x09, "DS", "0.0042")  # Activity Concentration Factor: safe private
-    block.add_new(0x10, "LO", "BENCH TRIAL SITE 7")  # not on the safe list
+    block.add_new(0x10, "LO", "TRIAL SITE 7")  # not on the safe list
 
 
 def iter_ct_files(slices: int) -> Iterator[tuple[Path, Dataset]]:

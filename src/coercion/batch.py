@@ -57,7 +57,13 @@ KEY_FILE_COLUMNS = (
     "original_sop_instance_uid",
     "new_sop_instance_uid",
 )
-_KEY_KEYWORDS = ("PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_KEY_KEYWORDS = (
+    "PatientID",
+    "PatientName",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+)
 _SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
 _CHUNK_FILES = 32
 _CHUNK_BYTES = 64 * 1024 * 1024
@@ -208,7 +214,11 @@ class _Worker:
         key_row = (
             str(task.source),
             str(relative),
-            *(v for pair in zip(originals, (_text(ds, k) for k in _KEY_KEYWORDS), strict=True) for v in pair),
+            *(
+                v
+                for pair in zip(originals, (_text(ds, k) for k in _KEY_KEYWORDS), strict=True)
+                for v in pair
+            ),
         )
         if self.settings.resume and output.exists():
             return FileResult(task.source, "resumed", relative, key_row=key_row)
@@ -225,12 +235,17 @@ class _Worker:
                 encoded.write_to(fd)
         except OSError as exc:
             raise OutputError(f"{output}: cannot write ({exc.strerror})") from exc
-        return FileResult(task.source, "written", relative, key_row=key_row, counts=dict(record.counts))
+        return FileResult(
+            task.source, "written", relative, key_row=key_row, counts=dict(record.counts)
+        )
 
     def _output_path(self, ds: Dataset, task: Task) -> Path:
         if not self.settings.rename:
             return task.relative
-        parts = [_text(ds, k) or "UNKNOWN" for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")]
+        parts = [
+            _text(ds, k) or "UNKNOWN"
+            for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
+        ]
         name = (_text(ds, "SOPInstanceUID") or task.source.name) + ".dcm"
         return Path(*(_SAFE_COMPONENT.sub("_", p) for p in [*parts, name]))
 

@@ -71,8 +71,12 @@ _OPTION_HELP = (
     default=None,
     help="Write the translation table (original -> new ids, UIDs, paths) as CSV. Holds PHI.",
 )
-@click.option("--rename", is_flag=True, help="Name outputs from pseudonymous ids, not source names.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, help="Processes (0: one per core).")
+@click.option(
+    "--rename", is_flag=True, help="Name outputs from pseudonymous ids, not source names."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=0, help="Processes (0: one per core)."
+)
 @click.option("--resume", is_flag=True, help="Skip outputs that already exist.")
 @click.option(
     "--verify/--no-verify",

@@ -16,7 +16,7 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +26,11 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    UID,
 )
 
 from coercion.errors import InputError, OutputError
@@ -52,7 +52,9 @@ IMPLEMENTATION_VERSION_NAME = "COERCION_010"
 #: Values longer than this are left in the source file until written.
 DEFER_SIZE = 16 * 1024
 
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+_LONG_VRS = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"}
+)
 _BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _UNDEFINED = 0xFFFFFFFF
 _PREAMBLE = b"\x00" * 128 + b"DICM"
@@ -81,8 +83,13 @@ def sniff(path: Path) -> str | None:
     if len(head) >= 8:
         for end in "<>":
             group, element = struct.unpack_from(end + "HH", head)
-            if group in (0x0002, 0x0008) and element < 0x0100 and (
-                _VR_RE.fullmatch(head[4:6]) or struct.unpack_from(end + "L", head, 4)[0] < 0x10000
+            if (
+                group in (0x0002, 0x0008)
+                and element < 0x0100
+                and (
+                    _VR_RE.fullmatch(head[4:6])
+                    or struct.unpack_from(end + "L", head, 4)[0] < 0x10000
+                )
             ):
                 return "dataset"
     return None
@@ -258,16 +265,18 @@ class _Encoder:
             out.append(self.delimiter(0xFFFEE0DD))
             return
         if len(value) != length:
-            raise InputError(
-                f"{self.source}: malformed DICOM: file is truncated in ({tag >> 16:04X},{tag & 0xFFFF:04X})"
-            )
+            where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+            raise InputError(f"{self.source}: malformed DICOM: file is truncated in {where}")
         out.append(self.header(tag, vr, length))
         out.append(_Bulk(value) if bulk else value)
 
     def _sequence(self, elem: DataElement, out: list[bytes | _Segment | _Bulk]) -> None:
         out.append(self.header(int(elem.tag), "SQ", _UNDEFINED))
         for item in elem.value or ():
-            out.append(self._tag.pack(0xFFFE, 0xE000) + struct.pack("<L" if self.little else ">L", _UNDEFINED))
+            out.append(
+                self._tag.pack(0xFFFE, 0xE000)
+                + struct.pack("<L" if self.little else ">L", _UNDEFINED)
+            )
             self.dataset(item, out, top=False)
             out.append(self.delimiter(0xFFFEE00D))
         out.append(self.delimiter(0xFFFEE0DD))
@@ -309,7 +318,9 @@ def encode_file(ds: FileDataset, source: Path | None = None) -> EncodedFile:
         meta = _file_meta(ds, syntax)
         _Encoder(bool(implicit), bool(little), src).dataset(ds, body, top=True)
     if deflated:
-        raw = b"".join(p.data if isinstance(p, _Bulk) else p for p in body if not isinstance(p, _Segment))
+        raw = b"".join(
+            p.data if isinstance(p, _Bulk) else p for p in body if not isinstance(p, _Segment)
+        )
         compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
         body = [compressor.compress(raw) + compressor.flush()]
     return EncodedFile([meta, *body], src)
@@ -344,8 +355,6 @@ def atomic_output(path: Path, mode: int | None = None) -> Iterator[int]:
     except BaseException:
         if fd >= 0:
             os.close(fd)
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise

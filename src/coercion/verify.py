@@ -20,7 +20,7 @@ import functools
 import re
 from collections.abc import Iterable
 
-from pydicom.datadict import DicomDictionary
+from pydicom._dicom_dict import DicomDictionary
 
 from coercion.profile import Action, CompiledProfile
 from coercion.profile.identifiers import Identifiers

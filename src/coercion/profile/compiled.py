@@ -142,7 +142,9 @@ def _compile(options: frozenset[Option]) -> CompiledProfile:
             actions[parse_tag(tag_text)] = action
     safe: frozenset[tuple[int, int, str]] = frozenset()
     if patterns[PatternRow.PRIVATE] is not Action.X:
-        safe = frozenset((group, offset, creator) for group, offset, creator, _vr, _vm in SAFE_PRIVATE_ROWS)
+        safe = frozenset(
+            (group, offset, creator) for group, offset, creator, _vr, _vm in SAFE_PRIVATE_ROWS
+        )
     return CompiledProfile(options, actions, patterns, safe)
 
 

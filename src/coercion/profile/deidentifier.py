@@ -60,7 +60,9 @@ _SOP_INSTANCE_UID = 0x00080018
 _MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 #: File meta elements kept; the rest (sending/receiving AE titles, private
 #: information) describe the transfer, not the object, and are dropped.
-_FILE_META_KEPT = frozenset({0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
+_FILE_META_KEPT = frozenset(
+    {0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
+)
 
 
 @dataclass(frozen=True)

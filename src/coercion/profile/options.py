@@ -61,7 +61,9 @@ def _check_enum_matches_table() -> None:
     for option in Option:
         keyword = OPTION_COLUMNS[option.value][1]
         if keyword != option.name:  # pragma: no cover - guards a regenerated table
-            raise ImportError(f"profile table column {option.value} is {keyword}, not {option.name}")
+            raise ImportError(
+                f"profile table column {option.value} is {keyword}, not {option.name}"
+            )
 
 
 _check_enum_matches_table()
@@ -94,7 +96,6 @@ def parse_options(names: Iterable[str], where: str = "options") -> frozenset[Opt
     options = frozenset(_lookup(name, where) for name in names if name.strip())
     if all(option in options for option in _EXCLUSIVE):
         raise ConfigError(
-            f"{where}: {_EXCLUSIVE[0].name} and {_EXCLUSIVE[1].name} exclude each other; "
-            "choose one"
+            f"{where}: {_EXCLUSIVE[0].name} and {_EXCLUSIVE[1].name} exclude each other; choose one"
         )
     return options
