@@ -97,7 +97,6 @@ class Result:
     data_set: str
     tool: str
     times: list[float] = field(default_factory=list)
-    output_files: int = 0
     error: str | None = None
 
     @property
@@ -211,7 +210,6 @@ def bench_data_set(
             )
             if error is None:
                 result.times.append(seconds)
-                result.output_files = count_files(dst)
             else:
                 result.error = error
                 print_log_tail(log)

@@ -28,7 +28,7 @@ def make_dataset(patient: str = "DOE^JANE^Q", patient_id: str = "PID-4711") -> D
     ds.AcquisitionDateTime = "20240301102000.000000"
     ds.Modality = "CT"
     ds.InstitutionName = "Saint Example Hospital"
-    ds.StudyDescription = f"CT head for {patient.split('^')[0]}"
+    ds.StudyDescription = f"CT head for {patient.split('^', 1)[0]}"
     ds.Rows = 2
     ds.Columns = 2
     ds.BitsAllocated = 16

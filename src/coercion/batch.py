@@ -208,7 +208,7 @@ class _Worker:
         ds = read_file(task.source)
         originals = [_text(ds, keyword) for keyword in _KEY_KEYWORDS]
         identifiers = collect_identifiers(ds) if self.settings.verify else None
-        record = self.deidentifier.apply(ds)
+        record = self.deidentifier.apply(ds, identifiers)
         relative = self._output_path(ds, task)
         output = self.settings.destination / relative
         key_row = (
@@ -297,7 +297,7 @@ def run(
     workers = workers or os.cpu_count() or 1
 
     def note(result: FileResult) -> None:
-        summary.results.append(result)
+        summary.results.append(result)  # recorded before anything else can interrupt
         if result.status == "failed":
             log.info("failed: %s", result.reason)
         elif result.status == "skipped":
@@ -319,35 +319,40 @@ def run(
         initializer=_init_worker,
         initargs=(settings,),
     )
+    submitted: list[Future[list[FileResult]]] = []
+    recorded: dict[Future[list[FileResult]], int] = {}
+
+    def drain(future: Future[list[FileResult]]) -> None:
+        """Note the results of *future* not noted yet (an interrupt may come mid-way)."""
+        results = future.result()
+        while recorded.get(future, 0) < len(results):
+            index = recorded.get(future, 0)
+            recorded[future] = index + 1
+            note(results[index])
+
     pending: set[Future[list[FileResult]]] = set()
-    chunks = _chunks(tasks)
     try:
-        for chunk in chunks:
-            pending.add(executor.submit(_run_chunk, chunk))
+        for chunk in _chunks(tasks):
+            future = executor.submit(_run_chunk, chunk)
+            submitted.append(future)
+            pending.add(future)
             if len(pending) >= workers * 4:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    for result in future.result():
-                        note(result)
-        for future in _as_done(pending):
-            for result in future.result():
-                note(result)
+                for finished in done:
+                    drain(finished)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for finished in done:
+                drain(finished)
     except KeyboardInterrupt:
         summary.interrupted = True
         executor.shutdown(wait=True, cancel_futures=True)
-        for future in pending:
+        for future in submitted:
             if future.done() and not future.cancelled():
-                for result in future.result():
-                    note(result)
+                drain(future)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
     return summary
-
-
-def _as_done(pending: set[Future[list[FileResult]]]) -> Iterator[Future[list[FileResult]]]:
-    while pending:
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        yield from done
 
 
 def write_key_file(path: Path, results: Iterable[FileResult]) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -114,8 +115,8 @@ def deidentify(
     if key_file is not None:
         rows = batch.write_key_file(key_file, summary.results)
         _err.print(
-            f"[yellow]warning:[/] {key_file} holds PHI (original identifiers, {rows} rows); "
-            "keep it as safe as the originals"
+            f"[yellow]warning:[/] {escape(str(key_file))} holds PHI "
+            f"(original identifiers, {rows} rows); keep it as safe as the originals"
         )
     _report(summary, elapsed)
     if summary.interrupted:
@@ -152,9 +153,9 @@ def _run_with_progress(
 def _report(summary: batch.Summary, elapsed: float) -> None:
     for result in summary.results:
         if result.status == "skipped":
-            _err.print(f"skipped {result.source}: {result.reason}")
+            _err.print(f"skipped {escape(str(result.source))}: {escape(result.reason)}")
     for result in summary.failed:
-        _err.print(f"[red]failed[/] {result.reason}")
+        _err.print(f"[red]failed[/] {escape(result.reason)}")
     written = summary.count("written")
     rate = written / elapsed if elapsed > 0 else 0.0
     _err.print(
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except CoercionError as exc:
-        _err.print(f"[red]error:[/] {exc}")
+        _err.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _err.print("Aborted!")

@@ -20,11 +20,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.filewriter import write_data_element
+from pydicom.multival import MultiValue
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -32,9 +32,11 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import IS, DSfloat, PersonName
 
 from coercion.errors import InputError, OutputError
 from coercion.pydicom_config import silence_pydicom_validation
+from coercion.reader import parse_file
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
@@ -106,23 +108,13 @@ def _reason(exc: BaseException) -> str:
 
 def read_file(path: Path, *, defer: bool = True) -> FileDataset:
     """Read a DICOM file, deferring large values; raise :class:`InputError` when malformed."""
-    kind = sniff(path)
-    if kind is None:
+    if sniff(path) is None:
         raise InputError(f"{path}: not a DICOM file")
+    silence_pydicom_validation()
     try:
-        with quiet_pydicom():
-            ds = dcmread(path, defer_size=DEFER_SIZE if defer else None, force=kind == "dataset")
-            syntax = _transfer_syntax(ds)
-            if defer and syntax == DeflatedExplicitVRLittleEndian:
-                # Offsets into an inflated stream cannot be copied from the file.
-                ds = dcmread(path, force=kind == "dataset")
-            # Touch the element list: pydicom parses lazily and a truncated
-            # header should fail here, with the path, not later.
-            len(ds)
-    except InputError:
-        raise
-    except Exception as exc:  # pydicom raises many types for bad input
-        raise InputError(f"{path}: malformed DICOM: {_reason(exc)}") from exc
+        ds = parse_file(path, DEFER_SIZE if defer else 0)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
     if len(ds) == 0:
         raise InputError(f"{path}: malformed DICOM: no data set")
     return ds
@@ -156,17 +148,23 @@ class _Bulk:
 class EncodedFile:
     """A Part 10 file ready to write: header bytes plus bulk data parts."""
 
-    def __init__(self, parts: list[bytes | _Segment | _Bulk], source: Path | None) -> None:
+    def __init__(
+        self, parts: list[bytes | _Segment | _Bulk], source: Path | None, plain: bytes | None = None
+    ) -> None:
         self.parts = parts
         self.source = source
+        self._plain = plain
 
     def scannable(self) -> bytes:
-        """Every byte of the file except pixel data (for verification)."""
+        """Every byte of the file except pixel data, before any deflate (for verification)."""
+        if self._plain is not None:
+            return self._plain
         return b"".join(part for part in self.parts if isinstance(part, bytes))
 
     def write_to(self, fd: int) -> None:
         """Write the whole file to the open descriptor *fd*."""
         source_fd = -1
+        pending: list[bytes] = []  # in-memory parts, written in one call
         try:
             for part in self.parts:
                 if isinstance(part, _Segment):
@@ -174,9 +172,12 @@ class EncodedFile:
                         if self.source is None:
                             raise OutputError("deferred value without a source file")
                         source_fd = os.open(self.source, os.O_RDONLY)
+                    _write_all(fd, b"".join(pending))
+                    pending.clear()
                     _copy_range(source_fd, fd, part, self.source)
                 else:
-                    _write_all(fd, part.data if isinstance(part, _Bulk) else part)
+                    pending.append(part.data if isinstance(part, _Bulk) else part)
+            _write_all(fd, b"".join(pending))
         finally:
             if source_fd >= 0:
                 os.close(source_fd)
@@ -202,6 +203,68 @@ def _copy_range(src: int, dst: int, segment: _Segment, source: Path | None) -> N
             raise InputError(f"{source}: malformed DICOM: file is truncated")
         offset += copied
         remaining -= copied
+
+
+_STRING_VRS = frozenset(
+    {
+        "AE",
+        "AS",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "IS",
+        "LO",
+        "LT",
+        "PN",
+        "SH",
+        "ST",
+        "TM",
+        "UC",
+        "UI",
+        "UR",
+        "UT",
+    }
+)
+_NUMBER_FORMATS = {
+    "US": "H",
+    "SS": "h",
+    "UL": "L",
+    "SL": "l",
+    "FL": "f",
+    "FD": "d",
+    "UV": "Q",
+    "SV": "q",
+}
+_TEXT_TYPES = (str, PersonName, DSfloat, IS)
+_SINGLE_BYTE_CODECS = frozenset({"iso8859", "latin_1", "ascii", "utf_8", "UTF8", "iso_ir_6"})
+
+
+def _single_codec(encodings: object) -> str | None:
+    """The Python codec when the data set uses one simple character set, else None."""
+    if encodings is None:
+        return "latin_1"
+    codecs = [encodings] if isinstance(encodings, str) else list(encodings)  # type: ignore[call-overload]
+    if len(codecs) == 1 and codecs[0] in _SINGLE_BYTE_CODECS:
+        return "utf_8" if codecs[0] in ("utf_8", "UTF8") else "latin_1"
+    return None
+
+
+def _encode_value(elem: DataElement, codec: str | None, little: bool) -> bytes | None:
+    """Encode common values directly; None means: let pydicom encode it."""
+    vr, value = elem.VR, elem.value
+    if value is None or value in ("", b""):
+        return b""
+    values = list(value) if isinstance(value, MultiValue | list) else [value]
+    if vr in _STRING_VRS and codec is not None and all(isinstance(v, _TEXT_TYPES) for v in values):
+        data = "\\".join(map(str, values)).encode(codec)
+        return data + (b"\x00" if vr == "UI" else b" ") if len(data) % 2 else data
+    fmt = _NUMBER_FORMATS.get(vr)
+    if fmt is not None and all(isinstance(v, int | float) for v in values):
+        return struct.pack(("<" if little else ">") + fmt * len(values), *values)
+    if vr in ("OB", "UN") and isinstance(value, bytes):
+        return value + b"\x00" if len(value) % 2 else value
+    return None
 
 
 class _Encoder:
@@ -230,26 +293,35 @@ class _Encoder:
 
     def dataset(self, ds: Dataset, out: list[bytes | _Segment | _Bulk], top: bool) -> None:
         encodings = getattr(ds, "_character_set", None)
+        codec = _single_codec(encodings)
         for key in sorted(ds.keys()):
             tag = int(key)
             elem = ds.get_item(tag, keep_deferred=True)
             if elem is None:
                 continue
             if isinstance(elem, RawDataElement):
-                if elem.value is None and elem.length == _UNDEFINED:
-                    elem = ds[tag]  # deferred, undefined length: read it now
+                if (elem.value is None and elem.length == _UNDEFINED) or (
+                    elem.is_implicit_VR != self.implicit or elem.is_little_endian != self.little
+                ):
+                    # Deferred with undefined length, or read in another
+                    # encoding than the output's: decode it and encode anew.
+                    elem = ds[tag]
                 else:
                     self._raw(elem, out, top and tag in _BULK_TAGS)
                     continue
             if elem.VR == "SQ":
                 self._sequence(elem, out)
+                continue
+            value = _encode_value(elem, codec, self.little)
+            if value is not None:
+                data = self.header(tag, elem.VR, len(value)) + value
             else:
                 buffer = DicomBytesIO()
                 buffer.is_little_endian = self.little
                 buffer.is_implicit_VR = self.implicit
                 write_data_element(buffer, elem, encodings)
                 data = buffer.getvalue()
-                out.append(_Bulk(data) if top and tag in _BULK_TAGS else data)
+            out.append(_Bulk(data) if top and tag in _BULK_TAGS else data)
 
     def _raw(self, elem: RawDataElement, out: list[bytes | _Segment | _Bulk], bulk: bool) -> None:
         tag, length = int(elem.tag), elem.length
@@ -283,21 +355,27 @@ class _Encoder:
 
 
 def _file_meta(ds: FileDataset, syntax: UID) -> bytes:
-    meta = FileMetaDataset()
+    """Preamble and a fresh File Meta Information group (explicit VR little endian)."""
     old = getattr(ds, "file_meta", None) or FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.get("SOPClassUID") or old.get("MediaStorageSOPClassUID", "")
-    meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID") or old.get(
-        "MediaStorageSOPInstanceUID", ""
-    )
-    meta.TransferSyntaxUID = syntax
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    buffer = DicomBytesIO()
-    buffer.is_little_endian = True
-    buffer.is_implicit_VR = False
-    complete = bool(meta.MediaStorageSOPClassUID and meta.MediaStorageSOPInstanceUID)
-    write_file_meta_info(buffer, meta, enforce_standard=complete)
-    return _PREAMBLE + buffer.getvalue()
+    sop_class = ds.get("SOPClassUID") or old.get("MediaStorageSOPClassUID", "")
+    sop_instance = ds.get("SOPInstanceUID") or old.get("MediaStorageSOPInstanceUID", "")
+    encoder = _Encoder(implicit=False, little=True, source=None)
+    body = [encoder.header(0x00020001, "OB", 2) + b"\x00\x01"]
+    for tag, vr, text in (
+        (0x00020002, "UI", str(sop_class)),
+        (0x00020003, "UI", str(sop_instance)),
+        (0x00020010, "UI", str(syntax)),
+        (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
+        (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),
+    ):
+        if not text:
+            continue  # a source without it: write what is known
+        value = text.encode("ascii", "replace")
+        if len(value) % 2:
+            value += b"\x00" if vr == "UI" else b" "
+        body.append(encoder.header(tag, vr, len(value)) + value)
+    group = b"".join(body)
+    return _PREAMBLE + encoder.header(0x00020000, "UL", 4) + struct.pack("<L", len(group)) + group
 
 
 def encode_file(ds: FileDataset, source: Path | None = None) -> EncodedFile:
@@ -308,9 +386,14 @@ def encode_file(ds: FileDataset, source: Path | None = None) -> EncodedFile:
     """
     syntax = _transfer_syntax(ds)
     deflated = syntax == DeflatedExplicitVRLittleEndian
-    implicit, little = ds.original_encoding
-    if implicit is None or little is None:
+    try:
+        # The output says what the transfer syntax says, even where the
+        # source's bytes did not (elements read otherwise are re-encoded).
         implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+    except ValueError:  # a private transfer syntax: keep the encoding as read
+        read_implicit, read_little = ds.original_encoding
+        implicit = bool(read_implicit)
+        little = read_little is not False
     filename = getattr(ds, "filename", None)
     src = source or (Path(filename) if isinstance(filename, str | os.PathLike) else None)
     body: list[bytes | _Segment | _Bulk] = []
@@ -318,11 +401,12 @@ def encode_file(ds: FileDataset, source: Path | None = None) -> EncodedFile:
         meta = _file_meta(ds, syntax)
         _Encoder(bool(implicit), bool(little), src).dataset(ds, body, top=True)
     if deflated:
+        plain = meta + b"".join(p for p in body if isinstance(p, bytes))
         raw = b"".join(
             p.data if isinstance(p, _Bulk) else p for p in body if not isinstance(p, _Segment)
         )
         compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-        body = [compressor.compress(raw) + compressor.flush()]
+        return EncodedFile([meta, compressor.compress(raw) + compressor.flush()], src, plain)
     return EncodedFile([meta, *body], src)
 
 

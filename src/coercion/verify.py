@@ -5,7 +5,7 @@ which the profile does not address) for the source's patient names and their
 components, patient ids, accession number, birth date and instance UIDs.
 Values the chosen options retain on purpose are not looked for. Matches are
 bounded (a name must not be part of a longer word, a UID not part of a longer
-UID), so the check costs a few regular-expression scans of a few kilobytes:
+UID), and the scan is a handful of substring searches over a few kilobytes:
 cheap enough to leave on.
 
 A name component that is also a word of the DICOM data dictionary's
@@ -27,8 +27,8 @@ from coercion.profile.identifiers import Identifiers
 
 __all__ = ["find_leaks"]
 
-_WORD = rb"A-Za-z0-9"
-_UID = rb"0-9."
+_WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_UID = frozenset(b"0123456789.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,19 +40,18 @@ def _dictionary_words() -> frozenset[str]:
     return frozenset(words)
 
 
-def _pattern(value: str, kind: str, encodings: Iterable[str]) -> re.Pattern[bytes] | None:
-    alternatives = set()
-    for encoding in encodings:
-        try:
-            alternatives.add(re.escape(value.encode(encoding)))
-        except (UnicodeEncodeError, LookupError):
-            continue
-    if not alternatives:
-        return None
-    body = b"|".join(sorted(alternatives))
-    edge = _UID if kind == "uid" else _WORD
-    flags = re.IGNORECASE if kind in ("name", "name_part") else 0
-    return re.compile(rb"(?<![" + edge + rb"])(?:" + body + rb")(?![" + edge + rb"])", flags)
+def _bounded_find(data: bytes, needle: bytes, edge: frozenset[int]) -> bool:
+    """True when *needle* occurs in *data* not flanked by a byte of *edge*."""
+    start = data.find(needle)
+    end = len(data)
+    while start >= 0:
+        after = start + len(needle)
+        if (start == 0 or data[start - 1] not in edge) and (
+            after == end or data[after] not in edge
+        ):
+            return True
+        start = data.find(needle, start + 1)
+    return False
 
 
 def find_leaks(
@@ -63,13 +62,24 @@ def find_leaks(
 ) -> list[str]:
     """Return the keywords whose source values occur in *data* (sorted, no values)."""
     found = set()
-    codecs = tuple(encodings)
+    codecs = tuple(dict.fromkeys(encodings))
+    folded: bytes | None = None
     for keyword, tag, kind, value in identifiers.values:
         if keyword in found or profile.action_for(tag) is Action.K:
             continue
+        is_name = kind in ("name", "name_part")
         if kind == "name_part" and value.lower() in _dictionary_words():
             continue
-        pattern = _pattern(value, kind, codecs)
-        if pattern is not None and pattern.search(data):
-            found.add(keyword)
+        if is_name and folded is None:
+            folded = data.lower()
+        haystack = folded if is_name and folded is not None else data
+        edge = _UID if kind == "uid" else _WORD
+        for codec in codecs:
+            try:
+                needle = (value.lower() if is_name else value).encode(codec)
+            except (UnicodeEncodeError, LookupError):
+                continue
+            if _bounded_find(haystack, needle, edge):
+                found.add(keyword)
+                break
     return sorted(found)

@@ -123,7 +123,10 @@ def test_dates_removed_or_kept_by_option() -> None:
     basic = deidentify(make_dataset())
     full = deidentify(make_dataset(), FULL)
     assert basic.StudyDate == "" and basic.LongitudinalTemporalInformationModified == "REMOVED"
-    assert full.StudyDate == "20240301" and full.LongitudinalTemporalInformationModified == "UNMODIFIED"
+    assert (
+        full.StudyDate == "20240301"
+        and full.LongitudinalTemporalInformationModified == "UNMODIFIED"
+    )
 
 
 def test_marks_what_was_done() -> None:
@@ -132,7 +135,9 @@ def test_marks_what_was_done() -> None:
     assert ds.PatientIdentityRemoved == "YES"
     codes = [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
     assert codes == ["113100", "113110", "113105"]
-    assert {item.CodingSchemeDesignator for item in ds.DeidentificationMethodCodeSequence} == {"DCM"}
+    assert {item.CodingSchemeDesignator for item in ds.DeidentificationMethodCodeSequence} == {
+        "DCM"
+    }
     assert "Retain UIDs Option" in list(ds.DeidentificationMethod)
 
 
@@ -145,7 +150,9 @@ def test_clean_descriptors_scrubs_the_patient_out_of_descriptions() -> None:
 
 def test_retain_options_keep_what_they_name() -> None:
     """Institution and UIDs stay under their options and go without them."""
-    kept = deidentify(make_dataset(), Option.RetainInstitutionIdentityOption, Option.RetainUIDsOption)
+    kept = deidentify(
+        make_dataset(), Option.RetainInstitutionIdentityOption, Option.RetainUIDsOption
+    )
     gone = deidentify(make_dataset())
     assert kept.InstitutionName == "Saint Example Hospital"
     assert kept.SOPInstanceUID == make_dataset().SOPInstanceUID

@@ -103,7 +103,9 @@ def host(tag: int, vr: str) -> Dataset:
     return ds
 
 
-def check(action: str, tag: int, vr: str, before: object, ds: Dataset, option: Option | None) -> None:
+def check(
+    action: str, tag: int, vr: str, before: object, ds: Dataset, option: Option | None
+) -> None:
     """Assert that element *tag* of *ds* shows the effect of *action*."""
     label = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {vr} {action} under {option}"
     if action == "X" or (action == "C" and vr in BINARY):

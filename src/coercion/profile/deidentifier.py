@@ -22,10 +22,11 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from coercion.dates import patient_offset_days, shift_da, shift_dt
 from coercion.profile.compiled import Action, CompiledProfile, PatternRow
-from coercion.profile.identifiers import collect_identifiers
+from coercion.profile.identifiers import Identifiers, collect_identifiers
 from coercion.profile.options import BASIC_PROFILE, Option
 from coercion.pydicom_config import silence_pydicom_validation
 from coercion.uids import UIDRemapper
@@ -156,6 +157,13 @@ class Deidentifier:
         self._overlay_data_action = profile.patterns[PatternRow.OVERLAY_DATA]
         self._overlay_comments_action = profile.patterns[PatternRow.OVERLAY_COMMENTS]
         self._remap_uids = profile.actions.get(_SOP_INSTANCE_UID) is Action.U
+        self._cleans_text = (
+            any(
+                action is Action.C and _dictionary_vr(tag) in _TEXT_VRS
+                for tag, action in profile.actions.items()
+            )
+            or profile.patterns[PatternRow.OVERLAY_COMMENTS] is Action.C
+        )
 
     # -- public -----------------------------------------------------------------
 
@@ -163,8 +171,12 @@ class Deidentifier:
         """The new UID for *uid* under this de-identifier's secret."""
         return self._uids.remap(uid)
 
-    def apply(self, ds: Dataset) -> Record:
-        """De-identify *ds* in place and return the record of what was done."""
+    def apply(self, ds: Dataset, identifiers: Identifiers | None = None) -> Record:
+        """De-identify *ds* in place and return the record of what was done.
+
+        *identifiers* are the values :func:`collect_identifiers` found in *ds*
+        before any change; pass them when already collected, to save the work.
+        """
         record = Record()
         offset = None
         if self.profile.shifts_dates:
@@ -172,8 +184,10 @@ class Deidentifier:
                 self._secret, _text(ds, _PATIENT_ID), _text(ds, _ISSUER_OF_PATIENT_ID)
             )
             record.date_offset_days = offset
-        walk = _Walk(record, offset, None)
-        walk.scrubber(ds)  # collect identifiers before any of them is changed
+        needles = None if identifiers is None else identifiers.text_needles()
+        walk = _Walk(record, offset, needles)
+        if self._cleans_text:
+            walk.scrubber(ds)  # collect identifiers before any of them is changed
         self._process(ds, ds, walk, ())
         self._process_file_meta(ds)
         self._mark(ds)
@@ -201,7 +215,9 @@ class Deidentifier:
     ) -> None:
         private: list[int] = []
         actions = self._actions
-        for key in list(ds.keys()):
+        # Dataset._dict holds the elements as read (raw until converted);
+        # going through it directly skips a Tag() conversion per element.
+        for key, elem in list(ds._dict.items()):
             tag = int(key)
             if tag & 0x10000:
                 private.append(tag)
@@ -209,23 +225,26 @@ class Deidentifier:
             action = actions.get(tag)
             if action is None:
                 if not tag & 0xFFFF:  # group length: wrong once anything changes
-                    del ds[tag]
+                    del ds[key]
                     continue
                 action = self._pattern_action(tag)
                 if action is None:
-                    self._keep_unlisted(top, ds, tag, walk, path)
+                    self._keep_unlisted(top, ds, tag, elem, walk, path)
                     continue
-            self._apply(top, ds, tag, action, walk, path)
+            self._apply(top, ds, tag, elem, action, walk, path)
         if private:
             self._process_private(ds, private, walk, path)
 
     def _keep_unlisted(
-        self, top: Dataset, ds: Dataset, tag: int, walk: _Walk, path: tuple[tuple[int, int], ...]
+        self,
+        top: Dataset,
+        ds: Dataset,
+        tag: int,
+        elem: DataElement | RawDataElement,
+        walk: _Walk,
+        path: tuple[tuple[int, int], ...],
     ) -> None:
         """An attribute Table E.1-1 does not list: keep it, but clean inside and shift dates."""
-        elem = ds.get_item(tag, keep_deferred=True)
-        if elem is None:
-            return
         vr = _vr_of(elem)
         if vr == "SQ":
             self._recurse(top, ds, tag, walk, path)
@@ -237,13 +256,11 @@ class Deidentifier:
         top: Dataset,
         ds: Dataset,
         tag: int,
+        elem: DataElement | RawDataElement,
         action: Action,
         walk: _Walk,
         path: tuple[tuple[int, int], ...],
     ) -> None:
-        elem = ds.get_item(tag, keep_deferred=True)
-        if elem is None:
-            return
         vr = _vr_of(elem)
         walk.record.add(path, tag, action)
         if action is Action.X:
@@ -273,26 +290,20 @@ class Deidentifier:
         if vr != "UI":
             ds[tag] = DataElement(tag, vr, self._dummy(tag, vr, ds))
             return
-        elem = ds[tag]
-        value = elem.value
-        if isinstance(value, MultiValue | list):
-            elem.value = [self._uids.remap(str(v)) for v in value]
-        elif value:
-            elem.value = self._uids.remap(str(value))
-        else:
-            elem.value = self._uids.remap("")
+        values = [self._uids.remap(v) for v in _ascii_values(ds, tag)] or [self._uids.remap("")]
+        ds[tag] = DataElement(tag, vr, values if len(values) > 1 else values[0])
 
     def _shift(self, ds: Dataset, tag: int, vr: str, offset: int) -> None:
-        elem = ds[tag]
         shift = shift_da if vr == "DA" else shift_dt
-        values = elem.value if isinstance(elem.value, MultiValue | list) else [elem.value]
         try:
-            shifted = [shift(str(v), offset) for v in values if v is not None]
+            shifted = [shift(v, offset) for v in _ascii_values(ds, tag)]
         except ValueError:
             log.debug("(%04X,%04X): unparsable %s removed", tag >> 16, tag & 0xFFFF, vr)
             del ds[tag]
             return
-        elem.value = shifted if len(shifted) > 1 else (shifted[0] if shifted else "")
+        ds[tag] = DataElement(
+            tag, vr, shifted if len(shifted) > 1 else (shifted[0] if shifted else "")
+        )
 
     def _clean(self, top: Dataset, ds: Dataset, tag: int, vr: str, walk: _Walk) -> None:
         """C: keep a value of similar meaning that carries no identity."""
@@ -349,7 +360,7 @@ class Deidentifier:
         elif vr in _DATE_DUMMY:
             value = _DATE_DUMMY[vr]
         elif vr == "UI":
-            return self._uids.remap(_text(ds, tag))
+            return self._uids.remap("\\".join(_ascii_values(ds, tag)))
         else:
             return b"\x00" * _BINARY_DUMMY.get(vr, 2)
         return [value] * count if count > 1 else value
@@ -405,6 +416,23 @@ def _text(ds: Dataset, tag: int) -> str:
     if isinstance(value, bytes):
         return value.decode("latin-1").strip("\x00 ")
     return str(value).strip()
+
+
+def _ascii_values(ds: Dataset, tag: int) -> list[str]:
+    """The values of a UI, DA, DT or TM element, read from its raw bytes when still raw.
+
+    These VRs hold only ASCII characters, so no character set is involved
+    and pydicom's conversion (the costliest step per element) is skipped.
+    """
+    elem = ds._dict.get(BaseTag(tag))
+    if elem is None:
+        return []
+    if isinstance(elem, RawDataElement):
+        text = (elem.value or b"").decode("latin-1").strip("\x00 ")
+        return [v.strip("\x00 ") for v in text.split("\\")] if text else []
+    value = elem.value
+    items = list(value) if isinstance(value, MultiValue | list) else [value]
+    return [str(v).strip() for v in items if v is not None and str(v).strip()]
 
 
 def _empty(vr: str) -> object:
