@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import signal
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -368,11 +367,3 @@ def write_key_file(path: Path, results: Iterable[FileResult]) -> int:
     except OSError as exc:
         raise OutputError(f"{path}: cannot write key file ({exc.strerror})") from exc
     return len(rows)
-
-
-def counts_of(summary: Summary) -> Counter[str]:
-    """Action counts over all written files."""
-    total: Counter[str] = Counter()
-    for result in summary.results:
-        total.update(result.counts)
-    return total

@@ -61,7 +61,6 @@ _BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _UNDEFINED = 0xFFFFFFFF
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 _VR_RE = re.compile(rb"[A-Z]{2}")
-_TAG_IN_MESSAGE = re.compile(r"\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)")
 
 
 @contextmanager
@@ -95,15 +94,6 @@ def sniff(path: Path) -> str | None:
             ):
                 return "dataset"
     return None
-
-
-def _reason(exc: BaseException) -> str:
-    """Describe a read error without quoting any value: class name and tag only."""
-    if isinstance(exc, EOFError | struct.error):
-        return "file is truncated"
-    match = _TAG_IN_MESSAGE.search(str(exc))
-    where = f" at ({match.group(1).upper()},{match.group(2).upper()})" if match else ""
-    return f"cannot parse{where} ({exc.__class__.__name__})"
 
 
 def read_file(path: Path, *, defer: bool = True) -> FileDataset:
