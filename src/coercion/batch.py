@@ -21,8 +21,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from pydicom.charset import convert_encodings
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
+from coercion.elements import text_values
 from coercion.errors import CoercionError, ConfigError, OutputError, VerificationError
 from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
@@ -250,8 +252,8 @@ class _Worker:
 
 
 def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    return "" if value is None else str(value).strip()
+    tag = tag_for_keyword(keyword)
+    return "" if tag is None else "\\".join(text_values(ds, tag))
 
 
 def _encodings(ds: Dataset) -> list[str]:

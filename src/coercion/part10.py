@@ -284,11 +284,10 @@ class _Encoder:
     def dataset(self, ds: Dataset, out: list[bytes | _Segment | _Bulk], top: bool) -> None:
         encodings = getattr(ds, "_character_set", None)
         codec = _single_codec(encodings)
-        for key in sorted(ds.keys()):
+        elements = ds._dict
+        for key in sorted(elements, key=int):
             tag = int(key)
-            elem = ds.get_item(tag, keep_deferred=True)
-            if elem is None:
-                continue
+            elem = elements[key]
             if isinstance(elem, RawDataElement):
                 if (elem.value is None and elem.length == _UNDEFINED) or (
                     elem.is_implicit_VR != self.implicit or elem.is_little_endian != self.little

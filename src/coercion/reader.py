@@ -29,7 +29,9 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.valuerep import VR
 
+from coercion.elements import new_dataset
 from coercion.errors import InputError
 
 __all__ = ["parse_file"]
@@ -38,6 +40,9 @@ _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
 )
 _UNDEFINED = 0xFFFFFFFF
+#: VRs that may hold a sequence (SQ, and UN for a sequence of unknown VR).
+_SPECIAL_VRS = frozenset({b"SQ", b"UN"})
+_VR_TEXT = {str(vr).encode("ascii"): str(vr) for vr in VR if len(str(vr)) == 2}
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
@@ -87,7 +92,8 @@ class _Parser:
         buf = self.buf
         elements: _Elements = {}
         unpack_tag, u16, u32 = self.tag.unpack_from, self.u16.unpack_from, self.u32.unpack_from
-        implicit = self.implicit
+        implicit, little = self.implicit, self.little
+        defer = self.defer or _UNDEFINED
         while pos < end:
             if end - pos < 8:
                 if any(buf[pos:end]):
@@ -113,7 +119,18 @@ class _Parser:
                     start = pos + 8
             if tag == 0x00080005:
                 self._charset(buf[start : start + length])
-            pos = self._element(elements, tag, vr, length, start, end, top)
+            if vr is None or vr in _SPECIAL_VRS or length == _UNDEFINED or (top and length > defer):
+                pos = self._element(elements, tag, vr, length, start, end, top)
+                continue
+            # The common case inline: an explicit VR value of defined length, read now.
+            pos = start + length
+            if pos > end:
+                raise _TruncatedError(tag)
+            key = BaseTag(tag)
+            text_vr = _VR_TEXT.get(vr) or vr.decode("ascii", "replace")
+            elements[key] = RawDataElement(
+                key, text_vr, length, buf[start:pos], start, False, little, True, False
+            )
         if until_item_end:
             raise _TruncatedError(_ITEM_END)
         return elements, pos
@@ -228,9 +245,7 @@ class _Parser:
                     raise _TruncatedError(tag)
                 elements, _ = self.dataset(pos, pos + item_length, top=False, until_item_end=False)
                 pos += item_length
-            item = Dataset(elements, parent_encoding=self.charset)
-            item.set_original_encoding(self.implicit, self.little)
-            items.append(item)
+            items.append(new_dataset(elements, self.charset, self.implicit, self.little))
         if length == _UNDEFINED:
             raise _TruncatedError(tag)
         return items, stop

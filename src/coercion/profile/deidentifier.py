@@ -16,6 +16,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pydicom.datadict import dictionary_VM, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
@@ -25,6 +26,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from coercion.dates import patient_offset_days, shift_da, shift_dt
+from coercion.elements import encode_text, new_dataset, raw_element, text_values
 from coercion.profile.compiled import Action, CompiledProfile, PatternRow
 from coercion.profile.identifiers import Identifiers, collect_identifiers
 from coercion.profile.options import BASIC_PROFILE, Option
@@ -38,24 +40,20 @@ log = logging.getLogger(__name__)
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _BINARY_DUMMY = {"OB": 2, "OW": 2, "UN": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
-_NUMBER_DUMMY: dict[str, object] = {
-    "DS": "0",
-    "IS": "0",
-    "FL": 0.0,
-    "FD": 0.0,
-    "SL": 0,
-    "SS": 0,
-    "SV": 0,
-    "UL": 0,
-    "US": 0,
-    "UV": 0,
-    "AT": 0,
-}
 _DATE_DUMMY = {"DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000Y"}
+#: Bytes per value of the binary number VRs (their dummy value is zero).
+_NUMBER_SIZE = {"FL": 4, "FD": 8, "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "UV": 8, "AT": 4}
 _TOKEN_PREFIX = "ANON"
 _TOKEN_HEX = 10
 
 _PATIENT_ID = 0x00100020
+_PATIENT_IDENTITY_REMOVED = 0x00120062
+_DEIDENTIFICATION_METHOD = 0x00120063
+_DEIDENTIFICATION_METHOD_CODE_SEQUENCE = 0x00120064
+_LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = 0x00280303
+_CODE_VALUE = 0x00080100
+_CODING_SCHEME_DESIGNATOR = 0x00080102
+_CODE_MEANING = 0x00080104
 _ISSUER_OF_PATIENT_ID = 0x00100021
 _SOP_INSTANCE_UID = 0x00080018
 _MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
@@ -66,8 +64,7 @@ _FILE_META_KEPT = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One action on one element: where (sequence path), which tag, which action."""
 
     path: tuple[tuple[int, int], ...]
@@ -229,9 +226,9 @@ class Deidentifier:
                     continue
                 action = self._pattern_action(tag)
                 if action is None:
-                    self._keep_unlisted(top, ds, tag, elem, walk, path)
+                    self._keep_unlisted(top, ds, key, elem, walk, path)
                     continue
-            self._apply(top, ds, tag, elem, action, walk, path)
+            self._apply(top, ds, key, elem, action, walk, path)
         if private:
             self._process_private(ds, private, walk, path)
 
@@ -239,7 +236,7 @@ class Deidentifier:
         self,
         top: Dataset,
         ds: Dataset,
-        tag: int,
+        tag: BaseTag,
         elem: DataElement | RawDataElement,
         walk: _Walk,
         path: tuple[tuple[int, int], ...],
@@ -255,18 +252,18 @@ class Deidentifier:
         self,
         top: Dataset,
         ds: Dataset,
-        tag: int,
+        tag: BaseTag,
         elem: DataElement | RawDataElement,
         action: Action,
         walk: _Walk,
         path: tuple[tuple[int, int], ...],
     ) -> None:
         vr = _vr_of(elem)
-        walk.record.add(path, tag, action)
+        walk.record.add(path, int(tag), action)
         if action is Action.X:
             del ds[tag]
         elif action is Action.Z:
-            ds[tag] = DataElement(tag, vr, Sequence() if vr == "SQ" else _empty(vr))
+            _put(ds, tag, vr, b"")
         elif vr == "SQ":
             # K, C, D and U on a sequence: apply the profile to every item.
             self._recurse(top, ds, tag, walk, path)
@@ -275,43 +272,46 @@ class Deidentifier:
         elif action is Action.U or vr == "UI":
             self._remap(ds, tag, vr)
         elif action is Action.D:
-            ds[tag] = DataElement(tag, vr, self._dummy(tag, vr, ds))
+            _put(ds, tag, vr, self._dummy(tag, vr, ds))
         else:
             self._clean(top, ds, tag, vr, walk)
 
     def _recurse(
-        self, top: Dataset, ds: Dataset, tag: int, walk: _Walk, path: tuple[tuple[int, int], ...]
+        self,
+        top: Dataset,
+        ds: Dataset,
+        tag: BaseTag,
+        walk: _Walk,
+        path: tuple[tuple[int, int], ...],
     ) -> None:
         items = ds[tag].value
         for index, item in enumerate(items or ()):
-            self._process(top, item, walk, (*path, (tag, index)))
+            self._process(top, item, walk, (*path, (int(tag), index)))
 
-    def _remap(self, ds: Dataset, tag: int, vr: str) -> None:
+    def _remap(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
         if vr != "UI":
-            ds[tag] = DataElement(tag, vr, self._dummy(tag, vr, ds))
+            _put(ds, tag, vr, self._dummy(tag, vr, ds))
             return
-        values = [self._uids.remap(v) for v in _ascii_values(ds, tag)] or [self._uids.remap("")]
-        ds[tag] = DataElement(tag, vr, values if len(values) > 1 else values[0])
+        values = [self._uids.remap(v) for v in text_values(ds, tag)] or [self._uids.remap("")]
+        _put(ds, tag, vr, values)
 
-    def _shift(self, ds: Dataset, tag: int, vr: str, offset: int) -> None:
+    def _shift(self, ds: Dataset, tag: BaseTag, vr: str, offset: int) -> None:
         shift = shift_da if vr == "DA" else shift_dt
         try:
-            shifted = [shift(v, offset) for v in _ascii_values(ds, tag)]
+            shifted = [shift(v, offset) for v in text_values(ds, tag)]
         except ValueError:
             log.debug("(%04X,%04X): unparsable %s removed", tag >> 16, tag & 0xFFFF, vr)
             del ds[tag]
             return
-        ds[tag] = DataElement(
-            tag, vr, shifted if len(shifted) > 1 else (shifted[0] if shifted else "")
-        )
+        _put(ds, tag, vr, shifted)
 
-    def _clean(self, top: Dataset, ds: Dataset, tag: int, vr: str, walk: _Walk) -> None:
+    def _clean(self, top: Dataset, ds: Dataset, tag: BaseTag, vr: str, walk: _Walk) -> None:
         """C: keep a value of similar meaning that carries no identity."""
         if vr in ("DA", "DT"):
             if walk.offset is not None:
                 self._shift(ds, tag, vr, walk.offset)
         elif vr == "PN":
-            ds[tag] = DataElement(tag, vr, self._dummy(tag, vr, ds))
+            _put(ds, tag, vr, self._dummy(tag, vr, ds))
         elif vr in _TEXT_VRS:
             pattern = walk.scrubber(top)
             if pattern is not None:
@@ -350,20 +350,26 @@ class Deidentifier:
             if element < 0x1000 and (group, element) not in kept_blocks:
                 del ds[tag]
 
-    def _dummy(self, tag: int, vr: str, ds: Dataset) -> object:
-        """D: a value valid for the VR and the dictionary VM; text is a keyed token."""
+    def _dummy(self, tag: int, vr: str, ds: Dataset) -> list[str] | bytes:
+        """D: a value valid for the VR and the dictionary VM; text is a keyed token.
+
+        Text, dates and decimal strings come back as a list of values, binary
+        numbers (zero) and other binary VRs as their encoded bytes.
+        """
         count = _dictionary_count(tag)
         if vr in _TEXT_VRS:
-            value: object = self._token(tag, _text(ds, tag))
-        elif vr in _NUMBER_DUMMY:
-            value = _NUMBER_DUMMY[vr]
+            value = self._token(int(tag), _text(ds, tag))
+        elif vr in _NUMBER_SIZE:
+            return bytes(_NUMBER_SIZE[vr] * count)
+        elif vr in ("DS", "IS"):
+            value = "0"
         elif vr in _DATE_DUMMY:
             value = _DATE_DUMMY[vr]
         elif vr == "UI":
-            return self._uids.remap("\\".join(_ascii_values(ds, tag)))
+            return [self._uids.remap("\\".join(text_values(ds, tag)))]
         else:
-            return b"\x00" * _BINARY_DUMMY.get(vr, 2)
-        return [value] * count if count > 1 else value
+            return bytes(_BINARY_DUMMY.get(vr, 2))
+        return [value] * count
 
     def _token(self, tag: int, original: str) -> str:
         message = tag.to_bytes(4, "big") + original.encode("utf-8", "replace")
@@ -385,62 +391,61 @@ class Deidentifier:
 
     def _mark(self, ds: Dataset) -> None:
         """Record what was done (PS3.15 E.1.1 and the CID 7050 codes)."""
-        options = sorted(self.profile.options, key=lambda o: o.value)
-        codes = [BASIC_PROFILE, *(option.code for option in options)]
-        ds.PatientIdentityRemoved = "YES"
-        methods = [code.meaning for code in codes]
-        ds.DeidentificationMethod = methods if len(methods) > 1 else methods[0]
+        options = self.profile.options
+        codes = [BASIC_PROFILE, *(o.code for o in sorted(options, key=lambda o: o.value))]
+        if Option.RetainLongitudinalTemporalInformationModifiedDatesOption in options:
+            temporal = "MODIFIED"
+        elif Option.RetainLongitudinalTemporalInformationFullDatesOption in options:
+            temporal = "UNMODIFIED"
+        else:
+            temporal = "REMOVED"
+        _put(ds, _PATIENT_IDENTITY_REMOVED, "CS", ["YES"])
+        _put(ds, _DEIDENTIFICATION_METHOD, "LO", [code.meaning for code in codes])
+        _put(ds, _LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, "CS", [temporal])
         items = []
         for code in codes:
-            item = Dataset()
-            item.CodeValue = code.value
-            item.CodingSchemeDesignator = code.scheme
-            item.CodeMeaning = code.meaning
+            item = new_dataset({}, ds._parent_encoding, ds._read_implicit, ds._read_little)
+            _put(item, _CODE_VALUE, "SH", [code.value])
+            _put(item, _CODING_SCHEME_DESIGNATOR, "SH", [code.scheme])
+            _put(item, _CODE_MEANING, "LO", [code.meaning])
             items.append(item)
-        ds.DeidentificationMethodCodeSequence = items
-        if Option.RetainLongitudinalTemporalInformationModifiedDatesOption in self.profile.options:
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
-        elif Option.RetainLongitudinalTemporalInformationFullDatesOption in self.profile.options:
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
-        else:
-            ds.LongitudinalTemporalInformationModified = "REMOVED"
+        key = BaseTag(_DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
+        ds._dict[key] = DataElement(key, "SQ", Sequence(items))
 
 
 def _text(ds: Dataset, tag: int) -> str:
-    """The string form of an element's value, or '' when absent."""
-    if tag not in ds:
-        return ""
-    value = ds[tag].value
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("latin-1").strip("\x00 ")
-    return str(value).strip()
+    """The values of a text element joined by backslash, or '' when absent."""
+    return "\\".join(text_values(ds, tag))
 
 
-def _ascii_values(ds: Dataset, tag: int) -> list[str]:
-    """The values of a UI, DA, DT or TM element, read from its raw bytes when still raw.
+def _put(ds: Dataset, tag: int, vr: str, value: list[str] | bytes) -> None:
+    """Set an element from text values or encoded bytes.
 
-    These VRs hold only ASCII characters, so no character set is involved
-    and pydicom's conversion (the costliest step per element) is skipped.
+    In a dataset read from bytes the new element is a raw one in the
+    dataset's own encoding, written out as is: every value made here is ASCII
+    text or zero bytes, the same in every transfer syntax.
     """
-    elem = ds._dict.get(BaseTag(tag))
-    if elem is None:
-        return []
-    if isinstance(elem, RawDataElement):
-        text = (elem.value or b"").decode("latin-1").strip("\x00 ")
-        return [v.strip("\x00 ") for v in text.split("\\")] if text else []
-    value = elem.value
-    items = list(value) if isinstance(value, MultiValue | list) else [value]
-    return [str(v).strip() for v in items if v is not None and str(v).strip()]
+    implicit, little = ds._read_implicit, ds._read_little
+    if implicit is not None and little is not None:
+        data = value if isinstance(value, bytes) else encode_text(vr, value)
+        ds._dict[BaseTag(tag)] = raw_element(tag, vr, data, implicit, little)
+    elif vr == "SQ":
+        ds[tag] = DataElement(tag, vr, Sequence())
+    elif isinstance(value, bytes):
+        ds[tag] = DataElement(tag, vr, _from_bytes(vr, value))
+    else:
+        ds[tag] = DataElement(tag, vr, value if len(value) > 1 else (value[0] if value else ""))
 
 
-def _empty(vr: str) -> object:
-    if vr in _BINARY_VRS:
-        return b""
-    if vr in _NUMBER_DUMMY and vr not in ("DS", "IS"):
-        return None
-    return ""
+def _from_bytes(vr: str, data: bytes) -> object:
+    """The value of zero bytes *data* for an element built in memory."""
+    if not data:
+        return b"" if vr in _BINARY_VRS else (None if vr in _NUMBER_SIZE else "")
+    if vr in _NUMBER_SIZE:
+        count = len(data) // _NUMBER_SIZE[vr]
+        zero = 0.0 if vr in ("FL", "FD") else 0
+        return [zero] * count if count > 1 else zero
+    return data
 
 
 def _scrub(pattern: re.Pattern[str], text: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
+
+from coercion.elements import text_values
 
 __all__ = ["MIN_NEEDLE", "Identifiers", "collect_identifiers"]
 
@@ -47,16 +48,6 @@ class Identifiers:
         return sorted(needles, key=lambda s: (-len(s), s))
 
 
-def _values(ds: Dataset, tag: int) -> list[str]:
-    if tag not in ds:
-        return []
-    value = ds[tag].value
-    if value is None:
-        return []
-    items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
-    return [str(v).strip() for v in items if v is not None and str(v).strip()]
-
-
 def _name_parts(name: str) -> set[str]:
     parts = set()
     for group in name.split("="):
@@ -72,7 +63,7 @@ def collect_identifiers(ds: Dataset) -> Identifiers:
     found = Identifiers()
     seen: set[tuple[int, str]] = set()
     for keyword, tag, kind in IDENTIFYING:
-        for value in _values(ds, tag):
+        for value in text_values(ds, tag):
             candidates = [(kind, value)]
             if kind == "name":
                 candidates += [("name_part", part) for part in sorted(_name_parts(value) - {value})]

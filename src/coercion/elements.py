@@ -1,0 +1,142 @@
+"""Cheap construction and reading of pydicom datasets and raw elements.
+
+A de-identified object is built from thousands of small pieces: item
+datasets for every sequence item, and a few dozen replaced values. pydicom's
+public constructors validate and convert on every call, which costs more than
+the work itself for a small file. The helpers here build exactly what
+pydicom's own reader builds (a :class:`~pydicom.dataset.Dataset` in the
+state its ``__init__`` leaves it in, a :class:`RawDataElement` holding
+encoded bytes), and read text values straight from raw bytes when the
+character set is a single-byte or UTF-8 one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+
+__all__ = [
+    "encode_text",
+    "new_dataset",
+    "raw_element",
+    "simple_codec",
+    "text_values",
+]
+
+_SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
+#: The attributes a fresh Dataset carries, and which of them hold a mutable value.
+_TEMPLATE = Dataset().__dict__
+_MUTABLE = tuple(k for k, v in _TEMPLATE.items() if isinstance(v, dict | list | set))
+#: Python codecs that decode DICOM text one value at a time (no ISO 2022 escapes).
+_SIMPLE_CODECS = {
+    "iso8859": "latin_1",
+    "latin_1": "latin_1",
+    "ascii": "latin_1",
+    "iso_ir_6": "latin_1",
+    "utf_8": "utf_8",
+    "UTF8": "utf_8",
+}
+_CODEC_CACHE: dict[object, str | None] = {}
+
+
+def new_dataset(
+    elements: dict[BaseTag, DataElement | RawDataElement],
+    parent_encoding: str | list[str],
+    implicit: bool | None,
+    little: bool | None,
+) -> Dataset:
+    """A :class:`Dataset` holding *elements*, as ``Dataset(elements)`` would make it.
+
+    The same attributes as a freshly constructed dataset (mutable ones fresh
+    copies), plus the parent encoding and the encoding it was read in, set
+    without going through pydicom's attribute machinery.
+    """
+    ds = Dataset.__new__(Dataset)
+    state = _TEMPLATE.copy()
+    for name in _MUTABLE:
+        state[name] = state[name].copy()
+    state["_dict"] = elements
+    state["_parent_encoding"] = parent_encoding
+    state["_read_implicit"] = implicit
+    state["_read_little"] = little
+    ds.__dict__.update(state)
+    return ds
+
+
+def encode_text(vr: str, values: Sequence[str], codec: str = "ascii") -> bytes:
+    """The value bytes of a text element: values joined by backslash, padded to even length."""
+    data = "\\".join(values).encode(codec)
+    if len(data) % 2:
+        data += b"\x00" if vr == "UI" else b" "
+    return data
+
+
+def raw_element(tag: int, vr: str, value: bytes, implicit: bool, little: bool) -> RawDataElement:
+    """A :class:`RawDataElement` holding already encoded *value* bytes."""
+    return RawDataElement(BaseTag(tag), vr, len(value), value, 0, implicit, little, True, False)
+
+
+def simple_codec(ds: Dataset) -> str | None:
+    """The Python codec of *ds*'s character set when one codec decodes it value by value.
+
+    ``None`` for ISO 2022 code extensions and other character sets that need
+    pydicom's decoder.
+    """
+    elem = ds._dict.get(_SPECIFIC_CHARACTER_SET)
+    if elem is None:
+        encodings: object = ds._parent_encoding
+    elif isinstance(elem, RawDataElement):
+        raw = elem.value or b""
+        encodings = raw.decode("ascii", "replace").strip("\x00 ")
+    else:
+        encodings = elem.value
+    key = tuple(encodings) if isinstance(encodings, list | MultiValue) else encodings
+    if key not in _CODEC_CACHE:
+        _CODEC_CACHE[key] = _codec_of(key)
+    return _CODEC_CACHE[key]
+
+
+def _codec_of(encodings: object) -> str | None:
+    if encodings in ("", None):
+        return _SIMPLE_CODECS[default_encoding]
+    if isinstance(encodings, str) and encodings in _SIMPLE_CODECS:
+        return _SIMPLE_CODECS[encodings]  # already a Python codec (a parent encoding)
+    terms = (
+        [v.strip() for v in encodings.split("\\")]
+        if isinstance(encodings, str)
+        else [str(v).strip() for v in encodings]  # type: ignore[attr-defined]
+    )
+    try:
+        codecs = convert_encodings(terms)
+    except LookupError:
+        return None
+    if len(codecs) == 1 and codecs[0] in _SIMPLE_CODECS:
+        return _SIMPLE_CODECS[codecs[0]]
+    return None
+
+
+def text_values(ds: Dataset, tag: int) -> list[str]:
+    """The non-empty values of a text, date or UID element, stripped; [] when absent.
+
+    A raw element is decoded from its bytes when the character set allows;
+    anything else goes through pydicom's conversion.
+    """
+    key = BaseTag(tag)
+    elem = ds._dict.get(key)
+    if elem is None:
+        return []
+    if isinstance(elem, RawDataElement) and elem.value is not None:
+        codec = simple_codec(ds)
+        if codec is not None:
+            text = elem.value.decode(codec, "replace")
+            return [v for v in (part.strip("\x00 ") for part in text.split("\\")) if v]
+    value = ds[key].value
+    if value is None:
+        return []
+    items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    return [text for text in (str(v).strip() for v in items if v is not None) if text]
