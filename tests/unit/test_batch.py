@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from coercion import batch
 from coercion.errors import ConfigError
@@ -222,7 +222,7 @@ def _with_name_in_model(syntax: str) -> Dataset:
     ds = synthetic(4)
     ds.ManufacturerModelName = "Scanner of Anna4 Batchowska"
     assert compile_profile().action_for(0x00081090) is None  # kept by the profile
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
     return ds
 
 

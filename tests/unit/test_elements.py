@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
@@ -10,6 +10,7 @@ from coercion.elements import encode_text, new_dataset, raw_element, simple_code
 
 PATIENT_NAME = BaseTag(0x00100010)
 CHARSET = BaseTag(0x00080005)
+Elements = dict[BaseTag, DataElement | RawDataElement]
 
 
 def raw(tag: int, vr: str, value: bytes) -> RawDataElement:
@@ -47,7 +48,7 @@ def test_raw_element_round_trips_through_pydicom() -> None:
 
 
 def test_text_values_decodes_raw_values_in_the_character_set() -> None:
-    elements = {
+    elements: Elements = {
         CHARSET: raw(0x00080005, "CS", b"ISO_IR 192"),
         PATIENT_NAME: raw(0x00100010, "PN", "Müller^Zoë\\Other ".encode()),
     }
@@ -60,7 +61,7 @@ def test_text_values_decodes_raw_values_in_the_character_set() -> None:
 def test_text_values_leaves_code_extensions_to_pydicom() -> None:
     # ISO 2022 IR 87 (Japanese) needs escape sequences: pydicom decodes it.
     name = b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"
-    elements = {
+    elements: Elements = {
         CHARSET: raw(0x00080005, "CS", b"\\ISO 2022 IR 87"),
         PATIENT_NAME: raw(0x00100010, "PN", name),
     }
