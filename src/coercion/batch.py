@@ -19,16 +19,21 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import cast
 
 from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset
 
+from coercion.directory.config import DEFAULT_DEVICE, build_configuration
+from coercion.directory.ldifio import Entry
 from coercion.elements import text_values
+from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
+from coercion.engine.registry import DeidentifyAction
 from coercion.errors import CoercionError, ConfigError, OutputError, VerificationError
 from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
-from coercion.profile.identifiers import collect_identifiers
+from coercion.profile.identifiers import Identifiers, collect_identifiers
 from coercion.verify import find_leaks
 
 __all__ = [
@@ -89,6 +94,12 @@ class BatchSettings:
     rename: bool = False
     resume: bool = False
     verify: bool = True
+    #: Run the objects through the rules of these directory entries instead of ``options``.
+    directory: list[Entry] | None = None
+    directory_origin: str = ""
+    device: str = DEFAULT_DEVICE
+    calling_ae: str = ""
+    called_ae: str = ""
 
 
 @dataclass
@@ -191,6 +202,37 @@ class _Worker:
         self.settings = settings
         self.profile: CompiledProfile = compile_profile(settings.options)
         self.deidentifier = Deidentifier(self.profile, settings.secret)
+        self.engine: Engine | None = None
+        if settings.directory is not None:
+            configuration = build_configuration(
+                settings.directory,
+                settings.directory_origin,
+                ActionEnv(settings.secret),
+                settings.device,
+            )
+            self.engine = Engine(configuration.rules)
+
+    def _coerce(
+        self, ds: Dataset, identifiers: Identifiers | None
+    ) -> tuple[Dataset, dict[str, int], CompiledProfile | None]:
+        """Apply the rules or the options; return the dataset, counts and the profile to verify."""
+        if self.engine is None:
+            record = self.deidentifier.apply(ds, identifiers)
+            return ds, dict(record.counts), self.profile
+        ctx = EventContext(
+            Dimse.C_STORE_RQ,
+            Role.SCP,
+            self.settings.calling_ae,
+            self.settings.called_ae,
+            sop_class_uid=_text(ds, "SOPClassUID"),
+        )
+        outcome = self.engine.apply(ds, ctx)
+        profiles = [
+            a.rule.action.deidentifier.profile
+            for a in outcome.applied
+            if a.failure is None and isinstance(a.rule.action, DeidentifyAction)
+        ]
+        return outcome.dataset, dict(outcome.counts()), (profiles[-1] if profiles else None)
 
     def process(self, task: Task) -> FileResult:
         if sniff(task.source) is None:
@@ -209,7 +251,8 @@ class _Worker:
         ds = read_file(task.source)
         originals = [_text(ds, keyword) for keyword in _KEY_KEYWORDS]
         identifiers = collect_identifiers(ds) if self.settings.verify else None
-        record = self.deidentifier.apply(ds, identifiers)
+        coerced, counts, verify_profile = self._coerce(ds, identifiers)
+        ds = cast(FileDataset, coerced)  # rules work on (copies of) the file's dataset
         relative = self._output_path(ds, task)
         output = self.settings.destination / relative
         key_row = (
@@ -224,8 +267,8 @@ class _Worker:
         if self.settings.resume and output.exists():
             return FileResult(task.source, "resumed", relative, key_row=key_row)
         encoded = encode_file(ds, task.source)
-        if identifiers is not None:
-            leaks = find_leaks(encoded.scannable(), identifiers, self.profile, _encodings(ds))
+        if identifiers is not None and verify_profile is not None:
+            leaks = find_leaks(encoded.scannable(), identifiers, verify_profile, _encodings(ds))
             if leaks:
                 raise VerificationError(
                     f"{task.source}: output still holds identifying values of "
@@ -236,9 +279,7 @@ class _Worker:
                 encoded.write_to(fd)
         except OSError as exc:
             raise OutputError(f"{output}: cannot write ({exc.strerror})") from exc
-        return FileResult(
-            task.source, "written", relative, key_row=key_row, counts=dict(record.counts)
-        )
+        return FileResult(task.source, "written", relative, key_row=key_row, counts=counts)
 
     def _output_path(self, ds: Dataset, task: Task) -> Path:
         if not self.settings.rename:

@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -20,6 +21,9 @@ from rich.progress import (
 )
 
 from coercion import __version__, batch
+from coercion.cli_config import config, directory_options, explain, open_source
+from coercion.directory.config import build_configuration
+from coercion.engine import ActionEnv
 from coercion.errors import CoercionError
 from coercion.keys import DEFAULT_KEY_PATH, fingerprint, load_or_create_secret
 from coercion.profile import EDITION, Option, parse_options
@@ -85,6 +89,10 @@ _OPTION_HELP = (
     show_default=True,
     help="Fail any output that still holds its source's identifying values.",
 )
+@click.option("--rules", is_flag=True, help="Apply the directory's rules instead of --option.")
+@click.option("--calling", default="", help="With --rules: the calling (sending) AE title.")
+@click.option("--called", default="", help="With --rules: the called AE title (this node's).")
+@directory_options
 def deidentify(
     paths: tuple[Path, ...],
     option_names: tuple[str, ...],
@@ -94,13 +102,39 @@ def deidentify(
     workers: int,
     resume: bool,
     verify: bool,
+    rules: bool,
+    calling: str,
+    called: str,
+    **directory: Any,
 ) -> None:
-    """De-identify DICOM files under SRC... into DST (the last path)."""
+    """De-identify DICOM files under SRC... into DST (the last path).
+
+    With --option (or nothing) every file gets the PS3.15 Basic Profile and
+    the options. With --rules (implied by --config-dir, --ldap, --calling or
+    --called) every file goes through the directory's rules as a C-STORE
+    received by this node (C_STORE_RQ, SCP) from --calling to --called.
+    """
     if len(paths) < 2:
         raise click.UsageError("give at least one SRC and a DST")
     *sources, destination = paths
     options = parse_options(option_names, where="--option")
+    device = directory.pop("device")
+    rules = rules or bool(directory["config_dir"] or directory["ldap_url"] or calling or called)
+    if rules and options:
+        raise click.UsageError("--option and the directory's rules exclude each other")
     secret = load_or_create_secret(key)
+    entries = None
+    origin = ""
+    if rules:
+        source = open_source(directory)
+        try:
+            entries = source.entries()
+            origin = source.origin
+        finally:
+            source.close()
+        # Fail early, with every problem listed, before any worker starts.
+        configuration = build_configuration(entries, origin, ActionEnv(secret), device)
+        log.info("%d rules from %s", len(configuration.rules), origin)
     tasks = batch.plan(sources, destination)
     log.info(
         "de-identifying %d files with %d options, key %s",
@@ -108,7 +142,19 @@ def deidentify(
         len(options),
         fingerprint(secret),
     )
-    settings = batch.BatchSettings(options, secret, destination, rename, resume, verify)
+    settings = batch.BatchSettings(
+        options,
+        secret,
+        destination,
+        rename,
+        resume,
+        verify,
+        directory=entries,
+        directory_origin=origin,
+        device=device,
+        calling_ae=calling,
+        called_ae=called,
+    )
     started = time.perf_counter()
     summary = _run_with_progress(tasks, settings, workers)
     elapsed = time.perf_counter() - started
@@ -163,6 +209,10 @@ def _report(summary: batch.Summary, elapsed: float) -> None:
         f"{summary.count('skipped')} not DICOM, {len(summary.failed)} failed "
         f"in {elapsed:.2f} s ({rate:.1f} files/s)"
     )
+
+
+cli.add_command(config)
+cli.add_command(explain)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,319 @@
+"""Command-line pieces for the configuration directory: options, ``config ...`` and ``explain``."""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydicom.datadict import keyword_for_tag
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from coercion.directory.config import DEFAULT_DEVICE, Configuration, load_configuration
+from coercion.directory.dcm4chee import convert_dcm4chee
+from coercion.directory.entries import default_syntaxes, kind_of, to_json, validate
+from coercion.directory.ldifio import format_ldif, read_ldif
+from coercion.directory.sources import (
+    DirectorySource,
+    EmbeddedDirectory,
+    LdapDirectory,
+    LdapSettings,
+)
+from coercion.directory.update import import_entries
+from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
+from coercion.errors import ConfigError
+from coercion.part10 import read_file
+from coercion.resources import default_ldif_dir
+
+__all__ = ["config", "directory_options", "explain", "open_source"]
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def directory_options(function: _F) -> _F:
+    """Add the options that choose the configuration directory to a command."""
+    options = [
+        click.option(
+            "--config-dir",
+            type=click.Path(file_okay=False, exists=True, path_type=Path),
+            help="A folder of LDIF files for the embedded directory (default: the shipped ldif/).",
+        ),
+        click.option(
+            "--ldap", "ldap_url", metavar="URL", help="A live directory: ldap:// or ldaps://"
+        ),
+        click.option("--bind-dn", metavar="DN", help="Bind DN for --ldap (default: anonymous)."),
+        click.option(
+            "--password-file",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="File holding the bind password (default: $COERCION_LDAP_PASSWORD).",
+        ),
+        click.option(
+            "--start-tls", is_flag=True, help="Upgrade the --ldap connection with StartTLS."
+        ),
+        click.option(
+            "--ca-file",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="CA certificates to check the LDAP server's certificate.",
+        ),
+        click.option(
+            "--base-dn", metavar="DN", help="Base DN (default: the server's naming context)."
+        ),
+        click.option(
+            "--device",
+            default=DEFAULT_DEVICE,
+            show_default=True,
+            help="The dicomDeviceName of this node in the directory.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def open_source(kwargs: dict[str, Any]) -> DirectorySource:
+    """The directory source the directory options name (and remove them from *kwargs*)."""
+    config_dir = kwargs.pop("config_dir")
+    url = kwargs.pop("ldap_url")
+    settings = LdapSettings(
+        url or "",
+        kwargs.pop("bind_dn"),
+        kwargs.pop("password_file"),
+        kwargs.pop("start_tls"),
+        kwargs.pop("base_dn"),
+        kwargs.pop("ca_file"),
+    )
+    if config_dir is not None and url:
+        raise click.UsageError("give --config-dir or --ldap, not both")
+    if url:
+        return LdapDirectory(settings)
+    return EmbeddedDirectory(config_dir or default_ldif_dir())
+
+
+def _load(kwargs: dict[str, Any], secret: bytes | None = None) -> Configuration:
+    source = open_source(kwargs)
+    try:
+        # Without a key the actions are only checked, never applied: a throwaway key will do.
+        env = ActionEnv(secret if secret is not None else secrets.token_bytes(32))
+        return load_configuration(source, env, kwargs.pop("device"))
+    finally:
+        source.close()
+
+
+def _with_source(function: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(function)
+    def wrapper(**kwargs: Any) -> None:
+        function(**kwargs)
+
+    return directory_options(wrapper)
+
+
+@click.group()
+def config() -> None:
+    """Check, show, export and import the configuration directory."""
+
+
+@config.command(name="validate")
+@_with_source
+def validate_(**kwargs: Any) -> None:
+    """Validate every entry and rule; list every problem (DN and attribute)."""
+    configuration = _load(kwargs)
+    _out.print(
+        f"{escape(configuration.origin)}: valid: {len(configuration.entries)} entries, "
+        f"{len(configuration.devices)} devices, {len(configuration.rules)} rules for device "
+        f"{escape(configuration.device.name)}"
+    )
+
+
+@config.command()
+@_with_source
+def show(**kwargs: Any) -> None:
+    """Print the node's rules as a table, in the order they apply."""
+    configuration = _load(kwargs)
+    table = Table(title=f"rules of {configuration.device.name} ({configuration.origin})")
+    for column in (
+        "priority",
+        "rule",
+        "AE",
+        "DIMSE",
+        "role",
+        "SOP classes",
+        "conditions",
+        "URI",
+        "sufficient",
+        "on failure",
+    ):
+        table.add_column(column)
+    for rule in configuration.rules.rules:
+        table.add_row(
+            str(rule.priority),
+            escape(rule.name),
+            escape(rule.ae_title or "*"),
+            ", ".join(sorted(rule.dimse)),
+            str(rule.role),
+            "\n".join(sorted(rule.sop_classes)) or "*",
+            escape("\n".join(c.text for c in rule.conditions)) or "-",
+            escape(rule.uri),
+            "yes" if rule.sufficient else "no",
+            str(rule.on_failure),
+        )
+    _out.print(table)
+
+
+@config.command()
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here instead of stdout.",
+)
+@_with_source
+def export(out_path: Path | None, **kwargs: Any) -> None:
+    """Write the configuration entries (validated) as LDIF."""
+    configuration = _load(kwargs)
+    text = format_ldif(configuration.raw)
+    if out_path is None:
+        sys.stdout.write(text)
+        return
+    _write_atomically(out_path, text)
+    _err.print(f"{len(configuration.raw)} entries written to {escape(str(out_path))}")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+@config.command(name="import")
+@click.argument("ldif_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@_with_source
+def import_(ldif_file: Path, **kwargs: Any) -> None:
+    """Validate FILE.ldif, then add or update its entries in the --ldap directory."""
+    if not kwargs.get("ldap_url"):
+        raise click.UsageError("import writes to a live directory: give --ldap URL")
+    entries = read_ldif(ldif_file)
+    syntaxes = default_syntaxes()
+    problems = []
+    for dn, attrs in entries:
+        if kind_of(attrs) is not None:
+            problems.extend(validate(to_json(dn, attrs, syntaxes), str(ldif_file)))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    source = open_source(kwargs)
+    assert isinstance(source, LdapDirectory)
+    try:
+        added, modified, unchanged = import_entries(source, entries)
+        # The result must load as a whole: report what the node would see.
+        configuration = load_configuration(
+            source, ActionEnv(secrets.token_bytes(32)), kwargs["device"]
+        )
+    finally:
+        source.close()
+    _out.print(
+        f"{escape(str(ldif_file))}: {added} added, {modified} modified, {unchanged} unchanged; "
+        f"{len(configuration.rules)} rules for device {escape(configuration.device.name)}"
+    )
+
+
+@config.command(name="import-dcm4chee")
+@click.argument("ldif_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--parent-dn",
+    default="dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,dc=coercion,dc=local",
+    show_default=True,
+    help="Where the converted rules go (the node's device or one of its network AEs).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the LDIF here instead of stdout.",
+)
+def import_dcm4chee(ldif_file: Path, parent_dn: str, out_path: Path | None) -> None:
+    """Convert dcm4chee-arc dcmArchiveAttributeCoercion2 entries into coercion rules (LDIF)."""
+    converted, report = convert_dcm4chee(read_ldif(ldif_file), parent_dn)
+    for line in report:
+        _err.print(f"[yellow]not mapped:[/] {escape(line)}")
+    text = format_ldif(converted)
+    if out_path is None:
+        sys.stdout.write(text)
+    else:
+        _write_atomically(out_path, text)
+    _err.print(f"{len(converted)} rules converted, {len(report)} items not mapped")
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--calling", default="", help="Calling AE title (the sender).")
+@click.option("--called", default="", help="Called AE title (this node's AE title).")
+@click.option(
+    "--dimse",
+    type=click.Choice([d.value for d in Dimse]),
+    default=Dimse.C_STORE_RQ.value,
+    show_default=True,
+)
+@click.option(
+    "--role", type=click.Choice([r.value for r in Role]), default=Role.SCP.value, show_default=True
+)
+@click.option("--remote-host", default="", help="Host of the peer.")
+@click.option("--local-host", default="", help="Host of this node.")
+@_with_source
+def explain(
+    file: Path,
+    calling: str,
+    called: str,
+    dimse: str,
+    role: str,
+    remote_host: str,
+    local_host: str,
+    **kwargs: Any,
+) -> None:
+    """Show which rules apply to FILE and, per tag, the action and the rule; never a value."""
+    configuration = _load(kwargs)
+    ds = read_file(file)
+    sop_class = ds.get("SOPClassUID")
+    ctx = EventContext(
+        Dimse(dimse), Role(role), calling, called, remote_host, local_host, str(sop_class or "")
+    )
+    outcome = Engine(configuration.rules).apply(ds, ctx)
+    if not outcome.applied:
+        _out.print(f"no rule applies to {escape(str(file))} for {escape(ctx.describe())}")
+        return
+    rules = Table(title=f"rules applied for {ctx.describe()}")
+    for column in ("order", "rule", "URI", "changes", "result"):
+        rules.add_column(column)
+    for index, applied in enumerate(outcome.applied, 1):
+        rules.add_row(
+            str(index),
+            escape(applied.rule.name),
+            escape(applied.rule.uri),
+            str(len(applied.changes)),
+            "failed: " + escape(applied.failure) if applied.failure else "applied",
+        )
+    _out.print(rules)
+    tags = Table(title="per tag")
+    for column in ("tag", "keyword", "action", "rule"):
+        tags.add_column(column)
+    for applied in outcome.applied:
+        for change in applied.changes:
+            where = "".join(f"{_tag(t)}[{i}]." for t, i in change.path)
+            tags.add_row(
+                where + _tag(change.tag),
+                keyword_for_tag(change.tag) or ("(private)" if change.tag >> 16 & 1 else "-"),
+                change.action.value,
+                escape(applied.rule.name),
+            )
+    _out.print(tags)
+
+
+def _tag(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

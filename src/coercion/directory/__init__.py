@@ -1,0 +1,1 @@
+"""The configuration directory: LDIF files or LDAP, validation, loading and watching."""

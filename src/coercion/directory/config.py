@@ -1,0 +1,268 @@
+"""Load a node's configuration from a directory source: devices, AEs and compiled rules.
+
+Every entry is converted to JSON and validated against ``schema/``; every
+rule's URI, parameters and conditions are compiled. All problems of a load
+are collected and reported together, each naming the entry's DN and the
+attribute, so that one run of ``coercion config validate`` shows them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coercion.directory.entries import (
+    EntryJSON,
+    Syntaxes,
+    default_syntaxes,
+    kind_of,
+    to_json,
+    validate,
+)
+from coercion.directory.ldifio import Entry
+from coercion.directory.sources import DirectorySource, EmbeddedDirectory
+from coercion.engine import (
+    ActionEnv,
+    Dimse,
+    OnFailure,
+    Role,
+    Rule,
+    RuleSet,
+    build_action,
+    parse_condition,
+)
+from coercion.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_DEVICE",
+    "Configuration",
+    "Device",
+    "NetworkAE",
+    "load_configuration",
+    "write_snapshot",
+]
+
+#: The device name of the node when none is given.
+DEFAULT_DEVICE = "coercion"
+
+
+@dataclass(frozen=True)
+class NetworkAE:
+    """A network AE of a device, with the host and port of its first connection."""
+
+    title: str
+    dn: str
+    hostname: str = ""
+    port: int | None = None
+    initiator: bool = True
+    acceptor: bool = True
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device of the directory: the node itself or a known remote one."""
+
+    name: str
+    dn: str
+    description: str = ""
+    aes: tuple[NetworkAE, ...] = ()
+    settings: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """What a node runs with: its device, the devices it knows, its rules."""
+
+    origin: str
+    device: Device
+    devices: dict[str, Device]
+    rules: RuleSet
+    entries: list[EntryJSON]
+    raw: list[Entry]
+
+    def known_ae_titles(self) -> set[str]:
+        """The AE titles of every device but the node."""
+        return {ae.title for d in self.devices.values() if d is not self.device for ae in d.aes}
+
+
+def _parent(dn: str) -> str:
+    """The parent DN (after the first unescaped comma)."""
+    escaped = False
+    for index, char in enumerate(dn):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            return dn[index + 1 :].strip()
+    return ""
+
+
+def _norm(dn: str) -> str:
+    return ",".join(part.strip() for part in dn.lower().split(","))
+
+
+def _rule(
+    entry: EntryJSON, ae_title: str | None, env: ActionEnv, problems: list[str], origin: str
+) -> Rule | None:
+    where = f"{origin} {entry['dn']}".strip()
+    params: dict[str, str] = {}
+    for item in entry.get("coercionParam", []):
+        key, _, value = item.partition("=")
+        if key in params:
+            problems.append(f"{where}: attribute coercionParam: {key!r} given twice")
+        params[key] = value
+    conditions = []
+    for text in entry.get("coercionCondition", []):
+        try:
+            conditions.append(parse_condition(text))
+        except ValueError as exc:
+            problems.append(f"{where}: attribute coercionCondition: {text!r}: {exc}")
+    try:
+        action = build_action(entry["coercionURI"], params, env)
+    except (ValueError, ConfigError) as exc:
+        problems.append(f"{where}: attribute coercionURI: {exc}")
+        return None
+    if len(conditions) != len(entry.get("coercionCondition", [])):
+        return None
+    return Rule(
+        name=entry["cn"],
+        dn=entry["dn"],
+        uri=entry["coercionURI"],
+        action=action,
+        dimse=frozenset(Dimse(d) for d in entry["coercionDIMSE"]),
+        role=Role(entry["dicomTransferRole"]),
+        ae_title=ae_title,
+        sop_classes=frozenset(entry.get("coercionSOPClass", [])),
+        conditions=tuple(conditions),
+        priority=entry.get("coercionPriority", 0),
+        sufficient=entry.get("coercionSufficient", False),
+        on_failure=OnFailure(entry.get("coercionOnFailure", "RETHROW")),
+        params=params,
+        description=entry.get("description", ""),
+    )
+
+
+def load_configuration(
+    source: DirectorySource,
+    env: ActionEnv,
+    device_name: str = DEFAULT_DEVICE,
+    syntaxes: Syntaxes | None = None,
+) -> Configuration:
+    """Read, validate and compile the configuration of device *device_name* from *source*.
+
+    Raises :class:`ConfigError` listing every problem found (one per line),
+    or :class:`~coercion.errors.DirectoryUnavailableError` when the source
+    cannot be read.
+    """
+    raw = source.entries()
+    return build_configuration(raw, source.origin, env, device_name, syntaxes, source)
+
+
+def build_configuration(
+    raw: Iterable[Entry],
+    origin: str,
+    env: ActionEnv,
+    device_name: str = DEFAULT_DEVICE,
+    syntaxes: Syntaxes | None = None,
+    source: DirectorySource | None = None,
+) -> Configuration:
+    """:func:`load_configuration` for entries already read."""
+    raw = list(raw)
+    if syntaxes is None:
+        schema = getattr(source, "schema", None) if isinstance(source, EmbeddedDirectory) else None
+        syntaxes = Syntaxes(schema) if schema else default_syntaxes()
+    problems: list[str] = []
+    entries: list[EntryJSON] = []
+    for dn, attrs in raw:
+        if kind_of(attrs) is None:
+            continue
+        try:
+            entry = to_json(dn, attrs, syntaxes)
+        except ConfigError as exc:
+            problems.append(f"{origin} {exc}")
+            continue
+        found = validate(entry, origin)
+        problems.extend(found)
+        if not found:
+            entries.append(entry)
+    by_dn = {_norm(e["dn"]): e for e in entries}
+    devices: dict[str, Device] = {}
+    for entry in entries:
+        if kind_of(entry) != "dicomDevice":
+            continue
+        aes = []
+        for child in entries:
+            if kind_of(child) == "dicomNetworkAE" and _norm(_parent(child["dn"])) == _norm(
+                entry["dn"]
+            ):
+                aes.append(_network_ae(child, by_dn))
+        settings = {k: v for k, v in entry.items() if k.startswith("coercion")}
+        devices[entry["dicomDeviceName"]] = Device(
+            entry["dicomDeviceName"],
+            entry["dn"],
+            entry.get("dicomDescription", ""),
+            tuple(aes),
+            settings,
+        )
+    device = devices.get(device_name)
+    if device is None:
+        names = ", ".join(sorted(devices)) or "none"
+        problems.append(f"{origin}: no device {device_name!r} (devices found: {names})")
+        raise ConfigError("\n".join(problems))
+    device_dn = _norm(device.dn)
+    ae_by_dn = {_norm(ae.dn): ae.title for ae in device.aes}
+    rules = []
+    for entry in entries:
+        if kind_of(entry) != "coercionRule" or entry.get("dicomInstalled") is False:
+            continue
+        parent = _norm(_parent(entry["dn"]))
+        if parent == device_dn:
+            ae_title = None
+        elif parent in ae_by_dn:
+            ae_title = ae_by_dn[parent]
+        else:
+            continue  # a rule of another device
+        rule = _rule(entry, ae_title, env, problems, origin)
+        if rule is not None:
+            rules.append(rule)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return Configuration(origin, device, devices, RuleSet(rules, origin), entries, raw)
+
+
+def _network_ae(entry: EntryJSON, by_dn: dict[str, EntryJSON]) -> NetworkAE:
+    hostname, port = "", None
+    for reference in entry.get("dicomNetworkConnectionReference", []):
+        connection = by_dn.get(_norm(reference))
+        if connection is not None:
+            hostname, port = connection.get("dicomHostname", ""), connection.get("dicomPort")
+            break
+    return NetworkAE(
+        entry["dicomAETitle"],
+        entry["dn"],
+        hostname,
+        port,
+        entry.get("dicomAssociationInitiator", True),
+        entry.get("dicomAssociationAcceptor", True),
+    )
+
+
+def write_snapshot(path: Path, raw: Iterable[Entry]) -> None:
+    """Keep *raw* entries on disk (atomically) for a start while the directory is down."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"entries": [{"dn": dn, "attributes": attrs} for dn, attrs in raw]}
+    handle, temporary = tempfile.mkstemp(prefix=".snapshot-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=1)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

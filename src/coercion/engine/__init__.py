@@ -1,0 +1,25 @@
+"""The coercion engine: event contexts, rules, URI schemes and their application."""
+
+from coercion.engine.context import Dimse, EventContext, Role
+from coercion.engine.engine import AppliedRule, Engine, Outcome
+from coercion.engine.registry import ActionEnv, build_action, register_scheme, schemes
+from coercion.engine.rules import Condition, OnFailure, Rule, RuleAction, RuleSet, parse_condition
+
+__all__ = [
+    "ActionEnv",
+    "AppliedRule",
+    "Condition",
+    "Dimse",
+    "Engine",
+    "EventContext",
+    "OnFailure",
+    "Outcome",
+    "Role",
+    "Rule",
+    "RuleAction",
+    "RuleSet",
+    "build_action",
+    "parse_condition",
+    "register_scheme",
+    "schemes",
+]

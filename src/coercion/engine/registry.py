@@ -1,0 +1,96 @@
+"""The URI schemes: a registry from scheme to the factory that makes a rule's action.
+
+A factory gets the scheme-specific part of the URI, the rule's ``key=value``
+parameters and the :class:`ActionEnv`; it validates them (raising
+:class:`ValueError` with a message that says what to fix) and returns a
+:class:`~coercion.engine.rules.RuleAction`. Factories run when the rules
+load, never per object.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+
+from coercion.engine.context import EventContext
+from coercion.engine.rules import RuleAction
+from coercion.errors import ConfigError
+from coercion.profile import Change, Deidentifier, compile_profile, parse_options
+
+__all__ = ["ActionEnv", "ActionFactory", "build_action", "register_scheme", "schemes"]
+
+
+@dataclass
+class ActionEnv:
+    """What actions may need beyond their URI: the key, and a cache shared by all rules."""
+
+    secret: bytes
+    cache: dict[object, object] = field(default_factory=dict)
+
+
+ActionFactory = Callable[[str, Mapping[str, str], ActionEnv], RuleAction]
+_SCHEMES: dict[str, ActionFactory] = {}
+
+
+def register_scheme(scheme: str, factory: ActionFactory) -> None:
+    """Make *scheme* available to rules' URIs."""
+    _SCHEMES[scheme] = factory
+
+
+def schemes() -> list[str]:
+    """The registered URI schemes, sorted."""
+    return sorted(_SCHEMES)
+
+
+def build_action(uri: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
+    """Make the action of *uri*; raise ValueError naming what is wrong."""
+    scheme, sep, rest = uri.partition(":")
+    if not sep:
+        raise ValueError(f"{uri!r} is not a URI: expected SCHEME:...")
+    factory = _SCHEMES.get(scheme)
+    if factory is None:
+        close = difflib.get_close_matches(scheme, list(_SCHEMES), n=1)
+        hint = f"; did you mean {close[0]}:?" if close else ""
+        raise ValueError(
+            f"unknown URI scheme {scheme!r}; known schemes: {', '.join(schemes())}{hint}"
+        )
+    return factory(rest, params, env)
+
+
+# -- deidentify: ---------------------------------------------------------------------
+
+
+class DeidentifyAction:
+    """``deidentify:Opt1,Opt2``: the PS3.15 Basic Profile with the named options."""
+
+    def __init__(self, deidentifier: Deidentifier) -> None:
+        self.deidentifier = deidentifier
+
+    def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
+        """De-identify *ds* in place."""
+        return self.deidentifier.apply(ds).changes
+
+
+def _deidentify(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
+    if params:
+        raise ValueError(
+            f"deidentify: takes no parameters (got {', '.join(sorted(params))}); "
+            "name the PS3.15 options in the URI, e.g. deidentify:RetainUIDsOption"
+        )
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    try:
+        options = parse_options(names, where="deidentify")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    key = ("deidentify", options)
+    deidentifier = env.cache.get(key)
+    if not isinstance(deidentifier, Deidentifier):
+        deidentifier = Deidentifier(compile_profile(options), env.secret)
+        env.cache[key] = deidentifier
+    return DeidentifyAction(deidentifier)
+
+
+register_scheme("deidentify", _deidentify)
