@@ -153,7 +153,7 @@ class LdapSettings:
     start_tls: bool = False
     base_dn: str | None = None
     ca_file: Path | None = None
-    timeout: float = 5.0
+    timeout: int = 5
 
     def password(self) -> str | None:
         """The bind password, or None for an anonymous bind."""
@@ -186,26 +186,27 @@ class LdapDirectory(DirectorySource):
                 validate=ssl.CERT_REQUIRED,
                 ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
             )
+        server = ldap3.Server(
+            settings.url, get_info=ldap3.DSA, connect_timeout=settings.timeout, tls=tls
+        )
+        connection = ldap3.Connection(
+            server,
+            user=settings.bind_dn,
+            password=settings.password(),
+            receive_timeout=settings.timeout,
+            raise_exceptions=True,
+        )
         try:
-            server = ldap3.Server(
-                settings.url,
-                get_info=ldap3.DSA,
-                connect_timeout=settings.timeout,
-                tls=tls,
-            )
-            connection = ldap3.Connection(
-                server,
-                user=settings.bind_dn,
-                password=settings.password(),
-                receive_timeout=settings.timeout,
-                raise_exceptions=True,
-                auto_bind=(
-                    ldap3.AUTO_BIND_TLS_BEFORE_BIND
-                    if settings.start_tls
-                    else ldap3.AUTO_BIND_NO_TLS
-                ),
-            )
+            connection.open()
+            if settings.start_tls:
+                connection.start_tls()
+            connection.bind()
         except LDAPException as exc:
+            # ldap3 leaves the socket of a failed connection open: close it here.
+            with contextlib.suppress(LDAPException, OSError):
+                connection.unbind()
+            if connection.socket is not None:
+                connection.socket.close()
             raise DirectoryUnavailableError(
                 f"{settings.url}: cannot connect and bind ({exc.__class__.__name__}: {exc})"
             ) from None
@@ -270,8 +271,11 @@ class LdapDirectory(DirectorySource):
 
     def close(self) -> None:
         if self._connection is not None:
-            with contextlib.suppress(LDAPException):
+            with contextlib.suppress(LDAPException, OSError):
                 self._connection.unbind()
+            # After a broken connection unbind may fail: close the socket anyway.
+            with contextlib.suppress(LDAPException, OSError):
+                self._connection.strategy.close()
             self._connection = None
 
 

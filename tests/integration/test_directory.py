@@ -1,0 +1,249 @@
+"""The directory, run twice: on the embedded directory and on a real slapd.
+
+Loading, validation errors naming DN and attribute, hot reload within seconds,
+rejected changes, slapd stopped and restarted, the snapshot, the
+modifyTimestamp fallback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from coercion.directory.config import load_configuration
+from coercion.directory.sources import (
+    DirectorySource,
+    EmbeddedDirectory,
+    LdapDirectory,
+    LdapSettings,
+)
+from coercion.directory.watch import ConfigurationWatcher
+from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
+from coercion.errors import ConfigError, DirectoryUnavailableError
+from coercion.resources import default_ldif_dir
+from tests.helpers import SECRET, make_dataset
+from tests.slapd import Slapd
+
+pytestmark = pytest.mark.integration
+
+BASE = "dc=coercion,dc=local"
+DEVICE = f"dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,{BASE}"
+RESEARCH_RULE = f"cn=deidentify-research-store,dicomAETitle=RESEARCH,{DEVICE}"
+STORE_TO_RESEARCH = EventContext(Dimse.C_STORE_RQ, Role.SCP, "CT01", "RESEARCH")
+
+
+@dataclass
+class Directory:
+    """One backend under test: how to open it and how to change an entry's attribute."""
+
+    kind: str
+    open: Callable[[], DirectorySource]
+    replace: Callable[[str, str, str], None]  # (dn, attribute, value)
+    slapd: Slapd | None = None
+
+
+def _embedded(tmp_path: Path) -> Directory:
+    folder = tmp_path / "ldif"
+    shutil.copytree(default_ldif_dir(), folder)
+
+    def replace(dn: str, attribute: str, value: str) -> None:
+        path = folder / "10-default-config.ldif"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        out, inside = [], False
+        for line in lines:
+            if line.startswith("dn: "):
+                inside = line[4:] == dn
+            replaced = inside and line.startswith(f"{attribute}: ")
+            out.append(f"{attribute}: {value}" if replaced else line)
+        text = "\n".join(out) + "\n"
+        path.write_text(text, encoding="utf-8")
+
+    return Directory("embedded", lambda: EmbeddedDirectory(folder), replace)
+
+
+def _ldap(server: Slapd, monkeypatch: pytest.MonkeyPatch) -> Directory:
+    monkeypatch.setenv("COERCION_LDAP_PASSWORD", server.password)
+
+    def replace(dn: str, attribute: str, value: str) -> None:
+        server.ldapmodify(
+            f"dn: {dn}\nchangetype: modify\nreplace: {attribute}\n{attribute}: {value}\n"
+        )
+
+    settings = LdapSettings(server.url, server.admin_dn)
+    return Directory("slapd", lambda: LdapDirectory(settings), replace, server)
+
+
+@pytest.fixture(params=["embedded", "slapd"])
+def directory(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Directory]:
+    if request.param == "embedded":
+        yield _embedded(tmp_path)
+    else:
+        yield _ldap(request.getfixturevalue("slapd"), monkeypatch)
+
+
+def _load(directory: Directory) -> object:
+    source = directory.open()
+    try:
+        return load_configuration(source, ActionEnv(SECRET))
+    finally:
+        source.close()
+
+
+def test_default_configuration_loads_the_same_on_both(directory: Directory) -> None:
+    source = directory.open()
+    configuration = load_configuration(source, ActionEnv(SECRET))
+    source.close()
+    assert configuration.device.name == "coercion"
+    assert sorted(ae.title for ae in configuration.device.aes) == ["COERCION", "RESEARCH"]
+    assert configuration.device.aes[0].port == 11112
+    assert configuration.known_ae_titles() == {"CT01", "RESEARCH_MR1", "RIS"}
+    assert [(r.name, r.ae_title, r.priority) for r in configuration.rules.rules] == [
+        ("deidentify-research-store", "RESEARCH", 10),
+        ("deidentify-research-modality-worklist", None, 5),
+        ("deidentify-research-mpps", None, 5),
+    ]
+    ds = make_dataset()
+    outcome = Engine(configuration.rules).apply(ds, STORE_TO_RESEARCH)
+    assert [a.rule.name for a in outcome.applied] == ["deidentify-research-store"]
+    assert outcome.dataset.PatientName != "DOE^JANE^Q"
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "message"),
+    [
+        ("coercionDIMSE", "C_STORE_RSP", r"attribute coercionDIMSE: 'C_STORE_RSP' is not one of"),
+        ("coercionURI", "deidentify:RetainUIDOption", r"attribute coercionURI: .*did you mean"),
+        ("coercionPriority", "high", None),  # slapd refuses it; the embedded load names it
+    ],
+)
+def test_bad_entries_are_named_by_dn_and_attribute(
+    directory: Directory, attribute: str, value: str, message: str | None
+) -> None:
+    if message is None:
+        if directory.slapd is not None:
+            with pytest.raises(Exception, match="Invalid syntax"):
+                directory.replace(RESEARCH_RULE, attribute, value)
+            return
+        message = r"attribute coercionPriority: 'high' is not an integer"
+    directory.replace(RESEARCH_RULE, attribute, value)
+    with pytest.raises(ConfigError, match=message) as caught:
+        _load(directory)
+    assert RESEARCH_RULE in str(caught.value)
+
+
+def _wait(condition: Callable[[], bool], seconds: float = 5.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"not within {seconds} s")
+
+
+def _watch(directory: Directory, tmp_path: Path) -> tuple[ConfigurationWatcher, Engine]:
+    watcher = ConfigurationWatcher(
+        directory.open(),
+        ActionEnv(SECRET),
+        "coercion",
+        interval=0.2,
+        snapshot=tmp_path / "snapshot.json",
+    )
+    configuration = watcher.load_initial()
+    engine = Engine(configuration.rules)
+    watcher.on_change = lambda c: engine.replace_rules(c.rules)
+    watcher.start()
+    return watcher, engine
+
+
+def _research_applies(engine: Engine) -> bool:
+    return bool(engine.apply(make_dataset(), STORE_TO_RESEARCH).applied)
+
+
+def test_a_changed_rule_applies_within_five_seconds(directory: Directory, tmp_path: Path) -> None:
+    watcher, engine = _watch(directory, tmp_path)
+    try:
+        assert _research_applies(engine)
+        directory.replace(RESEARCH_RULE, "coercionDIMSE", "C_FIND_RQ")
+        _wait(lambda: not _research_applies(engine))
+        directory.replace(RESEARCH_RULE, "coercionDIMSE", "C_STORE_RQ")
+        _wait(lambda: _research_applies(engine))
+    finally:
+        watcher.stop()
+
+
+def test_an_invalid_change_is_rejected_and_old_rules_keep_serving(
+    directory: Directory, tmp_path: Path
+) -> None:
+    watcher, engine = _watch(directory, tmp_path)
+    try:
+        directory.replace(RESEARCH_RULE, "coercionURI", "deidentify:NoSuchOption")
+        _wait(lambda: watcher.last_error is not None)
+        assert RESEARCH_RULE in str(watcher.last_error)
+        assert "coercionURI" in str(watcher.last_error)
+        assert _research_applies(engine)  # the previous rules still apply
+        directory.replace(RESEARCH_RULE, "coercionURI", "deidentify:RetainUIDsOption")
+        _wait(lambda: watcher.last_error is None)
+        rules = engine.rules.rules
+        assert any(r.uri == "deidentify:RetainUIDsOption" for r in rules)
+    finally:
+        watcher.stop()
+
+
+def test_slapd_stopped_and_restarted_the_engine_keeps_serving(
+    slapd: Slapd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = _ldap(slapd, monkeypatch)
+    watcher, engine = _watch(directory, tmp_path)
+    try:
+        slapd.stop()
+        with pytest.raises(DirectoryUnavailableError, match=slapd.url):
+            watcher.check()
+        assert _research_applies(engine)  # still serving from the loaded rules
+        slapd.start()
+        directory.replace(RESEARCH_RULE, "coercionDIMSE", "C_FIND_RQ")
+        _wait(lambda: not _research_applies(engine), seconds=10)
+    finally:
+        watcher.stop()
+
+
+def test_start_while_unreachable_uses_the_snapshot_or_fails_clearly(
+    slapd: Slapd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = _ldap(slapd, monkeypatch)
+    snapshot = tmp_path / "snapshot.json"
+    first = ConfigurationWatcher(directory.open(), ActionEnv(SECRET), "coercion", snapshot=snapshot)
+    first.load_initial()
+    first.stop()
+    assert snapshot.exists()
+    slapd.stop()
+    later = ConfigurationWatcher(directory.open(), ActionEnv(SECRET), "coercion", snapshot=snapshot)
+    configuration = later.load_initial()
+    later.stop()
+    assert configuration.origin.startswith("snapshot")
+    assert len(configuration.rules) == 3
+    none = ConfigurationWatcher(
+        directory.open(), ActionEnv(SECRET), "coercion", snapshot=tmp_path / "absent.json"
+    )
+    with pytest.raises(DirectoryUnavailableError, match="no snapshot"):
+        none.load_initial()
+    none.stop()
+
+
+def test_without_syncprov_changes_are_seen_by_modify_timestamp(
+    slapd_no_syncprov: Slapd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = _ldap(slapd_no_syncprov, monkeypatch)
+    source = directory.open()
+    before = source.fingerprint()
+    assert before.startswith("ts:")
+    time.sleep(1.05)  # modifyTimestamp has one-second granularity
+    directory.replace(RESEARCH_RULE, "coercionPriority", "11")
+    assert source.fingerprint() != before
+    source.close()
