@@ -6,6 +6,9 @@ import pytest
 
 from tests.helpers import SECRET
 
+#: The private slapd fixtures ``slapd`` and ``slapd_no_syncprov``.
+pytest_plugins = ["tests.slapd"]
+
 
 @pytest.fixture
 def secret() -> bytes:

@@ -1,0 +1,451 @@
+"""A private OpenLDAP slapd for tests: one per test, on 127.0.0.1 and a private ldapi socket.
+
+``start_slapd`` builds a ``cn=config`` (core, cosine and inetorgperson from
+/etc/ldap/schema, then the given schema LDIF files), loads the data files
+offline with ``slapadd``, starts ``slapd -d none`` in the foreground on a free
+port and returns once an admin bind succeeds. Nothing is written outside the given directory.
+
+The fixtures ``slapd`` and ``slapd_no_syncprov`` (registered by
+tests/conftest.py) start one from the repository's ``ldif/*.ldif``: files whose
+first entry lies under ``cn=schema,cn=config`` are schema, the others data, each
+group in file-name order. The suffix is the DN of the first entry of the first
+data file (``DEFAULT_SUFFIX`` with just its entry when there is no data file).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import ldap3
+import pytest
+from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+LDIF_DIR = REPOSITORY / "ldif"
+
+#: Schemas every instance gets before its own, in this order (inetorgperson needs cosine).
+SYSTEM_SCHEMAS = tuple(
+    Path("/etc/ldap/schema") / f"{name}.ldif" for name in ("core", "cosine", "inetorgperson")
+)
+
+#: The suffix of the repository fixture while ldif/ holds no data file.
+DEFAULT_SUFFIX = "dc=coercion,dc=local"
+
+#: How long slapd may take to accept a bind (it takes about 0.1 s) or to exit on SIGTERM.
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+
+#: A Unix socket path longer than this makes slapd refuse it and then segfault.
+MAX_SOCKET_PATH = 100
+
+#: The admin password (and cn=config's) of every instance; they listen on loopback only.
+_ADMIN_PASSWORD = "coercion-test-secret"
+
+#: slapd's message when its port is taken by someone else between our probe and its bind.
+_PORT_IN_USE = "errno=98"
+
+
+class SlapdError(RuntimeError):
+    """slapd or slapadd failed; the message carries their output."""
+
+
+class LdapToolError(subprocess.CalledProcessError):
+    """An ldap-utils command failed; unlike its base class, str() shows stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstderr:\n{self.stderr}stdout:\n{self.stdout}"
+
+
+@dataclass
+class Slapd:
+    """A running (or stopped) private slapd and what a client needs to reach it."""
+
+    url: str
+    ldapi: str
+    suffix: str
+    admin_dn: str
+    password: str
+    directory: Path
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+    _log_start: int = field(default=0, init=False, repr=False)
+
+    @property
+    def log_path(self) -> Path:
+        """slapd's stderr (``-d none``: errors and the "slapd starting" line), all runs."""
+        return self.directory / "slapd.log"
+
+    @property
+    def running(self) -> bool:
+        """True while our slapd child process has not exited."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start slapd on the same port and data; return once the admin can bind.
+
+        Does nothing when it is already running. Raises SlapdError with slapd's
+        log when it exits or does not answer within START_TIMEOUT; it is then
+        stopped, never left behind.
+        """
+        if self.running:
+            return
+        self.stop()  # reap a slapd that exited by itself and close its log
+        self._log = self.log_path.open("ab")
+        self._log_start = self._log.tell()
+        command = [
+            _tool("slapd"),
+            "-d",
+            "none",
+            "-F",
+            str(self.directory / "slapd.d"),
+            "-h",
+            f"{self.url}/ {self.ldapi}",
+        ]
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        try:
+            self._wait_for_bind()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop slapd with SIGTERM and reap it (SIGKILL after STOP_TIMEOUT). Idempotent."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def ldapmodify(self, ldif_text: str) -> subprocess.CompletedProcess[str]:
+        """Apply *ldif_text* with the real ``ldapmodify`` as the admin.
+
+        Raises LdapToolError (a CalledProcessError whose text shows stderr) on failure.
+        """
+        command = [
+            _tool("ldapmodify"),
+            "-x",
+            "-H",
+            self.url,
+            "-D",
+            self.admin_dn,
+            "-w",
+            self.password,
+        ]
+        text = ldif_text if ldif_text.endswith("\n") else ldif_text + "\n"
+        result = subprocess.run(
+            command,
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "LDAPNOINIT": "1"},  # ignore ~/.ldaprc and /etc/ldap/ldap.conf
+        )
+        if result.returncode != 0:
+            raise LdapToolError(result.returncode, command, result.stdout, result.stderr)
+        return result
+
+    def log(self) -> str:
+        """slapd's log so far, for error messages."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def _wait_for_bind(self) -> None:
+        """Poll until an admin bind succeeds; SlapdError if slapd exits or stalls.
+
+        Binds are tried only once this run has logged "slapd starting": slapd has
+        bound its port by then, so a bind cannot reach another process that took
+        the port after free_port(). The port may still refuse connections for a
+        moment (listen() comes after the log line), so refusals are retried. If
+        slapd exits first (a port in use, a bad config) its log is in the error.
+        """
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert self._process is not None
+            returncode = self._process.poll()
+            if returncode is not None:
+                raise SlapdError(
+                    f"{self.directory}: slapd exited with status {returncode} on start; "
+                    f"its log:\n{self.log()}"
+                )
+            if self._started() and self._bind():
+                return
+            if time.monotonic() > deadline:
+                raise SlapdError(
+                    f"{self.url}: slapd did not accept a bind within {START_TIMEOUT} s; "
+                    f"its log:\n{self.log()}"
+                )
+            time.sleep(0.002)
+
+    def _started(self) -> bool:
+        """True once this run's log has the "slapd starting" line."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return b"slapd starting" in log.read()
+
+    def _bind(self) -> bool:
+        """One real admin bind with ldap3: True on success, False if the port refused.
+
+        Any other failure is a SlapdError with slapd's log. The connection's socket
+        is closed whatever happens: ldap3 leaves it open when the connect fails (a
+        ResourceWarning, an error under pytest).
+        """
+        server = ldap3.Server(self.url, get_info=ldap3.NONE, connect_timeout=5)
+        connection = ldap3.Connection(server, self.admin_dn, self.password, receive_timeout=5)
+        try:
+            connection.open()
+            if not connection.bind():
+                raise SlapdError(
+                    f"{self.url}: admin bind as {self.admin_dn} failed: {connection.result}; "
+                    f"slapd's log:\n{self.log()}"
+                )
+        except LDAPSocketOpenError:
+            return False
+        except LDAPException as exc:
+            raise SlapdError(
+                f"{self.url}: admin bind as {self.admin_dn} failed: {exc}; "
+                f"slapd's log:\n{self.log()}"
+            ) from exc
+        finally:
+            if connection.socket is not None:
+                connection.unbind()
+                if connection.socket is not None:
+                    connection.socket.close()
+        return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_slapd(
+    directory: Path,
+    schema_files: list[Path],
+    data_files: list[Path],
+    suffix: str,
+    syncprov: bool = True,
+) -> Slapd:
+    """Build a slapd in *directory* (which should be short: it holds the ldapi socket) and start it.
+
+    *schema_files* are cn=config schema LDIF files, included after core, cosine
+    and inetorgperson; *data_files* are loaded into the ``suffix`` database with
+    ``slapadd -q -n1`` before the start. With *syncprov* the database has the
+    syncprov overlay (contextCSN on the suffix, syncrepl); without it, clients
+    must fall back to modifyTimestamp or entryCSN. Raises SlapdError with the
+    tools' output on any failure.
+    """
+    directory = directory.resolve()
+    socket_path = directory / "ldapi"
+    if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+        raise SlapdError(
+            f"{socket_path}: too long for a Unix socket (slapd would crash); "
+            'use a short directory such as tempfile.mkdtemp(prefix="sl", dir="/tmp")'
+        )
+    for path in [*SYSTEM_SCHEMAS, *schema_files, *data_files]:
+        if not path.is_file():
+            raise SlapdError(f"{path}: no such LDIF file")
+    (directory / "slapd.d").mkdir(parents=True)
+    (directory / "data").mkdir()
+    config = directory / "config.ldif"
+    config.write_text(
+        _config_ldif(directory, [*SYSTEM_SCHEMAS, *schema_files], suffix, syncprov),
+        encoding="utf-8",
+    )
+    slapd_d = str(directory / "slapd.d")
+    _run_tool([_tool("slapadd"), "-n0", "-F", slapd_d, "-l", str(config)])
+    for data_file in data_files:
+        _run_tool([_tool("slapadd"), "-q", "-n1", "-F", slapd_d, "-l", str(data_file.resolve())])
+    ldapi = "ldapi://" + urllib.parse.quote(str(socket_path), safe="")
+    last_error: SlapdError | None = None
+    for _ in range(3):
+        server = Slapd(
+            url=f"ldap://127.0.0.1:{free_port()}",
+            ldapi=ldapi,
+            suffix=suffix,
+            admin_dn=f"cn=admin,{suffix}",
+            password=_ADMIN_PASSWORD,
+            directory=directory,
+        )
+        try:
+            server.start()
+        except SlapdError as exc:
+            if _PORT_IN_USE not in str(exc):
+                raise
+            last_error = exc  # taken by another process between free_port() and slapd's bind
+            continue
+        return server
+    assert last_error is not None
+    raise last_error
+
+
+def _config_ldif(directory: Path, schema_files: list[Path], suffix: str, syncprov: bool) -> str:
+    """The cn=config LDIF of an instance (RECIPES.md section 1)."""
+    modules = "olcModuleLoad: back_mdb\n" + ("olcModuleLoad: syncprov\n" if syncprov else "")
+    includes = "".join(f"include: {path.resolve().as_uri()}\n" for path in schema_files)
+    text = f"""\
+dn: cn=config
+objectClass: olcGlobal
+cn: config
+olcPidFile: {directory}/slapd.pid
+
+dn: cn=module{{0}},cn=config
+objectClass: olcModuleList
+cn: module{{0}}
+olcModulePath: /usr/lib/ldap
+{modules}
+dn: cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: schema
+
+{includes}
+dn: olcDatabase={{-1}}frontend,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcFrontendConfig
+olcDatabase: {{-1}}frontend
+olcSizeLimit: unlimited
+
+dn: olcDatabase={{0}}config,cn=config
+objectClass: olcDatabaseConfig
+olcDatabase: {{0}}config
+olcRootDN: cn=config
+olcRootPW: {_ADMIN_PASSWORD}
+olcAccess: {{0}}to * by dn.exact=gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth manage
+  by * break
+
+dn: olcDatabase={{1}}mdb,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcMdbConfig
+olcDatabase: {{1}}mdb
+olcSuffix: {suffix}
+olcDbDirectory: {directory}/data
+olcDbMaxSize: 104857600
+olcRootDN: cn=admin,{suffix}
+olcRootPW: {_ADMIN_PASSWORD}
+olcDbIndex: objectClass eq
+olcDbIndex: entryCSN,entryUUID eq
+olcAccess: {{0}}to * by * read
+"""
+    if syncprov:
+        text += """
+dn: olcOverlay={0}syncprov,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcSyncProvConfig
+olcOverlay: {0}syncprov
+olcSpCheckpoint: 1 1
+olcSpSessionLog: 1000
+"""
+    return text
+
+
+def _tool(name: str) -> str:
+    """The path of an OpenLDAP program (slapd and slapadd live in /usr/sbin)."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if path is None:
+        raise SlapdError(f"{name}: not found; install it: apt-get install -y slapd ldap-utils")
+    return path
+
+
+def _run_tool(command: list[str]) -> None:
+    """Run an offline slap tool; raise SlapdError with its output when it fails."""
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SlapdError(
+            f"{' '.join(command)}: exit status {result.returncode}\n{result.stderr}{result.stdout}"
+        )
+
+
+def first_dn(path: Path) -> str | None:
+    """The DN of the first entry of an LDIF file (folded and base64 forms too), or None."""
+    logical: list[str] = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        if raw.startswith(" ") and logical:
+            logical[-1] += raw[1:]
+        else:
+            logical.append(raw)
+    for line in logical:
+        key, _, value = line.partition(":")
+        if key.lower() != "dn":
+            continue
+        if value.startswith(":"):
+            return base64.b64decode(value[1:].strip()).decode("utf-8")
+        return value.strip()
+    return None
+
+
+def is_schema_file(path: Path) -> bool:
+    """True when the first entry of *path* lies under ``cn=schema,cn=config``."""
+    dn = first_dn(path)
+    return dn is not None and dn.replace(" ", "").lower().endswith("cn=schema,cn=config")
+
+
+def repository_ldif() -> tuple[list[Path], list[Path]]:
+    """The repository's ``ldif/*.ldif`` split into (schema files, data files), by file name."""
+    files = sorted(LDIF_DIR.glob("*.ldif"))
+    return [f for f in files if is_schema_file(f)], [f for f in files if not is_schema_file(f)]
+
+
+def _suffix_entry(suffix: str) -> str:
+    """LDIF of a bare suffix entry for a ``dc=`` suffix."""
+    rdn = suffix.split(",", 1)[0]
+    attribute, _, value = rdn.partition("=")
+    if attribute.strip().lower() != "dc":
+        raise SlapdError(f"{suffix}: only a dc= suffix can be made up without a data file")
+    return (
+        f"dn: {suffix}\nobjectClass: dcObject\nobjectClass: organization\n"
+        f"dc: {value.strip()}\no: {value.strip()}\n"
+    )
+
+
+def _repository_slapd(syncprov: bool) -> Iterator[Slapd]:
+    """Start a slapd from the repository's ldif/ in a short temporary directory; clean up after."""
+    directory = Path(tempfile.mkdtemp(prefix="sl", dir="/tmp"))
+    server: Slapd | None = None
+    try:
+        schema_files, data_files = repository_ldif()
+        if data_files:
+            suffix = first_dn(data_files[0])
+            if suffix is None:
+                raise SlapdError(f"{data_files[0]}: no entry")
+        else:
+            suffix = DEFAULT_SUFFIX
+            data_files = [directory / "suffix.ldif"]
+            data_files[0].write_text(_suffix_entry(suffix), encoding="utf-8")
+        server = start_slapd(directory / "s", schema_files, data_files, suffix, syncprov)
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def slapd() -> Iterator[Slapd]:
+    """A slapd with the repository's schema and data and the syncprov overlay."""
+    yield from _repository_slapd(syncprov=True)
+
+
+@pytest.fixture
+def slapd_no_syncprov() -> Iterator[Slapd]:
+    """Like ``slapd`` but without syncprov: no contextCSN, for the modifyTimestamp fallback."""
+    yield from _repository_slapd(syncprov=False)

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Install the Debian packages the tests need, when missing: OpenLDAP's slapd, slapadd and
+# ldapmodify (the directory tests start a private slapd on 127.0.0.1), and a Python with venv.
+# Uses sudo when not run as root. slapd's own system instance is not started.
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+packages="slapd ldap-utils"
+python3 -c 'import venv, ensurepip' 2>/dev/null || packages="$packages python3 python3-venv python3-pip"
+missing=""
+for package in $packages; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing="$missing $package"
+done
+[ -n "$missing" ] || exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing:$missing"
+$SUDO apt-get update -q
+# shellcheck disable=SC2086 # one word per package
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
