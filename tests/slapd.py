@@ -4,18 +4,24 @@
 /etc/ldap/schema, then the given schema LDIF files), loads the data files
 offline with ``slapadd``, starts ``slapd -d none`` in the foreground on a free
 port and returns once an admin bind succeeds. Nothing is written outside the given directory.
+Given ``TlsFiles`` (``make_tls_files`` makes a throwaway CA and a certificate for
+127.0.0.1 with the ``openssl`` command), slapd also offers StartTLS on its
+``ldap://`` port and listens on an ``ldaps://`` port.
 
 The fixtures ``slapd`` and ``slapd_no_syncprov`` (registered by
 tests/conftest.py) start one from the repository's ``ldif/*.ldif``: files whose
 first entry lies under ``cn=schema,cn=config`` are schema, the others data, each
 group in file-name order. The suffix is the DN of the first entry of the first
 data file (``DEFAULT_SUFFIX`` with just its entry when there is no data file).
+``slapd_tls`` is ``slapd`` with TLS files from ``make_tls_files``.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -56,6 +62,15 @@ _ADMIN_PASSWORD = "coercion-test-secret"
 _PORT_IN_USE = "errno=98"
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS server: the CA that clients trust, the server's certificate and key."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
 class SlapdError(RuntimeError):
     """slapd or slapadd failed; the message carries their output."""
 
@@ -77,6 +92,9 @@ class Slapd:
     admin_dn: str
     password: str
     directory: Path
+    #: The ``ldaps://`` listener and the files behind it; None without TLS.
+    ldaps_url: str | None = None
+    tls: TlsFiles | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
     _log_start: int = field(default=0, init=False, repr=False)
@@ -110,7 +128,9 @@ class Slapd:
             "-F",
             str(self.directory / "slapd.d"),
             "-h",
-            f"{self.url}/ {self.ldapi}",
+            " ".join(
+                [f"{self.url}/", self.ldapi, *([f"{self.ldaps_url}/"] if self.ldaps_url else [])]
+            ),
         ]
         self._process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
@@ -245,6 +265,7 @@ def start_slapd(
     data_files: list[Path],
     suffix: str,
     syncprov: bool = True,
+    tls: TlsFiles | None = None,
 ) -> Slapd:
     """Build a slapd in *directory* (which should be short: it holds the ldapi socket) and start it.
 
@@ -252,8 +273,9 @@ def start_slapd(
     and inetorgperson; *data_files* are loaded into the ``suffix`` database with
     ``slapadd -q -n1`` before the start. With *syncprov* the database has the
     syncprov overlay (contextCSN on the suffix, syncrepl); without it, clients
-    must fall back to modifyTimestamp or entryCSN. Raises SlapdError with the
-    tools' output on any failure.
+    must fall back to modifyTimestamp or entryCSN. With *tls* the ``ldap://``
+    port offers StartTLS and an ``ldaps://`` port is opened too (``ldaps_url``).
+    Raises SlapdError with the tools' output on any failure.
     """
     directory = directory.resolve()
     socket_path = directory / "ldapi"
@@ -265,11 +287,14 @@ def start_slapd(
     for path in [*SYSTEM_SCHEMAS, *schema_files, *data_files]:
         if not path.is_file():
             raise SlapdError(f"{path}: no such LDIF file")
+    for path in [tls.ca_cert, tls.server_cert, tls.server_key] if tls else []:
+        if not path.is_file():
+            raise SlapdError(f"{path}: no such TLS file")
     (directory / "slapd.d").mkdir(parents=True)
     (directory / "data").mkdir()
     config = directory / "config.ldif"
     config.write_text(
-        _config_ldif(directory, [*SYSTEM_SCHEMAS, *schema_files], suffix, syncprov),
+        _config_ldif(directory, [*SYSTEM_SCHEMAS, *schema_files], suffix, syncprov, tls),
         encoding="utf-8",
     )
     slapd_d = str(directory / "slapd.d")
@@ -286,6 +311,8 @@ def start_slapd(
             admin_dn=f"cn=admin,{suffix}",
             password=_ADMIN_PASSWORD,
             directory=directory,
+            ldaps_url=f"ldaps://127.0.0.1:{free_port()}" if tls else None,
+            tls=tls,
         )
         try:
             server.start()
@@ -299,8 +326,21 @@ def start_slapd(
     raise last_error
 
 
-def _config_ldif(directory: Path, schema_files: list[Path], suffix: str, syncprov: bool) -> str:
+def _config_ldif(
+    directory: Path,
+    schema_files: list[Path],
+    suffix: str,
+    syncprov: bool,
+    tls: TlsFiles | None = None,
+) -> str:
     """The cn=config LDIF of an instance (RECIPES.md section 1)."""
+    tls_attributes = (
+        f"olcTLSCACertificateFile: {tls.ca_cert.resolve()}\n"
+        f"olcTLSCertificateFile: {tls.server_cert.resolve()}\n"
+        f"olcTLSCertificateKeyFile: {tls.server_key.resolve()}\n"
+        if tls
+        else ""
+    )
     modules = "olcModuleLoad: back_mdb\n" + ("olcModuleLoad: syncprov\n" if syncprov else "")
     includes = "".join(f"include: {path.resolve().as_uri()}\n" for path in schema_files)
     text = f"""\
@@ -308,7 +348,7 @@ dn: cn=config
 objectClass: olcGlobal
 cn: config
 olcPidFile: {directory}/slapd.pid
-
+{tls_attributes}
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
 cn: module{{0}}
@@ -375,6 +415,72 @@ def _run_tool(command: list[str]) -> None:
         )
 
 
+#: The openssl configuration of make_tls_files: a CA, and a server certificate for 127.0.0.1.
+_OPENSSL_CONFIG = """\
+[req]
+distinguished_name = subject
+prompt = no
+
+[subject]
+
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+"""
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """Create a throwaway CA and a server certificate for 127.0.0.1 and localhost in *directory*.
+
+    P-256 keys (instant to make), valid for a day, unencrypted. Every call makes a
+    new CA, so the CA of one call does not verify the server of another.
+    """
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "openssl.cnf").write_text(_OPENSSL_CONFIG, encoding="utf-8")
+    new_key = "-config openssl.cnf -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+    ca_subject = shlex.quote(f"/CN=coercion test CA {secrets.token_hex(4)}")
+    _openssl(
+        directory,
+        f"req -x509 {new_key} -extensions ca -keyout ca.key -out ca.pem",
+        f"-days 1 -subj {ca_subject}",
+    )
+    _openssl(
+        directory, f"req -new {new_key} -keyout server.key -out server.csr -subj /CN=127.0.0.1"
+    )
+    _openssl(
+        directory,
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -days 1",
+        f"-set_serial {secrets.randbits(63)} -extfile openssl.cnf -extensions server",
+        "-out server.pem",
+    )
+    return TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+
+
+def _openssl(directory: Path, *arguments: str) -> None:
+    """Run ``openssl`` in *directory* with the words of *arguments*; SlapdError if it fails."""
+    path = shutil.which("openssl")
+    if path is None:
+        raise SlapdError("openssl: not found; install it: apt-get install -y openssl")
+    command = [path, *(word for argument in arguments for word in shlex.split(argument))]
+    try:
+        subprocess.run(command, cwd=directory, capture_output=True, text=True, check=True)
+    except subprocess.CalledProcessError as exc:
+        raise SlapdError(
+            f"{directory}: {shlex.join(command)}: exit status {exc.returncode}\n"
+            f"{exc.stderr}{exc.stdout}"
+        ) from exc
+
+
 def first_dn(path: Path) -> str | None:
     """The DN of the first entry of an LDIF file (folded and base64 forms too), or None."""
     logical: list[str] = []
@@ -417,8 +523,11 @@ def _suffix_entry(suffix: str) -> str:
     )
 
 
-def _repository_slapd(syncprov: bool) -> Iterator[Slapd]:
-    """Start a slapd from the repository's ldif/ in a short temporary directory; clean up after."""
+def _repository_slapd(syncprov: bool, tls: bool = False) -> Iterator[Slapd]:
+    """Start a slapd from the repository's ldif/ in a short temporary directory; clean up after.
+
+    With *tls* it gets the files of ``make_tls_files`` (``Slapd.tls``) and an ldaps:// port.
+    """
     directory = Path(tempfile.mkdtemp(prefix="sl", dir="/tmp"))
     server: Slapd | None = None
     try:
@@ -431,7 +540,10 @@ def _repository_slapd(syncprov: bool) -> Iterator[Slapd]:
             suffix = DEFAULT_SUFFIX
             data_files = [directory / "suffix.ldif"]
             data_files[0].write_text(_suffix_entry(suffix), encoding="utf-8")
-        server = start_slapd(directory / "s", schema_files, data_files, suffix, syncprov)
+        tls_files = make_tls_files(directory / "tls") if tls else None
+        server = start_slapd(
+            directory / "s", schema_files, data_files, suffix, syncprov, tls=tls_files
+        )
         yield server
     finally:
         if server is not None:
@@ -449,3 +561,9 @@ def slapd() -> Iterator[Slapd]:
 def slapd_no_syncprov() -> Iterator[Slapd]:
     """Like ``slapd`` but without syncprov: no contextCSN, for the modifyTimestamp fallback."""
     yield from _repository_slapd(syncprov=False)
+
+
+@pytest.fixture
+def slapd_tls() -> Iterator[Slapd]:
+    """Like ``slapd`` with StartTLS and ldaps:// (``ldaps_url``); clients trust ``tls.ca_cert``."""
+    yield from _repository_slapd(syncprov=True, tls=True)

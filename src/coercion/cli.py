@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -209,6 +211,94 @@ def _report(summary: batch.Summary, elapsed: float) -> None:
         f"{summary.count('skipped')} not DICOM, {len(summary.failed)} failed "
         f"in {elapsed:.2f} s ({rate:.1f} files/s)"
     )
+
+
+@cli.command()
+@click.option("--host", default=None, help="Listen address (default: the directory's, 127.0.0.1).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Listen port (default: the directory's, 11112; 0 picks a free one).",
+)
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data folder (default: the device's coercionDataDirectory, .coercion/data).",
+)
+@click.option(
+    "--worklist",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Worklist items (*.dcm) answered by the worklist SCP (default: DATA/worklist).",
+)
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Secret key file; created (mode 0600) when absent. Default: {DEFAULT_KEY_PATH}",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds between checks of the directory (default: the device's, 2).",
+)
+@directory_options
+def serve(
+    host: str | None,
+    port: int | None,
+    data: Path | None,
+    worklist: Path | None,
+    key: Path | None,
+    poll_interval: float | None,
+    **directory: Any,
+) -> None:
+    """Run the DICOM node: C-ECHO, storage, worklist and MPPS, coerced by the directory's rules."""
+    from coercion.directory.watch import ConfigurationWatcher
+    from coercion.net.node import Node, NodeSettings
+
+    device = directory.pop("device")
+    secret = load_or_create_secret(key)
+    source = open_source(directory)
+    watcher = ConfigurationWatcher(source, ActionEnv(secret), device)
+    configuration = watcher.load_initial()
+    settings = configuration.device.settings
+    data = data or Path(str(settings.get("coercionDataDirectory", ".coercion/data")))
+    watcher.snapshot = data / "directory-snapshot.json"
+    watcher.interval = poll_interval or float(str(settings.get("coercionPollInterval", 2)))
+    first = configuration.device.aes[0] if configuration.device.aes else None
+    node = Node(
+        watcher,
+        NodeSettings(
+            host=host or (first.hostname if first and first.hostname else "127.0.0.1"),
+            port=port if port is not None else (first.port if first and first.port else 11112),
+            data=data,
+            worklist=worklist,
+            secret=secret,
+        ),
+    )
+    stopping = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    bound_host, bound_port = node.start()
+    _err.print(
+        f"coercion node {escape(', '.join(node.ae_titles))} listening on "
+        f"{bound_host}:{bound_port}; rules from {escape(configuration.origin)}; "
+        f"data in {escape(str(data))}"
+    )
+    try:
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        _err.print("stopping: letting associations finish")
+        node.stop()
+        _err.print("stopped")
 
 
 cli.add_command(config)

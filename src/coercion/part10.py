@@ -36,7 +36,7 @@ from pydicom.valuerep import IS, DSfloat, PersonName
 
 from coercion.errors import InputError, OutputError
 from coercion.pydicom_config import silence_pydicom_validation
-from coercion.reader import parse_file
+from coercion.reader import parse_bytes, parse_file
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
@@ -44,6 +44,7 @@ __all__ = [
     "atomic_output",
     "encode_file",
     "quiet_pydicom",
+    "read_bytes",
     "read_file",
     "sniff",
 ]
@@ -107,6 +108,15 @@ def read_file(path: Path, *, defer: bool = True) -> FileDataset:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
     if len(ds) == 0:
         raise InputError(f"{path}: malformed DICOM: no data set")
+    return ds
+
+
+def read_bytes(data: bytes, name: str) -> FileDataset:
+    """Read a Part 10 stream held in memory (preamble, file meta, data set)."""
+    silence_pydicom_validation()
+    ds = parse_bytes(data, name)
+    if len(ds) == 0:
+        raise InputError(f"{name}: malformed DICOM: no data set")
     return ds
 
 

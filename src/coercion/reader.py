@@ -34,7 +34,7 @@ from pydicom.valuerep import VR
 from coercion.elements import new_dataset
 from coercion.errors import InputError
 
-__all__ = ["parse_file"]
+__all__ = ["parse_bytes", "parse_file"]
 
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
@@ -335,4 +335,17 @@ def parse_file(path: Path, defer_size: int) -> FileDataset:
     except (struct.error, zlib.error, ValueError) as exc:
         raise InputError(
             f"{path}: malformed DICOM: cannot parse ({exc.__class__.__name__})"
+        ) from None
+
+
+def parse_bytes(data: bytes, name: str) -> FileDataset:
+    """Parse a Part 10 stream held in memory (a received object); *name* labels errors."""
+    try:
+        return _parse(data, Path(name), 0)
+    except _TruncatedError as exc:
+        where = f" in ({exc.tag >> 16:04X},{exc.tag & 0xFFFF:04X})" if exc.tag else ""
+        raise InputError(f"{name}: malformed DICOM: data set is truncated{where}") from None
+    except (struct.error, zlib.error, ValueError) as exc:
+        raise InputError(
+            f"{name}: malformed DICOM: cannot parse ({exc.__class__.__name__})"
         ) from None

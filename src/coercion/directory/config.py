@@ -206,7 +206,7 @@ def build_configuration(
             entry["dicomDeviceName"],
             entry["dn"],
             entry.get("dicomDescription", ""),
-            tuple(aes),
+            tuple(sorted(aes, key=lambda ae: ae.title)),
             settings,
         )
     device = devices.get(device_name)

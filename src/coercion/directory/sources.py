@@ -167,6 +167,24 @@ class LdapSettings:
         return os.environ.get("COERCION_LDAP_PASSWORD")
 
 
+class _Tls(ldap3.Tls):  # type: ignore[misc]  # ldap3 has no type hints
+    """ldap3's Tls, but the ssl module checks the server's name (a DNS name or an IP address).
+
+    ldap3 2.9.1 checks it itself after the handshake with ``ssl.match_hostname``:
+    deprecated in Python 3.11 (a DeprecationWarning), removed in 3.12, where ldap3's
+    fallback matches no IP address (a valid certificate for ``ldaps://127.0.0.1``
+    is refused); and on a mismatch it leaves the TLS socket open.
+    """
+
+    def wrap_socket(self, connection: ldap3.Connection, do_handshake: bool = False) -> None:
+        context = ssl.create_default_context(cafile=self.ca_certs_file)  # CERT_REQUIRED, names
+        connection.socket = context.wrap_socket(
+            connection.socket,
+            server_hostname=connection.server.host,
+            do_handshake_on_connect=do_handshake,
+        )
+
+
 class LdapDirectory(DirectorySource):
     """A live LDAP server, read through ldap3."""
 
@@ -182,7 +200,7 @@ class LdapDirectory(DirectorySource):
         settings = self.settings
         tls = None
         if settings.url.startswith("ldaps://") or settings.start_tls:
-            tls = ldap3.Tls(
+            tls = _Tls(
                 validate=ssl.CERT_REQUIRED,
                 ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
             )

@@ -1,0 +1,1 @@
+"""The DICOM node: pynetdicom services whose DIMSE events go through the engine."""

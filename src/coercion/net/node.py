@@ -1,0 +1,345 @@
+"""``coercion serve``: a pynetdicom node whose DIMSE events go through the engine.
+
+Services: C-ECHO; Storage SCP for every storage SOP class and transfer
+syntax (no transcoding); Modality Worklist SCP answering from a local
+folder; MPPS SCP (N-CREATE, N-SET). Every dataset is coerced for its event
+context before anything else happens to it; an object no rule applies to is
+stored from the bytes received, without decoding. The AE titles, the known
+peers and the rules come from the directory and follow its changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread, dcmwrite
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+
+from coercion.directory.config import Configuration
+from coercion.directory.watch import ConfigurationWatcher
+from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
+from coercion.errors import InputError, RuleFailedError
+from coercion.net.audit import AuditTrail
+from coercion.net.worklist import Worklist
+from coercion.part10 import atomic_output, encode_file, read_bytes
+
+__all__ = ["Node", "NodeSettings"]
+
+log = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"[^0-9A-Za-z._-]")
+_SUCCESS = 0x0000
+_PENDING = 0xFF00
+_CANCEL = 0xFE00
+_CANNOT_UNDERSTAND = 0xC000
+_OUT_OF_RESOURCES = 0xA700
+_DUPLICATE_INSTANCE = 0x0111
+_NO_SUCH_INSTANCE = 0x0112
+_PROCESSING_FAILURE = 0x0110
+_FINAL_MPPS = ("COMPLETED", "DISCONTINUED")
+_VERIFICATION = UID("1.2.840.10008.1.1")
+_WORKLIST_FIND = UID("1.2.840.10008.5.1.4.31")
+_MPPS = UID("1.2.840.10008.3.1.2.3.3")
+
+# Identifiers are PHI: pynetdicom must never log them.
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Where the node listens and keeps its data."""
+
+    host: str = "127.0.0.1"
+    port: int = 11112
+    data: Path = Path(".coercion/data")
+    worklist: Path | None = None  # default: DATA/worklist
+    secret: bytes = b""
+
+
+def _status(code: int, comment: str) -> Dataset:
+    """A status dataset with an error comment (no PHI: rule names and reasons only)."""
+    status = Dataset()
+    status.Status = code
+    status.ErrorComment = comment[:64]
+    return status
+
+
+def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return meta
+
+
+class Node:
+    """The DICOM node; :meth:`start` listens, :meth:`stop` shuts down cleanly."""
+
+    def __init__(self, watcher: ConfigurationWatcher, settings: NodeSettings) -> None:
+        configuration = watcher.current
+        if configuration is None:
+            configuration = watcher.load_initial()
+        self.watcher = watcher
+        self.settings = settings
+        self.configuration = configuration
+        self.engine = Engine(configuration.rules)
+        watcher.on_change = self._on_change
+        self.objects = settings.data / "objects"
+        self.mpps = settings.data / "mpps"
+        self.worklist = Worklist(settings.worklist or settings.data / "worklist")
+        self.audit = AuditTrail(settings.data / "audit", settings.secret)
+        self._mpps_lock = threading.Lock()
+        self._server: Any = None
+        self.ae = self._make_ae()
+
+    # -- configuration ----------------------------------------------------------------
+
+    def _on_change(self, configuration: Configuration) -> None:
+        self.configuration = configuration
+        self.engine.replace_rules(configuration.rules)
+
+    @property
+    def ae_titles(self) -> list[str]:
+        """The node's AE titles, from the directory."""
+        return [ae.title for ae in self.configuration.device.aes] or ["COERCION"]
+
+    def _make_ae(self) -> AE:
+        ae = AE(ae_title=self.ae_titles[0])
+        ae.maximum_pdu_size = 0
+        ae.network_timeout = 60
+        ae.dimse_timeout = 60
+        ae.maximum_associations = 32
+        ae.require_called_aet = True  # checked against the AE title set per association
+        for context in AllStoragePresentationContexts:
+            if context.abstract_syntax is not None:
+                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(_VERIFICATION)
+        ae.add_supported_context(_WORKLIST_FIND)
+        ae.add_supported_context(_MPPS)
+        return ae
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> tuple[str, int]:
+        """Listen (in background threads); return the address actually bound."""
+        handlers: list[Any] = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_N_CREATE, self._on_n_create),
+            (evt.EVT_N_SET, self._on_n_set),
+        ]
+        server: Any = self.ae.start_server(
+            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+        )
+        # Without TCP_NODELAY every DIMSE exchange waits ~40 ms (Nagle and delayed ACK);
+        # accepted sockets inherit the option from the listening one.
+        server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._server = server
+        self.watcher.start()
+        host, port = server.server_address[:2]
+        log.info("listening on %s:%s as %s", host, port, ", ".join(self.ae_titles))
+        return str(host), int(port)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let running associations finish for *grace* seconds, abort the rest."""
+        if self._server is not None:
+            self._server.shutdown()
+            deadline = time.monotonic() + grace
+            while self.ae.active_associations and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.ae.shutdown()
+            self._server = None
+        self.watcher.stop()
+
+    # -- association ---------------------------------------------------------------------
+
+    def _on_requested(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        request: Any = assoc.requestor.primitive
+        called = str(request.called_ae_title).strip()
+        calling = str(request.calling_ae_title).strip()
+        if called not in self.ae_titles:
+            # pynetdicom rejects it (require_called_aet): the called AE is not the acceptor's.
+            log.warning("association from %s refused: called AE %s is not ours", calling, called)
+            return
+        assoc.acceptor.ae_title = called
+        settings = self.configuration.device.settings
+        if settings.get("coercionRestrictCallingAETitles") and not self._known(
+            calling, assoc.requestor.address
+        ):
+            log.warning("association from unknown calling AE %s refused", calling)
+            assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected permanent, calling AE unknown
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.kill()
+
+    def _known(self, calling: str, address: str) -> bool:
+        for device in self.configuration.devices.values():
+            for ae in device.aes:
+                if ae.title != calling or device is self.configuration.device:
+                    continue
+                if not ae.hostname:
+                    return True
+                try:
+                    allowed = {info[4][0] for info in socket.getaddrinfo(ae.hostname, None)}
+                except OSError:
+                    allowed = {ae.hostname}
+                if address in allowed:
+                    return True
+        return False
+
+    def _context(self, event: evt.Event, dimse: Dimse, sop_class: str) -> EventContext:
+        assoc = event.assoc
+        return EventContext(
+            dimse,
+            Role.SCP,
+            calling_ae=str(assoc.requestor.ae_title).strip(),
+            called_ae=str(assoc.acceptor.ae_title).strip(),
+            remote_host=assoc.requestor.address,
+            local_host=assoc.acceptor.address,
+            sop_class_uid=sop_class,
+        )
+
+    # -- services ----------------------------------------------------------------------------
+
+    def _on_echo(self, event: evt.Event) -> int:
+        return _SUCCESS
+
+    def _object_path(self, study: str, series: str, instance: str) -> Path:
+        parts = [_SAFE.sub("_", p or "UNKNOWN") for p in (study, series, instance)]
+        return self.objects / parts[0] / parts[1] / f"{parts[2]}.dcm"
+
+    def _on_store(self, event: evt.Event) -> int | Dataset:
+        request: Any = event.request
+        sop_class = str(request.AffectedSOPClassUID)
+        instance = str(request.AffectedSOPInstanceUID)
+        ctx = self._context(event, Dimse.C_STORE_RQ, sop_class)
+        outcome: Outcome | None = None
+        try:
+            data = event.encoded_dataset()
+            ds = read_bytes(data, f"C-STORE from {ctx.calling_ae}")
+            outcome = self.engine.apply(ds, ctx)
+            stored = outcome.dataset
+            path = self._object_path(
+                str(stored.get("StudyInstanceUID", "")),
+                str(stored.get("SeriesInstanceUID", "")),
+                str(stored.get("SOPInstanceUID", "")) or instance,
+            )
+            with atomic_output(path) as fd:
+                if outcome.applied:
+                    encode_file(stored).write_to(fd)  # type: ignore[arg-type]
+                else:
+                    _write_all(fd, data)  # untouched: the bytes as received
+        except RuleFailedError as exc:
+            self.audit.record(ctx, _CANNOT_UNDERSTAND, outcome, instance, str(exc))
+            log.warning("C-STORE refused: %s", exc)
+            return _status(_CANNOT_UNDERSTAND, "coercion rule failed; object not stored")
+        except InputError as exc:
+            self.audit.record(ctx, _CANNOT_UNDERSTAND, None, instance, str(exc))
+            return _status(_CANNOT_UNDERSTAND, "malformed data set")
+        except OSError as exc:
+            self.audit.record(ctx, _OUT_OF_RESOURCES, outcome, instance, exc.__class__.__name__)
+            log.error("cannot store an object: %s", exc.strerror)
+            return _status(_OUT_OF_RESOURCES, "cannot store")
+        self.audit.record(ctx, _SUCCESS, outcome, instance)
+        return _SUCCESS
+
+    def _on_find(self, event: evt.Event) -> Any:
+        sop_class = str(event.request.AffectedSOPClassUID)
+        ctx = self._context(event, Dimse.C_FIND_RQ, sop_class)
+        try:
+            query = self.engine.apply(event.identifier, ctx).dataset
+        except (RuleFailedError, InputError) as exc:
+            self.audit.record(ctx, _CANNOT_UNDERSTAND, None, "", str(exc))
+            yield _CANNOT_UNDERSTAND, None
+            return
+        answered = 0
+        response_ctx = EventContext(
+            Dimse.C_FIND_RSP,
+            Role.SCP,
+            ctx.calling_ae,
+            ctx.called_ae,
+            ctx.remote_host,
+            ctx.local_host,
+            sop_class,
+        )
+        for item in self.worklist.find(query):
+            if event.is_cancelled:
+                self.audit.record(ctx, _CANCEL, None, extra={"answers": answered})
+                yield _CANCEL, None
+                return
+            try:
+                coerced = self.engine.apply(item, response_ctx).dataset
+            except RuleFailedError as exc:
+                self.audit.record(response_ctx, _CANNOT_UNDERSTAND, None, "", str(exc))
+                yield _CANNOT_UNDERSTAND, None
+                return
+            answered += 1
+            yield _PENDING, coerced
+        self.audit.record(ctx, _SUCCESS, None, extra={"answers": answered})
+
+    def _mpps_path(self, instance: str) -> Path:
+        return self.mpps / f"{_SAFE.sub('_', instance)}.dcm"
+
+    def _write_mpps(self, path: Path, ds: Dataset, instance: str) -> None:
+        ds.file_meta = _file_meta(_MPPS, instance)
+        buffer = BytesIO()
+        dcmwrite(buffer, ds, enforce_file_format=True)
+        with atomic_output(path) as fd:
+            _write_all(fd, buffer.getvalue())
+
+    def _on_n_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        request: Any = event.request
+        instance = str(request.AffectedSOPInstanceUID or generate_uid())
+        ctx = self._context(event, Dimse.N_CREATE_RQ, str(request.AffectedSOPClassUID))
+        try:
+            outcome = self.engine.apply(event.attribute_list, ctx)
+        except RuleFailedError as exc:
+            self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, str(exc))
+            return _status(_PROCESSING_FAILURE, "coercion rule failed; not created"), None
+        path = self._mpps_path(instance)
+        with self._mpps_lock:
+            if path.exists():
+                self.audit.record(ctx, _DUPLICATE_INSTANCE, outcome, instance)
+                return _DUPLICATE_INSTANCE, None
+            self._write_mpps(path, outcome.dataset, instance)
+        self.audit.record(ctx, _SUCCESS, outcome, instance)
+        return _SUCCESS, outcome.dataset
+
+    def _on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        request: Any = event.request
+        instance = str(request.RequestedSOPInstanceUID)
+        ctx = self._context(event, Dimse.N_CREATE_RQ, str(request.RequestedSOPClassUID))
+        path = self._mpps_path(instance)
+        with self._mpps_lock:
+            if not path.exists():
+                self.audit.record(ctx, _NO_SUCH_INSTANCE, None, instance, "N-SET")
+                return _NO_SUCH_INSTANCE, None
+            current = dcmread(path)
+            if str(current.get("PerformedProcedureStepStatus", "")) in _FINAL_MPPS:
+                self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, "N-SET after final")
+                return _status(_PROCESSING_FAILURE, "procedure step already final"), None
+            current.update(event.modification_list)
+            self._write_mpps(path, current, instance)
+        self.audit.record(ctx, _SUCCESS, None, instance, "N-SET")
+        return _SUCCESS, current
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
