@@ -128,9 +128,7 @@ class Slapd:
             "-F",
             str(self.directory / "slapd.d"),
             "-h",
-            " ".join(
-                [f"{self.url}/", self.ldapi, *([f"{self.ldaps_url}/"] if self.ldaps_url else [])]
-            ),
+            f"{self.url}/ {self.ldapi}" + (f" {self.ldaps_url}/" if self.ldaps_url else ""),
         ]
         self._process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT

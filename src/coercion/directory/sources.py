@@ -198,6 +198,8 @@ class LdapDirectory(DirectorySource):
         if self._connection is not None and self._connection.bound:
             return self._connection
         settings = self.settings
+        if settings.ca_file is not None and not settings.ca_file.is_file():
+            raise ConfigError(f"{settings.ca_file}: CA certificate file not found")
         tls = None
         if settings.url.startswith("ldaps://") or settings.start_tls:
             tls = _Tls(

@@ -332,10 +332,11 @@ class Node:
             if str(current.get("PerformedProcedureStepStatus", "")) in _FINAL_MPPS:
                 self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, "N-SET after final")
                 return _status(_PROCESSING_FAILURE, "procedure step already final"), None
-            current.update(event.modification_list)
+            for elem in event.modification_list:  # iterating converts raw elements (VR known)
+                current[elem.tag] = elem
             self._write_mpps(path, current, instance)
         self.audit.record(ctx, _SUCCESS, None, instance, "N-SET")
-        return _SUCCESS, current
+        return _SUCCESS, None
 
 
 def _write_all(fd: int, data: bytes) -> None:

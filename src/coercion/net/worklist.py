@@ -1,6 +1,7 @@
 """A local Modality Worklist: items in a folder, matched as PS3.4 C.2.2.2 describes.
 
-Each ``*.dcm`` file of the folder is one worklist item. A query's keys with a
+Each ``*.dcm`` or ``*.wl`` file of the folder (as dcmtk's worklist SCP keeps
+them) is one worklist item. A query's keys with a
 value are matched (single value, ``*``/``?`` wildcards, date and time ranges,
 UID lists, sequence matching on the first item); empty keys are return keys.
 An answer holds the query's keys with the item's values.
@@ -113,9 +114,9 @@ class Worklist:
         """Every readable item; unreadable files are logged by name and skipped."""
         if not self.folder.is_dir():
             return
-        for path in sorted(self.folder.glob("*.dcm")):
+        for path in sorted([*self.folder.glob("*.dcm"), *self.folder.glob("*.wl")]):
             try:
-                yield dcmread(path)
+                yield dcmread(path, force=True)  # with or without a file meta header
             except (InvalidDicomError, OSError, ValueError) as exc:
                 log.warning("worklist item %s unreadable (%s)", path.name, exc.__class__.__name__)
 

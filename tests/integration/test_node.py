@@ -1,0 +1,432 @@
+"""``coercion serve`` against real clients: dcmtk's echoscu, storescu, findscu; pynetdicom for MPPS.
+
+The node runs as a user starts it (a subprocess), except where a test needs a
+rule the shipped schemes cannot give (a rule that fails): there the node runs
+in this process, still reached by storescu.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread, dcmwrite
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+
+from coercion.directory.sources import EmbeddedDirectory
+from coercion.directory.watch import ConfigurationWatcher
+from coercion.engine import ActionEnv, EventContext, register_scheme
+from coercion.errors import CoercionError
+from coercion.net.node import Node, NodeSettings
+from coercion.profile import Change
+from coercion.resources import default_ldif_dir
+from tests.helpers import SECRET, make_dataset
+
+pytestmark = pytest.mark.integration
+
+CANARY_NAME = "QZXCANARY^PHIMARKER"
+CANARY_ID = "QZXCANARYID77"
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
+BASE = "dc=coercion,dc=local"
+DEVICE = f"dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,{BASE}"
+
+
+def canary_file(path: Path, index: int = 0) -> Path:
+    """A synthetic CT object carrying the PHI canary in its name and ID (and in a sequence)."""
+    ds = make_dataset(patient=CANARY_NAME, patient_id=CANARY_ID)
+    ds.SOPInstanceUID = generate_uid(prefix="1.2.826.0.1.3680043.99.9.", entropy_srcs=[str(index)])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    item = Dataset()
+    item.PatientID = CANARY_ID
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    ds.ReferencedPatientSequence = [item]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dcmwrite(path, ds, enforce_file_format=True)
+    return path
+
+
+def config_dir(tmp_path: Path, extra: str = "", restrict: bool = False) -> Path:
+    folder = tmp_path / "config"
+    shutil.copytree(default_ldif_dir(), folder)
+    if restrict:
+        path = folder / "10-default-config.ldif"
+        text = path.read_text(encoding="utf-8")
+        path.write_text(
+            text.replace(
+                "coercionRestrictCallingAETitles: FALSE", "coercionRestrictCallingAETitles: TRUE"
+            ),
+            encoding="utf-8",
+        )
+    if extra:
+        (folder / "20-extra.ldif").write_text(extra, encoding="utf-8")
+    return folder
+
+
+@dataclass
+class Served:
+    """A running ``coercion serve`` subprocess."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    data: Path
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+Start = Callable[..., Served]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Start]:
+    started: list[Served] = []
+
+    def start(config: Path | None = None, *extra: str) -> Served:
+        data = tmp_path / f"data{len(started)}"
+        log = tmp_path / f"serve{len(started)}.log"
+        args = [sys.executable, "-m", "coercion", "-vv", "serve", "--port", "0"]
+        args += ["--data", str(data), "--key", str(tmp_path / "secret.key"), *extra]
+        if config is not None:
+            args += ["--config-dir", str(config), "--poll-interval", "0.2"]
+        with open(log, "wb") as out:
+            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=DCMTK_ENV)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = re.search(r"listening on [\d.]+:(\d+)", log.read_text(errors="replace"))
+            if found:
+                served = Served(process, int(found[1]), data, log)
+                started.append(served)
+                return served
+            if process.poll() is not None:
+                raise AssertionError(f"coercion serve exited:\n{log.read_text()}")
+            time.sleep(0.05)
+        process.kill()
+        raise AssertionError(f"coercion serve did not start:\n{log.read_text()}")
+
+    yield start
+    for served in started:
+        if served.process.poll() is None:
+            served.process.terminate()
+            served.process.wait(20)
+
+
+def tool(name: str) -> str:
+    """The path of dcmtk's *name*: the first one on PATH that is a binary.
+
+    pynetdicom installs Python scripts of the same names (storescu, findscu,
+    echoscu) into the virtual environment; they are not what is tested here.
+    """
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            with open(candidate, "rb") as handle:
+                if handle.read(4) == b"\x7fELF":
+                    return str(candidate)
+    raise AssertionError(f"dcmtk's {name} is not installed (tools/install-system-packages.sh)")
+
+
+def dcmtk(name: str, *args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool(name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=DCMTK_ENV,
+        check=False,
+    )
+
+
+def stored(data: Path) -> list[Path]:
+    return sorted((data / "objects").rglob("*.dcm")) if (data / "objects").exists() else []
+
+
+# -- C-ECHO, association checks, shutdown ------------------------------------------------
+
+
+def test_echo_and_called_ae_check_and_clean_shutdown(serve: Start) -> None:
+    node = serve()
+    ok = dcmtk("echoscu", "-aec", "COERCION", "127.0.0.1", node.port)
+    assert ok.returncode == 0, ok.stderr
+    assert dcmtk("echoscu", "-aec", "RESEARCH", "127.0.0.1", node.port).returncode == 0
+    wrong = dcmtk("echoscu", "-aec", "NOTOURS", "127.0.0.1", node.port)
+    assert wrong.returncode != 0
+    assert "Called AE Title Not Recognized" in wrong.stderr
+    node.process.send_signal(signal.SIGTERM)
+    assert node.process.wait(20) == 0
+    assert "stopped" in node.text()
+
+
+def test_restricted_calling_ae_titles(serve: Start, tmp_path: Path) -> None:
+    node = serve(config_dir(tmp_path, restrict=True))
+    unknown = dcmtk("echoscu", "-aet", "STRANGER", "-aec", "COERCION", "127.0.0.1", node.port)
+    assert unknown.returncode != 0
+    assert "Calling AE Title Not Recognized" in unknown.stderr
+    known = dcmtk("echoscu", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port)
+    assert known.returncode == 0, known.stderr
+
+
+# -- storage --------------------------------------------------------------------------------
+
+
+def test_phi_canary_through_storescu(serve: Start, tmp_path: Path) -> None:
+    node = serve()
+    source = canary_file(tmp_path / "in" / "canary.dcm")
+    sent = dcmtk("storescu", "-aet", "CT01", "-aec", "RESEARCH", "127.0.0.1", node.port, source)
+    assert sent.returncode == 0, sent.stderr
+    [output] = stored(node.data)
+    data = output.read_bytes()
+    assert b"QZXCANARY" not in data and CANARY_ID.encode() not in data
+    assert dcmread(output).PatientIdentityRemoved == "YES"
+    # At debug level, neither the log nor the audit trail holds the marker.
+    log = node.text()
+    assert "DEBUG coercion.profile.deidentifier" in log  # debug logging was on
+    for text in (log, *(p.read_text() for p in (node.data / "audit").glob("*.jsonl"))):
+        assert "QZXCANARY" not in text and CANARY_ID not in text
+
+
+def test_object_no_rule_touches_is_stored_as_received(serve: Start, tmp_path: Path) -> None:
+    node = serve()
+    source = canary_file(tmp_path / "in" / "clinical.dcm")
+    sent = dcmtk("storescu", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port, source)
+    assert sent.returncode == 0, sent.stderr
+    [output] = stored(node.data)
+    original, kept = dcmread(source), dcmread(output)
+    assert (
+        kept.PatientName == original.PatientName and kept.SOPInstanceUID == original.SOPInstanceUID
+    )
+    assert output.parts[-3:] == (
+        original.StudyInstanceUID,
+        original.SeriesInstanceUID,
+        f"{original.SOPInstanceUID}.dcm",
+    )
+    assert output.read_bytes().endswith(original.PixelData)
+
+
+def test_eight_concurrent_associations_store_2000_objects_once(
+    serve: Start, tmp_path: Path
+) -> None:
+    node = serve()
+    folders = [tmp_path / "in" / f"batch{n}" for n in range(8)]
+    for n, folder in enumerate(folders):
+        for i in range(250):
+            canary_file(folder / f"{i:03d}.dcm", n * 1000 + i)
+    command = [tool("storescu"), "+sd", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1"]
+    senders = [
+        subprocess.Popen(
+            [*command, str(node.port), str(folder)],
+            env=DCMTK_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for folder in folders
+    ]
+    try:
+        for sender in senders:
+            _out, err = sender.communicate(timeout=300)
+            assert sender.returncode == 0, err.decode()
+    finally:
+        for sender in senders:
+            if sender.poll() is None:
+                sender.kill()
+            sender.communicate()
+    outputs = stored(node.data)
+    assert len(outputs) == 2000
+    assert not list((node.data / "objects").rglob("*.part"))  # nothing half-written
+    uids = {dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in outputs}
+    assert len(uids) == 2000
+
+
+def test_rule_change_applies_to_the_next_object_on_the_same_association(
+    serve: Start, tmp_path: Path
+) -> None:
+    config = config_dir(tmp_path)
+    node = serve(config)
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="COERCION")
+    assert assoc.is_established
+    try:
+        first = dcmread(canary_file(tmp_path / "in" / "1.dcm", 1))
+        assert assoc.send_c_store(first).Status == 0
+        rule = (
+            f"dn: cn=deidentify-clinical,dicomAETitle=COERCION,{DEVICE}\n"
+            "objectClass: coercionRule\ncn: deidentify-clinical\ncoercionDIMSE: C_STORE_RQ\n"
+            "dicomTransferRole: SCP\ncoercionURI: deidentify:\n"
+        )
+        (config / "20-extra.ldif").write_text(rule, encoding="utf-8")
+        deadline = time.monotonic() + 5
+        while "configuration reloaded" not in node.text():
+            assert time.monotonic() < deadline, node.text()
+            time.sleep(0.05)
+        second = dcmread(canary_file(tmp_path / "in" / "2.dcm", 2))
+        assert assoc.send_c_store(second).Status == 0
+    finally:
+        assoc.release()
+    names = sorted(str(dcmread(p).PatientName) for p in stored(node.data))
+    assert names[-1] == CANARY_NAME and names[0] != CANARY_NAME  # one kept, one coerced
+
+
+class _Failing:
+    def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
+        ds.PatientName = "HALF^DONE"
+        raise CoercionError("refused by the test rule")
+
+
+def _failing(spec: str, params: object, env: ActionEnv) -> _Failing:
+    return _Failing()
+
+
+register_scheme("test-fail", _failing)
+
+
+def test_rethrow_failure_gives_a_failure_status_and_stores_nothing(tmp_path: Path) -> None:
+    rule = (
+        f"dn: cn=always-fails,{DEVICE}\nobjectClass: coercionRule\ncn: always-fails\n"
+        "coercionDIMSE: C_STORE_RQ\ndicomTransferRole: SCP\ncoercionURI: test-fail:\n"
+    )
+    env = ActionEnv(SECRET)
+    watcher = ConfigurationWatcher(
+        EmbeddedDirectory(config_dir(tmp_path, extra=rule)), env, "coercion"
+    )
+    data = tmp_path / "data"
+    node = Node(watcher, NodeSettings(port=0, data=data, secret=SECRET))
+    _host, port = node.start()
+    try:
+        source = canary_file(tmp_path / "in" / "x.dcm")
+        sent = dcmtk(
+            "storescu", "-v", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", port, source
+        )
+        assert sent.returncode != 0
+        assert "Received Store Response (Error: CannotUnderstand)" in sent.stderr, sent.stderr
+    finally:
+        node.stop()
+    assert stored(data) == []
+    audit = "".join(p.read_text() for p in (data / "audit").glob("*.jsonl"))
+    assert "always-fails" in audit and '"status":"0xC000"' in audit
+
+
+# -- worklist ----------------------------------------------------------------------------------
+
+
+def worklist_item(path: Path, name: str, patient_id: str, modality: str, date: str) -> None:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = name
+    ds.PatientID = patient_id
+    ds.AccessionNumber = f"ACC{patient_id[-3:]}"
+    ds.StudyInstanceUID = generate_uid()
+    step = Dataset()
+    step.Modality = modality
+    step.ScheduledStationAETitle = "CT01"
+    step.ScheduledProcedureStepStartDate = date
+    step.ScheduledProcedureStepID = "SPS1"
+    ds.ScheduledProcedureStepSequence = [step]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dcmwrite(path, ds, implicit_vr=False, little_endian=True)  # a bare data set, as .wl files
+
+
+def test_worklist_answers_are_matched_and_coerced(serve: Start, tmp_path: Path) -> None:
+    node = serve()
+    worklist = node.data / "worklist"
+    worklist_item(worklist / "1.dcm", CANARY_NAME, CANARY_ID, "CT", "20261123")
+    worklist_item(worklist / "2.dcm", "OTHER^PATIENT", "PID-002", "MR", "20261123")
+    worklist_item(worklist / "3.dcm", "LATER^PATIENT", "PID-003", "CT", "20261201")
+    query = [
+        "-k",
+        "ScheduledProcedureStepSequence[0].Modality=CT",
+        "-k",
+        "ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate=20261120-20261124",
+        "-k",
+        "PatientName",
+        "-k",
+        "PatientID",
+    ]
+    clinical = tmp_path / "clinical"
+    clinical.mkdir()
+    found = dcmtk(
+        "findscu",
+        "-W",
+        "-X",
+        "-od",
+        clinical,
+        "-aet",
+        "CT01",
+        "-aec",
+        "COERCION",
+        "127.0.0.1",
+        node.port,
+        *query,
+    )
+    assert found.returncode == 0, found.stderr
+    [answer] = [dcmread(p) for p in clinical.glob("*.dcm")]
+    assert answer.PatientID == CANARY_ID  # CT01 is not a research modality: no rule
+    research = tmp_path / "research"
+    research.mkdir()
+    found = dcmtk(
+        "findscu",
+        "-W",
+        "-X",
+        "-od",
+        research,
+        "-aet",
+        "RESEARCH_MR1",
+        "-aec",
+        "COERCION",
+        "127.0.0.1",
+        node.port,
+        *query,
+    )
+    assert found.returncode == 0, found.stderr
+    [answer] = [dcmread(p) for p in research.glob("*.dcm")]
+    assert answer.PatientID != CANARY_ID and str(answer.PatientName) != CANARY_NAME
+    assert "QZXCANARY" not in node.text()
+
+
+# -- MPPS ----------------------------------------------------------------------------------------
+
+
+def test_mpps_create_duplicate_set_and_final(serve: Start) -> None:
+    node = serve()
+    ae = AE(ae_title="RESEARCH_MR1")
+    ae.add_requested_context(MPPS_CLASS)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="COERCION")
+    assert assoc.is_established
+    uid = generate_uid()
+    try:
+        ds = Dataset()
+        ds.PatientName = CANARY_NAME
+        ds.PatientID = CANARY_ID
+        ds.PerformedProcedureStepStatus = "IN PROGRESS"
+        ds.PerformedProcedureStepID = "PPS1"
+        ds.Modality = "MR"
+        status, _attrs = assoc.send_n_create(ds, MPPS_CLASS, uid)
+        assert status.Status == 0x0000
+        status, _attrs = assoc.send_n_create(ds, MPPS_CLASS, uid)
+        assert status.Status == 0x0111
+        change = Dataset()
+        change.PerformedProcedureStepStatus = "COMPLETED"
+        status, _attrs = assoc.send_n_set(change, MPPS_CLASS, uid)
+        assert status.Status == 0x0000
+        status, _attrs = assoc.send_n_set(change, MPPS_CLASS, uid)
+        assert status.Status == 0x0110
+        status, _attrs = assoc.send_n_set(change, MPPS_CLASS, generate_uid())
+        assert status.Status == 0x0112
+    finally:
+        assoc.release()
+    [record] = list((node.data / "mpps").glob("*.dcm"))
+    kept = dcmread(record)
+    assert kept.PerformedProcedureStepStatus == "COMPLETED"
+    assert kept.PatientID != CANARY_ID  # RESEARCH_ calling AEs: the MPPS rule applies
