@@ -11,18 +11,20 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
 from coercion.directory.sources import EmbeddedDirectory
 from coercion.directory.watch import ConfigurationWatcher
@@ -430,3 +432,89 @@ def test_mpps_create_duplicate_set_and_final(serve: Start) -> None:
     kept = dcmread(record)
     assert kept.PerformedProcedureStepStatus == "COMPLETED"
     assert kept.PatientID != CANARY_ID  # RESEARCH_ calling AEs: the MPPS rule applies
+
+
+# -- forwarding ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def archive_config(port: int) -> str:
+    """A destination device ARCHIVE, a forward rule, and a de-identifying rule on the way out."""
+    archive = f"dicomDeviceName=archive,cn=Devices,cn=DICOM Configuration,{BASE}"
+    return f"""dn: {archive}
+objectClass: dicomDevice
+dicomDeviceName: archive
+dicomInstalled: TRUE
+
+dn: cn=dicom,{archive}
+objectClass: dicomNetworkConnection
+cn: dicom
+dicomHostname: 127.0.0.1
+dicomPort: {port}
+
+dn: dicomAETitle=ARCHIVE,{archive}
+objectClass: dicomNetworkAE
+dicomAETitle: ARCHIVE
+dicomNetworkConnectionReference: cn=dicom,{archive}
+dicomAssociationInitiator: FALSE
+dicomAssociationAcceptor: TRUE
+
+dn: cn=forward-clinical,dicomAETitle=COERCION,{DEVICE}
+objectClass: coercionForwardRule
+cn: forward-clinical
+coercionDestinationAETitle: ARCHIVE
+coercionCondition: Modality=CT
+
+dn: cn=deidentify-to-archive,{DEVICE}
+objectClass: coercionRule
+cn: deidentify-to-archive
+coercionDIMSE: C_STORE_RQ
+dicomTransferRole: SCU
+coercionCondition: ReceivingApplicationEntityTitle=ARCHIVE
+coercionURI: deidentify:RetainUIDsOption
+"""
+
+
+def test_forwarding_survives_a_stopped_destination(serve: Start, tmp_path: Path) -> None:
+    port = free_port()
+    node = serve(config_dir(tmp_path, extra=archive_config(port)))
+    folder = tmp_path / "in"
+    for i in range(5):
+        canary_file(folder / f"{i}.dcm", 500 + i)
+    sent = dcmtk(
+        "storescu", "+sd", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port, folder
+    )
+    assert sent.returncode == 0, sent.stderr
+    queue = node.data / "queue" / "ARCHIVE"
+    assert len(list(queue.glob("*.dcm"))) == 5  # the destination is down: all queued
+    time.sleep(1.5)  # a failed attempt or two
+    received: list[Dataset] = []
+
+    def on_store(event: Any) -> int:
+        received.append(event.dataset)
+        return 0x0000
+
+    archive = AE(ae_title="ARCHIVE")
+    archive.add_supported_context("1.2.840.10008.5.1.4.1.1.2", ALL_TRANSFER_SYNTAXES)
+    server: Any = archive.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        deadline = time.monotonic() + 40
+        while len(received) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.shutdown()
+    assert len(received) == 5, node.text()
+    assert not list(queue.glob("*.dcm"))
+    # Coerced for the destination on the way out; the stored copies are as received.
+    assert all(str(ds.PatientID) != CANARY_ID for ds in received)
+    assert all(str(dcmread(p).PatientID) == CANARY_ID for p in stored(node.data))
+    assert {ds.SOPInstanceUID for ds in received} == {
+        dcmread(p).SOPInstanceUID for p in stored(node.data)
+    }  # RetainUIDsOption

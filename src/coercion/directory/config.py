@@ -8,6 +8,7 @@ attribute, so that one run of ``coercion config validate`` shows them all.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tempfile
@@ -28,6 +29,7 @@ from coercion.directory.sources import DirectorySource, EmbeddedDirectory
 from coercion.engine import (
     ActionEnv,
     Dimse,
+    ForwardRule,
     OnFailure,
     Role,
     Rule,
@@ -83,6 +85,7 @@ class Configuration:
     rules: RuleSet
     entries: list[EntryJSON]
     raw: list[Entry]
+    forward_rules: tuple[ForwardRule, ...] = ()
 
     def known_ae_titles(self) -> set[str]:
         """The AE titles of every device but the node."""
@@ -177,38 +180,8 @@ def build_configuration(
         schema = getattr(source, "schema", None) if isinstance(source, EmbeddedDirectory) else None
         syntaxes = Syntaxes(schema) if schema else default_syntaxes()
     problems: list[str] = []
-    entries: list[EntryJSON] = []
-    for dn, attrs in raw:
-        if kind_of(attrs) is None:
-            continue
-        try:
-            entry = to_json(dn, attrs, syntaxes)
-        except ConfigError as exc:
-            problems.append(f"{origin} {exc}")
-            continue
-        found = validate(entry, origin)
-        problems.extend(found)
-        if not found:
-            entries.append(entry)
-    by_dn = {_norm(e["dn"]): e for e in entries}
-    devices: dict[str, Device] = {}
-    for entry in entries:
-        if kind_of(entry) != "dicomDevice":
-            continue
-        aes = []
-        for child in entries:
-            if kind_of(child) == "dicomNetworkAE" and _norm(_parent(child["dn"])) == _norm(
-                entry["dn"]
-            ):
-                aes.append(_network_ae(child, by_dn))
-        settings = {k: v for k, v in entry.items() if k.startswith("coercion")}
-        devices[entry["dicomDeviceName"]] = Device(
-            entry["dicomDeviceName"],
-            entry["dn"],
-            entry.get("dicomDescription", ""),
-            tuple(sorted(aes, key=lambda ae: ae.title)),
-            settings,
-        )
+    entries = _valid_entries(raw, origin, syntaxes, problems)
+    devices = _devices(entries)
     device = devices.get(device_name)
     if device is None:
         names = ", ".join(sorted(devices)) or "none"
@@ -230,9 +203,100 @@ def build_configuration(
         rule = _rule(entry, ae_title, env, problems, origin)
         if rule is not None:
             rules.append(rule)
+    forwards = []
+    known = {ae.title for d in devices.values() if d is not device for ae in d.aes}
+    for entry in entries:
+        if kind_of(entry) != "coercionForwardRule" or entry.get("dicomInstalled") is False:
+            continue
+        parent = _norm(_parent(entry["dn"]))
+        if parent != device_dn and parent not in ae_by_dn:
+            continue
+        forward = _forward_rule(entry, ae_by_dn.get(parent), known, problems, origin)
+        if forward is not None:
+            forwards.append(forward)
     if problems:
         raise ConfigError("\n".join(problems))
-    return Configuration(origin, device, devices, RuleSet(rules, origin), entries, raw)
+    return Configuration(
+        origin, device, devices, RuleSet(rules, origin), entries, raw, tuple(forwards)
+    )
+
+
+def _forward_rule(
+    entry: EntryJSON, ae_title: str | None, known: set[str], problems: list[str], origin: str
+) -> ForwardRule | None:
+    where = f"{origin} {entry['dn']}".strip()
+    ok = True
+    for destination in entry["coercionDestinationAETitle"]:
+        if destination not in known:
+            close = difflib.get_close_matches(destination, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(
+                f"{where}: attribute coercionDestinationAETitle: {destination!r} is not the AE "
+                f"title of a known device{hint}"
+            )
+            ok = False
+    conditions = []
+    for text in entry.get("coercionCondition", []):
+        try:
+            conditions.append(parse_condition(text))
+        except ValueError as exc:
+            problems.append(f"{where}: attribute coercionCondition: {text!r}: {exc}")
+            ok = False
+    if not ok:
+        return None
+    return ForwardRule(
+        name=entry["cn"],
+        dn=entry["dn"],
+        destinations=tuple(entry["coercionDestinationAETitle"]),
+        ae_title=ae_title,
+        sop_classes=frozenset(entry.get("coercionSOPClass", [])),
+        conditions=tuple(conditions),
+        priority=entry.get("coercionPriority", 0),
+    )
+
+
+def _valid_entries(
+    raw: list[Entry], origin: str, syntaxes: Syntaxes, problems: list[str]
+) -> list[EntryJSON]:
+    """The entries coercion knows, as JSON, that pass their JSON Schema."""
+    entries: list[EntryJSON] = []
+    for dn, attrs in raw:
+        if kind_of(attrs) is None:
+            continue
+        try:
+            entry = to_json(dn, attrs, syntaxes)
+        except ConfigError as exc:
+            problems.append(f"{origin} {exc}")
+            continue
+        found = validate(entry, origin)
+        problems.extend(found)
+        if not found:
+            entries.append(entry)
+    return entries
+
+
+def _devices(entries: list[EntryJSON]) -> dict[str, Device]:
+    """Every device with its network AEs (AE titles in order)."""
+    by_dn = {_norm(e["dn"]): e for e in entries}
+    devices: dict[str, Device] = {}
+    for entry in entries:
+        if kind_of(entry) != "dicomDevice":
+            continue
+        aes = [
+            _network_ae(child, by_dn)
+            for child in entries
+            if kind_of(child) == "dicomNetworkAE"
+            and _norm(_parent(child["dn"])) == _norm(entry["dn"])
+        ]
+        settings = {k: v for k, v in entry.items() if k.startswith("coercion")}
+        devices[entry["dicomDeviceName"]] = Device(
+            entry["dicomDeviceName"],
+            entry["dn"],
+            entry.get("dicomDescription", ""),
+            tuple(sorted(aes, key=lambda ae: ae.title)),
+            settings,
+        )
+    return devices
 
 
 def _network_ae(entry: EntryJSON, by_dn: dict[str, EntryJSON]) -> NetworkAE:

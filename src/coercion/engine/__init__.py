@@ -3,7 +3,15 @@
 from coercion.engine.context import Dimse, EventContext, Role
 from coercion.engine.engine import AppliedRule, Engine, Outcome
 from coercion.engine.registry import ActionEnv, build_action, register_scheme, schemes
-from coercion.engine.rules import Condition, OnFailure, Rule, RuleAction, RuleSet, parse_condition
+from coercion.engine.rules import (
+    Condition,
+    ForwardRule,
+    OnFailure,
+    Rule,
+    RuleAction,
+    RuleSet,
+    parse_condition,
+)
 
 __all__ = [
     "ActionEnv",
@@ -12,6 +20,7 @@ __all__ = [
     "Dimse",
     "Engine",
     "EventContext",
+    "ForwardRule",
     "OnFailure",
     "Outcome",
     "Role",

@@ -19,6 +19,7 @@ from coercion.profile import Change
 __all__ = [
     "CONTEXT_CONDITIONS",
     "Condition",
+    "ForwardRule",
     "OnFailure",
     "Rule",
     "RuleAction",
@@ -147,6 +148,27 @@ class Rule:
     def order(self) -> tuple[int, int, str, str]:
         """Sort key: higher priority first, then AE-level before device-level rules."""
         return (-self.priority, 0 if self.ae_title is not None else 1, self.name, self.dn)
+
+
+@dataclass(frozen=True)
+class ForwardRule:
+    """Where objects that match go."""
+
+    name: str
+    dn: str
+    destinations: tuple[str, ...]
+    ae_title: str | None = None
+    sop_classes: frozenset[str] = frozenset()
+    conditions: tuple[Condition, ...] = ()
+    priority: int = 0
+
+    def matches(self, ctx: EventContext, ds: Dataset) -> bool:
+        """Whether an object stored in *ctx* goes to this rule's destinations."""
+        if self.ae_title is not None and self.ae_title != ctx.local_ae:
+            return False
+        if self.sop_classes and ctx.sop_class_uid not in self.sop_classes:
+            return False
+        return all(condition.holds(ctx, ds) for condition in self.conditions)
 
 
 class RuleSet:

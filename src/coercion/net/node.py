@@ -31,6 +31,7 @@ from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
 from coercion.errors import InputError, RuleFailedError
 from coercion.net.audit import AuditTrail
+from coercion.net.forward import Forwarder
 from coercion.net.worklist import Worklist
 from coercion.part10 import atomic_output, encode_file, read_bytes
 
@@ -100,6 +101,8 @@ class Node:
         self.mpps = settings.data / "mpps"
         self.worklist = Worklist(settings.worklist or settings.data / "worklist")
         self.audit = AuditTrail(settings.data / "audit", settings.secret)
+        self.forwarder = Forwarder(settings.data, self.engine, self.audit)
+        self.forwarder.configure(configuration, configuration.forward_rules)
         self._mpps_lock = threading.Lock()
         self._server: Any = None
         self.ae = self._make_ae()
@@ -109,6 +112,7 @@ class Node:
     def _on_change(self, configuration: Configuration) -> None:
         self.configuration = configuration
         self.engine.replace_rules(configuration.rules)
+        self.forwarder.configure(configuration, configuration.forward_rules)
 
     @property
     def ae_titles(self) -> list[str]:
@@ -150,6 +154,7 @@ class Node:
         server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._server = server
         self.watcher.start()
+        self.forwarder.start()
         host, port = server.server_address[:2]
         log.info("listening on %s:%s as %s", host, port, ", ".join(self.ae_titles))
         return str(host), int(port)
@@ -163,6 +168,7 @@ class Node:
                 time.sleep(0.05)
             self.ae.shutdown()
             self._server = None
+        self.forwarder.stop()
         self.watcher.stop()
 
     # -- association ---------------------------------------------------------------------
@@ -243,6 +249,7 @@ class Node:
                     encode_file(stored).write_to(fd)  # type: ignore[arg-type]
                 else:
                     _write_all(fd, data)  # untouched: the bytes as received
+            forwarded = self.forwarder.enqueue(path, ctx, stored)
         except RuleFailedError as exc:
             self.audit.record(ctx, _CANNOT_UNDERSTAND, outcome, instance, str(exc))
             log.warning("C-STORE refused: %s", exc)
@@ -254,7 +261,8 @@ class Node:
             self.audit.record(ctx, _OUT_OF_RESOURCES, outcome, instance, exc.__class__.__name__)
             log.error("cannot store an object: %s", exc.strerror)
             return _status(_OUT_OF_RESOURCES, "cannot store")
-        self.audit.record(ctx, _SUCCESS, outcome, instance)
+        extra = {"forwarded_to": forwarded} if forwarded else None
+        self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra)
         return _SUCCESS
 
     def _on_find(self, event: evt.Event) -> Any:

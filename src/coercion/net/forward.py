@@ -1,0 +1,266 @@
+"""Forwarding: stored objects queued on disk per destination, sent as Storage SCU with retries.
+
+A forward rule (``coercionForwardRule``) names destination AE titles of known
+devices and, like a coercion rule, may be limited to SOP classes, conditions
+and the AE title the object was received on. A stored object that matches is
+linked into ``DATA/queue/<AE title>/``; one sender thread per destination
+takes the queue in order, coerces each object for the outgoing context
+(C_STORE_RQ, SCU, calling = the AE it was received on, called = the
+destination) and sends it. An object leaves the queue only after the
+destination answered success, so a stopped destination (or a stopped node)
+loses nothing: the queue is retried with backoff and read again at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom import transport as _transport
+
+from coercion.directory.config import Configuration
+from coercion.engine import Dimse, Engine, EventContext, ForwardRule, Outcome, Role
+from coercion.errors import CoercionError, RuleFailedError
+from coercion.net.audit import AuditTrail
+from coercion.part10 import read_file
+
+__all__ = ["Forwarder", "enable_tcp_nodelay"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF = 60.0
+_BATCH = 64
+_SUCCESS_OR_WARNING = (0x0000, 0xB000, 0xB007, 0xB006)
+
+
+def enable_tcp_nodelay() -> None:
+    """Make every socket pynetdicom opens as a requestor set TCP_NODELAY.
+
+    pynetdicom never sets it; without it each DIMSE exchange on an
+    association waits on Nagle's algorithm and delayed ACKs (~40 ms).
+    """
+    original = _transport.AssociationSocket._create_socket
+    if getattr(original, "_coercion_nodelay", False):
+        return
+
+    def create(self: Any, address: Any) -> socket.socket:
+        sock = original(self, address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    create._coercion_nodelay = True  # type: ignore[attr-defined]
+    _transport.AssociationSocket._create_socket = create  # type: ignore[method-assign]
+
+
+@dataclass
+class _Item:
+    """A queued object, coerced for its destination."""
+
+    path: Path
+    ctx: EventContext
+    outcome: Outcome
+    dataset: Dataset
+    syntax: str
+    instance: str
+
+
+class _Sender(threading.Thread):
+    """Send the queue of one destination."""
+
+    def __init__(self, forwarder: Forwarder, destination: str) -> None:
+        super().__init__(name=f"forward-{destination}", daemon=True)
+        self.forwarder = forwarder
+        self.destination = destination
+        self.folder = forwarder.queue / destination
+        self.failed = forwarder.queue / destination / "failed"
+        self.wake = threading.Event()
+        self.delay = 0.0
+
+    def run(self) -> None:
+        forwarder = self.forwarder
+        while not forwarder.stopping.is_set():
+            pending = sorted(p for p in self.folder.glob("*.dcm") if p.is_file())
+            if not pending:
+                self.wake.wait(1.0)
+                self.wake.clear()
+                continue
+            try:
+                self._send(pending[:_BATCH])
+                self.delay = 0.0
+            except (OSError, ConnectionError, RuntimeError) as exc:
+                self.delay = min(max(self.delay * 2, 1.0), _MAX_BACKOFF)
+                log.warning(
+                    "forwarding to %s failed (%s); %d queued, retrying in %.0f s",
+                    self.destination,
+                    exc,
+                    len(pending),
+                    self.delay,
+                )
+                forwarder.stopping.wait(self.delay)
+
+    def _send(self, batch: list[Path]) -> None:
+        address = self.forwarder.address(self.destination)
+        if address is None:
+            raise RuntimeError(f"{self.destination} is not a known AE title with a host and port")
+        prepared = self._prepare(batch, address[0])
+        if prepared:
+            self._deliver(prepared, *address)
+
+    def _prepare(self, batch: list[Path], host: str) -> list[_Item]:
+        """Read and coerce each queued object for the outgoing context."""
+        prepared = []
+        for path in batch:
+            local_ae = path.name.split("--", 1)[0]
+            try:
+                ds = read_file(path, defer=False)
+            except CoercionError as exc:
+                self._give_up(path, str(exc))
+                continue
+            sop_class = str(ds.get("SOPClassUID", ""))
+            ctx = EventContext(
+                Dimse.C_STORE_RQ, Role.SCU, local_ae, self.destination, host, "", sop_class
+            )
+            instance = str(ds.get("SOPInstanceUID", ""))
+            try:
+                outcome = self.forwarder.engine.apply(ds, ctx)
+            except RuleFailedError as exc:
+                self.forwarder.audit.record(ctx, 0xC000, None, instance, str(exc))
+                self._give_up(path, str(exc))
+                continue
+            syntax = str(ds.file_meta.TransferSyntaxUID)
+            prepared.append(_Item(path, ctx, outcome, outcome.dataset, syntax, instance))
+        return prepared
+
+    def _deliver(self, prepared: list[_Item], host: str, port: int) -> None:
+        """Send *prepared* over one association; dequeue what the destination accepted."""
+        forwarder = self.forwarder
+        ae = AE(ae_title=prepared[0].ctx.calling_ae or "COERCION")
+        ae.network_timeout = 30
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 60
+        contexts: set[tuple[str, str]] = set()
+        for item in prepared:
+            key = (item.ctx.sop_class_uid, item.syntax)
+            if key not in contexts and len(contexts) < 128:
+                contexts.add(key)
+                ae.add_requested_context(*key)
+        assoc = ae.associate(host, port, ae_title=self.destination)
+        if not assoc.is_established:
+            raise ConnectionError(f"association with {self.destination} at {host}:{port} failed")
+        try:
+            for item in prepared:
+                if (item.ctx.sop_class_uid, item.syntax) not in contexts:
+                    continue  # the next batch
+                status = assoc.send_c_store(item.dataset)
+                code = int(getattr(status, "Status", -1))
+                if code in _SUCCESS_OR_WARNING:
+                    forwarder.audit.record(item.ctx, code, item.outcome, item.instance)
+                    item.path.unlink()
+                    forwarder.delivered += 1
+                elif code == -1:
+                    raise ConnectionError(f"no answer from {self.destination}")
+                else:
+                    forwarder.audit.record(
+                        item.ctx, code, item.outcome, item.instance, "refused by destination"
+                    )
+                    self._give_up(item.path, f"refused with status 0x{code:04X}")
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def _give_up(self, path: Path, reason: str) -> None:
+        """An object that can never be sent: kept aside, not retried, not lost."""
+        self.failed.mkdir(parents=True, exist_ok=True)
+        os.replace(path, self.failed / path.name)
+        log.error(
+            "forwarding to %s: %s kept in %s (%s)", self.destination, path.name, self.failed, reason
+        )
+
+
+class Forwarder:
+    """The forwarding queues of a node and their sender threads."""
+
+    def __init__(self, data: Path, engine: Engine, audit: AuditTrail) -> None:
+        enable_tcp_nodelay()
+        self.queue = data / "queue"
+        self.engine = engine
+        self.audit = audit
+        self.rules: tuple[ForwardRule, ...] = ()
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self.stopping = threading.Event()
+        self.delivered = 0
+        self._senders: dict[str, _Sender] = {}
+        self._lock = threading.Lock()
+
+    def configure(self, configuration: Configuration, rules: tuple[ForwardRule, ...]) -> None:
+        """Take the rules and the known AEs' addresses of a (new) configuration."""
+        self.rules = rules
+        self.addresses = {
+            ae.title: (ae.hostname, ae.port)
+            for device in configuration.devices.values()
+            if device is not configuration.device
+            for ae in device.aes
+            if ae.hostname and ae.port
+        }
+
+    def address(self, ae_title: str) -> tuple[str, int] | None:
+        """Host and port of a known AE title."""
+        return self.addresses.get(ae_title)
+
+    def start(self) -> None:
+        """Start senders for every queue that holds objects (left from an earlier run)."""
+        if self.queue.is_dir():
+            for folder in self.queue.iterdir():
+                if folder.is_dir() and any(folder.glob("*.dcm")):
+                    self._sender(folder.name).wake.set()
+
+    def _sender(self, destination: str) -> _Sender:
+        with self._lock:
+            sender = self._senders.get(destination)
+            if sender is None:
+                sender = _Sender(self, destination)
+                sender.folder.mkdir(parents=True, exist_ok=True)
+                self._senders[destination] = sender
+                sender.start()
+            return sender
+
+    def enqueue(self, stored: Path, ctx: EventContext, ds: Dataset) -> list[str]:
+        """Queue a stored object for every destination whose rule matches; return them."""
+        destinations: list[str] = []
+        for rule in sorted(self.rules, key=lambda r: -r.priority):
+            if rule.matches(ctx, ds):
+                destinations.extend(d for d in rule.destinations if d not in destinations)
+        for destination in destinations:
+            folder = self.queue / destination
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"{ctx.local_ae}--{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.dcm"
+            temporary = folder / f".{name}.part"
+            try:
+                os.link(stored, temporary)
+            except OSError:
+                temporary.write_bytes(stored.read_bytes())
+            os.replace(temporary, folder / name)
+            self._sender(destination).wake.set()
+        return destinations
+
+    def pending(self) -> int:
+        """Objects waiting in all queues."""
+        if not self.queue.is_dir():
+            return 0
+        return sum(1 for _ in self.queue.glob("*/*.dcm"))
+
+    def stop(self) -> None:
+        """Stop the senders (what is queued stays for the next start)."""
+        self.stopping.set()
+        for sender in list(self._senders.values()):
+            sender.wake.set()
+            sender.join(timeout=30)
