@@ -518,6 +518,8 @@ def profile_run(setup: Setup, data: Input, row: str, called_ae: str) -> tuple[fl
     """
     out = setup.work / f"profile-{data.name}-{called_ae.lower()}.prof"
     ready = out.with_name(out.name + ".ready")
+    for stale in (out, ready):
+        stale.unlink(missing_ok=True)
     prefix = [sys.executable, str(PROFILE_SCRIPT), str(out)]
     server = coercion_server(setup, row, called_ae, free_ports(1)[0], prefix)
     server.log = setup.work / "logs" / f"profile-serve-{called_ae.lower()}.log"
@@ -647,7 +649,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def prepare(args: argparse.Namespace) -> tuple[Setup, Path]:
     """Create the work folder and key file, generate the data; return the setup and data root."""
     work: Path = args.work.resolve()
-    shutil.rmtree(work, ignore_errors=True)
+    for owned in ("logs", "coercion-coercion", "coercion-research", "storescp", "warm-up"):
+        shutil.rmtree(work / owned, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
     key = work / "bench.key"
     key.write_text(BENCH_KEY_HEX + "\n")
@@ -698,6 +701,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"FAILED: {exc}")
         return 1
+    except KeyboardInterrupt:
+        print("Aborted!")
+        return 130
     return 0
 
 
