@@ -43,6 +43,7 @@ __all__ = [
     "EncodedFile",
     "atomic_output",
     "encode_file",
+    "file_meta_bytes",
     "quiet_pydicom",
     "read_bytes",
     "read_file",
@@ -62,6 +63,8 @@ _BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _UNDEFINED = 0xFFFFFFFF
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 _VR_RE = re.compile(rb"[A-Z]{2}")
+_META_SHORT = struct.Struct("<HH2sH")
+_META_HEADER = struct.Struct("<HH2s2xL")
 
 
 @contextmanager
@@ -111,10 +114,13 @@ def read_file(path: Path, *, defer: bool = True) -> FileDataset:
     return ds
 
 
-def read_bytes(data: bytes, name: str) -> FileDataset:
-    """Read a Part 10 stream held in memory (preamble, file meta, data set)."""
+def read_bytes(data: bytes, name: str, stop: int = 0xFFFFFFFF) -> FileDataset:
+    """Read a Part 10 stream held in memory (preamble, file meta, data set).
+
+    With *stop* only the top-level elements up to that tag are read.
+    """
     silence_pydicom_validation()
-    ds = parse_bytes(data, name)
+    ds = parse_bytes(data, name, stop)
     if len(ds) == 0:
         raise InputError(f"{name}: malformed DICOM: no data set")
     return ds
@@ -358,23 +364,32 @@ def _file_meta(ds: FileDataset, syntax: UID) -> bytes:
     old = getattr(ds, "file_meta", None) or FileMetaDataset()
     sop_class = ds.get("SOPClassUID") or old.get("MediaStorageSOPClassUID", "")
     sop_instance = ds.get("SOPInstanceUID") or old.get("MediaStorageSOPInstanceUID", "")
-    encoder = _Encoder(implicit=False, little=True, source=None)
-    body = [encoder.header(0x00020001, "OB", 2) + b"\x00\x01"]
-    for tag, vr, text in (
-        (0x00020002, "UI", str(sop_class)),
-        (0x00020003, "UI", str(sop_instance)),
-        (0x00020010, "UI", str(syntax)),
-        (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
-        (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),
+    return file_meta_bytes(str(sop_class), str(sop_instance), str(syntax))
+
+
+def file_meta_bytes(sop_class: str, sop_instance: str, syntax: str) -> bytes:
+    """Preamble and File Meta Information for an object (explicit VR little endian)."""
+    body = [_META_HEADER.pack(0x0002, 0x0001, b"OB", 2) + b"\x00\x01"]
+    for element, vr, text in (
+        (0x0002, "UI", sop_class),
+        (0x0003, "UI", sop_instance),
+        (0x0010, "UI", syntax),
+        (0x0012, "UI", IMPLEMENTATION_CLASS_UID),
+        (0x0013, "SH", IMPLEMENTATION_VERSION_NAME),
     ):
         if not text:
             continue  # a source without it: write what is known
         value = text.encode("ascii", "replace")
         if len(value) % 2:
             value += b"\x00" if vr == "UI" else b" "
-        body.append(encoder.header(tag, vr, len(value)) + value)
+        body.append(_META_SHORT.pack(0x0002, element, vr.encode(), len(value)) + value)
     group = b"".join(body)
-    return _PREAMBLE + encoder.header(0x00020000, "UL", 4) + struct.pack("<L", len(group)) + group
+    return (
+        _PREAMBLE
+        + _META_SHORT.pack(0x0002, 0x0000, b"UL", 4)
+        + struct.pack("<L", len(group))
+        + group
+    )
 
 
 def encode_file(ds: FileDataset, source: Path | None = None) -> EncodedFile:

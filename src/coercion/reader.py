@@ -86,6 +86,8 @@ class _Parser:
         self.u16 = struct.Struct(end + "H")
         self.u32 = struct.Struct(end + "L")
         self.charset: str | list[str] = default_encoding
+        #: Top-level parsing ends before the first element after this tag.
+        self.stop = 0xFFFFFFFF
 
     def dataset(self, pos: int, end: int, top: bool, until_item_end: bool) -> tuple[_Elements, int]:
         """Parse elements from *pos*; return them and the position after the last."""
@@ -94,6 +96,7 @@ class _Parser:
         unpack_tag, u16, u32 = self.tag.unpack_from, self.u16.unpack_from, self.u32.unpack_from
         implicit, little = self.implicit, self.little
         defer = self.defer or _UNDEFINED
+        stop = self.stop if top else 0xFFFFFFFF
         while pos < end:
             if end - pos < 8:
                 if any(buf[pos:end]):
@@ -103,6 +106,8 @@ class _Parser:
             tag = group << 16 | element
             if tag == _ITEM_END and until_item_end:
                 return elements, pos + 8
+            if tag > stop:
+                return elements, pos
             if implicit:
                 vr: bytes | None = None
                 length = u32(buf, pos + 4)[0]
@@ -297,7 +302,7 @@ def _encoding(buf: bytes | mmap.mmap, pos: int, syntax: str) -> tuple[bool, bool
     return implicit, little
 
 
-def _parse(buf: bytes | mmap.mmap, path: Path, defer: int) -> FileDataset:
+def _parse(buf: bytes | mmap.mmap, path: Path, defer: int, stop: int = 0xFFFFFFFF) -> FileDataset:
     preamble: bytes | None = None
     if len(buf) >= 132 and buf[128:132] == b"DICM":
         preamble = bytes(buf[:128])
@@ -310,6 +315,7 @@ def _parse(buf: bytes | mmap.mmap, path: Path, defer: int) -> FileDataset:
         body, pos, defer = zlib.decompress(bytes(buf[pos:]), -zlib.MAX_WBITS), 0, 0
     implicit, little = _encoding(body, pos, syntax)
     parser = _Parser(body, implicit, little, defer)
+    parser.stop = stop
     elements, _ = parser.dataset(pos, len(body), top=True, until_item_end=False)
     ds = FileDataset(str(path), elements, preamble, meta, implicit, little)
     ds.set_original_encoding(implicit, little, parser.charset)
@@ -338,10 +344,14 @@ def parse_file(path: Path, defer_size: int) -> FileDataset:
         ) from None
 
 
-def parse_bytes(data: bytes, name: str) -> FileDataset:
-    """Parse a Part 10 stream held in memory (a received object); *name* labels errors."""
+def parse_bytes(data: bytes, name: str, stop: int = 0xFFFFFFFF) -> FileDataset:
+    """Parse a Part 10 stream held in memory (a received object); *name* labels errors.
+
+    With *stop*, the top level is parsed only up to that tag (the elements
+    after it are left out): enough to read, say, the instance UIDs.
+    """
     try:
-        return _parse(data, Path(name), 0)
+        return _parse(data, Path(name), 0, stop)
     except _TruncatedError as exc:
         where = f" in ({exc.tag >> 16:04X},{exc.tag & 0xFFFF:04X})" if exc.tag else ""
         raise InputError(f"{name}: malformed DICOM: data set is truncated{where}") from None

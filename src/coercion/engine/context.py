@@ -15,6 +15,7 @@ class Dimse(enum.StrEnum):
     C_FIND_RQ = "C_FIND_RQ"
     C_FIND_RSP = "C_FIND_RSP"
     N_CREATE_RQ = "N_CREATE_RQ"
+    N_SET_RQ = "N_SET_RQ"
 
 
 class Role(enum.StrEnum):

@@ -71,6 +71,10 @@ class Engine:
         with self._lock:
             self._rules = rules
 
+    def may_apply(self, ctx: EventContext) -> bool:
+        """Whether any rule could apply in *ctx*; when not, the dataset need not be read."""
+        return self._rules.may_apply(ctx)
+
     def select(self, ds: Dataset, ctx: EventContext) -> list[Rule]:
         """The rules that would apply to *ds* in *ctx*, in order."""
         return self._rules.select(ctx, ds)

@@ -35,6 +35,7 @@ CONTEXT_CONDITIONS = (
     "ReceivingHostname",
 )
 _CONDITION_RE = re.compile(r"^\s*(?P<name>[^=!]+?)\s*(?P<op>!=|=)(?P<pattern>.*)$", re.DOTALL)
+_NO_DATASET = Dataset()
 _TAG_RE = re.compile(r"^\(?\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)?$")
 
 
@@ -145,6 +146,16 @@ class Rule:
             return False
         return all(condition.holds(ctx, ds) for condition in self.conditions)
 
+    def may_match(self, ctx: EventContext) -> bool:
+        """Whether this rule could apply in *ctx*, whatever the dataset holds."""
+        if ctx.dimse not in self.dimse or ctx.role is not self.role:
+            return False
+        if self.ae_title is not None and self.ae_title != ctx.local_ae:
+            return False
+        if self.sop_classes and ctx.sop_class_uid not in self.sop_classes:
+            return False
+        return all(c.holds(ctx, _NO_DATASET) for c in self.conditions if c.tag is None)
+
     def order(self) -> tuple[int, int, str, str]:
         """Sort key: higher priority first, then AE-level before device-level rules."""
         return (-self.priority, 0 if self.ae_title is not None else 1, self.name, self.dn)
@@ -180,6 +191,10 @@ class RuleSet:
 
     def __len__(self) -> int:
         return len(self.rules)
+
+    def may_apply(self, ctx: EventContext) -> bool:
+        """Whether any rule could apply in *ctx* (conditions on attributes not evaluated)."""
+        return any(rule.may_match(ctx) for rule in self.rules)
 
     def select(self, ctx: EventContext, ds: Dataset) -> list[Rule]:
         """The rules that apply to *ds* in *ctx*, in the order they are applied."""

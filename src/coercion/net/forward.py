@@ -38,6 +38,8 @@ __all__ = ["Forwarder", "enable_tcp_nodelay"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 60.0
+#: Series Instance UID: the last of the UIDs the storage path is made of.
+_INSTANCE_UIDS_END = 0x0020000E
 _BATCH = 64
 _SUCCESS_OR_WARNING = (0x0000, 0xB000, 0xB007, 0xB006)
 
@@ -211,6 +213,11 @@ class Forwarder:
             for ae in device.aes
             if ae.hostname and ae.port
         }
+
+    def needs_up_to(self) -> int:
+        """The last top-level tag the forward rules' conditions (and the storage path) read."""
+        tags = [c.tag for r in self.rules for c in r.conditions if c.tag is not None]
+        return max([_INSTANCE_UIDS_END, *tags])
 
     def address(self, ae_title: str) -> tuple[str, int] | None:
         """Host and port of a known AE title."""

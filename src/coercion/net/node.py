@@ -33,7 +33,7 @@ from coercion.errors import InputError, RuleFailedError
 from coercion.net.audit import AuditTrail
 from coercion.net.forward import Forwarder
 from coercion.net.worklist import Worklist
-from coercion.part10 import atomic_output, encode_file, read_bytes
+from coercion.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes
 
 __all__ = ["Node", "NodeSettings"]
 
@@ -235,9 +235,14 @@ class Node:
         ctx = self._context(event, Dimse.C_STORE_RQ, sop_class)
         outcome: Outcome | None = None
         try:
-            data = event.encoded_dataset()
-            ds = read_bytes(data, f"C-STORE from {ctx.calling_ae}")
-            outcome = self.engine.apply(ds, ctx)
+            syntax = str(event.context.transfer_syntax)
+            data = file_meta_bytes(sop_class, instance, syntax) + request.DataSet.getvalue()
+            label = f"C-STORE from {ctx.calling_ae}"
+            if self.engine.may_apply(ctx):
+                outcome = self.engine.apply(read_bytes(data, label), ctx)
+            else:
+                # No rule can apply: read only what the path and forwarding need.
+                outcome = Outcome(read_bytes(data, label, self.forwarder.needs_up_to()))
             stored = outcome.dataset
             path = self._object_path(
                 str(stored.get("StudyInstanceUID", "")),
@@ -330,20 +335,25 @@ class Node:
     def _on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
         request: Any = event.request
         instance = str(request.RequestedSOPInstanceUID)
-        ctx = self._context(event, Dimse.N_CREATE_RQ, str(request.RequestedSOPClassUID))
+        ctx = self._context(event, Dimse.N_SET_RQ, str(request.RequestedSOPClassUID))
+        try:
+            outcome = self.engine.apply(event.modification_list, ctx)
+        except RuleFailedError as exc:
+            self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, str(exc))
+            return _status(_PROCESSING_FAILURE, "coercion rule failed; not changed"), None
         path = self._mpps_path(instance)
         with self._mpps_lock:
             if not path.exists():
-                self.audit.record(ctx, _NO_SUCH_INSTANCE, None, instance, "N-SET")
+                self.audit.record(ctx, _NO_SUCH_INSTANCE, None, instance)
                 return _NO_SUCH_INSTANCE, None
             current = dcmread(path)
             if str(current.get("PerformedProcedureStepStatus", "")) in _FINAL_MPPS:
-                self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, "N-SET after final")
+                self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, "already final")
                 return _status(_PROCESSING_FAILURE, "procedure step already final"), None
-            for elem in event.modification_list:  # iterating converts raw elements (VR known)
+            for elem in outcome.dataset:  # iterating converts raw elements (VR known)
                 current[elem.tag] = elem
             self._write_mpps(path, current, instance)
-        self.audit.record(ctx, _SUCCESS, None, instance, "N-SET")
+        self.audit.record(ctx, _SUCCESS, outcome, instance)
         return _SUCCESS, None
 
 
