@@ -41,6 +41,7 @@ CANARY_NAME = "QZXCANARY^PHIMARKER"
 CANARY_ID = "QZXCANARYID77"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
+WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 BASE = "dc=coercion,dc=local"
 DEVICE = f"dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,{BASE}"
 
@@ -518,3 +519,69 @@ def test_forwarding_survives_a_stopped_destination(serve: Start, tmp_path: Path)
     assert {ds.SOPInstanceUID for ds in received} == {
         dcmread(p).SOPInstanceUID for p in stored(node.data)
     }  # RetainUIDsOption
+
+
+def test_worklist_proxied_to_the_upstream_ris(serve: Start, tmp_path: Path) -> None:
+    port = free_port()
+    config = config_dir(tmp_path)
+    path = config / "10-default-config.ldif"
+    text = path.read_text(encoding="utf-8").replace("dicomPort: 11115", f"dicomPort: {port}")
+    text = text.replace(
+        "coercionPollInterval: 2", "coercionPollInterval: 2\ncoercionWorklistAETitle: RIS"
+    )
+    path.write_text(text, encoding="utf-8")
+    queries: list[Dataset] = []
+    items = [(CANARY_NAME, CANARY_ID), ("OTHER^PATIENT", "PID-002")]
+
+    def on_find(event: Any) -> Any:
+        queries.append(event.identifier)
+        for name, patient_id in items:
+            answer = Dataset()
+            answer.PatientName = name
+            answer.PatientID = patient_id
+            step = Dataset()
+            step.Modality = "CT"
+            answer.ScheduledProcedureStepSequence = [step]
+            yield 0xFF00, answer
+
+    ris = AE(ae_title="RIS")
+    ris.add_supported_context(WORKLIST_FIND)
+    upstream: Any = ris.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)]
+    )
+    try:
+        node = serve(config)
+        query = [
+            "-k",
+            "PatientName",
+            "-k",
+            "PatientID",
+            "-k",
+            "ScheduledProcedureStepSequence[0].Modality=CT",
+        ]
+        clinical, research = tmp_path / "clinical", tmp_path / "research"
+        for folder, calling in ((clinical, "CT01"), (research, "RESEARCH_MR1")):
+            folder.mkdir()
+            found = dcmtk(
+                "findscu",
+                "-W",
+                "-X",
+                "-od",
+                folder,
+                "-aet",
+                calling,
+                "-aec",
+                "COERCION",
+                "127.0.0.1",
+                node.port,
+                *query,
+            )
+            assert found.returncode == 0, found.stderr
+    finally:
+        upstream.shutdown()
+    assert len(queries) == 2  # each query went upstream
+    kept = sorted(str(dcmread(p).PatientID) for p in clinical.glob("*.dcm"))
+    assert kept == sorted(patient_id for _name, patient_id in items)
+    coerced = [dcmread(p) for p in research.glob("*.dcm")]
+    assert len(coerced) == 2
+    assert all(ds.PatientID not in (CANARY_ID, "PID-002") for ds in coerced)

@@ -16,7 +16,8 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -279,20 +280,22 @@ class Node:
             self.audit.record(ctx, _CANNOT_UNDERSTAND, None, "", str(exc))
             yield _CANNOT_UNDERSTAND, None
             return
-        answered = 0
-        response_ctx = EventContext(
-            Dimse.C_FIND_RSP,
-            Role.SCP,
-            ctx.calling_ae,
-            ctx.called_ae,
-            ctx.remote_host,
-            ctx.local_host,
-            sop_class,
+        upstream = self.configuration.device.settings.get("coercionWorklistAETitle")
+        answers = (
+            self._upstream_answers(event, query, ctx, str(upstream))
+            if upstream
+            else ((_PENDING, item) for item in self.worklist.find(query))
         )
-        for item in self.worklist.find(query):
-            if event.is_cancelled:
+        response_ctx = replace(ctx, dimse=Dimse.C_FIND_RSP)
+        answered = 0
+        for code, item in answers:
+            if event.is_cancelled or code == _CANCEL:
                 self.audit.record(ctx, _CANCEL, None, extra={"answers": answered})
                 yield _CANCEL, None
+                return
+            if item is None:  # the upstream failed: its status goes back
+                self.audit.record(ctx, code, None, "", "upstream worklist failed")
+                yield code, None
                 return
             try:
                 coerced = self.engine.apply(item, response_ctx).dataset
@@ -301,8 +304,55 @@ class Node:
                 yield _CANNOT_UNDERSTAND, None
                 return
             answered += 1
-            yield _PENDING, coerced
+            yield code, coerced
         self.audit.record(ctx, _SUCCESS, None, extra={"answers": answered})
+
+    def _upstream_answers(
+        self, event: evt.Event, query: Dataset, ctx: EventContext, upstream: str
+    ) -> Iterator[tuple[int, Dataset | None]]:
+        """Ask the upstream worklist SCP: the request and each answer coerced as SCU."""
+        address = self.forwarder.address(upstream)
+        if address is None:
+            log.error("worklist upstream %s is not a known AE title with host and port", upstream)
+            yield _CANNOT_UNDERSTAND, None
+            return
+        host, port = address
+        request_ctx = EventContext(
+            Dimse.C_FIND_RQ, Role.SCU, ctx.called_ae, upstream, host, "", ctx.sop_class_uid
+        )
+        try:
+            request = self.engine.apply(query, request_ctx).dataset
+        except RuleFailedError as exc:
+            self.audit.record(request_ctx, _CANNOT_UNDERSTAND, None, "", str(exc))
+            yield _CANNOT_UNDERSTAND, None
+            return
+        ae = AE(ae_title=ctx.called_ae)
+        ae.network_timeout = ae.acse_timeout = 30
+        ae.dimse_timeout = 60
+        ae.add_requested_context(_WORKLIST_FIND)
+        assoc = ae.associate(host, port, ae_title=upstream)
+        if not assoc.is_established:
+            log.warning("worklist upstream %s at %s:%s unreachable", upstream, host, port)
+            yield _OUT_OF_RESOURCES, None
+            return
+        answer_ctx = replace(request_ctx, dimse=Dimse.C_FIND_RSP)
+        try:
+            for status, identifier in assoc.send_c_find(request, _WORKLIST_FIND):
+                code = int(getattr(status, "Status", _CANNOT_UNDERSTAND))
+                if code in (_PENDING, 0xFF01) and identifier is not None:
+                    if event.is_cancelled:
+                        assoc.send_c_cancel(1, query_model=_WORKLIST_FIND)
+                        yield _CANCEL, None
+                        return
+                    yield _PENDING, self.engine.apply(identifier, answer_ctx).dataset
+                elif code == _SUCCESS:
+                    return
+                else:
+                    yield (_CANCEL if code == _CANCEL else code), None
+                    return
+        finally:
+            if assoc.is_established:
+                assoc.release()
 
     def _mpps_path(self, instance: str) -> Path:
         return self.mpps / f"{_SAFE.sub('_', instance)}.dcm"
