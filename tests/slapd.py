@@ -429,7 +429,7 @@ subjectKeyIdentifier = hash
 [server]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
+extendedKeyUsage = serverAuth, clientAuth
 subjectAltName = IP:127.0.0.1, DNS:localhost
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
@@ -437,7 +437,9 @@ authorityKeyIdentifier = keyid:always
 
 
 def make_tls_files(directory: Path) -> TlsFiles:
-    """Create a throwaway CA and a server certificate for 127.0.0.1 and localhost in *directory*.
+    """Create a throwaway CA and a certificate for 127.0.0.1 and localhost in *directory*.
+
+    The certificate serves as a TLS server or client certificate.
 
     P-256 keys (instant to make), valid for a day, unencrypted. Every call makes a
     new CA, so the CA of one call does not verify the server of another.

@@ -245,6 +245,21 @@ def _report(summary: batch.Summary, elapsed: float) -> None:
     default=None,
     help="Seconds between checks of the directory (default: the device's, 2).",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The node's certificate (PEM): the listener uses TLS.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The private key of --tls-cert (PEM).",
+)
+@click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="CA certificates (PEM) peers must chain to; with --tls-cert clients must present one.",
+)
 @directory_options
 def serve(
     host: str | None,
@@ -253,6 +268,9 @@ def serve(
     worklist: Path | None,
     key: Path | None,
     poll_interval: float | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
     **directory: Any,
 ) -> None:
     """Run the DICOM node: C-ECHO, storage, worklist and MPPS, coerced by the directory's rules."""
@@ -260,6 +278,8 @@ def serve(
     from coercion.net.node import Node, NodeSettings
 
     device = directory.pop("device")
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     secret = load_or_create_secret(key)
     source = open_source(directory)
     watcher = ConfigurationWatcher(source, ActionEnv(secret), device)
@@ -277,6 +297,9 @@ def serve(
             data=data,
             worklist=worklist,
             secret=secret,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_ca=tls_ca,
         ),
     )
     stopping = threading.Event()

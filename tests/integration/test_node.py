@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from coercion.net.node import Node, NodeSettings
 from coercion.profile import Change
 from coercion.resources import default_ldif_dir
 from tests.helpers import SECRET, make_dataset
+from tests.slapd import make_tls_files
 
 pytestmark = pytest.mark.integration
 
@@ -585,3 +587,70 @@ def test_worklist_proxied_to_the_upstream_ris(serve: Start, tmp_path: Path) -> N
     coerced = [dcmread(p) for p in research.glob("*.dcm")]
     assert len(coerced) == 2
     assert all(ds.PatientID not in (CANARY_ID, "PID-002") for ds in coerced)
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+
+def test_tls_listener_and_tls_forwarding(serve: Start, tmp_path: Path) -> None:
+    node_tls = make_tls_files(tmp_path / "node-tls")
+    archive_tls = make_tls_files(tmp_path / "archive-tls")
+    port = free_port()
+    extra = archive_config(port).replace(
+        f"dicomPort: {port}\n", f"dicomPort: {port}\ndicomTLSCipherSuite: TLS_AES_128_GCM_SHA256\n"
+    )
+    node = serve(
+        config_dir(tmp_path, extra=extra),
+        "--tls-cert",
+        str(node_tls.server_cert),
+        "--tls-key",
+        str(node_tls.server_key),
+        "--tls-ca",
+        str(archive_tls.ca_cert),
+    )
+    source = canary_file(tmp_path / "in" / "tls.dcm")
+    plain = dcmtk("storescu", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port, source)
+    assert plain.returncode != 0  # the listener speaks TLS only
+    # Our listener asks for a client certificate (--tls-ca): give it the archive's pair,
+    # whose CA the node trusts, and trust the node's CA in return.
+    sent = dcmtk(
+        "storescu",
+        "+tls",
+        archive_tls.server_key,
+        archive_tls.server_cert,
+        "+cf",
+        node_tls.ca_cert,
+        "-aet",
+        "CT01",
+        "-aec",
+        "COERCION",
+        "127.0.0.1",
+        node.port,
+        source,
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert len(stored(node.data)) == 1
+    received: list[Dataset] = []
+
+    def on_store(event: Any) -> int:
+        received.append(event.dataset)
+        return 0x0000
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(archive_tls.server_cert, archive_tls.server_key)
+    archive = AE(ae_title="ARCHIVE")
+    archive.add_supported_context("1.2.840.10008.5.1.4.1.1.2", ALL_TRANSFER_SYNTAXES)
+    server: Any = archive.start_server(
+        ("127.0.0.1", port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=context,
+    )
+    try:
+        deadline = time.monotonic() + 40
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.shutdown()
+    assert len(received) == 1, node.text()
+    assert str(received[0].PatientID) != CANARY_ID

@@ -62,6 +62,7 @@ class NetworkAE:
     port: int | None = None
     initiator: bool = True
     acceptor: bool = True
+    tls: bool = False  # its connection names TLS cipher suites (PS3.15 H.4.3)
 
 
 @dataclass(frozen=True)
@@ -300,11 +301,12 @@ def _devices(entries: list[EntryJSON]) -> dict[str, Device]:
 
 
 def _network_ae(entry: EntryJSON, by_dn: dict[str, EntryJSON]) -> NetworkAE:
-    hostname, port = "", None
+    hostname, port, tls = "", None, False
     for reference in entry.get("dicomNetworkConnectionReference", []):
         connection = by_dn.get(_norm(reference))
         if connection is not None:
             hostname, port = connection.get("dicomHostname", ""), connection.get("dicomPort")
+            tls = bool(connection.get("dicomTLSCipherSuite"))
             break
     return NetworkAE(
         entry["dicomAETitle"],
@@ -313,6 +315,7 @@ def _network_ae(entry: EntryJSON, by_dn: dict[str, EntryJSON]) -> NetworkAE:
         port,
         entry.get("dicomAssociationInitiator", True),
         entry.get("dicomAssociationAcceptor", True),
+        tls,
     )
 
 

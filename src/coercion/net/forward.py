@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -155,7 +156,12 @@ class _Sender(threading.Thread):
             if key not in contexts and len(contexts) < 128:
                 contexts.add(key)
                 ae.add_requested_context(*key)
-        assoc = ae.associate(host, port, ae_title=self.destination)
+        assoc = ae.associate(
+            host,
+            port,
+            ae_title=self.destination,
+            tls_args=forwarder.tls_args(self.destination, host),
+        )
         if not assoc.is_established:
             raise ConnectionError(f"association with {self.destination} at {host}:{port} failed")
         try:
@@ -198,6 +204,9 @@ class Forwarder:
         self.audit = audit
         self.rules: tuple[ForwardRule, ...] = ()
         self.addresses: dict[str, tuple[str, int]] = {}
+        self.tls_peers: set[str] = set()
+        #: The client TLS context for peers whose connection uses TLS (set by the node).
+        self.tls_context: ssl.SSLContext | None = None
         self.stopping = threading.Event()
         self.delivered = 0
         self._senders: dict[str, _Sender] = {}
@@ -213,6 +222,16 @@ class Forwarder:
             for ae in device.aes
             if ae.hostname and ae.port
         }
+        self.tls_peers = {
+            ae.title for device in configuration.devices.values() for ae in device.aes if ae.tls
+        }
+
+    def tls_args(self, ae_title: str, host: str) -> tuple[ssl.SSLContext, str] | None:
+        """pynetdicom's ``tls_args`` for an association with *ae_title*, or None for plain TCP."""
+        if ae_title not in self.tls_peers:
+            return None
+        context = self.tls_context or ssl.create_default_context()
+        return context, host
 
     def needs_up_to(self) -> int:
         """The last top-level tag the forward rules' conditions (and the storage path) read."""

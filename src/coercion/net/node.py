@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -68,6 +69,31 @@ class NodeSettings:
     data: Path = Path(".coercion/data")
     worklist: Path | None = None  # default: DATA/worklist
     secret: bytes = b""
+    #: TLS: the node's certificate and key (the listener uses TLS when given) and the CA
+    #: certificates that peers' certificates must chain to (clients must then present one).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+
+    def server_tls(self) -> ssl.SSLContext | None:
+        """The listener's TLS context, or None for plain TCP."""
+        if self.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.tls_ca is not None:
+            context.load_verify_locations(self.tls_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def client_tls(self) -> ssl.SSLContext:
+        """The TLS context for outgoing associations to peers whose connection uses TLS."""
+        context = ssl.create_default_context(
+            cafile=str(self.tls_ca) if self.tls_ca is not None else None
+        )
+        if self.tls_cert is not None:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -104,6 +130,7 @@ class Node:
         self.audit = AuditTrail(settings.data / "audit", settings.secret)
         self.forwarder = Forwarder(settings.data, self.engine, self.audit)
         self.forwarder.configure(configuration, configuration.forward_rules)
+        self.forwarder.tls_context = settings.client_tls()
         self._mpps_lock = threading.Lock()
         self._server: Any = None
         self.ae = self._make_ae()
@@ -148,7 +175,10 @@ class Node:
             (evt.EVT_N_SET, self._on_n_set),
         ]
         server: Any = self.ae.start_server(
-            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+            (self.settings.host, self.settings.port),
+            block=False,
+            evt_handlers=handlers,
+            ssl_context=self.settings.server_tls(),
         )
         # Without TCP_NODELAY every DIMSE exchange waits ~40 ms (Nagle and delayed ACK);
         # accepted sockets inherit the option from the listening one.
@@ -330,7 +360,9 @@ class Node:
         ae.network_timeout = ae.acse_timeout = 30
         ae.dimse_timeout = 60
         ae.add_requested_context(_WORKLIST_FIND)
-        assoc = ae.associate(host, port, ae_title=upstream)
+        assoc = ae.associate(
+            host, port, ae_title=upstream, tls_args=self.forwarder.tls_args(upstream, host)
+        )
         if not assoc.is_established:
             log.warning("worklist upstream %s at %s:%s unreachable", upstream, host, port)
             yield _OUT_OF_RESOURCES, None
