@@ -19,14 +19,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileDataset
 
-from coercion.directory.config import DEFAULT_DEVICE, build_configuration
-from coercion.directory.ldifio import Entry
+from coercion.directory import DEFAULT_DEVICE
 from coercion.elements import text_values
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
 from coercion.engine.registry import DeidentifyAction
@@ -35,6 +34,9 @@ from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
 from coercion.profile.identifiers import Identifiers, collect_identifiers
 from coercion.verify import find_leaks
+
+if TYPE_CHECKING:
+    from coercion.directory.ldifio import Entry
 
 __all__ = [
     "KEY_FILE_COLUMNS",
@@ -204,6 +206,8 @@ class _Worker:
         self.deidentifier = Deidentifier(self.profile, settings.secret)
         self.engine: Engine | None = None
         if settings.directory is not None:
+            from coercion.directory.config import build_configuration
+
             configuration = build_configuration(
                 settings.directory,
                 settings.directory_origin,

@@ -24,7 +24,6 @@ from rich.progress import (
 
 from coercion import __version__, batch
 from coercion.cli_config import config, directory_options, explain, open_source
-from coercion.directory.config import build_configuration
 from coercion.engine import ActionEnv
 from coercion.errors import CoercionError
 from coercion.keys import DEFAULT_KEY_PATH, fingerprint, load_or_create_secret
@@ -63,15 +62,18 @@ _OPTION_HELP = (
 )
 
 
-@cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--option", "option_names", multiple=True, metavar="NAME", help=_OPTION_HELP)
-@click.option(
+_KEY_OPTION = click.option(
     "--key",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help=f"Secret key file; created (mode 0600) when absent. Default: {DEFAULT_KEY_PATH}",
 )
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--option", "option_names", multiple=True, metavar="NAME", help=_OPTION_HELP)
+@_KEY_OPTION
 @click.option(
     "--key-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -134,6 +136,8 @@ def deidentify(
             origin = source.origin
         finally:
             source.close()
+        from coercion.directory.config import build_configuration
+
         # Fail early, with every problem listed, before any worker starts.
         configuration = build_configuration(entries, origin, ActionEnv(secret), device)
         log.info("%d rules from %s", len(configuration.rules), origin)
@@ -233,12 +237,7 @@ def _report(summary: batch.Summary, elapsed: float) -> None:
     default=None,
     help="Worklist items (*.dcm) answered by the worklist SCP (default: DATA/worklist).",
 )
-@click.option(
-    "--key",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"Secret key file; created (mode 0600) when absent. Default: {DEFAULT_KEY_PATH}",
-)
+@_KEY_OPTION
 @click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.1),

@@ -8,7 +8,7 @@ import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydicom.datadict import keyword_for_tag
@@ -16,21 +16,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from coercion.directory.config import DEFAULT_DEVICE, Configuration, load_configuration
-from coercion.directory.dcm4chee import convert_dcm4chee
-from coercion.directory.entries import default_syntaxes, kind_of, to_json, validate
-from coercion.directory.ldifio import format_ldif, read_ldif
-from coercion.directory.sources import (
-    DirectorySource,
-    EmbeddedDirectory,
-    LdapDirectory,
-    LdapSettings,
-)
-from coercion.directory.update import import_entries
+from coercion.directory import DEFAULT_DEVICE
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
 from coercion.errors import ConfigError
 from coercion.part10 import read_file
 from coercion.resources import default_ldif_dir
+
+if TYPE_CHECKING:
+    from coercion.directory.config import Configuration
+    from coercion.directory.sources import DirectorySource
+
+# The directory modules (ldap3, jsonschema) are imported where they are used, so that
+# the commands that do not read the directory start quickly.
 
 __all__ = ["config", "directory_options", "explain", "open_source"]
 
@@ -81,6 +78,8 @@ def directory_options(function: _F) -> _F:
 
 def open_source(kwargs: dict[str, Any]) -> DirectorySource:
     """The directory source the directory options name (and remove them from *kwargs*)."""
+    from coercion.directory.sources import EmbeddedDirectory, LdapDirectory, LdapSettings
+
     config_dir = kwargs.pop("config_dir")
     url = kwargs.pop("ldap_url")
     settings = LdapSettings(
@@ -99,6 +98,8 @@ def open_source(kwargs: dict[str, Any]) -> DirectorySource:
 
 
 def _load(kwargs: dict[str, Any], secret: bytes | None = None) -> Configuration:
+    from coercion.directory.config import load_configuration
+
     source = open_source(kwargs)
     try:
         # Without a key the actions are only checked, never applied: a throwaway key will do.
@@ -178,6 +179,8 @@ def show(**kwargs: Any) -> None:
 @_with_source
 def export(out_path: Path | None, **kwargs: Any) -> None:
     """Write the configuration entries (validated) as LDIF."""
+    from coercion.directory.ldifio import format_ldif
+
     configuration = _load(kwargs)
     text = format_ldif(configuration.raw)
     if out_path is None:
@@ -198,6 +201,12 @@ def _write_atomically(path: Path, text: str) -> None:
 @_with_source
 def import_(ldif_file: Path, **kwargs: Any) -> None:
     """Validate FILE.ldif, then add or update its entries in the --ldap directory."""
+    from coercion.directory.config import load_configuration
+    from coercion.directory.entries import default_syntaxes, kind_of, to_json, validate
+    from coercion.directory.ldifio import read_ldif
+    from coercion.directory.sources import LdapDirectory
+    from coercion.directory.update import import_entries
+
     if not kwargs.get("ldap_url"):
         raise click.UsageError("import writes to a live directory: give --ldap URL")
     entries = read_ldif(ldif_file)
@@ -240,6 +249,9 @@ def import_(ldif_file: Path, **kwargs: Any) -> None:
 )
 def import_dcm4chee(ldif_file: Path, parent_dn: str, out_path: Path | None) -> None:
     """Convert dcm4chee-arc dcmArchiveAttributeCoercion2 entries into coercion rules (LDIF)."""
+    from coercion.directory.dcm4chee import convert_dcm4chee
+    from coercion.directory.ldifio import format_ldif, read_ldif
+
     converted, report = convert_dcm4chee(read_ldif(ldif_file), parent_dn)
     for line in report:
         _err.print(f"[yellow]not mapped:[/] {escape(line)}")

@@ -22,13 +22,30 @@ from pydicom.tag import BaseTag
 
 __all__ = [
     "encode_text",
+    "key",
     "new_dataset",
     "raw_element",
     "simple_codec",
     "text_values",
 ]
 
-_SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
+_KEYS: dict[int, BaseTag] = {}
+
+
+def key(tag: int) -> BaseTag:
+    """The one :class:`BaseTag` object for *tag*.
+
+    Datasets are dicts keyed by BaseTag, whose ``__eq__`` is Python code; a
+    lookup with the very object the dict holds compares by identity and skips
+    it. The reader and the helpers here use these shared keys.
+    """
+    found = _KEYS.get(tag)
+    if found is None:
+        found = _KEYS[tag] = BaseTag(tag)
+    return found
+
+
+_SPECIFIC_CHARACTER_SET = key(0x00080005)
 #: The attributes a fresh Dataset carries, and which of them hold a mutable value.
 _TEMPLATE = Dataset().__dict__
 _MUTABLE = tuple(k for k, v in _TEMPLATE.items() if isinstance(v, dict | list | set))
@@ -78,7 +95,7 @@ def encode_text(vr: str, values: Sequence[str], codec: str = "ascii") -> bytes:
 
 def raw_element(tag: int, vr: str, value: bytes, implicit: bool, little: bool) -> RawDataElement:
     """A :class:`RawDataElement` holding already encoded *value* bytes."""
-    return RawDataElement(BaseTag(tag), vr, len(value), value, 0, implicit, little, True, False)
+    return RawDataElement(key(tag), vr, len(value), value, 0, implicit, little, True, False)
 
 
 def simple_codec(ds: Dataset) -> str | None:
@@ -126,8 +143,8 @@ def text_values(ds: Dataset, tag: int) -> list[str]:
     A raw element is decoded from its bytes when the character set allows;
     anything else goes through pydicom's conversion.
     """
-    key = BaseTag(tag)
-    elem = ds._dict.get(key)
+    tag_key = key(tag)
+    elem = ds._dict.get(tag_key)
     if elem is None:
         return []
     if isinstance(elem, RawDataElement) and elem.value is not None:
@@ -135,7 +152,7 @@ def text_values(ds: Dataset, tag: int) -> list[str]:
         if codec is not None:
             text = elem.value.decode(codec, "replace")
             return [v for v in (part.strip("\x00 ") for part in text.split("\\")) if v]
-    value = ds[key].value
+    value = ds[tag_key].value
     if value is None:
         return []
     items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]

@@ -344,8 +344,11 @@ class _Encoder:
         if len(value) != length:
             where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
             raise InputError(f"{self.source}: malformed DICOM: file is truncated in {where}")
-        out.append(self.header(tag, vr, length))
-        out.append(_Bulk(value) if bulk else value)
+        if bulk:
+            out.append(self.header(tag, vr, length))
+            out.append(_Bulk(value))
+        else:
+            out.append(self.header(tag, vr, length) + value)
 
     def _sequence(self, elem: DataElement, out: list[bytes | _Segment | _Bulk]) -> None:
         out.append(self.header(int(elem.tag), "SQ", _UNDEFINED))
@@ -421,7 +424,24 @@ def encode_file(ds: FileDataset, source: Path | None = None) -> EncodedFile:
         )
         compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
         return EncodedFile([meta, compressor.compress(raw) + compressor.flush()], src, plain)
-    return EncodedFile([meta, *body], src)
+    return EncodedFile(_coalesce([meta, *body]), src)
+
+
+def _coalesce(parts: list[bytes | _Segment | _Bulk]) -> list[bytes | _Segment | _Bulk]:
+    """Join each run of in-memory header bytes into one part (fewer writes and scans)."""
+    merged: list[bytes | _Segment | _Bulk] = []
+    run: list[bytes] = []
+    for part in parts:
+        if type(part) is bytes:
+            run.append(part)
+            continue
+        if run:
+            merged.append(b"".join(run))
+            run = []
+        merged.append(part)
+    if run:
+        merged.append(b"".join(run))
+    return merged
 
 
 _UMASK: int | None = None

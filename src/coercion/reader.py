@@ -17,10 +17,12 @@ return a shortened value.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydicom.charset import convert_encodings, default_encoding
@@ -31,6 +33,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.valuerep import VR
 
+from coercion.elements import key as tag_key
 from coercion.elements import new_dataset
 from coercion.errors import InputError
 
@@ -131,7 +134,7 @@ class _Parser:
             pos = start + length
             if pos > end:
                 raise _TruncatedError(tag)
-            key = BaseTag(tag)
+            key = tag_key(tag)
             text_vr = _VR_TEXT.get(vr) or vr.decode("ascii", "replace")
             elements[key] = RawDataElement(
                 key, text_vr, length, buf[start:pos], start, False, little, True, False
@@ -177,7 +180,7 @@ class _Parser:
         end: int,
         top: bool,
     ) -> int:
-        key = BaseTag(tag)
+        key = tag_key(tag)
         if self._is_sequence(tag, vr, length, start, end):
             if vr == b"UN" and not self.implicit:
                 # An SQ sent as UN is encoded implicit VR little endian (PS3.5 6.2.2).
@@ -328,20 +331,12 @@ def parse_file(path: Path, defer_size: int) -> FileDataset:
     Raises :class:`InputError` naming the path (and the element, where known)
     when the file is cut short or its structure cannot be followed.
     """
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size >= _MMAP_THRESHOLD:
-                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                    return _parse(mapped, path, defer_size)
-            return _parse(handle.read(), path, defer_size)
-    except _TruncatedError as exc:
-        where = f" in ({exc.tag >> 16:04X},{exc.tag & 0xFFFF:04X})" if exc.tag else ""
-        raise InputError(f"{path}: malformed DICOM: file is truncated{where}") from None
-    except (struct.error, zlib.error, ValueError) as exc:
-        raise InputError(
-            f"{path}: malformed DICOM: cannot parse ({exc.__class__.__name__})"
-        ) from None
+    with _reported(str(path), "file"), open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size >= _MMAP_THRESHOLD:
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return _parse(mapped, path, defer_size)
+        return _parse(handle.read(), path, defer_size)
 
 
 def parse_bytes(data: bytes, name: str, stop: int = 0xFFFFFFFF) -> FileDataset:
@@ -350,11 +345,18 @@ def parse_bytes(data: bytes, name: str, stop: int = 0xFFFFFFFF) -> FileDataset:
     With *stop*, the top level is parsed only up to that tag (the elements
     after it are left out): enough to read, say, the instance UIDs.
     """
-    try:
+    with _reported(name, "data set"):
         return _parse(data, Path(name), 0, stop)
+
+
+@contextlib.contextmanager
+def _reported(name: str, what: str) -> Iterator[None]:
+    """Turn parse failures into an InputError naming *name* (and the element, where known)."""
+    try:
+        yield
     except _TruncatedError as exc:
         where = f" in ({exc.tag >> 16:04X},{exc.tag & 0xFFFF:04X})" if exc.tag else ""
-        raise InputError(f"{name}: malformed DICOM: data set is truncated{where}") from None
+        raise InputError(f"{name}: malformed DICOM: {what} is truncated{where}") from None
     except (struct.error, zlib.error, ValueError) as exc:
         raise InputError(
             f"{name}: malformed DICOM: cannot parse ({exc.__class__.__name__})"

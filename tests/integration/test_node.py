@@ -154,6 +154,25 @@ def dcmtk(name: str, *args: object) -> subprocess.CompletedProcess[str]:
     )
 
 
+def find(node: Served, calling: str, out: Path, query: list[str]) -> None:
+    """findscu -W from *calling* to the node's COERCION AE; answers written into *out*."""
+    found = dcmtk(
+        "findscu",
+        "-W",
+        "-X",
+        "-od",
+        out,
+        "-aet",
+        calling,
+        "-aec",
+        "COERCION",
+        "127.0.0.1",
+        node.port,
+        *query,
+    )
+    assert found.returncode == 0, found.stderr
+
+
 def stored(data: Path) -> list[Path]:
     return sorted((data / "objects").rglob("*.dcm")) if (data / "objects").exists() else []
 
@@ -361,40 +380,12 @@ def test_worklist_answers_are_matched_and_coerced(serve: Start, tmp_path: Path) 
     ]
     clinical = tmp_path / "clinical"
     clinical.mkdir()
-    found = dcmtk(
-        "findscu",
-        "-W",
-        "-X",
-        "-od",
-        clinical,
-        "-aet",
-        "CT01",
-        "-aec",
-        "COERCION",
-        "127.0.0.1",
-        node.port,
-        *query,
-    )
-    assert found.returncode == 0, found.stderr
+    find(node, "CT01", clinical, query)
     [answer] = [dcmread(p) for p in clinical.glob("*.dcm")]
     assert answer.PatientID == CANARY_ID  # CT01 is not a research modality: no rule
     research = tmp_path / "research"
     research.mkdir()
-    found = dcmtk(
-        "findscu",
-        "-W",
-        "-X",
-        "-od",
-        research,
-        "-aet",
-        "RESEARCH_MR1",
-        "-aec",
-        "COERCION",
-        "127.0.0.1",
-        node.port,
-        *query,
-    )
-    assert found.returncode == 0, found.stderr
+    find(node, "RESEARCH_MR1", research, query)
     [answer] = [dcmread(p) for p in research.glob("*.dcm")]
     assert answer.PatientID != CANARY_ID and str(answer.PatientName) != CANARY_NAME
     assert "QZXCANARY" not in node.text()
@@ -444,6 +435,33 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def receive_at_archive(
+    port: int, expected: int, context: ssl.SSLContext | None = None
+) -> list[Dataset]:
+    """Run the ARCHIVE storage SCP until *expected* objects arrived (40 s at most)."""
+    received: list[Dataset] = []
+
+    def on_store(event: Any) -> int:
+        received.append(event.dataset)
+        return 0x0000
+
+    archive = AE(ae_title="ARCHIVE")
+    archive.add_supported_context("1.2.840.10008.5.1.4.1.1.2", ALL_TRANSFER_SYNTAXES)
+    server: Any = archive.start_server(
+        ("127.0.0.1", port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=context,
+    )
+    try:
+        deadline = time.monotonic() + 40
+        while len(received) < expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.shutdown()
+    return received
 
 
 def archive_config(port: int) -> str:
@@ -496,23 +514,7 @@ def test_forwarding_survives_a_stopped_destination(serve: Start, tmp_path: Path)
     queue = node.data / "queue" / "ARCHIVE"
     assert len(list(queue.glob("*.dcm"))) == 5  # the destination is down: all queued
     time.sleep(1.5)  # a failed attempt or two
-    received: list[Dataset] = []
-
-    def on_store(event: Any) -> int:
-        received.append(event.dataset)
-        return 0x0000
-
-    archive = AE(ae_title="ARCHIVE")
-    archive.add_supported_context("1.2.840.10008.5.1.4.1.1.2", ALL_TRANSFER_SYNTAXES)
-    server: Any = archive.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
-    )
-    try:
-        deadline = time.monotonic() + 40
-        while len(received) < 5 and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        server.shutdown()
+    received = receive_at_archive(port, 5)
     assert len(received) == 5, node.text()
     assert not list(queue.glob("*.dcm"))
     # Coerced for the destination on the way out; the stored copies are as received.
@@ -564,21 +566,7 @@ def test_worklist_proxied_to_the_upstream_ris(serve: Start, tmp_path: Path) -> N
         clinical, research = tmp_path / "clinical", tmp_path / "research"
         for folder, calling in ((clinical, "CT01"), (research, "RESEARCH_MR1")):
             folder.mkdir()
-            found = dcmtk(
-                "findscu",
-                "-W",
-                "-X",
-                "-od",
-                folder,
-                "-aet",
-                calling,
-                "-aec",
-                "COERCION",
-                "127.0.0.1",
-                node.port,
-                *query,
-            )
-            assert found.returncode == 0, found.stderr
+            find(node, calling, folder, query)
     finally:
         upstream.shutdown()
     assert len(queries) == 2  # each query went upstream
@@ -630,27 +618,60 @@ def test_tls_listener_and_tls_forwarding(serve: Start, tmp_path: Path) -> None:
     )
     assert sent.returncode == 0, sent.stderr
     assert len(stored(node.data)) == 1
-    received: list[Dataset] = []
-
-    def on_store(event: Any) -> int:
-        received.append(event.dataset)
-        return 0x0000
-
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(archive_tls.server_cert, archive_tls.server_key)
+    received = receive_at_archive(port, 1, context)
+    assert len(received) == 1, node.text()
+    assert str(received[0].PatientID) != CANARY_ID
+
+
+def test_mpps_is_forwarded_in_order(serve: Start, tmp_path: Path) -> None:
+    port = free_port()
+    extra = archive_config(port) + (
+        f"\ndn: cn=forward-mpps,{DEVICE}\nobjectClass: coercionForwardRule\ncn: forward-mpps\n"
+        "coercionDestinationAETitle: ARCHIVE\ncoercionDIMSE: N_CREATE_RQ\n"
+    )
+    node = serve(config_dir(tmp_path, extra=extra))
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(MPPS_CLASS)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="COERCION")
+    uid = generate_uid()
+    try:
+        create = Dataset()
+        create.PatientID = CANARY_ID
+        create.PerformedProcedureStepStatus = "IN PROGRESS"
+        assert assoc.send_n_create(create, MPPS_CLASS, uid)[0].Status == 0x0000
+        done = Dataset()
+        done.PerformedProcedureStepStatus = "COMPLETED"
+        assert assoc.send_n_set(done, MPPS_CLASS, uid)[0].Status == 0x0000
+    finally:
+        assoc.release()
+    events: list[tuple[str, str, str]] = []
+
+    def on_create(event: Any) -> tuple[int, Dataset]:
+        ds = event.attribute_list
+        events.append(("create", str(event.request.AffectedSOPInstanceUID), str(ds.PatientID)))
+        return 0x0000, ds
+
+    def on_set(event: Any) -> tuple[int, None]:
+        ds = event.modification_list
+        uid_set = str(event.request.RequestedSOPInstanceUID)
+        events.append(("set", uid_set, str(ds.PerformedProcedureStepStatus)))
+        return 0x0000, None
+
     archive = AE(ae_title="ARCHIVE")
-    archive.add_supported_context("1.2.840.10008.5.1.4.1.1.2", ALL_TRANSFER_SYNTAXES)
+    archive.add_supported_context(MPPS_CLASS)
     server: Any = archive.start_server(
         ("127.0.0.1", port),
         block=False,
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
-        ssl_context=context,
+        evt_handlers=[(evt.EVT_N_CREATE, on_create), (evt.EVT_N_SET, on_set)],
     )
     try:
         deadline = time.monotonic() + 40
-        while not received and time.monotonic() < deadline:
+        while len(events) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         server.shutdown()
-    assert len(received) == 1, node.text()
-    assert str(received[0].PatientID) != CANARY_ID
+    # N-CREATE then N-SET, for the same instance; CT01 is not a research modality: no coercion.
+    assert events == [("create", uid, CANARY_ID), ("set", uid, "COMPLETED")], node.text()
+    assert not list((node.data / "queue" / "ARCHIVE").glob("*.dcm"))

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coercion.directory import DEFAULT_DEVICE
 from coercion.directory.entries import (
     EntryJSON,
     Syntaxes,
@@ -28,6 +29,7 @@ from coercion.directory.ldifio import Entry
 from coercion.directory.sources import DirectorySource, EmbeddedDirectory
 from coercion.engine import (
     ActionEnv,
+    Condition,
     Dimse,
     ForwardRule,
     OnFailure,
@@ -47,9 +49,6 @@ __all__ = [
     "load_configuration",
     "write_snapshot",
 ]
-
-#: The device name of the node when none is given.
-DEFAULT_DEVICE = "coercion"
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,17 @@ def _norm(dn: str) -> str:
     return ",".join(part.strip() for part in dn.lower().split(","))
 
 
+def _conditions(entry: EntryJSON, where: str, problems: list[str]) -> list[Condition]:
+    """The entry's parsed conditions; a problem is noted for each one that does not parse."""
+    conditions = []
+    for text in entry.get("coercionCondition", []):
+        try:
+            conditions.append(parse_condition(text))
+        except ValueError as exc:
+            problems.append(f"{where}: attribute coercionCondition: {text!r}: {exc}")
+    return conditions
+
+
 def _rule(
     entry: EntryJSON, ae_title: str | None, env: ActionEnv, problems: list[str], origin: str
 ) -> Rule | None:
@@ -120,12 +130,7 @@ def _rule(
         if key in params:
             problems.append(f"{where}: attribute coercionParam: {key!r} given twice")
         params[key] = value
-    conditions = []
-    for text in entry.get("coercionCondition", []):
-        try:
-            conditions.append(parse_condition(text))
-        except ValueError as exc:
-            problems.append(f"{where}: attribute coercionCondition: {text!r}: {exc}")
+    conditions = _conditions(entry, where, problems)
     try:
         action = build_action(entry["coercionURI"], params, env)
     except (ValueError, ConfigError) as exc:
@@ -236,14 +241,8 @@ def _forward_rule(
                 f"title of a known device{hint}"
             )
             ok = False
-    conditions = []
-    for text in entry.get("coercionCondition", []):
-        try:
-            conditions.append(parse_condition(text))
-        except ValueError as exc:
-            problems.append(f"{where}: attribute coercionCondition: {text!r}: {exc}")
-            ok = False
-    if not ok:
+    conditions = _conditions(entry, where, problems)
+    if not ok or len(conditions) != len(entry.get("coercionCondition", [])):
         return None
     return ForwardRule(
         name=entry["cn"],
@@ -253,6 +252,7 @@ def _forward_rule(
         sop_classes=frozenset(entry.get("coercionSOPClass", [])),
         conditions=tuple(conditions),
         priority=entry.get("coercionPriority", 0),
+        dimse=frozenset(Dimse(d) for d in entry.get("coercionDIMSE", ["C_STORE_RQ"])),
     )
 
 

@@ -136,25 +136,23 @@ class Rule:
     params: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
 
-    def matches(self, ctx: EventContext, ds: Dataset) -> bool:
-        """Whether this rule applies to *ds* in *ctx*."""
+    def _fits(self, ctx: EventContext) -> bool:
+        """DIMSE, role, AE title and SOP class."""
         if ctx.dimse not in self.dimse or ctx.role is not self.role:
             return False
         if self.ae_title is not None and self.ae_title != ctx.local_ae:
             return False
-        if self.sop_classes and ctx.sop_class_uid not in self.sop_classes:
-            return False
-        return all(condition.holds(ctx, ds) for condition in self.conditions)
+        return not self.sop_classes or ctx.sop_class_uid in self.sop_classes
+
+    def matches(self, ctx: EventContext, ds: Dataset) -> bool:
+        """Whether this rule applies to *ds* in *ctx*."""
+        return self._fits(ctx) and all(c.holds(ctx, ds) for c in self.conditions)
 
     def may_match(self, ctx: EventContext) -> bool:
         """Whether this rule could apply in *ctx*, whatever the dataset holds."""
-        if ctx.dimse not in self.dimse or ctx.role is not self.role:
-            return False
-        if self.ae_title is not None and self.ae_title != ctx.local_ae:
-            return False
-        if self.sop_classes and ctx.sop_class_uid not in self.sop_classes:
-            return False
-        return all(c.holds(ctx, _NO_DATASET) for c in self.conditions if c.tag is None)
+        return self._fits(ctx) and all(
+            c.holds(ctx, _NO_DATASET) for c in self.conditions if c.tag is None
+        )
 
     def order(self) -> tuple[int, int, str, str]:
         """Sort key: higher priority first, then AE-level before device-level rules."""
@@ -172,9 +170,16 @@ class ForwardRule:
     sop_classes: frozenset[str] = frozenset()
     conditions: tuple[Condition, ...] = ()
     priority: int = 0
+    dimse: frozenset[Dimse] = frozenset({Dimse.C_STORE_RQ})
 
     def matches(self, ctx: EventContext, ds: Dataset) -> bool:
-        """Whether an object stored in *ctx* goes to this rule's destinations."""
+        """Whether what arrived in *ctx* goes to this rule's destinations.
+
+        A rule for N_CREATE_RQ (MPPS) also forwards the N-SETs of the steps it forwarded.
+        """
+        wanted = Dimse.N_CREATE_RQ if ctx.dimse is Dimse.N_SET_RQ else ctx.dimse
+        if wanted not in self.dimse:
+            return False
         if self.ae_title is not None and self.ae_title != ctx.local_ae:
             return False
         if self.sop_classes and ctx.sop_class_uid not in self.sop_classes:

@@ -39,6 +39,10 @@ __all__ = ["Forwarder", "enable_tcp_nodelay"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 60.0
+_MPPS = "1.2.840.10008.3.1.2.3.3"
+#: Queued MPPS messages: file-name kind -> the DIMSE they are sent as.
+_MESSAGE_DIMSE = {"ncreate": Dimse.N_CREATE_RQ, "nset": Dimse.N_SET_RQ}
+_MPPS_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 #: Series Instance UID: the last of the UIDs the storage path is made of.
 _INSTANCE_UIDS_END = 0x0020000E
 _BATCH = 64
@@ -74,6 +78,16 @@ class _Item:
     dataset: Dataset
     syntax: str
     instance: str
+
+    @property
+    def kind(self) -> str:
+        """``store``, ``ncreate`` or ``nset`` (from the queue file's name)."""
+        return _kind(self.path)
+
+
+def _kind(path: Path) -> str:
+    parts = path.name.split(".")
+    return parts[-2] if len(parts) >= 3 and parts[-2] in _MESSAGE_DIMSE else "store"
 
 
 class _Sender(threading.Thread):
@@ -128,11 +142,16 @@ class _Sender(threading.Thread):
             except CoercionError as exc:
                 self._give_up(path, str(exc))
                 continue
-            sop_class = str(ds.get("SOPClassUID", ""))
-            ctx = EventContext(
-                Dimse.C_STORE_RQ, Role.SCU, local_ae, self.destination, host, "", sop_class
-            )
-            instance = str(ds.get("SOPInstanceUID", ""))
+            kind = _kind(path)
+            if kind == "store":
+                dimse = Dimse.C_STORE_RQ
+                sop_class = str(ds.get("SOPClassUID", ""))
+                instance = str(ds.get("SOPInstanceUID", ""))
+            else:
+                dimse = _MESSAGE_DIMSE[kind]
+                sop_class = _MPPS
+                instance = str(ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
+            ctx = EventContext(dimse, Role.SCU, local_ae, self.destination, host, "", sop_class)
             try:
                 outcome = self.forwarder.engine.apply(ds, ctx)
             except RuleFailedError as exc:
@@ -153,7 +172,11 @@ class _Sender(threading.Thread):
         contexts: set[tuple[str, str]] = set()
         for item in prepared:
             key = (item.ctx.sop_class_uid, item.syntax)
-            if key not in contexts and len(contexts) < 128:
+            if item.kind != "store":
+                if (_MPPS, "") not in contexts:
+                    contexts.add((_MPPS, ""))
+                    ae.add_requested_context(_MPPS, list(_MPPS_SYNTAXES))
+            elif key not in contexts and len(contexts) < 127:
                 contexts.add(key)
                 ae.add_requested_context(*key)
         assoc = ae.associate(
@@ -166,11 +189,11 @@ class _Sender(threading.Thread):
             raise ConnectionError(f"association with {self.destination} at {host}:{port} failed")
         try:
             for item in prepared:
-                if (item.ctx.sop_class_uid, item.syntax) not in contexts:
+                if item.kind == "store" and (item.ctx.sop_class_uid, item.syntax) not in contexts:
                     continue  # the next batch
-                status = assoc.send_c_store(item.dataset)
-                code = int(getattr(status, "Status", -1))
-                if code in _SUCCESS_OR_WARNING:
+                code = self._send_one(assoc, item)
+                if code in _SUCCESS_OR_WARNING or (item.kind == "ncreate" and code == 0x0111):
+                    # 0x0111 on N-CREATE: already created there (an earlier try got through).
                     forwarder.audit.record(item.ctx, code, item.outcome, item.instance)
                     item.path.unlink()
                     forwarder.delivered += 1
@@ -184,6 +207,18 @@ class _Sender(threading.Thread):
         finally:
             if assoc.is_established:
                 assoc.release()
+
+    @staticmethod
+    def _send_one(assoc: Any, item: _Item) -> int:
+        """Send one queued item; its status (-1 when there was no answer)."""
+        ds = item.dataset
+        if item.kind == "ncreate":
+            status, _ = assoc.send_n_create(ds, _MPPS, item.instance)
+        elif item.kind == "nset":
+            status, _ = assoc.send_n_set(ds, _MPPS, item.instance)
+        else:
+            status = assoc.send_c_store(ds)
+        return int(getattr(status, "Status", -1))
 
     def _give_up(self, path: Path, reason: str) -> None:
         """An object that can never be sent: kept aside, not retried, not lost."""
@@ -268,7 +303,8 @@ class Forwarder:
         for destination in destinations:
             folder = self.queue / destination
             folder.mkdir(parents=True, exist_ok=True)
-            name = f"{ctx.local_ae}--{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.dcm"
+            kind = {Dimse.N_CREATE_RQ: ".ncreate", Dimse.N_SET_RQ: ".nset"}.get(ctx.dimse, "")
+            name = f"{ctx.local_ae}--{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{kind}.dcm"
             temporary = folder / f".{name}.part"
             try:
                 os.link(stored, temporary)
@@ -277,6 +313,14 @@ class Forwarder:
             os.replace(temporary, folder / name)
             self._sender(destination).wake.set()
         return destinations
+
+    def enqueue_message(self, message: Path, ctx: EventContext, ds: Dataset) -> list[str]:
+        """Queue an MPPS message (a file written by the node) for the destinations that match.
+
+        *ctx* is the N_CREATE_RQ or N_SET_RQ context it arrived in; the message
+        goes to rules that name N_CREATE_RQ (which covers the N-SETs that follow).
+        """
+        return self.enqueue(message, ctx, ds)
 
     def pending(self) -> int:
         """Objects waiting in all queues."""

@@ -10,6 +10,7 @@ peers and the rules come from the directory and follow its changes.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -396,6 +397,19 @@ class Node:
         with atomic_output(path) as fd:
             _write_all(fd, buffer.getvalue())
 
+    def _forward_message(
+        self, ctx: EventContext, message: Dataset, instance: str, record: Path
+    ) -> list[str]:
+        """Queue an MPPS message (the coerced N-CREATE attributes or N-SET changes)."""
+        if not self.forwarder.rules:
+            return []
+        staged = self.mpps / ".outgoing" / f"{time.time_ns()}.dcm"
+        self._write_mpps(staged, copy.deepcopy(message), instance)
+        try:
+            return self.forwarder.enqueue_message(staged, ctx, dcmread(record))
+        finally:
+            staged.unlink(missing_ok=True)
+
     def _on_n_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
         request: Any = event.request
         instance = str(request.AffectedSOPInstanceUID or generate_uid())
@@ -411,7 +425,9 @@ class Node:
                 self.audit.record(ctx, _DUPLICATE_INSTANCE, outcome, instance)
                 return _DUPLICATE_INSTANCE, None
             self._write_mpps(path, outcome.dataset, instance)
-        self.audit.record(ctx, _SUCCESS, outcome, instance)
+            forwarded = self._forward_message(ctx, outcome.dataset, instance, path)
+        extra = {"forwarded_to": forwarded} if forwarded else None
+        self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra)
         return _SUCCESS, outcome.dataset
 
     def _on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
@@ -435,7 +451,9 @@ class Node:
             for elem in outcome.dataset:  # iterating converts raw elements (VR known)
                 current[elem.tag] = elem
             self._write_mpps(path, current, instance)
-        self.audit.record(ctx, _SUCCESS, outcome, instance)
+            forwarded = self._forward_message(ctx, outcome.dataset, instance, path)
+        extra = {"forwarded_to": forwarded} if forwarded else None
+        self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra)
         return _SUCCESS, None
 
 

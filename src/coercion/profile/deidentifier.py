@@ -27,6 +27,7 @@ from pydicom.tag import BaseTag
 
 from coercion.dates import patient_offset_days, shift_da, shift_dt
 from coercion.elements import encode_text, new_dataset, raw_element, text_values
+from coercion.elements import key as tag_key
 from coercion.profile.compiled import Action, CompiledProfile, PatternRow
 from coercion.profile.identifiers import Identifiers, collect_identifiers
 from coercion.profile.options import BASIC_PROFILE, Option
@@ -78,16 +79,25 @@ class Change(NamedTuple):
 
 @dataclass
 class Record:
-    """What :meth:`Deidentifier.apply` did: counts per action and the changes."""
+    """What :meth:`Deidentifier.apply` did: the changes and counts per action."""
 
-    counts: Counter[str] = field(default_factory=Counter)
-    changes: list[Change] = field(default_factory=list)
+    #: (path, tag, action) per change, in the order they were made.
+    noted: list[tuple[tuple[tuple[int, int], ...], int, Action]] = field(default_factory=list)
     date_offset_days: int | None = None
 
     def add(self, path: tuple[tuple[int, int], ...], tag: int, action: Action) -> None:
         """Note one action."""
-        self.counts[action.value] += 1
-        self.changes.append(Change(path, tag, action))
+        self.noted.append((path, tag, action))
+
+    @property
+    def changes(self) -> list[Change]:
+        """The changes made."""
+        return [Change(*noted) for noted in self.noted]
+
+    @property
+    def counts(self) -> Counter[str]:
+        """The number of changes per action letter."""
+        return Counter(noted[2].value for noted in self.noted)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -122,6 +132,7 @@ class _Walk:
 
     def __init__(self, record: Record, offset: int | None, needles: list[str] | None) -> None:
         self.record = record
+        self.note = record.noted.append
         self.offset = offset
         self._needles = needles
         self._pattern: re.Pattern[str] | None = None
@@ -259,7 +270,7 @@ class Deidentifier:
         path: tuple[tuple[int, int], ...],
     ) -> None:
         vr = _vr_of(elem)
-        walk.record.add(path, int(tag), action)
+        walk.note((path, int(tag), action))
         if action is Action.X:
             del ds[tag]
         elif action is Action.Z:
@@ -341,9 +352,9 @@ class Deidentifier:
                 creator = creators.get((group, element >> 8))
                 if creator is not None and (group, element & 0xFF, creator) in safe:
                     kept_blocks.add((group, element >> 8))
-                    walk.record.add(path, tag, Action.K)
+                    walk.note((path, tag, Action.K))
                     continue
-                walk.record.add(path, tag, Action.X)
+                walk.note((path, tag, Action.X))
                 del ds[tag]
         for tag in tags:
             group, element = tag >> 16, tag & 0xFFFF
@@ -409,7 +420,7 @@ class Deidentifier:
             _put(item, _CODING_SCHEME_DESIGNATOR, "SH", [code.scheme])
             _put(item, _CODE_MEANING, "LO", [code.meaning])
             items.append(item)
-        key = BaseTag(_DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
+        key = tag_key(_DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
         ds._dict[key] = DataElement(key, "SQ", Sequence(items))
 
 
@@ -428,7 +439,7 @@ def _put(ds: Dataset, tag: int, vr: str, value: list[str] | bytes) -> None:
     implicit, little = ds._read_implicit, ds._read_little
     if implicit is not None and little is not None:
         data = value if isinstance(value, bytes) else encode_text(vr, value)
-        ds._dict[BaseTag(tag)] = raw_element(tag, vr, data, implicit, little)
+        ds._dict[tag_key(tag)] = raw_element(tag, vr, data, implicit, little)
     elif vr == "SQ":
         ds[tag] = DataElement(tag, vr, Sequence())
     elif isinstance(value, bytes):
