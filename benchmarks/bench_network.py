@@ -55,7 +55,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +62,7 @@ from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage
 
+from bench_deidentify import version_of
 from make_data import (
     CT_FIXED,
     add_image_pixels,
@@ -580,14 +580,6 @@ def short_path(filename: str) -> str:
 
 
 # -- main ---------------------------------------------------------------------------------------
-
-
-def version_of(distribution: str) -> str:
-    """Return the installed version of ``distribution``, or ``"not installed"``."""
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def dcmtk_version(dcmtk: Path) -> str:
