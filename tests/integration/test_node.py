@@ -675,3 +675,27 @@ def test_mpps_is_forwarded_in_order(serve: Start, tmp_path: Path) -> None:
     # N-CREATE then N-SET, for the same instance; CT01 is not a research modality: no coercion.
     assert events == [("create", uid, CANARY_ID), ("set", uid, "COMPLETED")], node.text()
     assert not list((node.data / "queue" / "ARCHIVE").glob("*.dcm"))
+
+
+def test_queue_survives_kill_9_of_the_node(serve: Start, tmp_path: Path) -> None:
+    port = free_port()
+    config = config_dir(tmp_path, extra=archive_config(port))
+    data = tmp_path / "shared-data"
+    first = serve(config, "--data", str(data))
+    folder = tmp_path / "in"
+    for i in range(3):
+        canary_file(folder / f"{i}.dcm", 700 + i)
+    sent = dcmtk(
+        "storescu", "+sd", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", first.port, folder
+    )
+    assert sent.returncode == 0, sent.stderr
+    first.process.kill()  # no clean shutdown
+    first.process.wait(10)
+    assert len(list((data / "queue" / "ARCHIVE").glob("*.dcm"))) == 3
+    second = serve(config, "--data", str(data))
+    received = receive_at_archive(port, 3)
+    assert len(received) == 3, second.text()
+    assert {ds.SOPInstanceUID for ds in received} == {
+        dcmread(p).SOPInstanceUID for p in folder.glob("*.dcm")
+    }
+    assert not list((data / "queue" / "ARCHIVE").glob("*.dcm"))
