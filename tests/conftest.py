@@ -6,8 +6,9 @@ import pytest
 
 from tests.helpers import SECRET
 
-#: The private slapd fixtures ``slapd`` and ``slapd_no_syncprov``.
-pytest_plugins = ["tests.slapd"]
+#: The private slapd fixtures ``slapd`` and ``slapd_no_syncprov``, and the private PostgreSQL
+#: fixtures ``postgres`` and ``postgres_session``.
+pytest_plugins = ["tests.slapd", "tests.postgres"]
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
 #!/bin/sh
 # Install the Debian packages the tests need, when missing: OpenLDAP's slapd, slapadd and
 # ldapmodify (the directory tests start a private slapd on 127.0.0.1), dcmtk (echoscu, storescu,
-# findscu: the network tests use them as real clients), openssl (the TLS tests make a throwaway CA)
-# and a Python with venv.
-# Uses sudo when not run as root. slapd's own system instance is not started.
+# findscu: the network tests use them as real clients), openssl (the TLS tests make a throwaway CA),
+# postgresql (the store tests start a private server on 127.0.0.1 from its binaries in
+# /usr/lib/postgresql/*/bin) and a Python with venv.
+# Uses sudo when not run as root. The system instances of slapd and PostgreSQL (the cluster the
+# Debian package creates) are not started or used.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
-packages="slapd ldap-utils dcmtk openssl"
+packages="slapd ldap-utils dcmtk openssl postgresql"
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages="$packages python3 python3-venv python3-pip"
 missing=""
 for package in $packages; do

@@ -1,0 +1,502 @@
+"""The pseudonym store: one interface over SQLite (embedded default) and PostgreSQL.
+
+Per scope (a trial) it keeps patients (pseudonym, date offset, sealed
+originals), the UID map (new UID -> sealed original, found by keyed hash),
+study-level originals for re-identification, pre-registered subjects and
+counters. Values are derived with the scope's keys (see
+:mod:`coercion.store.crypto`); the store records them. Every insert is
+idempotent (``ON CONFLICT DO NOTHING``) and reads back what is stored, so two
+processes or nodes working on one patient at the same moment end with one
+record and agree on it without locks.
+
+The schema is versioned (table ``coercion_meta``) and created or migrated
+when the store opens.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from coercion.errors import StoreError
+from coercion.store.crypto import ScopeKeys
+
+__all__ = ["SCHEMA_VERSION", "Patient", "PseudonymStore", "Scope", "ScopeSettings"]
+
+#: The schema version this code writes; older stores are migrated on open.
+SCHEMA_VERSION = 1
+
+_metadata = MetaData()
+_meta = Table(
+    "coercion_meta",
+    _metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+_patients = Table(
+    "coercion_patients",
+    _metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("patient_hash", String(64), primary_key=True),
+    Column("pseudonym_id", String(64), nullable=False),
+    Column("pseudonym_name", String(128), nullable=False),
+    Column("date_offset", Integer, nullable=False),
+    Column("registered", Boolean, nullable=False),
+    Column("sealed", LargeBinary, nullable=True),
+    UniqueConstraint("scope", "pseudonym_id", name="coercion_patients_pseudonym"),
+)
+_uids = Table(
+    "coercion_uids",
+    _metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("new_uid", String(64), primary_key=True),
+    Column("original_hash", String(64), nullable=False, index=True),
+    Column("sealed", LargeBinary, nullable=False),
+)
+_studies = Table(
+    "coercion_studies",
+    _metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("new_study_uid", String(64), primary_key=True),
+    Column("patient_hash", String(64), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+)
+_counters = Table(
+    "coercion_counters",
+    _metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+_UUID_VERSION_8 = 0x8 << 76
+_UUID_VARIANT_RFC = 0x2 << 62
+_VERSION_MASK = ~(0xF << 76)
+_VARIANT_MASK = ~(0x3 << 62)
+
+
+@dataclass(frozen=True)
+class ScopeSettings:
+    """How a scope makes pseudonyms and date offsets.
+
+    Templates take ``{scope}`` and ``{hash}`` (12 upper-case hex digits
+    derived from the patient); offsets are whole days in
+    ``offset_min..offset_max``.
+    """
+
+    id_template: str = "{scope}-{hash}"
+    name_template: str = "{scope}^{hash}"
+    offset_min: int = -3650
+    offset_max: int = -1
+
+    def __post_init__(self) -> None:
+        if self.offset_min > self.offset_max:
+            raise ValueError(f"date offset range {self.offset_min}..{self.offset_max} is empty")
+        for template in (self.id_template, self.name_template):
+            try:
+                template.format(scope="S", hash="0" * 12)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"template {template!r}: only {{scope}} and {{hash}} may be used ({exc})"
+                ) from None
+
+
+@dataclass(frozen=True)
+class Patient:
+    """A patient of a scope: the pseudonym, the date offset and the lookup hash."""
+
+    pseudonym_id: str
+    pseudonym_name: str
+    date_offset: int
+    patient_hash: str
+    registered: bool = False
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cursor.execute("PRAGMA busy_timeout=30000")  # several processes share the file
+    cursor.close()
+
+
+class PseudonymStore:
+    """A store at a SQLAlchemy URL (``sqlite:///PATH`` or ``postgresql+psycopg://...``)."""
+
+    def __init__(self, url: str, secret: bytes) -> None:
+        self.url = url
+        self._secret = secret
+        try:
+            self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(
+                f"store {_safe(url)}: cannot open ({exc.__class__.__name__})"
+            ) from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        elif self.engine.dialect.name != "postgresql":
+            raise StoreError(f"store {_safe(url)}: only SQLite and PostgreSQL are supported")
+        self._scopes: dict[tuple[str, ScopeSettings], Scope] = {}
+        self._lock = threading.Lock()
+        try:
+            self._migrate()
+        except BaseException:
+            self.engine.dispose()  # no connection left behind by a store that did not open
+            raise
+
+    def _insert(self, table: Table) -> Any:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    def _migrate(self) -> None:
+        try:
+            with self.engine.begin() as connection:
+                _metadata.create_all(connection, checkfirst=True)
+                found = connection.execute(
+                    select(_meta.c.value).where(_meta.c.name == "schema_version")
+                ).scalar()
+                if found is None:
+                    connection.execute(
+                        self._insert(_meta)
+                        .values(name="schema_version", value=str(SCHEMA_VERSION))
+                        .on_conflict_do_nothing()
+                    )
+                elif int(found) > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"store {_safe(self.url)}: schema version {found} is newer than this "
+                        f"coercion ({SCHEMA_VERSION}); upgrade coercion"
+                    )
+                # Version 1 is the first: later versions add their steps here.
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"store {_safe(self.url)}: cannot create or migrate the schema "
+                f"({exc.__class__.__name__})"
+            ) from None
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the store."""
+        with self.engine.connect() as connection:
+            value = connection.execute(
+                select(_meta.c.value).where(_meta.c.name == "schema_version")
+            ).scalar()
+        return int(value or 0)
+
+    def scope(self, name: str, settings: ScopeSettings | None = None) -> Scope:
+        """The scope *name* (one object per name and settings)."""
+        settings = settings or ScopeSettings()
+        with self._lock:
+            found = self._scopes.get((name, settings))
+            if found is None:
+                found = self._scopes[(name, settings)] = Scope(self, name, settings)
+            return found
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per scope, the number of patients, registered subjects, UIDs, studies and counters."""
+        result: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as connection:
+            for label, table in (
+                ("patients", _patients),
+                ("uids", _uids),
+                ("studies", _studies),
+                ("counters", _counters),
+            ):
+                rows = connection.execute(
+                    select(table.c.scope, func.count()).group_by(table.c.scope)
+                )
+                for scope, count in rows:
+                    result.setdefault(scope, {})[label] = int(count)
+            registered = connection.execute(
+                select(_patients.c.scope, func.count())
+                .where(_patients.c.registered.is_(True))
+                .group_by(_patients.c.scope)
+            )
+            for scope, count in registered:
+                result.setdefault(scope, {})["registered"] = int(count)
+        return result
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+class Scope:
+    """Pseudonyms, UIDs and originals of one scope."""
+
+    def __init__(self, store: PseudonymStore, name: str, settings: ScopeSettings) -> None:
+        if not name or len(name) > 64:
+            raise StoreError(f"scope name {name!r}: 1 to 64 characters")
+        self.store = store
+        self.name = name
+        self.settings = settings
+        self.keys = ScopeKeys(store._secret, name)
+        self._patients: dict[str, Patient] = {}
+        self._uids: dict[str, str] = {}
+        self._recorded: set[str] = set()
+
+    # -- derivation (no I/O) -----------------------------------------------------------------
+
+    def derive_uid(self, original: str) -> str:
+        """The scope's new UID for *original* (``2.25.`` and a UUIDv8 integer)."""
+        original = original.strip("\x00 ")
+        found = self._uids.get(original)
+        if found is None:
+            value = int.from_bytes(self.keys.derive("uid", original)[:16], "big")
+            value = (value & _VERSION_MASK & _VARIANT_MASK) | _UUID_VERSION_8 | _UUID_VARIANT_RFC
+            found = self._uids[original] = f"2.25.{value}"
+        return found
+
+    def _derived_patient(self, patient_hash: str) -> tuple[str, str, int]:
+        digest = self.keys.derive("patient", patient_hash)
+        token = digest[:6].hex().upper()
+        span = self.settings.offset_max - self.settings.offset_min + 1
+        offset = self.settings.offset_min + int.from_bytes(digest[6:14], "big") % span
+        return (
+            self.settings.id_template.format(scope=self.name, hash=token),
+            self.settings.name_template.format(scope=self.name, hash=token),
+            offset,
+        )
+
+    def patient_hash(self, patient_id: str, issuer: str = "") -> str:
+        """The keyed hash a patient is found by."""
+        return self.keys.lookup("patient", patient_id.strip(), issuer.strip())
+
+    # -- patients ------------------------------------------------------------------------------
+
+    def patient(
+        self, patient_id: str, issuer: str = "", originals: Mapping[str, str] | None = None
+    ) -> Patient:
+        """The patient's pseudonym and date offset, recorded on first sight.
+
+        *originals* (demographics replaced by the pseudonymisation) are kept
+        sealed for re-identification. A pre-registered subject keeps the
+        pseudonym it was registered with.
+        """
+        patient_hash = self.patient_hash(patient_id, issuer)
+        cached = self._patients.get(patient_hash)
+        if cached is not None:
+            return cached
+        values = {"PatientID": patient_id.strip(), "IssuerOfPatientID": issuer.strip()}
+        values.update(originals or {})
+        pseudonym_id, pseudonym_name, offset = self._derived_patient(patient_hash)
+        sealed = self.keys.seal(values, f"patient/{patient_hash}")
+        table = _patients
+        with self._begin() as connection:
+            connection.execute(
+                self.store._insert(table)
+                .values(
+                    scope=self.name,
+                    patient_hash=patient_hash,
+                    pseudonym_id=pseudonym_id,
+                    pseudonym_name=pseudonym_name,
+                    date_offset=offset,
+                    registered=False,
+                    sealed=sealed,
+                )
+                .on_conflict_do_nothing()
+            )
+            row = connection.execute(
+                select(table).where(
+                    table.c.scope == self.name, table.c.patient_hash == patient_hash
+                )
+            ).one()
+            if row.sealed is None:  # a registered subject seen for the first time
+                connection.execute(
+                    table.update()
+                    .where(table.c.scope == self.name, table.c.patient_hash == patient_hash)
+                    .values(sealed=sealed)
+                )
+        patient = Patient(
+            row.pseudonym_id, row.pseudonym_name, row.date_offset, patient_hash, row.registered
+        )
+        self._patients[patient_hash] = patient
+        return patient
+
+    def register(
+        self,
+        patient_id: str,
+        pseudonym_id: str,
+        pseudonym_name: str | None = None,
+        issuer: str = "",
+    ) -> bool:
+        """Pre-register a subject (original id -> chosen pseudonym); False when already so.
+
+        Raises StoreError when the patient already has another pseudonym, or
+        the pseudonym belongs to another patient.
+        """
+        patient_hash = self.patient_hash(patient_id, issuer)
+        _derived_id, _derived_name, offset = self._derived_patient(patient_hash)
+        name = pseudonym_name or pseudonym_id
+        table = _patients
+        with self._begin() as connection:
+            taken = connection.execute(
+                select(table.c.patient_hash).where(
+                    table.c.scope == self.name, table.c.pseudonym_id == pseudonym_id
+                )
+            ).scalar()
+            if taken is not None and taken != patient_hash:
+                raise StoreError(
+                    f"scope {self.name}: pseudonym {pseudonym_id} belongs to another subject"
+                )
+            existing = connection.execute(
+                select(table).where(
+                    table.c.scope == self.name, table.c.patient_hash == patient_hash
+                )
+            ).first()
+            if existing is not None:
+                if existing.pseudonym_id != pseudonym_id:
+                    raise StoreError(
+                        f"scope {self.name}: subject {existing.pseudonym_id} is already known "
+                        "under another pseudonym; it cannot be registered again"
+                    )
+                return False
+            connection.execute(
+                self.store._insert(table)
+                .values(
+                    scope=self.name,
+                    patient_hash=patient_hash,
+                    pseudonym_id=pseudonym_id,
+                    pseudonym_name=name,
+                    date_offset=offset,
+                    registered=True,
+                    sealed=None,
+                )
+                .on_conflict_do_nothing()
+            )
+        self._patients.pop(patient_hash, None)
+        return True
+
+    def original_patient(self, pseudonym_id: str) -> dict[str, str] | None:
+        """The sealed originals of the patient known as *pseudonym_id*, or None."""
+        table = _patients
+        with self.store.engine.connect() as connection:
+            row = connection.execute(
+                select(table.c.patient_hash, table.c.sealed).where(
+                    table.c.scope == self.name, table.c.pseudonym_id == pseudonym_id
+                )
+            ).first()
+        if row is None or row.sealed is None:
+            return None
+        return self.keys.open(row.sealed, f"patient/{row.patient_hash}")
+
+    # -- UIDs ----------------------------------------------------------------------------------
+
+    def map_uids(self, originals: Iterable[str]) -> dict[str, str]:
+        """New UIDs for *originals*, recorded (one transaction for all that are new)."""
+        mapping = {original: self.derive_uid(original) for original in originals}
+        new_rows: list[dict[str, Any]] = [
+            {
+                "scope": self.name,
+                "new_uid": new,
+                "original_hash": self.keys.lookup("uid", original),
+                "sealed": self.keys.seal({"uid": original}, f"uid/{new}"),
+            }
+            for original, new in mapping.items()
+            if new not in self._recorded
+        ]
+        if new_rows:
+            with self._begin() as connection:
+                connection.execute(self.store._insert(_uids).on_conflict_do_nothing(), new_rows)
+            self._recorded.update(str(row["new_uid"]) for row in new_rows)
+        return mapping
+
+    def original_uid(self, new_uid: str) -> str | None:
+        """The original of a UID this scope made, or None when it made no such UID."""
+        with self.store.engine.connect() as connection:
+            sealed = connection.execute(
+                select(_uids.c.sealed).where(
+                    _uids.c.scope == self.name, _uids.c.new_uid == new_uid.strip("\x00 ")
+                )
+            ).scalar()
+        if sealed is None:
+            return None
+        return self.keys.open(sealed, f"uid/{new_uid.strip(chr(0) + ' ')}")["uid"]
+
+    # -- studies -------------------------------------------------------------------------------
+
+    def record_study(
+        self, new_study_uid: str, patient: Patient, originals: Mapping[str, str]
+    ) -> None:
+        """Keep a study's original study-level values (Accession Number, Study ID, date, time)."""
+        sealed = self.keys.seal(dict(originals), f"study/{new_study_uid}")
+        with self._begin() as connection:
+            connection.execute(
+                self.store._insert(_studies)
+                .values(
+                    scope=self.name,
+                    new_study_uid=new_study_uid,
+                    patient_hash=patient.patient_hash,
+                    sealed=sealed,
+                )
+                .on_conflict_do_nothing()
+            )
+
+    def original_study(self, new_study_uid: str) -> dict[str, str] | None:
+        """The original study-level values of a pseudonymised study, or None."""
+        with self.store.engine.connect() as connection:
+            sealed = connection.execute(
+                select(_studies.c.sealed).where(
+                    _studies.c.scope == self.name, _studies.c.new_study_uid == new_study_uid
+                )
+            ).scalar()
+        return None if sealed is None else self.keys.open(sealed, f"study/{new_study_uid}")
+
+    # -- export ----------------------------------------------------------------------------------
+
+    def export(self) -> Iterator[dict[str, str]]:
+        """The scope's key: one row per patient (pseudonym, offset and the originals)."""
+        with self.store.engine.connect() as connection:
+            rows = connection.execute(
+                select(_patients)
+                .where(_patients.c.scope == self.name)
+                .order_by(_patients.c.pseudonym_id)
+            ).all()
+        for row in rows:
+            originals = (
+                self.keys.open(row.sealed, f"patient/{row.patient_hash}") if row.sealed else {}
+            )
+            record: dict[str, str] = {
+                "pseudonym_id": str(row.pseudonym_id),
+                "pseudonym_name": str(row.pseudonym_name),
+                "date_offset": str(row.date_offset),
+                "registered": "yes" if row.registered else "no",
+            }
+            record.update(originals)
+            yield record
+
+    def _begin(self) -> Any:
+        try:
+            return self.store.engine.begin()
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"store {_safe(self.store.url)}: unavailable ({exc.__class__.__name__})"
+            ) from None

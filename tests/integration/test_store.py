@@ -1,0 +1,179 @@
+"""The pseudonym store, on SQLite and on a real PostgreSQL: the same tests on both."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from coercion.errors import StoreError
+from coercion.store import PseudonymStore, ScopeSettings
+from coercion.store.store import SCHEMA_VERSION
+from tests.helpers import SECRET
+
+pytestmark = pytest.mark.integration
+
+NAME = "QZXSTORE^PATIENT"
+PATIENT_ID = "QZXSTORE-ID-1"
+STUDY_UID = "1.2.826.0.1.3680043.99.77.1"
+SOP_UID = "1.2.826.0.1.3680043.99.77.1.1"
+ACCESSION = "QZXACC4711"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        from tests.postgres import fresh_database
+
+        yield fresh_database(request.getfixturevalue("postgres"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[PseudonymStore]:
+    opened = PseudonymStore(store_url, SECRET)
+    yield opened
+    opened.close()
+
+
+def test_one_patient_one_pseudonym_across_stores_and_runs(store_url: str) -> None:
+    first = PseudonymStore(store_url, SECRET)
+    second = PseudonymStore(store_url, SECRET)  # another node on the same store
+    try:
+        a = first.scope("TRIAL_A").patient(PATIENT_ID, "", {"PatientName": NAME})
+        b = second.scope("TRIAL_A").patient(PATIENT_ID)
+        other = first.scope("TRIAL_B").patient(PATIENT_ID)
+    finally:
+        first.close()
+        second.close()
+    assert (a.pseudonym_id, a.pseudonym_name, a.date_offset) == (
+        b.pseudonym_id,
+        b.pseudonym_name,
+        b.date_offset,
+    )
+    assert a.pseudonym_id.startswith("TRIAL_A-") and other.pseudonym_id != a.pseudonym_id
+    assert -3650 <= a.date_offset <= -1
+
+
+def test_uid_map_is_repeatable_and_reversible(store: PseudonymStore) -> None:
+    scope = store.scope("TRIAL_A")
+    mapping = scope.map_uids([STUDY_UID, SOP_UID])
+    assert mapping[STUDY_UID].startswith("2.25.") and mapping[STUDY_UID] != mapping[SOP_UID]
+    assert scope.map_uids([STUDY_UID]) == {STUDY_UID: mapping[STUDY_UID]}
+    assert scope.original_uid(mapping[SOP_UID]) == SOP_UID
+    assert scope.original_uid("2.25.1") is None
+    assert store.scope("TRIAL_B").derive_uid(STUDY_UID) != mapping[STUDY_UID]
+
+
+def test_registered_subject_wins_and_conflicts_are_refused(store: PseudonymStore) -> None:
+    scope = store.scope("TRIAL_A")
+    assert scope.register(PATIENT_ID, "SUBJ-001", "SUBJECT^ONE") is True
+    assert scope.register(PATIENT_ID, "SUBJ-001", "SUBJECT^ONE") is False  # idempotent
+    patient = scope.patient(PATIENT_ID, "", {"PatientName": NAME})
+    assert (patient.pseudonym_id, patient.pseudonym_name, patient.registered) == (
+        "SUBJ-001",
+        "SUBJECT^ONE",
+        True,
+    )
+    assert scope.original_patient("SUBJ-001") == {
+        "PatientID": PATIENT_ID,
+        "IssuerOfPatientID": "",
+        "PatientName": NAME,
+    }
+    with pytest.raises(StoreError, match="SUBJ-001 belongs to another subject"):
+        scope.register("OTHER-ID", "SUBJ-001")
+    with pytest.raises(StoreError, match="already known under another pseudonym"):
+        scope.register(PATIENT_ID, "SUBJ-002")
+
+
+def test_study_originals_and_export(store: PseudonymStore) -> None:
+    scope = store.scope("TRIAL_A", ScopeSettings(id_template="P{hash}", offset_min=-10))
+    patient = scope.patient(PATIENT_ID, "", {"PatientName": NAME})
+    assert patient.pseudonym_id.startswith("P") and -10 <= patient.date_offset <= -1
+    new_study = scope.map_uids([STUDY_UID])[STUDY_UID]
+    scope.record_study(new_study, patient, {"AccessionNumber": ACCESSION, "StudyID": "7"})
+    assert scope.original_study(new_study) == {"AccessionNumber": ACCESSION, "StudyID": "7"}
+    assert scope.original_study("2.25.1") is None
+    [row] = list(scope.export())
+    assert row["pseudonym_id"] == patient.pseudonym_id and row["PatientName"] == NAME
+    stats = store.stats()["TRIAL_A"]
+    assert stats["patients"] == 1 and stats["uids"] == 1 and stats["studies"] == 1
+
+
+def test_the_database_alone_reveals_no_phi(store: PseudonymStore, store_url: str) -> None:
+    scope = store.scope("TRIAL_A")
+    patient = scope.patient(PATIENT_ID, "", {"PatientName": NAME, "PatientBirthDate": "19700101"})
+    mapping = scope.map_uids([STUDY_UID, SOP_UID])
+    scope.record_study(mapping[STUDY_UID], patient, {"AccessionNumber": ACCESSION})
+    with store.engine.connect() as connection:
+        rows = []
+        for table in ("coercion_patients", "coercion_uids", "coercion_studies"):
+            rows += [repr(tuple(r)) for r in connection.execute(text(f"SELECT * FROM {table}"))]
+    dump = "\n".join(rows)
+    if store_url.startswith("sqlite"):
+        dump += Path(store_url.removeprefix("sqlite:///")).read_bytes().decode("latin-1")
+    for value in ("QZXSTORE", PATIENT_ID, STUDY_UID, SOP_UID, ACCESSION, "19700101"):
+        assert value not in dump
+
+
+def test_other_key_cannot_read_the_originals(store_url: str) -> None:
+    ours = PseudonymStore(store_url, SECRET)
+    theirs = PseudonymStore(store_url, b"\x01" * 32)
+    try:
+        new = ours.scope("TRIAL_A").map_uids([SOP_UID])[SOP_UID]
+        patient = ours.scope("TRIAL_A").patient(PATIENT_ID, "", {"PatientName": NAME})
+        # Another key derives other UIDs and pseudonyms, and cannot open what is stored.
+        assert theirs.scope("TRIAL_A").derive_uid(SOP_UID) != new
+        with pytest.raises(StoreError, match="does not decrypt"):
+            theirs.scope("TRIAL_A").original_uid(new)
+        with pytest.raises(StoreError, match="does not decrypt"):
+            theirs.scope("TRIAL_A").original_patient(patient.pseudonym_id)
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_schema_version_is_recorded_and_a_newer_one_refused(store: PseudonymStore) -> None:
+    assert store.schema_version() == SCHEMA_VERSION
+    with store.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE coercion_meta SET value = :v WHERE name = 'schema_version'"),
+            {"v": str(SCHEMA_VERSION + 1)},
+        )
+    with pytest.raises(StoreError, match="newer than this coercion"):
+        PseudonymStore(store.url, SECRET)
+
+
+def _pseudonymise(url: str, queue: multiprocessing.Queue[tuple[str, int, list[str]]]) -> None:
+    store = PseudonymStore(url, SECRET)
+    try:
+        scope = store.scope("TRIAL_A")
+        patient = scope.patient(PATIENT_ID, "", {"PatientName": NAME})
+        uids = [scope.map_uids([f"{SOP_UID}.{i}"])[f"{SOP_UID}.{i}"] for i in range(50)]
+        queue.put((patient.pseudonym_id, patient.date_offset, uids))
+    finally:
+        store.close()
+
+
+def test_two_processes_at_once_agree(store_url: str) -> None:
+    PseudonymStore(store_url, SECRET).close()  # schema in place before the race
+    context = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue[tuple[str, int, list[str]]] = context.Queue()
+    workers = [context.Process(target=_pseudonymise, args=(store_url, queue)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert results[0] == results[1]
+    store = PseudonymStore(store_url, SECRET)
+    try:
+        stats = store.stats()["TRIAL_A"]
+    finally:
+        store.close()
+    assert stats["patients"] == 1 and stats["uids"] == 50
