@@ -24,6 +24,7 @@ from rich.progress import (
 
 from coercion import __version__, batch
 from coercion.cli_config import config, directory_options, explain, open_source
+from coercion.cli_store import store
 from coercion.engine import ActionEnv
 from coercion.errors import CoercionError
 from coercion.keys import DEFAULT_KEY_PATH, fingerprint, load_or_create_secret
@@ -325,6 +326,7 @@ def serve(
 
 cli.add_command(config)
 cli.add_command(explain)
+cli.add_command(store)
 
 
 def main(argv: list[str] | None = None) -> None:

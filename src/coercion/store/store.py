@@ -329,7 +329,7 @@ class Scope:
                     table.c.scope == self.name, table.c.patient_hash == patient_hash
                 )
             ).one()
-            if row.sealed is None:  # a registered subject seen for the first time
+            if row.registered and originals:  # a registered subject: keep what came with it
                 connection.execute(
                     table.update()
                     .where(table.c.scope == self.name, table.c.patient_hash == patient_hash)
@@ -388,7 +388,10 @@ class Scope:
                     pseudonym_name=name,
                     date_offset=offset,
                     registered=True,
-                    sealed=None,
+                    sealed=self.keys.seal(
+                        {"PatientID": patient_id.strip(), "IssuerOfPatientID": issuer.strip()},
+                        f"patient/{patient_hash}",
+                    ),
                 )
                 .on_conflict_do_nothing()
             )
