@@ -28,7 +28,6 @@ from pydicom.dataset import Dataset, FileDataset
 from coercion.directory import DEFAULT_DEVICE
 from coercion.elements import text_values
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
-from coercion.engine.registry import DeidentifyAction
 from coercion.errors import CoercionError, ConfigError, OutputError, VerificationError
 from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
@@ -231,10 +230,15 @@ class _Worker:
             sop_class_uid=_text(ds, "SOPClassUID"),
         )
         outcome = self.engine.apply(ds, ctx)
+        # Verify against the options of the de-identifying rules that applied
+        # (deidentify: and pseudonymize: both carry their de-identifier).
         profiles = [
-            a.rule.action.deidentifier.profile
+            deidentifier.profile
             for a in outcome.applied
-            if a.failure is None and isinstance(a.rule.action, DeidentifyAction)
+            if a.failure is None
+            and isinstance(
+                deidentifier := getattr(a.rule.action, "deidentifier", None), Deidentifier
+            )
         ]
         return outcome.dataset, dict(outcome.counts()), (profiles[-1] if profiles else None)
 

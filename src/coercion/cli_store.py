@@ -32,8 +32,6 @@ SUBJECT_COLUMNS = ("PatientID", "PseudonymID", "PseudonymName", "IssuerOfPatient
 def _open(url: str, key: Path | None) -> PseudonymStore:
     from coercion.store import PseudonymStore
 
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return PseudonymStore(url, load_or_create_secret(key))
 
 

@@ -109,6 +109,42 @@ def _norm(dn: str) -> str:
     return ",".join(part.strip() for part in dn.lower().split(","))
 
 
+def _scopes(
+    entries: list[EntryJSON], device: Device, env: ActionEnv, problems: list[str], origin: str
+) -> None:
+    """Put the pseudonymisation scopes and the store URLs into *env* (for ``pseudonymize:``)."""
+    from coercion.store.store import ScopeSettings
+
+    data = str(device.settings.get("coercionDataDirectory", ".coercion/data"))
+    env.store_url = str(device.settings.get("coercionStoreURL") or f"sqlite:///{data}/store.db")
+    for entry in entries:
+        if kind_of(entry) != "coercionPseudonymScope" or entry.get("dicomInstalled") is False:
+            continue
+        where = f"{origin} {entry['dn']}".strip()
+        params = dict(item.partition("=")[::2] for item in entry.get("coercionParam", []))
+        unknown = sorted(set(params) - {"id_template", "name_template", "date_offset_range"})
+        if unknown:
+            problems.append(
+                f"{where}: attribute coercionParam: unknown {', '.join(unknown)}; a scope takes "
+                "id_template, name_template and date_offset_range=MIN..MAX"
+            )
+            continue
+        try:
+            low, _, high = params.get("date_offset_range", "-3650..-1").partition("..")
+            settings = ScopeSettings(
+                id_template=params.get("id_template", "{scope}-{hash}"),
+                name_template=params.get("name_template", "{scope}^{hash}"),
+                offset_min=int(low),
+                offset_max=int(high),
+            )
+        except ValueError as exc:
+            problems.append(f"{where}: attribute coercionParam: {exc}")
+            continue
+        env.scopes[entry["cn"]] = settings
+        if entry.get("coercionStoreURL"):
+            env.store_urls[entry["cn"]] = entry["coercionStoreURL"]
+
+
 def _conditions(entry: EntryJSON, where: str, problems: list[str]) -> list[Condition]:
     """The entry's parsed conditions; a problem is noted for each one that does not parse."""
     conditions = []
@@ -194,6 +230,7 @@ def build_configuration(
         problems.append(f"{origin}: no device {device_name!r} (devices found: {names})")
         raise ConfigError("\n".join(problems))
     device_dn = _norm(device.dn)
+    _scopes(entries, device, env, problems, origin)
     ae_by_dn = {_norm(ae.dn): ae.title for ae in device.aes}
     rules = []
     for entry in entries:

@@ -10,8 +10,10 @@ load, never per object.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -25,14 +27,24 @@ __all__ = ["ActionEnv", "ActionFactory", "build_action", "register_scheme", "sch
 
 @dataclass
 class ActionEnv:
-    """What actions may need beyond their URI: the key, and a cache shared by all rules."""
+    """What actions may need beyond their URI: the key, the scopes, a cache shared by all rules.
+
+    ``scopes`` are the pseudonymisation scopes of the directory (settings by
+    name); ``store_url`` is the pseudonym store (``store_urls`` per scope, where
+    a scope names its own).
+    """
 
     secret: bytes
     cache: dict[object, object] = field(default_factory=dict)
+    scopes: dict[str, Any] = field(default_factory=dict)
+    store_url: str = "sqlite:///.coercion/data/store.db"
+    store_urls: dict[str, str] = field(default_factory=dict)
 
 
 ActionFactory = Callable[[str, Mapping[str, str], ActionEnv], RuleAction]
 _SCHEMES: dict[str, ActionFactory] = {}
+#: Schemes whose module (and its dependencies) is imported on first use.
+_PLUGINS = {"pseudonymize": "coercion.store.actions"}
 
 
 def register_scheme(scheme: str, factory: ActionFactory) -> None:
@@ -41,8 +53,8 @@ def register_scheme(scheme: str, factory: ActionFactory) -> None:
 
 
 def schemes() -> list[str]:
-    """The registered URI schemes, sorted."""
-    return sorted(_SCHEMES)
+    """The URI schemes rules may use, sorted."""
+    return sorted({*_SCHEMES, *_PLUGINS})
 
 
 def build_action(uri: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
@@ -51,8 +63,11 @@ def build_action(uri: str, params: Mapping[str, str], env: ActionEnv) -> RuleAct
     if not sep:
         raise ValueError(f"{uri!r} is not a URI: expected SCHEME:...")
     factory = _SCHEMES.get(scheme)
+    if factory is None and scheme in _PLUGINS:
+        importlib.import_module(_PLUGINS[scheme])  # registers the scheme
+        factory = _SCHEMES.get(scheme)
     if factory is None:
-        close = difflib.get_close_matches(scheme, list(_SCHEMES), n=1)
+        close = difflib.get_close_matches(scheme, schemes(), n=1)
         hint = f"; did you mean {close[0]}:?" if close else ""
         raise ValueError(
             f"unknown URI scheme {scheme!r}; known schemes: {', '.join(schemes())}{hint}"

@@ -15,6 +15,7 @@ import hmac
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -130,8 +131,15 @@ def _vr_of(elem: DataElement | RawDataElement) -> str:
 class _Walk:
     """State of one :meth:`Deidentifier.apply` call."""
 
-    def __init__(self, record: Record, offset: int | None, needles: list[str] | None) -> None:
+    def __init__(
+        self,
+        record: Record,
+        offset: int | None,
+        needles: list[str] | None,
+        remap: Callable[[str], str],
+    ) -> None:
         self.record = record
+        self.remap = remap
         self.note = record.noted.append
         self.offset = offset
         self._needles = needles
@@ -179,25 +187,36 @@ class Deidentifier:
         """The new UID for *uid* under this de-identifier's secret."""
         return self._uids.remap(uid)
 
-    def apply(self, ds: Dataset, identifiers: Identifiers | None = None) -> Record:
+    def apply(
+        self,
+        ds: Dataset,
+        identifiers: Identifiers | None = None,
+        *,
+        remap: Callable[[str], str] | None = None,
+        date_offset: int | None = None,
+    ) -> Record:
         """De-identify *ds* in place and return the record of what was done.
 
         *identifiers* are the values :func:`collect_identifiers` found in *ds*
         before any change; pass them when already collected, to save the work.
+        *remap* replaces the keyed UID map (a pseudonymisation scope's map), and
+        *date_offset* the keyed per-patient offset, when dates are shifted.
         """
         record = Record()
         offset = None
         if self.profile.shifts_dates:
-            offset = patient_offset_days(
-                self._secret, _text(ds, _PATIENT_ID), _text(ds, _ISSUER_OF_PATIENT_ID)
-            )
+            offset = date_offset
+            if offset is None:
+                offset = patient_offset_days(
+                    self._secret, _text(ds, _PATIENT_ID), _text(ds, _ISSUER_OF_PATIENT_ID)
+                )
             record.date_offset_days = offset
         needles = None if identifiers is None else identifiers.text_needles()
-        walk = _Walk(record, offset, needles)
+        walk = _Walk(record, offset, needles, remap or self._uids.remap)
         if self._cleans_text:
             walk.scrubber(ds)  # collect identifiers before any of them is changed
         self._process(ds, ds, walk, ())
-        self._process_file_meta(ds)
+        self._process_file_meta(ds, walk.remap)
         self._mark(ds)
         log.debug("de-identified object: %s", dict(record.counts))
         return record
@@ -281,9 +300,9 @@ class Deidentifier:
         elif action is Action.K:
             pass
         elif action is Action.U or vr == "UI":
-            self._remap(ds, tag, vr)
+            self._remap(ds, tag, vr, walk.remap)
         elif action is Action.D:
-            _put(ds, tag, vr, self._dummy(tag, vr, ds))
+            _put(ds, tag, vr, self._dummy(tag, vr, ds, walk.remap))
         else:
             self._clean(top, ds, tag, vr, walk)
 
@@ -299,11 +318,11 @@ class Deidentifier:
         for index, item in enumerate(items or ()):
             self._process(top, item, walk, (*path, (int(tag), index)))
 
-    def _remap(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
+    def _remap(self, ds: Dataset, tag: BaseTag, vr: str, remap: Callable[[str], str]) -> None:
         if vr != "UI":
-            _put(ds, tag, vr, self._dummy(tag, vr, ds))
+            _put(ds, tag, vr, self._dummy(tag, vr, ds, remap))
             return
-        values = [self._uids.remap(v) for v in text_values(ds, tag)] or [self._uids.remap("")]
+        values = [remap(v) for v in text_values(ds, tag)] or [remap("")]
         _put(ds, tag, vr, values)
 
     def _shift(self, ds: Dataset, tag: BaseTag, vr: str, offset: int) -> None:
@@ -322,7 +341,7 @@ class Deidentifier:
             if walk.offset is not None:
                 self._shift(ds, tag, vr, walk.offset)
         elif vr == "PN":
-            _put(ds, tag, vr, self._dummy(tag, vr, ds))
+            _put(ds, tag, vr, self._dummy(tag, vr, ds, walk.remap))
         elif vr in _TEXT_VRS:
             pattern = walk.scrubber(top)
             if pattern is not None:
@@ -361,7 +380,9 @@ class Deidentifier:
             if element < 0x1000 and (group, element) not in kept_blocks:
                 del ds[tag]
 
-    def _dummy(self, tag: int, vr: str, ds: Dataset) -> list[str] | bytes:
+    def _dummy(
+        self, tag: int, vr: str, ds: Dataset, remap: Callable[[str], str]
+    ) -> list[str] | bytes:
         """D: a value valid for the VR and the dictionary VM; text is a keyed token.
 
         Text, dates and decimal strings come back as a list of values, binary
@@ -377,7 +398,7 @@ class Deidentifier:
         elif vr in _DATE_DUMMY:
             value = _DATE_DUMMY[vr]
         elif vr == "UI":
-            return [self._uids.remap("\\".join(text_values(ds, tag)))]
+            return [remap("\\".join(text_values(ds, tag)))]
         else:
             return bytes(_BINARY_DUMMY.get(vr, 2))
         return [value] * count
@@ -389,7 +410,7 @@ class Deidentifier:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    def _process_file_meta(self, ds: Dataset) -> None:
+    def _process_file_meta(self, ds: Dataset, remap: Callable[[str], str]) -> None:
         meta = getattr(ds, "file_meta", None)
         if meta is None:
             return
@@ -398,7 +419,7 @@ class Deidentifier:
                 del meta[key]
         if self._remap_uids and _MEDIA_STORAGE_SOP_INSTANCE_UID in meta:
             elem = meta[_MEDIA_STORAGE_SOP_INSTANCE_UID]
-            elem.value = self._uids.remap(str(elem.value))
+            elem.value = remap(str(elem.value))
 
     def _mark(self, ds: Dataset) -> None:
         """Record what was done (PS3.15 E.1.1 and the CID 7050 codes)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -146,6 +147,13 @@ class PseudonymStore:
     def __init__(self, url: str, secret: bytes) -> None:
         self.url = url
         self._secret = secret
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            try:  # the embedded store lives in the node's data folder: make it
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"store {url}: cannot create its folder ({exc.strerror})"
+                ) from None
         try:
             self.engine: Engine = create_engine(url, pool_pre_ping=True)
         except (SQLAlchemyError, ImportError, ValueError) as exc:

@@ -1,0 +1,157 @@
+"""``pseudonymize:SCOPE`` through ``coercion deidentify --rules``: one patient, one record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread, dcmwrite
+from pydicom.dataset import Dataset
+
+from coercion.keys import load_or_create_secret
+from coercion.resources import default_ldif_dir
+from coercion.store import PseudonymStore, ScopeSettings
+from tests.helpers import make_dataset
+
+pytestmark = pytest.mark.integration
+
+DEVICE = "dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,dc=coercion,dc=local"
+SCOPE = f"""dn: cn=TRIAL_A,{DEVICE}
+objectClass: coercionPseudonymScope
+cn: TRIAL_A
+coercionParam: id_template=TA-{{hash}}
+coercionParam: date_offset_range=-400..-10
+
+dn: cn=pseudonymize-trial-a,{DEVICE}
+objectClass: coercionRule
+cn: pseudonymize-trial-a
+coercionDIMSE: C_STORE_RQ
+dicomTransferRole: SCP
+coercionCondition: ReceivingApplicationEntityTitle=TRIAL_A
+coercionURI: pseudonymize:TRIAL_A
+coercionParam: options=RetainDeviceIdentityOption
+"""
+
+
+def study(folder: Path, index: int, date: str) -> list[Dataset]:
+    """Two instances of one study of patient QZXPSEUDO, with a reference between them."""
+    written = []
+    for n in range(2):
+        ds = make_dataset(patient="QZXPSEUDO^PATIENT", patient_id="QZXPID-9")
+        ds.StudyInstanceUID = f"1.2.826.0.1.3680043.99.88.{index}"
+        ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.99.88.{index}.1"
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.99.88.{index}.1.{n}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.StudyDate = ds.SeriesDate = date
+        ds.AccessionNumber = f"QZXACC{index}"
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = ds.SOPClassUID
+        ref.ReferencedSOPInstanceUID = f"1.2.826.0.1.3680043.99.88.{index}.1.0"
+        ds.SourceImageSequence = [ref]
+        path = folder / f"study{index}" / f"{n}.dcm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dcmwrite(path, ds, enforce_file_format=True)
+        written.append(ds)
+    return written
+
+
+def run(tmp_path: Path, source: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "config"
+    if not config.exists():
+        shutil.copytree(default_ldif_dir(), config)
+        (config / "20-trial.ldif").write_text(SCOPE, encoding="utf-8")
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coercion",
+            "deidentify",
+            "--config-dir",
+            str(config),
+            "--called",
+            "TRIAL_A",
+            "--calling",
+            "CT01",
+            "--key",
+            str(tmp_path / "secret.key"),
+            str(source),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ},
+    )
+
+
+def test_two_studies_at_different_times_make_one_record(tmp_path: Path) -> None:
+    first = study(tmp_path / "in1", 1, "20240301")
+    second = study(tmp_path / "in2", 2, "20240815")
+    for index, source in ((1, tmp_path / "in1"), (2, tmp_path / "in2")):
+        result = run(tmp_path, source, tmp_path / f"out{index}")
+        assert result.returncode == 0, result.stderr
+    outputs = {
+        index: [dcmread(p) for p in sorted((tmp_path / f"out{index}").rglob("*.dcm"))]
+        for index in (1, 2)
+    }
+    pseudonyms = {str(ds.PatientID) for files in outputs.values() for ds in files}
+    assert len(pseudonyms) == 1 and pseudonyms.pop().startswith("TA-")
+    # One date offset for the patient: the interval between the studies survives.
+    d1 = dt.date.fromisoformat(
+        f"{outputs[1][0].StudyDate[:4]}-{outputs[1][0].StudyDate[4:6]}-{outputs[1][0].StudyDate[6:]}"
+    )
+    d2 = dt.date.fromisoformat(
+        f"{outputs[2][0].StudyDate[:4]}-{outputs[2][0].StudyDate[4:6]}-{outputs[2][0].StudyDate[6:]}"
+    )
+    assert (d2 - d1).days == (dt.date(2024, 8, 15) - dt.date(2024, 3, 1)).days
+    assert 10 <= (dt.date(2024, 3, 1) - d1).days <= 400
+    # UIDs through the scope's map, references included, recorded for the way back.
+    store = PseudonymStore(
+        "sqlite:///" + str(tmp_path / ".coercion" / "data" / "store.db"),
+        load_or_create_secret(tmp_path / "secret.key"),
+    )
+    try:
+        scope = store.scope("TRIAL_A", ScopeSettings(id_template="TA-{hash}"))
+        for index, originals in ((1, first), (2, second)):
+            out = outputs[index]
+            assert {scope.original_uid(ds.SOPInstanceUID) for ds in out} == {
+                ds.SOPInstanceUID for ds in originals
+            }
+            assert out[1].SourceImageSequence[0].ReferencedSOPInstanceUID == out[0].SOPInstanceUID
+            study_record = scope.original_study(out[0].StudyInstanceUID)
+            assert study_record is not None
+            assert study_record["AccessionNumber"] == f"QZXACC{index}"
+        [row] = list(scope.export())
+        assert row["PatientID"] == "QZXPID-9" and row["PatientName"] == "QZXPSEUDO^PATIENT"
+    finally:
+        store.close()
+    for files in outputs.values():
+        for ds in files:
+            assert "QZXPSEUDO" not in str(ds.PatientName)
+            assert ds.PatientIdentityRemoved == "YES"
+
+
+def test_unknown_scope_is_refused_when_rules_load(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(default_ldif_dir(), config)
+    (config / "20-trial.ldif").write_text(
+        SCOPE.replace("coercionURI: pseudonymize:TRIAL_A", "coercionURI: pseudonymize:TRIAL_B"),
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "coercion", "config", "validate", "--config-dir", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "cn=pseudonymize-trial-a" in result.stderr
+    assert "no scope 'TRIAL_B'" in result.stderr.replace("\n", "")
