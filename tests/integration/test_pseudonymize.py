@@ -155,3 +155,111 @@ def test_unknown_scope_is_refused_when_rules_load(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cn=pseudonymize-trial-a" in result.stderr
     assert "no scope 'TRIAL_B'" in result.stderr.replace("\n", "")
+
+
+RETURN_RULE = f"""
+dn: cn=reidentify-trial-a,{DEVICE}
+objectClass: coercionRule
+cn: reidentify-trial-a
+coercionDIMSE: C_STORE_RQ
+dicomTransferRole: SCP
+coercionCondition: ReceivingApplicationEntityTitle=RETURN
+coercionURI: reidentify:TRIAL_A
+"""
+
+
+def test_results_come_back_into_the_original_record(tmp_path: Path) -> None:
+    originals = study(tmp_path / "in1", 1, "20240301")
+    assert run(tmp_path, tmp_path / "in1", tmp_path / "out1").returncode == 0
+    (tmp_path / "config" / "21-return.ldif").write_text(RETURN_RULE, encoding="utf-8")
+    pseudonymous = [dcmread(p) for p in sorted((tmp_path / "out1").rglob("*.dcm"))]
+    # A new object made downstream from the pseudonymised data: an SR-like object with its own
+    # instance UID, in the pseudonymous study, referencing the pseudonymous images.
+    derived = make_dataset(
+        patient=str(pseudonymous[0].PatientName), patient_id=str(pseudonymous[0].PatientID)
+    )
+    derived.StudyInstanceUID = pseudonymous[0].StudyInstanceUID
+    derived.SeriesInstanceUID = "1.2.826.0.1.3680043.99.89.1"
+    derived.SOPInstanceUID = "1.2.826.0.1.3680043.99.89.1.1"
+    derived.file_meta.MediaStorageSOPInstanceUID = derived.SOPInstanceUID
+    derived.StudyDate = pseudonymous[0].StudyDate
+    derived.AccessionNumber = ""
+    derived.LongitudinalTemporalInformationModified = "MODIFIED"
+    refs = []
+    for ds in pseudonymous:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = ds.SOPClassUID
+        ref.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+        refs.append(ref)
+    item = Dataset()
+    item.ReferencedSOPSequence = refs
+    derived.CurrentRequestedProcedureEvidenceSequence = [item]
+    back_in = tmp_path / "back"
+    back_in.mkdir()
+    dcmwrite(back_in / "sr.dcm", derived, enforce_file_format=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coercion",
+            "deidentify",
+            "--config-dir",
+            str(tmp_path / "config"),
+            "--called",
+            "RETURN",
+            "--key",
+            str(tmp_path / "secret.key"),
+            str(back_in),
+            str(tmp_path / "back-out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    [back] = [dcmread(p) for p in (tmp_path / "back-out").rglob("*.dcm")]
+    assert back.PatientID == "QZXPID-9" and back.PatientName == "QZXPSEUDO^PATIENT"
+    assert back.StudyInstanceUID == originals[0].StudyInstanceUID
+    assert back.AccessionNumber == "QZXACC1" and back.StudyDate == "20240301"
+    assert back.SOPInstanceUID == derived.SOPInstanceUID  # its own new instance UID stays
+    references = {
+        r.ReferencedSOPInstanceUID
+        for r in back.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSOPSequence
+    }
+    assert references == {ds.SOPInstanceUID for ds in originals}
+    assert back.PatientIdentityRemoved == "NO"
+
+
+def test_an_unknown_pseudonym_is_refused(tmp_path: Path) -> None:
+    study(tmp_path / "in1", 1, "20240301")
+    assert run(tmp_path, tmp_path / "in1", tmp_path / "out1").returncode == 0
+    (tmp_path / "config" / "21-return.ldif").write_text(RETURN_RULE, encoding="utf-8")
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    dcmwrite(stranger / "x.dcm", make_dataset(patient_id="TA-NOTKNOWN"), enforce_file_format=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coercion",
+            "deidentify",
+            "--config-dir",
+            str(tmp_path / "config"),
+            "--called",
+            "RETURN",
+            "--key",
+            str(tmp_path / "secret.key"),
+            str(stranger),
+            str(tmp_path / "stranger-out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "not a pseudonym of this scope; refused" in result.stderr.replace("\n", " ")
+    assert not list((tmp_path / "stranger-out").rglob("*.dcm"))

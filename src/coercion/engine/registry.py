@@ -44,7 +44,7 @@ class ActionEnv:
 ActionFactory = Callable[[str, Mapping[str, str], ActionEnv], RuleAction]
 _SCHEMES: dict[str, ActionFactory] = {}
 #: Schemes whose module (and its dependencies) is imported on first use.
-_PLUGINS = {"pseudonymize": "coercion.store.actions"}
+_PLUGINS = {"pseudonymize": "coercion.store.actions", "reidentify": "coercion.store.actions"}
 
 
 def register_scheme(scheme: str, factory: ActionFactory) -> None:

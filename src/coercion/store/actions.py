@@ -11,19 +11,29 @@ in the store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
+from coercion.dates import shift_da, shift_dt
 from coercion.elements import text_values
 from coercion.engine.context import EventContext
 from coercion.engine.registry import ActionEnv, register_scheme
 from coercion.engine.rules import RuleAction
 from coercion.errors import ConfigError, RuleFailedError
-from coercion.profile import Change, Deidentifier, Option, compile_profile, parse_options
+from coercion.profile import (
+    Action,
+    Change,
+    Deidentifier,
+    Option,
+    compile_profile,
+    parse_options,
+)
 from coercion.store.store import PseudonymStore, ScopeSettings
 
-__all__ = ["PseudonymizeAction", "open_store"]
+__all__ = ["PseudonymizeAction", "ReidentifyAction", "open_store"]
 
 _DEMOGRAPHICS = ("PatientName", "PatientBirthDate", "PatientSex", "OtherPatientIDs")
 _STUDY_LEVEL = ("AccessionNumber", "StudyID", "StudyDate", "StudyTime")
@@ -91,6 +101,97 @@ class PseudonymizeAction:
         return record.changes
 
 
+class ReidentifyAction:
+    """The action of ``reidentify:SCOPE``: the way back for objects returning from the scope."""
+
+    def __init__(self, scope: str, settings: ScopeSettings, url: str, env: ActionEnv) -> None:
+        self.scope_name = scope
+        self.settings = settings
+        self.url = url
+        self.env = env
+
+    def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
+        """Restore identity, UIDs and study-level values; refuse an unknown pseudonym."""
+        scope = open_store(self.env, self.url).scope(self.scope_name, self.settings)
+        pseudonym = _text(ds, "PatientID")
+        known = scope.known_patient(pseudonym) if pseudonym else None
+        if known is None:
+            raise RuleFailedError(
+                f"reidentify:{self.scope_name}: the object's Patient ID is not a pseudonym of "
+                "this scope; refused"
+            )
+        patient, originals = known
+        study = scope.original_study(_text(ds, "StudyInstanceUID")) or {}
+        shifted = _text(ds, "LongitudinalTemporalInformationModified") == "MODIFIED"
+        changes: list[Change] = []
+        uids: dict[str, str | None] = {}
+
+        def original(uid: str) -> str | None:
+            if uid not in uids:
+                uids[uid] = scope.original_uid(uid)
+            return uids[uid]
+
+        _restore(ds, (), original, -patient.date_offset if shifted else 0, changes)
+        for keyword in ("PatientID", "IssuerOfPatientID", *_DEMOGRAPHICS, *_STUDY_LEVEL):
+            value = originals.get(keyword) or study.get(keyword)
+            if value:
+                setattr(ds, keyword, value.split("\\") if "\\" in value else value)
+                changes.append(Change((), int(Tag(keyword)), Action.D))
+        ds.PatientIdentityRemoved = "NO"
+        for keyword in ("DeidentificationMethod", "DeidentificationMethodCodeSequence"):
+            if keyword in ds:
+                delattr(ds, keyword)
+                changes.append(Change((), int(Tag(keyword)), Action.X))
+        return changes
+
+
+def _restore(
+    ds: Dataset,
+    path: tuple[tuple[int, int], ...],
+    original: Callable[[str], str | None],
+    days: int,
+    changes: list[Change],
+) -> None:
+    """Put back original UIDs (those the scope made) and shift dates back, at every depth."""
+    for key, stored in list(ds._dict.items()):
+        if isinstance(stored, RawDataElement) and stored.value is None:
+            continue  # a deferred bulk value (pixel data): nothing to restore there
+        elem = ds[key]
+        tag = int(key)
+        if elem.VR == "SQ":
+            for index, item in enumerate(elem.value or ()):
+                _restore(item, (*path, (tag, index)), original, days, changes)
+        elif elem.VR == "UI" and elem.value and tag != 0x00080016:
+            values = list(elem.value) if elem.VM > 1 else [str(elem.value)]
+            restored = [original(v) or v for v in values]
+            if restored != values:
+                elem.value = restored if len(restored) > 1 else restored[0]
+                changes.append(Change(path, tag, Action.U))
+        elif days and elem.VR in ("DA", "DT") and elem.value:
+            shift = shift_da if elem.VR == "DA" else shift_dt
+            values = list(elem.value) if elem.VM > 1 else [str(elem.value)]
+            try:
+                moved = [shift(str(v), days) for v in values]
+            except ValueError:
+                continue  # not a date: left as it is
+            elem.value = moved if len(moved) > 1 else moved[0]
+            changes.append(Change(path, tag, Action.C))
+
+
+def _reidentify(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
+    scope = spec.strip()
+    settings = env.scopes.get(scope)
+    if settings is None:
+        known = ", ".join(sorted(env.scopes)) or "none"
+        raise ValueError(
+            f"reidentify: no scope {scope!r} in the directory (coercionPseudonymScope "
+            f"entries: {known})"
+        )
+    if params:
+        raise ValueError(f"reidentify: takes no parameters (got {', '.join(sorted(params))})")
+    return ReidentifyAction(scope, settings, env.store_urls.get(scope) or env.store_url, env)
+
+
 def _pseudonymize(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
     scope = spec.strip()
     settings = env.scopes.get(scope)
@@ -119,3 +220,4 @@ def _pseudonymize(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleA
 
 
 register_scheme("pseudonymize", _pseudonymize)
+register_scheme("reidentify", _reidentify)

@@ -406,6 +406,23 @@ class Scope:
         self._patients.pop(patient_hash, None)
         return True
 
+    def known_patient(self, pseudonym_id: str) -> tuple[Patient, dict[str, str]] | None:
+        """The patient known as *pseudonym_id* and its sealed originals, or None."""
+        table = _patients
+        with self.store.engine.connect() as connection:
+            row = connection.execute(
+                select(table).where(
+                    table.c.scope == self.name, table.c.pseudonym_id == pseudonym_id
+                )
+            ).first()
+        if row is None:
+            return None
+        patient = Patient(
+            row.pseudonym_id, row.pseudonym_name, row.date_offset, row.patient_hash, row.registered
+        )
+        originals = self.keys.open(row.sealed, f"patient/{row.patient_hash}") if row.sealed else {}
+        return patient, originals
+
     def original_patient(self, pseudonym_id: str) -> dict[str, str] | None:
         """The sealed originals of the patient known as *pseudonym_id*, or None."""
         table = _patients
