@@ -27,7 +27,16 @@ from pydicom.dataset import Dataset, FileDataset
 
 from coercion.directory import DEFAULT_DEVICE
 from coercion.elements import text_values
-from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
+from coercion.engine import (
+    ActionEnv,
+    Dimse,
+    Engine,
+    EventContext,
+    Role,
+    Rule,
+    RuleSet,
+    build_action,
+)
 from coercion.errors import CoercionError, ConfigError, OutputError, VerificationError
 from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
@@ -101,6 +110,8 @@ class BatchSettings:
     device: str = DEFAULT_DEVICE
     calling_ae: str = ""
     called_ae: str = ""
+    #: Apply this one URI (with the directory's scopes) instead of the directory's rules.
+    uri: str | None = None
 
 
 @dataclass
@@ -207,13 +218,14 @@ class _Worker:
         if settings.directory is not None:
             from coercion.directory.config import build_configuration
 
+            env = ActionEnv(settings.secret)
             configuration = build_configuration(
-                settings.directory,
-                settings.directory_origin,
-                ActionEnv(settings.secret),
-                settings.device,
+                settings.directory, settings.directory_origin, env, settings.device
             )
-            self.engine = Engine(configuration.rules)
+            rules = configuration.rules
+            if settings.uri is not None:
+                rules = RuleSet([command_line_rule(settings.uri, env)])
+            self.engine = Engine(rules)
 
     def _coerce(
         self, ds: Dataset, identifiers: Identifiers | None
@@ -298,6 +310,22 @@ class _Worker:
         ]
         name = (_text(ds, "SOPInstanceUID") or task.source.name) + ".dcm"
         return Path(*(_SAFE_COMPONENT.sub("_", p) for p in [*parts, name]))
+
+
+def command_line_rule(uri: str, env: ActionEnv) -> Rule:
+    """A rule for *uri* on every object of a batch (C_STORE_RQ, SCP); ConfigError when bad."""
+    try:
+        action = build_action(uri, {}, env)
+    except ValueError as exc:
+        raise ConfigError(f"{uri}: {exc}") from None
+    return Rule(
+        name=uri,
+        dn="(command line)",
+        uri=uri,
+        action=action,
+        dimse=frozenset({Dimse.C_STORE_RQ}),
+        role=Role.SCP,
+    )
 
 
 def _text(ds: Dataset, keyword: str) -> str:

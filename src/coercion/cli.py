@@ -219,6 +219,65 @@ def _report(summary: batch.Summary, elapsed: float) -> None:
 
 
 @cli.command()
+@click.argument("scope")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_KEY_OPTION
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=0, help="Processes (0: one per core)."
+)
+@click.option("--resume", is_flag=True, help="Skip outputs that already exist.")
+@directory_options
+def reidentify(
+    scope: str,
+    paths: tuple[Path, ...],
+    key: Path | None,
+    workers: int,
+    resume: bool,
+    **directory: Any,
+) -> None:
+    """Re-identify objects returning from SCOPE under SRC... into DST (the last path).
+
+    Every file goes through reidentify:SCOPE: identity, UIDs, dates and study-level
+    values come back from the store; a file whose pseudonym the scope does not know
+    fails. The scope (and the store) are the directory's.
+    """
+    if len(paths) < 2:
+        raise click.UsageError("give at least one SRC and a DST")
+    *sources, destination = paths
+    device = directory.pop("device")
+    secret = load_or_create_secret(key)
+    source = open_source(directory)
+    try:
+        entries, origin = source.entries(), source.origin
+    finally:
+        source.close()
+    from coercion.directory.config import build_configuration
+
+    env = ActionEnv(secret)
+    build_configuration(entries, origin, env, device)  # the scopes, every problem listed
+    batch.command_line_rule(f"reidentify:{scope}", env)  # an unknown scope fails here
+    tasks = batch.plan(sources, destination)
+    settings = batch.BatchSettings(
+        frozenset(),
+        secret,
+        destination,
+        resume=resume,
+        verify=False,  # the outputs hold identity on purpose
+        directory=entries,
+        directory_origin=origin,
+        device=device,
+        uri=f"reidentify:{scope}",
+    )
+    started = time.perf_counter()
+    summary = _run_with_progress(tasks, settings, workers)
+    _report(summary, time.perf_counter() - started)
+    if summary.interrupted:
+        raise click.Abort()
+    if summary.failed:
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--host", default=None, help="Listen address (default: the directory's, 127.0.0.1).")
 @click.option(
     "--port",

@@ -263,3 +263,34 @@ def test_an_unknown_pseudonym_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "not a pseudonym of this scope; refused" in result.stderr.replace("\n", " ")
     assert not list((tmp_path / "stranger-out").rglob("*.dcm"))
+
+
+def test_reidentify_command_round_trip(tmp_path: Path) -> None:
+    originals = study(tmp_path / "in1", 1, "20240301")
+    assert run(tmp_path, tmp_path / "in1", tmp_path / "out1").returncode == 0
+    command = [sys.executable, "-m", "coercion", "reidentify"]
+    common = ["--config-dir", str(tmp_path / "config"), "--key", str(tmp_path / "secret.key")]
+    result = subprocess.run(
+        [*command, "TRIAL_A", str(tmp_path / "out1"), str(tmp_path / "back"), *common],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    back = {ds.SOPInstanceUID: ds for ds in map(dcmread, (tmp_path / "back").rglob("*.dcm"))}
+    assert set(back) == {ds.SOPInstanceUID for ds in originals}
+    for ds in originals:
+        restored = back[ds.SOPInstanceUID]
+        assert restored.PatientID == ds.PatientID and restored.StudyDate == ds.StudyDate
+        assert restored.StudyInstanceUID == ds.StudyInstanceUID
+    wrong = subprocess.run(
+        [*command, "TRIAL_X", str(tmp_path / "out1"), str(tmp_path / "back2"), *common],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert wrong.returncode == 2 and "no scope 'TRIAL_X'" in wrong.stderr.replace("\n", "")

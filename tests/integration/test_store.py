@@ -13,6 +13,7 @@ from coercion.errors import StoreError
 from coercion.store import PseudonymStore, ScopeSettings
 from coercion.store.store import SCHEMA_VERSION
 from tests.helpers import SECRET
+from tests.postgres import Postgres, fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +29,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
     else:
-        from tests.postgres import fresh_database
-
         yield fresh_database(request.getfixturevalue("postgres"))
 
 
@@ -177,3 +176,19 @@ def test_two_processes_at_once_agree(store_url: str) -> None:
     finally:
         store.close()
     assert stats["patients"] == 1 and stats["uids"] == 50
+
+
+def test_a_postgresql_dump_holds_no_phi(postgres: Postgres) -> None:
+    url = fresh_database(postgres)
+    store = PseudonymStore(url, SECRET)
+    try:
+        scope = store.scope("TRIAL_A")
+        patient = scope.patient(PATIENT_ID, "", {"PatientName": NAME})
+        mapping = scope.map_uids([STUDY_UID, SOP_UID])
+        scope.record_study(mapping[STUDY_UID], patient, {"AccessionNumber": ACCESSION})
+    finally:
+        store.close()
+    dump = postgres.dump(url.rsplit("/", 1)[1]).decode("utf-8", "replace")
+    assert patient.pseudonym_id in dump  # the data is in the dump ...
+    for value in ("QZXSTORE", PATIENT_ID, STUDY_UID, SOP_UID, ACCESSION):
+        assert value not in dump  # ... but none of the originals in clear
