@@ -81,6 +81,8 @@ _KEY_KEYWORDS = (
     "SOPInstanceUID",
 )
 _SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
+#: The name of an output's temporary file while it is written (see part10.atomic_output).
+STALE_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.part$")
 _CHUNK_FILES = 32
 _CHUNK_BYTES = 64 * 1024 * 1024
 
@@ -359,6 +361,16 @@ def _run_chunk(chunk: list[Task]) -> list[FileResult]:
 # -- the run -------------------------------------------------------------------------
 
 
+def _remove_stale_temporaries(destination: Path) -> None:
+    """Remove the temporary files a killed run left (``.NAME.XXXX.part``, never renamed)."""
+    if not destination.is_dir():
+        return
+    for path in destination.rglob(".*.part"):
+        if path.is_file() and STALE_TEMPORARY.match(path.name):
+            path.unlink(missing_ok=True)
+            log.info("removed a partial output left by an interrupted run: %s", path)
+
+
 def run(
     tasks: list[Task],
     settings: BatchSettings,
@@ -373,6 +385,8 @@ def run(
     """
     summary = Summary()
     workers = workers or os.cpu_count() or 1
+    if settings.resume:
+        _remove_stale_temporaries(settings.destination)
 
     def note(result: FileResult) -> None:
         summary.results.append(result)  # recorded before anything else can interrupt

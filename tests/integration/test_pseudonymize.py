@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,72 @@ def test_reidentify_command_round_trip(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert wrong.returncode == 2 and "no scope 'TRIAL_X'" in wrong.stderr.replace("\n", "")
+
+
+def test_kill_9_mid_batch_then_resume_gives_the_same_outputs(tmp_path: Path) -> None:
+    source = tmp_path / "many"
+    for index in range(60):
+        study(source / f"s{index}", 100 + index, "20240301")
+    clean = run(tmp_path, source, tmp_path / "clean")
+    assert clean.returncode == 0, clean.stderr
+    config = tmp_path / "config"
+    args = [
+        sys.executable,
+        "-m",
+        "coercion",
+        "deidentify",
+        "--config-dir",
+        str(config),
+        "--called",
+        "TRIAL_A",
+        "--calling",
+        "CT01",
+        "--key",
+        str(tmp_path / "secret.key"),
+        "--workers",
+        "1",
+    ]
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*args, str(source), str(out)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(out.rglob("*.dcm"))) < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        process.kill()  # kill -9: no chance to clean up
+        process.wait(10)
+    partial = len(list(out.rglob("*.dcm")))
+    assert 0 < partial < 120, partial
+    # What a kill in the middle of a write leaves: a temporary file never renamed.
+    stale = next(out.rglob("*.dcm")).with_name(".0.dcm.k9x_1.part")
+    stale.write_bytes(b"half a file")
+    resumed = subprocess.run(
+        [*args, "--resume", str(source), str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    produced = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.dcm")}
+    expected = {
+        p.relative_to(tmp_path / "clean"): p.read_bytes()
+        for p in (tmp_path / "clean").rglob("*.dcm")
+    }
+    assert produced == expected  # nothing lost, nothing different
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
+    store = PseudonymStore(
+        "sqlite:///" + str(tmp_path / ".coercion" / "data" / "store.db"),
+        load_or_create_secret(tmp_path / "secret.key"),
+    )
+    try:
+        stats = store.stats()["TRIAL_A"]
+    finally:
+        store.close()
+    assert stats["patients"] == 1 and stats["studies"] == 60  # nothing duplicated

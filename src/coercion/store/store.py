@@ -16,6 +16,7 @@ when the store opens.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = ["SCHEMA_VERSION", "Patient", "PseudonymStore", "Scope", "ScopeSetting
 
 #: The schema version this code writes; older stores are migrated on open.
 SCHEMA_VERSION = 1
+_MIGRATE_ATTEMPTS = 5
 
 _metadata = MetaData()
 _meta = Table(
@@ -95,6 +97,10 @@ _UUID_VERSION_8 = 0x8 << 76
 _UUID_VARIANT_RFC = 0x2 << 62
 _VERSION_MASK = ~(0xF << 76)
 _VARIANT_MASK = ~(0x3 << 62)
+
+
+class _NewerSchemaError(StoreError):
+    """The store was written by a newer coercion: never retried."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,20 @@ class PseudonymStore:
         return dialect.insert(table)
 
     def _migrate(self) -> None:
+        # Several processes may open a new store at once: one creates the tables, the
+        # others' CREATE fails on the race; a retry then finds the tables in place.
+        for attempt in range(_MIGRATE_ATTEMPTS):
+            try:
+                self._migrate_once()
+                return
+            except _NewerSchemaError:
+                raise
+            except StoreError:
+                if attempt == _MIGRATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _migrate_once(self) -> None:
         try:
             with self.engine.begin() as connection:
                 _metadata.create_all(connection, checkfirst=True)
@@ -190,7 +210,7 @@ class PseudonymStore:
                         .on_conflict_do_nothing()
                     )
                 elif int(found) > SCHEMA_VERSION:
-                    raise StoreError(
+                    raise _NewerSchemaError(
                         f"store {_safe(self.url)}: schema version {found} is newer than this "
                         f"coercion ({SCHEMA_VERSION}); upgrade coercion"
                     )
