@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from coercion.keys import load_or_create_secret
 from coercion.resources import default_ldif_dir
 from coercion.store import PseudonymStore, ScopeSettings
 from tests.helpers import make_dataset
+from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -61,42 +61,65 @@ def study(folder: Path, index: int, date: str) -> list[Dataset]:
     return written
 
 
-def run(tmp_path: Path, source: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    config = tmp_path / "config"
-    if not config.exists():
-        shutil.copytree(default_ldif_dir(), config)
-        (config / "20-trial.ldif").write_text(SCOPE, encoding="utf-8")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "coercion",
-            "deidentify",
-            "--config-dir",
-            str(config),
-            "--called",
-            "TRIAL_A",
-            "--calling",
-            "CT01",
-            "--key",
-            str(tmp_path / "secret.key"),
-            str(source),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-        env={**os.environ},
-    )
+class Trial:
+    """The trial's configuration (a scope, a pseudonymize rule) and its store, on one backend."""
+
+    def __init__(self, tmp_path: Path, store_url: str) -> None:
+        self.tmp_path = tmp_path
+        self.store_url = store_url
+        self.config = tmp_path / "config"
+        shutil.copytree(default_ldif_dir(), self.config)
+        (self.config / "20-trial.ldif").write_text(SCOPE, encoding="utf-8")
+        device = self.config / "10-default-config.ldif"
+        device.write_text(
+            device.read_text(encoding="utf-8").replace(
+                "coercionPollInterval: 2", f"coercionPollInterval: 2\ncoercionStoreURL: {store_url}"
+            ),
+            encoding="utf-8",
+        )
+
+    def run(self, source: Path, out: Path) -> subprocess.CompletedProcess[str]:
+        """``coercion deidentify`` through the rules, received on TRIAL_A."""
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "coercion",
+                "deidentify",
+                "--config-dir",
+                str(self.config),
+                "--called",
+                "TRIAL_A",
+                "--calling",
+                "CT01",
+                "--key",
+                str(self.tmp_path / "secret.key"),
+                str(source),
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=self.tmp_path,
+        )
+
+    def store(self) -> PseudonymStore:
+        return PseudonymStore(self.store_url, load_or_create_secret(self.tmp_path / "secret.key"))
 
 
-def test_two_studies_at_different_times_make_one_record(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def trial(request: pytest.FixtureRequest, tmp_path: Path) -> Trial:
+    if request.param == "sqlite":
+        return Trial(tmp_path, f"sqlite:///{tmp_path / 'data' / 'store.db'}")
+    return Trial(tmp_path, fresh_database(request.getfixturevalue("postgres")))
+
+
+def test_two_studies_at_different_times_make_one_record(tmp_path: Path, trial: Trial) -> None:
     first = study(tmp_path / "in1", 1, "20240301")
     second = study(tmp_path / "in2", 2, "20240815")
     for index, source in ((1, tmp_path / "in1"), (2, tmp_path / "in2")):
-        result = run(tmp_path, source, tmp_path / f"out{index}")
+        result = trial.run(source, tmp_path / f"out{index}")
         assert result.returncode == 0, result.stderr
     outputs = {
         index: [dcmread(p) for p in sorted((tmp_path / f"out{index}").rglob("*.dcm"))]
@@ -114,10 +137,7 @@ def test_two_studies_at_different_times_make_one_record(tmp_path: Path) -> None:
     assert (d2 - d1).days == (dt.date(2024, 8, 15) - dt.date(2024, 3, 1)).days
     assert 10 <= (dt.date(2024, 3, 1) - d1).days <= 400
     # UIDs through the scope's map, references included, recorded for the way back.
-    store = PseudonymStore(
-        "sqlite:///" + str(tmp_path / ".coercion" / "data" / "store.db"),
-        load_or_create_secret(tmp_path / "secret.key"),
-    )
+    store = trial.store()
     try:
         scope = store.scope("TRIAL_A", ScopeSettings(id_template="TA-{hash}"))
         for index, originals in ((1, first), (2, second)):
@@ -169,9 +189,9 @@ coercionURI: reidentify:TRIAL_A
 """
 
 
-def test_results_come_back_into_the_original_record(tmp_path: Path) -> None:
+def test_results_come_back_into_the_original_record(tmp_path: Path, trial: Trial) -> None:
     originals = study(tmp_path / "in1", 1, "20240301")
-    assert run(tmp_path, tmp_path / "in1", tmp_path / "out1").returncode == 0
+    assert trial.run(tmp_path / "in1", tmp_path / "out1").returncode == 0
     (tmp_path / "config" / "21-return.ldif").write_text(RETURN_RULE, encoding="utf-8")
     pseudonymous = [dcmread(p) for p in sorted((tmp_path / "out1").rglob("*.dcm"))]
     # A new object made downstream from the pseudonymised data: an SR-like object with its own
@@ -233,9 +253,9 @@ def test_results_come_back_into_the_original_record(tmp_path: Path) -> None:
     assert back.PatientIdentityRemoved == "NO"
 
 
-def test_an_unknown_pseudonym_is_refused(tmp_path: Path) -> None:
+def test_an_unknown_pseudonym_is_refused(tmp_path: Path, trial: Trial) -> None:
     study(tmp_path / "in1", 1, "20240301")
-    assert run(tmp_path, tmp_path / "in1", tmp_path / "out1").returncode == 0
+    assert trial.run(tmp_path / "in1", tmp_path / "out1").returncode == 0
     (tmp_path / "config" / "21-return.ldif").write_text(RETURN_RULE, encoding="utf-8")
     stranger = tmp_path / "stranger"
     stranger.mkdir()
@@ -266,9 +286,9 @@ def test_an_unknown_pseudonym_is_refused(tmp_path: Path) -> None:
     assert not list((tmp_path / "stranger-out").rglob("*.dcm"))
 
 
-def test_reidentify_command_round_trip(tmp_path: Path) -> None:
+def test_reidentify_command_round_trip(tmp_path: Path, trial: Trial) -> None:
     originals = study(tmp_path / "in1", 1, "20240301")
-    assert run(tmp_path, tmp_path / "in1", tmp_path / "out1").returncode == 0
+    assert trial.run(tmp_path / "in1", tmp_path / "out1").returncode == 0
     command = [sys.executable, "-m", "coercion", "reidentify"]
     common = ["--config-dir", str(tmp_path / "config"), "--key", str(tmp_path / "secret.key")]
     result = subprocess.run(
@@ -297,11 +317,11 @@ def test_reidentify_command_round_trip(tmp_path: Path) -> None:
     assert wrong.returncode == 2 and "no scope 'TRIAL_X'" in wrong.stderr.replace("\n", "")
 
 
-def test_kill_9_mid_batch_then_resume_gives_the_same_outputs(tmp_path: Path) -> None:
+def test_kill_9_mid_batch_then_resume_gives_the_same_outputs(tmp_path: Path, trial: Trial) -> None:
     source = tmp_path / "many"
     for index in range(60):
         study(source / f"s{index}", 100 + index, "20240301")
-    clean = run(tmp_path, source, tmp_path / "clean")
+    clean = trial.run(source, tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr
     config = tmp_path / "config"
     args = [
@@ -355,10 +375,7 @@ def test_kill_9_mid_batch_then_resume_gives_the_same_outputs(tmp_path: Path) -> 
     }
     assert produced == expected  # nothing lost, nothing different
     assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
-    store = PseudonymStore(
-        "sqlite:///" + str(tmp_path / ".coercion" / "data" / "store.db"),
-        load_or_create_secret(tmp_path / "secret.key"),
-    )
+    store = trial.store()
     try:
         stats = store.stats()["TRIAL_A"]
     finally:
