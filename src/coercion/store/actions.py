@@ -178,29 +178,28 @@ def _restore(
             changes.append(Change(path, tag, Action.C))
 
 
-def _reidentify(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
+def _scope(scheme: str, spec: str, env: ActionEnv) -> tuple[str, ScopeSettings]:
+    """The scope a URI names and its settings; ValueError naming the scopes there are."""
     scope = spec.strip()
     settings = env.scopes.get(scope)
     if settings is None:
         known = ", ".join(sorted(env.scopes)) or "none"
         raise ValueError(
-            f"reidentify: no scope {scope!r} in the directory (coercionPseudonymScope "
+            f"{scheme}: no scope {scope!r} in the directory (coercionPseudonymScope "
             f"entries: {known})"
         )
+    return scope, settings
+
+
+def _reidentify(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
+    scope, settings = _scope("reidentify", spec, env)
     if params:
         raise ValueError(f"reidentify: takes no parameters (got {', '.join(sorted(params))})")
     return ReidentifyAction(scope, settings, env.store_urls.get(scope) or env.store_url, env)
 
 
 def _pseudonymize(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
-    scope = spec.strip()
-    settings = env.scopes.get(scope)
-    if settings is None:
-        known = ", ".join(sorted(env.scopes)) or "none"
-        raise ValueError(
-            f"pseudonymize: no scope {scope!r} in the directory (coercionPseudonymScope "
-            f"entries: {known})"
-        )
+    scope, settings = _scope("pseudonymize", spec, env)
     unknown = sorted(set(params) - set(_PARAMETERS))
     if unknown:
         raise ValueError(
