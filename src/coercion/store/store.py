@@ -267,6 +267,12 @@ class PseudonymStore:
         self.engine.dispose()
 
 
+def _to_patient(row: Any) -> Patient:
+    return Patient(
+        row.pseudonym_id, row.pseudonym_name, row.date_offset, row.patient_hash, row.registered
+    )
+
+
 def _safe(url: str) -> str:
     """The URL without its password."""
     if "@" in url and "://" in url:
@@ -337,35 +343,19 @@ class Scope:
         values.update(originals or {})
         pseudonym_id, pseudonym_name, offset = self._derived_patient(patient_hash)
         sealed = self.keys.seal(values, f"patient/{patient_hash}")
-        table = _patients
         with self._begin() as connection:
-            connection.execute(
-                self.store._insert(table)
-                .values(
-                    scope=self.name,
-                    patient_hash=patient_hash,
-                    pseudonym_id=pseudonym_id,
-                    pseudonym_name=pseudonym_name,
-                    date_offset=offset,
-                    registered=False,
-                    sealed=sealed,
-                )
-                .on_conflict_do_nothing()
+            self._insert_patient(
+                connection, patient_hash, pseudonym_id, pseudonym_name, offset, False, sealed
             )
-            row = connection.execute(
-                select(table).where(
-                    table.c.scope == self.name, table.c.patient_hash == patient_hash
-                )
-            ).one()
+            row = self._patient_row(connection, _patients.c.patient_hash, patient_hash)
+            assert row is not None  # inserted, or there already
             if row.registered and originals:  # a registered subject: keep what came with it
                 connection.execute(
-                    table.update()
-                    .where(table.c.scope == self.name, table.c.patient_hash == patient_hash)
+                    _patients.update()
+                    .where(_patients.c.scope == self.name, _patients.c.patient_hash == patient_hash)
                     .values(sealed=sealed)
                 )
-        patient = Patient(
-            row.pseudonym_id, row.pseudonym_name, row.date_offset, patient_hash, row.registered
-        )
+        patient = _to_patient(row)
         self._patients[patient_hash] = patient
         return patient
 
@@ -395,11 +385,7 @@ class Scope:
                 raise StoreError(
                     f"scope {self.name}: pseudonym {pseudonym_id} belongs to another subject"
                 )
-            existing = connection.execute(
-                select(table).where(
-                    table.c.scope == self.name, table.c.patient_hash == patient_hash
-                )
-            ).first()
+            existing = self._patient_row(connection, table.c.patient_hash, patient_hash)
             if existing is not None:
                 if existing.pseudonym_id != pseudonym_id:
                     raise StoreError(
@@ -407,54 +393,58 @@ class Scope:
                         "under another pseudonym; it cannot be registered again"
                     )
                 return False
-            connection.execute(
-                self.store._insert(table)
-                .values(
-                    scope=self.name,
-                    patient_hash=patient_hash,
-                    pseudonym_id=pseudonym_id,
-                    pseudonym_name=name,
-                    date_offset=offset,
-                    registered=True,
-                    sealed=self.keys.seal(
-                        {"PatientID": patient_id.strip(), "IssuerOfPatientID": issuer.strip()},
-                        f"patient/{patient_hash}",
-                    ),
-                )
-                .on_conflict_do_nothing()
+            sealed = self.keys.seal(
+                {"PatientID": patient_id.strip(), "IssuerOfPatientID": issuer.strip()},
+                f"patient/{patient_hash}",
             )
+            self._insert_patient(connection, patient_hash, pseudonym_id, name, offset, True, sealed)
         self._patients.pop(patient_hash, None)
         return True
 
     def known_patient(self, pseudonym_id: str) -> tuple[Patient, dict[str, str]] | None:
         """The patient known as *pseudonym_id* and its sealed originals, or None."""
-        table = _patients
         with self.store.engine.connect() as connection:
-            row = connection.execute(
-                select(table).where(
-                    table.c.scope == self.name, table.c.pseudonym_id == pseudonym_id
-                )
-            ).first()
+            row = self._patient_row(connection, _patients.c.pseudonym_id, pseudonym_id)
         if row is None:
             return None
-        patient = Patient(
-            row.pseudonym_id, row.pseudonym_name, row.date_offset, row.patient_hash, row.registered
-        )
         originals = self.keys.open(row.sealed, f"patient/{row.patient_hash}") if row.sealed else {}
-        return patient, originals
+        return _to_patient(row), originals
 
     def original_patient(self, pseudonym_id: str) -> dict[str, str] | None:
         """The sealed originals of the patient known as *pseudonym_id*, or None."""
-        table = _patients
-        with self.store.engine.connect() as connection:
-            row = connection.execute(
-                select(table.c.patient_hash, table.c.sealed).where(
-                    table.c.scope == self.name, table.c.pseudonym_id == pseudonym_id
-                )
-            ).first()
-        if row is None or row.sealed is None:
-            return None
-        return self.keys.open(row.sealed, f"patient/{row.patient_hash}")
+        known = self.known_patient(pseudonym_id)
+        return known[1] if known is not None and known[1] else None
+
+    def _patient_row(self, connection: Any, column: Any, value: str) -> Any:
+        """The scope's patient row whose *column* is *value*, or None."""
+        return connection.execute(
+            select(_patients).where(_patients.c.scope == self.name, column == value)
+        ).first()
+
+    def _insert_patient(
+        self,
+        connection: Any,
+        patient_hash: str,
+        pseudonym_id: str,
+        pseudonym_name: str,
+        offset: int,
+        registered: bool,
+        sealed: bytes,
+    ) -> None:
+        """Insert a patient row unless the scope has it already."""
+        connection.execute(
+            self.store._insert(_patients)
+            .values(
+                scope=self.name,
+                patient_hash=patient_hash,
+                pseudonym_id=pseudonym_id,
+                pseudonym_name=pseudonym_name,
+                date_offset=offset,
+                registered=registered,
+                sealed=sealed,
+            )
+            .on_conflict_do_nothing()
+        )
 
     # -- UIDs ----------------------------------------------------------------------------------
 
