@@ -131,12 +131,7 @@ def deidentify(
     entries = None
     origin = ""
     if rules:
-        source = open_source(directory)
-        try:
-            entries = source.entries()
-            origin = source.origin
-        finally:
-            source.close()
+        entries, origin = _read_directory(directory)
         from coercion.directory.config import build_configuration
 
         # Fail early, with every problem listed, before any worker starts.
@@ -176,6 +171,15 @@ def deidentify(
         raise click.Abort()
     if summary.failed:
         sys.exit(1)
+
+
+def _read_directory(directory: dict[str, Any]) -> tuple[list[Any], str]:
+    """Every entry of the directory the options name, and where they came from."""
+    source = open_source(directory)
+    try:
+        return source.entries(), source.origin
+    finally:
+        source.close()
 
 
 def _run_with_progress(
@@ -246,11 +250,7 @@ def reidentify(
     *sources, destination = paths
     device = directory.pop("device")
     secret = load_or_create_secret(key)
-    source = open_source(directory)
-    try:
-        entries, origin = source.entries(), source.origin
-    finally:
-        source.close()
+    entries, origin = _read_directory(directory)
     from coercion.directory.config import build_configuration
 
     env = ActionEnv(secret)

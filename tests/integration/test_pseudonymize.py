@@ -78,8 +78,10 @@ class Trial:
             encoding="utf-8",
         )
 
-    def run(self, source: Path, out: Path) -> subprocess.CompletedProcess[str]:
-        """``coercion deidentify`` through the rules, received on TRIAL_A."""
+    def run(
+        self, source: Path, out: Path, called: str = "TRIAL_A"
+    ) -> subprocess.CompletedProcess[str]:
+        """``coercion deidentify`` through the rules, received on *called*."""
         return subprocess.run(
             [
                 sys.executable,
@@ -89,7 +91,7 @@ class Trial:
                 "--config-dir",
                 str(self.config),
                 "--called",
-                "TRIAL_A",
+                called,
                 "--calling",
                 "CT01",
                 "--key",
@@ -218,27 +220,7 @@ def test_results_come_back_into_the_original_record(tmp_path: Path, trial: Trial
     back_in = tmp_path / "back"
     back_in.mkdir()
     dcmwrite(back_in / "sr.dcm", derived, enforce_file_format=True)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "coercion",
-            "deidentify",
-            "--config-dir",
-            str(tmp_path / "config"),
-            "--called",
-            "RETURN",
-            "--key",
-            str(tmp_path / "secret.key"),
-            str(back_in),
-            str(tmp_path / "back-out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-    )
+    result = trial.run(back_in, tmp_path / "back-out", called="RETURN")
     assert result.returncode == 0, result.stderr
     [back] = [dcmread(p) for p in (tmp_path / "back-out").rglob("*.dcm")]
     assert back.PatientID == "QZXPID-9" and back.PatientName == "QZXPSEUDO^PATIENT"
@@ -260,27 +242,7 @@ def test_an_unknown_pseudonym_is_refused(tmp_path: Path, trial: Trial) -> None:
     stranger = tmp_path / "stranger"
     stranger.mkdir()
     dcmwrite(stranger / "x.dcm", make_dataset(patient_id="TA-NOTKNOWN"), enforce_file_format=True)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "coercion",
-            "deidentify",
-            "--config-dir",
-            str(tmp_path / "config"),
-            "--called",
-            "RETURN",
-            "--key",
-            str(tmp_path / "secret.key"),
-            str(stranger),
-            str(tmp_path / "stranger-out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-    )
+    result = trial.run(stranger, tmp_path / "stranger-out", called="RETURN")
     assert result.returncode == 1
     assert "not a pseudonym of this scope; refused" in result.stderr.replace("\n", " ")
     assert not list((tmp_path / "stranger-out").rglob("*.dcm"))
