@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import ldap3
@@ -14,6 +11,7 @@ from pydicom import dcmread
 
 from coercion.directory.ldifio import read_ldif
 from coercion.resources import default_ldif_dir
+from tests.helpers import coercion
 from tests.slapd import Slapd
 
 pytestmark = pytest.mark.integration
@@ -22,20 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "dicom"
 BASE = "dc=coercion,dc=local"
 DEVICE = f"dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,{BASE}"
-
-
-def coercion(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m coercion ARGS`` with a wide terminal (tables are not cut)."""
-    env = {**os.environ, "COLUMNS": "250"}
-    return subprocess.run(
-        [sys.executable, "-m", "coercion", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-        cwd=cwd,
-    )
 
 
 def config_copy(tmp_path: Path) -> Path:

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import csv
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import coercion
+
 pytestmark = pytest.mark.integration
-
-
-def coercion(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "coercion", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-    )
 
 
 def test_register_export_and_stats(tmp_path: Path) -> None:
