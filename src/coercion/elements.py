@@ -12,22 +12,35 @@ character set is a single-byte or UTF-8 one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence as SequenceValue
 from pydicom.tag import BaseTag
 
 __all__ = [
+    "BINARY_VRS",
+    "NUMBER_SIZE",
+    "dictionary_vr",
     "encode_text",
     "key",
     "new_dataset",
+    "put_value",
     "raw_element",
     "simple_codec",
     "text_values",
+    "vr_of",
 ]
+
+#: The VRs of binary values other than numbers.
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+#: Bytes per value of the binary number VRs.
+NUMBER_SIZE = {"FL": 4, "FD": 8, "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "UV": 8, "AT": 4}
 
 _KEYS: dict[int, BaseTag] = {}
 
@@ -157,3 +170,55 @@ def text_values(ds: Dataset, tag: int) -> list[str]:
         return []
     items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
     return [text for text in (str(v).strip() for v in items if v is not None) if text]
+
+
+@functools.lru_cache(maxsize=4096)
+def dictionary_vr(tag: int) -> str:
+    """The dictionary VR of *tag* (the first of ``US or SS``); ``UN`` when unknown."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    return str(vr).split(" or ")[0]
+
+
+def vr_of(elem: DataElement | RawDataElement) -> str:
+    """The element's VR, from the dictionary when the element does not say."""
+    vr = elem.VR
+    if vr is None or " or " in vr:
+        return dictionary_vr(int(elem.tag))
+    return str(vr)
+
+
+def put_value(ds: Dataset, tag: int, vr: str, value: list[str] | bytes) -> None:
+    """Set an element from text values or encoded bytes.
+
+    In a dataset read from bytes, ASCII text and bytes become a raw element
+    in the dataset's own encoding, written out as is (ASCII and zero bytes are
+    the same in every transfer syntax and character set). Other text becomes
+    a :class:`DataElement` that the writer encodes in the object's character
+    set.
+    """
+    implicit, little = ds._read_implicit, ds._read_little
+    ascii_only = isinstance(value, bytes) or all(v.isascii() for v in value)
+    if implicit is not None and little is not None and vr != "SQ" and ascii_only:
+        data = value if isinstance(value, bytes) else encode_text(vr, value)
+        ds._dict[key(tag)] = raw_element(tag, vr, data, implicit, little)
+    elif vr == "SQ":
+        ds[key(tag)] = DataElement(key(tag), vr, SequenceValue())
+    elif isinstance(value, bytes):
+        ds[key(tag)] = DataElement(key(tag), vr, _from_bytes(vr, value))
+    else:
+        text: object = value if len(value) > 1 else (value[0] if value else "")
+        ds[key(tag)] = DataElement(key(tag), vr, text)
+
+
+def _from_bytes(vr: str, data: bytes) -> object:
+    """The value of zero bytes *data* for an element built in memory."""
+    if not data:
+        return b"" if vr in BINARY_VRS else (None if vr in NUMBER_SIZE else "")
+    if vr in NUMBER_SIZE:
+        count = len(data) // NUMBER_SIZE[vr]
+        zero = 0.0 if vr in ("FL", "FD") else 0
+        return [zero] * count if count > 1 else zero
+    return data

@@ -145,6 +145,30 @@ def _scopes(
             env.store_urls[entry["cn"]] = entry["coercionStoreURL"]
 
 
+def _scripts(entries: list[EntryJSON], env: ActionEnv, problems: list[str], origin: str) -> None:
+    """Parse the tag scripts into *env* (for ``script:``); every problem names the entry."""
+    from coercion.script.action import log_assignments
+    from coercion.script.language import parse_script
+
+    for entry in entries:
+        if kind_of(entry) != "coercionTagScript" or entry.get("dicomInstalled") is False:
+            continue
+        where = f"{origin} {entry['dn']}".strip()
+        name = entry["cn"]
+        if name in env.scripts:
+            problems.append(f"{where}: attribute cn: a second tag script named {name!r}")
+            continue
+        try:
+            script = parse_script(name, entry["coercionScript"])
+        except ConfigError as exc:
+            problems.extend(
+                f"{where}: attribute coercionScript: {line}" for line in str(exc).splitlines()
+            )
+            continue
+        env.scripts[name] = script
+        log_assignments(script)
+
+
 def _conditions(entry: EntryJSON, where: str, problems: list[str]) -> list[Condition]:
     """The entry's parsed conditions; a problem is noted for each one that does not parse."""
     conditions = []
@@ -230,7 +254,11 @@ def build_configuration(
         problems.append(f"{origin}: no device {device_name!r} (devices found: {names})")
         raise ConfigError("\n".join(problems))
     device_dn = _norm(device.dn)
+    env.scopes.clear()  # a reload starts afresh: an entry removed is gone
+    env.store_urls.clear()
+    env.scripts.clear()
     _scopes(entries, device, env, problems, origin)
+    _scripts(entries, env, problems, origin)
     ae_by_dn = {_norm(ae.dn): ae.title for ae in device.aes}
     rules = []
     for entry in entries:

@@ -30,8 +30,8 @@ class ActionEnv:
     """What actions may need beyond their URI: the key, the scopes, a cache shared by all rules.
 
     ``scopes`` are the pseudonymisation scopes of the directory (settings by
-    name); ``store_url`` is the pseudonym store (``store_urls`` per scope, where
-    a scope names its own).
+    name); ``scripts`` its tag scripts (parsed, by name); ``store_url`` is the
+    pseudonym store (``store_urls`` per scope, where a scope names its own).
     """
 
     secret: bytes
@@ -39,12 +39,17 @@ class ActionEnv:
     scopes: dict[str, Any] = field(default_factory=dict)
     store_url: str = "sqlite:///.coercion/data/store.db"
     store_urls: dict[str, str] = field(default_factory=dict)
+    scripts: dict[str, Any] = field(default_factory=dict)
 
 
 ActionFactory = Callable[[str, Mapping[str, str], ActionEnv], RuleAction]
 _SCHEMES: dict[str, ActionFactory] = {}
 #: Schemes whose module (and its dependencies) is imported on first use.
-_PLUGINS = {"pseudonymize": "coercion.store.actions", "reidentify": "coercion.store.actions"}
+_PLUGINS = {
+    "pseudonymize": "coercion.store.actions",
+    "reidentify": "coercion.store.actions",
+    "script": "coercion.script.action",
+}
 
 
 def register_scheme(scheme: str, factory: ActionFactory) -> None:

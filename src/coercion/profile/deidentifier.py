@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from pydicom.datadict import dictionary_VM, dictionary_VR
+from pydicom.datadict import dictionary_VM
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -27,7 +27,15 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from coercion.dates import patient_offset_days, shift_da, shift_dt
-from coercion.elements import encode_text, new_dataset, raw_element, text_values
+from coercion.elements import (
+    BINARY_VRS,
+    NUMBER_SIZE,
+    dictionary_vr,
+    new_dataset,
+    put_value,
+    text_values,
+    vr_of,
+)
 from coercion.elements import key as tag_key
 from coercion.profile.compiled import Action, CompiledProfile, PatternRow
 from coercion.profile.identifiers import Identifiers, collect_identifiers
@@ -40,11 +48,8 @@ __all__ = ["Change", "Deidentifier", "Record"]
 log = logging.getLogger(__name__)
 
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _BINARY_DUMMY = {"OB": 2, "OW": 2, "UN": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 _DATE_DUMMY = {"DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000Y"}
-#: Bytes per value of the binary number VRs (their dummy value is zero).
-_NUMBER_SIZE = {"FL": 4, "FD": 8, "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "UV": 8, "AT": 4}
 _TOKEN_PREFIX = "ANON"
 _TOKEN_HEX = 10
 
@@ -102,15 +107,6 @@ class Record:
 
 
 @functools.lru_cache(maxsize=4096)
-def _dictionary_vr(tag: int) -> str:
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        return "UN"
-    return vr.split(" or ")[0]
-
-
-@functools.lru_cache(maxsize=4096)
 def _dictionary_count(tag: int) -> int:
     """The smallest number of values the dictionary VM allows (1 when unknown)."""
     try:
@@ -119,13 +115,6 @@ def _dictionary_count(tag: int) -> int:
         return 1
     head = vm.split("-")[0]
     return int(head) if head.isdigit() and int(head) > 0 else 1
-
-
-def _vr_of(elem: DataElement | RawDataElement) -> str:
-    vr = elem.VR
-    if vr is None or " or " in vr:
-        return _dictionary_vr(int(elem.tag))
-    return str(vr)
 
 
 class _Walk:
@@ -175,7 +164,7 @@ class Deidentifier:
         self._remap_uids = profile.actions.get(_SOP_INSTANCE_UID) is Action.U
         self._cleans_text = (
             any(
-                action is Action.C and _dictionary_vr(tag) in _TEXT_VRS
+                action is Action.C and dictionary_vr(tag) in _TEXT_VRS
                 for tag, action in profile.actions.items()
             )
             or profile.patterns[PatternRow.OVERLAY_COMMENTS] is Action.C
@@ -272,7 +261,7 @@ class Deidentifier:
         path: tuple[tuple[int, int], ...],
     ) -> None:
         """An attribute Table E.1-1 does not list: keep it, but clean inside and shift dates."""
-        vr = _vr_of(elem)
+        vr = vr_of(elem)
         if vr == "SQ":
             self._recurse(top, ds, tag, walk, path)
         elif walk.offset is not None and vr in ("DA", "DT"):
@@ -288,12 +277,12 @@ class Deidentifier:
         walk: _Walk,
         path: tuple[tuple[int, int], ...],
     ) -> None:
-        vr = _vr_of(elem)
+        vr = vr_of(elem)
         walk.note((path, int(tag), action))
         if action is Action.X:
             del ds[tag]
         elif action is Action.Z:
-            _put(ds, tag, vr, b"")
+            put_value(ds, tag, vr, b"")
         elif vr == "SQ":
             # K, C, D and U on a sequence: apply the profile to every item.
             self._recurse(top, ds, tag, walk, path)
@@ -302,7 +291,7 @@ class Deidentifier:
         elif action is Action.U or vr == "UI":
             self._remap(ds, tag, vr, walk.remap)
         elif action is Action.D:
-            _put(ds, tag, vr, self._dummy(tag, vr, ds, walk.remap))
+            put_value(ds, tag, vr, self.dummy(tag, vr, ds, walk.remap))
         else:
             self._clean(top, ds, tag, vr, walk)
 
@@ -320,10 +309,10 @@ class Deidentifier:
 
     def _remap(self, ds: Dataset, tag: BaseTag, vr: str, remap: Callable[[str], str]) -> None:
         if vr != "UI":
-            _put(ds, tag, vr, self._dummy(tag, vr, ds, remap))
+            put_value(ds, tag, vr, self.dummy(tag, vr, ds, remap))
             return
         values = [remap(v) for v in text_values(ds, tag)] or [remap("")]
-        _put(ds, tag, vr, values)
+        put_value(ds, tag, vr, values)
 
     def _shift(self, ds: Dataset, tag: BaseTag, vr: str, offset: int) -> None:
         shift = shift_da if vr == "DA" else shift_dt
@@ -333,7 +322,7 @@ class Deidentifier:
             log.debug("(%04X,%04X): unparsable %s removed", tag >> 16, tag & 0xFFFF, vr)
             del ds[tag]
             return
-        _put(ds, tag, vr, shifted)
+        put_value(ds, tag, vr, shifted)
 
     def _clean(self, top: Dataset, ds: Dataset, tag: BaseTag, vr: str, walk: _Walk) -> None:
         """C: keep a value of similar meaning that carries no identity."""
@@ -341,7 +330,7 @@ class Deidentifier:
             if walk.offset is not None:
                 self._shift(ds, tag, vr, walk.offset)
         elif vr == "PN":
-            _put(ds, tag, vr, self._dummy(tag, vr, ds, walk.remap))
+            put_value(ds, tag, vr, self.dummy(tag, vr, ds, walk.remap))
         elif vr in _TEXT_VRS:
             pattern = walk.scrubber(top)
             if pattern is not None:
@@ -350,7 +339,7 @@ class Deidentifier:
                     elem.value = [_scrub(pattern, str(v)) for v in elem.value]
                 elif elem.value:
                     elem.value = _scrub(pattern, str(elem.value))
-        elif vr in _BINARY_VRS:
+        elif vr in BINARY_VRS:
             # A binary value cannot be cleaned here; removing it is the safe choice.
             del ds[tag]
 
@@ -380,7 +369,7 @@ class Deidentifier:
             if element < 0x1000 and (group, element) not in kept_blocks:
                 del ds[tag]
 
-    def _dummy(
+    def dummy(
         self, tag: int, vr: str, ds: Dataset, remap: Callable[[str], str]
     ) -> list[str] | bytes:
         """D: a value valid for the VR and the dictionary VM; text is a keyed token.
@@ -391,8 +380,8 @@ class Deidentifier:
         count = _dictionary_count(tag)
         if vr in _TEXT_VRS:
             value = self._token(int(tag), _text(ds, tag))
-        elif vr in _NUMBER_SIZE:
-            return bytes(_NUMBER_SIZE[vr] * count)
+        elif vr in NUMBER_SIZE:
+            return bytes(NUMBER_SIZE[vr] * count)
         elif vr in ("DS", "IS"):
             value = "0"
         elif vr in _DATE_DUMMY:
@@ -431,15 +420,15 @@ class Deidentifier:
             temporal = "UNMODIFIED"
         else:
             temporal = "REMOVED"
-        _put(ds, _PATIENT_IDENTITY_REMOVED, "CS", ["YES"])
-        _put(ds, _DEIDENTIFICATION_METHOD, "LO", [code.meaning for code in codes])
-        _put(ds, _LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, "CS", [temporal])
+        put_value(ds, _PATIENT_IDENTITY_REMOVED, "CS", ["YES"])
+        put_value(ds, _DEIDENTIFICATION_METHOD, "LO", [code.meaning for code in codes])
+        put_value(ds, _LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED, "CS", [temporal])
         items = []
         for code in codes:
             item = new_dataset({}, ds._parent_encoding, ds._read_implicit, ds._read_little)
-            _put(item, _CODE_VALUE, "SH", [code.value])
-            _put(item, _CODING_SCHEME_DESIGNATOR, "SH", [code.scheme])
-            _put(item, _CODE_MEANING, "LO", [code.meaning])
+            put_value(item, _CODE_VALUE, "SH", [code.value])
+            put_value(item, _CODING_SCHEME_DESIGNATOR, "SH", [code.scheme])
+            put_value(item, _CODE_MEANING, "LO", [code.meaning])
             items.append(item)
         key = tag_key(_DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
         ds._dict[key] = DataElement(key, "SQ", Sequence(items))
@@ -448,36 +437,6 @@ class Deidentifier:
 def _text(ds: Dataset, tag: int) -> str:
     """The values of a text element joined by backslash, or '' when absent."""
     return "\\".join(text_values(ds, tag))
-
-
-def _put(ds: Dataset, tag: int, vr: str, value: list[str] | bytes) -> None:
-    """Set an element from text values or encoded bytes.
-
-    In a dataset read from bytes the new element is a raw one in the
-    dataset's own encoding, written out as is: every value made here is ASCII
-    text or zero bytes, the same in every transfer syntax.
-    """
-    implicit, little = ds._read_implicit, ds._read_little
-    if implicit is not None and little is not None:
-        data = value if isinstance(value, bytes) else encode_text(vr, value)
-        ds._dict[tag_key(tag)] = raw_element(tag, vr, data, implicit, little)
-    elif vr == "SQ":
-        ds[tag] = DataElement(tag, vr, Sequence())
-    elif isinstance(value, bytes):
-        ds[tag] = DataElement(tag, vr, _from_bytes(vr, value))
-    else:
-        ds[tag] = DataElement(tag, vr, value if len(value) > 1 else (value[0] if value else ""))
-
-
-def _from_bytes(vr: str, data: bytes) -> object:
-    """The value of zero bytes *data* for an element built in memory."""
-    if not data:
-        return b"" if vr in _BINARY_VRS else (None if vr in _NUMBER_SIZE else "")
-    if vr in _NUMBER_SIZE:
-        count = len(data) // _NUMBER_SIZE[vr]
-        zero = 0.0 if vr in ("FL", "FD") else 0
-        return [zero] * count if count > 1 else zero
-    return data
 
 
 def _scrub(pattern: re.Pattern[str], text: str) -> str:
