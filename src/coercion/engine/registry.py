@@ -41,6 +41,13 @@ class ActionEnv:
     store_urls: dict[str, str] = field(default_factory=dict)
     scripts: dict[str, Any] = field(default_factory=dict)
 
+    def close(self) -> None:
+        """Release what the actions opened (the store's connections)."""
+        for value in self.cache.values():
+            close = getattr(value, "close", None)
+            if callable(close):
+                close()
+
 
 ActionFactory = Callable[[str, Mapping[str, str], ActionEnv], RuleAction]
 _SCHEMES: dict[str, ActionFactory] = {}

@@ -519,9 +519,9 @@ def _macro(name: str, argument: str | None) -> Macro:
         return Macro(name)
     if name != "value":
         raise ValueError(f"macro @{name}@ takes no argument")
-    match = _TAG.match(argument.strip())
+    match = _TAG.match(f"({argument.strip().strip('()')})")
     if not match:
-        raise ValueError(f"@value({argument})@: the argument must be a tag (gggg,eeee)")
+        raise ValueError(f"@value({argument})@: the argument must be a tag gggg,eeee")
     return Macro(name, int(match.group(1) + match.group(2), 16))
 
 

@@ -35,6 +35,8 @@ _ACCESSION_NUMBER = 0x00080050
 _STUDY_INSTANCE_UID = 0x0020000D
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV"})
 _FLOAT_VRS = frozenset({"FL", "FD"})
+#: Commands of the default preset that, on a sequence, apply to its items (as PS3.15 does).
+_ON_ITEMS = frozenset({Kind.DUMMY, Kind.UID})
 _GREEK = (
     "Alpha",
     "Beta",
@@ -152,9 +154,11 @@ class ScriptRunner:
                 continue
             if group & 1:
                 kept_blocks.add((group, element >> 8))
-            if kind in (Kind.KEEP, Kind.SAFE):
-                changes.append(Change(path, tag, Action.K))
-                if vr_of(elem) == "SQ":
+            is_sequence = vr_of(elem) == "SQ"
+            if kind in (Kind.KEEP, Kind.SAFE) or (is_sequence and kind in _ON_ITEMS):
+                # A sequence kept, or given D or U by the preset: the items are processed.
+                changes.append(Change(path, tag, kind.action))
+                if is_sequence:
                     nested.append(tag_key)
                 continue
             values = None
@@ -222,8 +226,6 @@ class ScriptRunner:
             rewrite = command.rewrite
             self._write(ds, tag, vr, [rewrite.apply(v) for v in text_values(ds, tag)])
         elif kind is Kind.DUMMY:
-            if vr == "SQ":
-                return  # a dummy sequence keeps its items as they are
             put_value(ds, tag, vr, self.resources.dummy(tag, vr, ds))
         elif kind is Kind.UID:
             if vr != "UI":
