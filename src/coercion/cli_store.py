@@ -134,7 +134,7 @@ def stats(url: str, key: Path | None) -> None:
     finally:
         opened.close()
     table = Table(title=f"store (schema version {version})")
-    columns = ("patients", "registered", "uids", "studies", "counters")
+    columns = ("patients", "registered", "uids", "studies", "counters", "counter values")
     table.add_column("scope")
     for column in columns:
         table.add_column(column, justify="right")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from coercion.store.store import SCHEMA_VERSION
 from tests.helpers import coercion
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ def test_register_export_and_stats(tmp_path: Path) -> None:
     assert "0 subjects registered, 2 already were" in again.stdout
     shown = coercion("store", "stats", *common, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert "TRIAL_A" in shown.stdout and "schema version 1" in shown.stdout
+    assert "TRIAL_A" in shown.stdout and f"schema version {SCHEMA_VERSION}" in shown.stdout
     out = tmp_path / "key.csv"
     exported = coercion("store", "export", "TRIAL_A", "--out", out, *common, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr

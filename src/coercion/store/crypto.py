@@ -7,7 +7,8 @@ same pseudonyms, UIDs and date offsets without asking each other:
 * ``lookup``: keyed hashes under which original values are found;
 * ``seal``: AES-256-GCM for original values kept for re-identification
   (authenticated: a changed or moved record does not decrypt);
-* ``derive``: pseudonyms, new UIDs and date offsets.
+* ``derive``: pseudonyms, new UIDs and date offsets;
+* ``uid``: the scope's new UID for an original UID (no store needed).
 
 A copy of the database alone holds hashes and ciphertext, never PHI.
 """
@@ -27,6 +28,12 @@ from coercion.errors import StoreError
 __all__ = ["ScopeKeys"]
 
 _NONCE = 12
+
+# A new UID is ``2.25.`` and a UUID (RFC 9562) of version 8 read as an integer.
+_UUID_VERSION_8 = 0x8 << 76
+_UUID_VARIANT_RFC = 0x2 << 62
+_VERSION_MASK = ~(0xF << 76)
+_VARIANT_MASK = ~(0x3 << 62)
 
 
 def _subkey(key: bytes, label: str) -> bytes:
@@ -52,6 +59,16 @@ class ScopeKeys:
         """32 pseudo-random bytes for *kind* and *values* (pseudonyms, UIDs, offsets)."""
         message = "\x00".join((kind, *values)).encode("utf-8", "surrogatepass")
         return hmac.new(self._derive, message, hashlib.sha256).digest()
+
+    def uid(self, original: str) -> str:
+        """The scope's new UID for *original*: ``2.25.`` and a UUIDv8 integer (<= 44 characters).
+
+        Padding (leading or trailing NULs and spaces) is ignored; the same secret, scope and
+        original always give the same UID.
+        """
+        value = int.from_bytes(self.derive("uid", original.strip("\x00 "))[:16], "big")
+        value = (value & _VERSION_MASK & _VARIANT_MASK) | _UUID_VERSION_8 | _UUID_VARIANT_RFC
+        return f"2.25.{value}"
 
     def seal(self, values: dict[str, str], context: str) -> bytes:
         """Encrypt *values* (JSON) bound to *context* (e.g. the row's key)."""

@@ -9,94 +9,52 @@ idempotent (``ON CONFLICT DO NOTHING``) and reads back what is stored, so two
 processes or nodes working on one patient at the same moment end with one
 record and agree on it without locks.
 
-The schema is versioned (table ``coercion_meta``) and created or migrated
-when the store opens.
+Counters are the exception: a number must be handed out once, so a counter's
+transaction first writes the counter's row (on PostgreSQL a row lock, on
+SQLite the database's write lock) and holds it to the commit. Writing first
+matters on SQLite: a transaction that reads and then writes fails with
+SQLITE_BUSY in WAL mode when another process wrote in between.
+
+The schema is versioned (table ``coercion_meta``, tables in
+:mod:`coercion.store.tables`) and created or migrated when the store opens.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    UniqueConstraint,
-    create_engine,
-    event,
-    func,
-    select,
-)
+from sqlalchemy import Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from coercion.errors import StoreError
 from coercion.store.crypto import ScopeKeys
+from coercion.store.tables import (
+    counter_values,
+    counters,
+    meta,
+    metadata,
+    patients,
+    studies,
+    uids,
+)
 
 __all__ = ["SCHEMA_VERSION", "Patient", "PseudonymStore", "Scope", "ScopeSettings"]
 
 #: The schema version this code writes; older stores are migrated on open.
-SCHEMA_VERSION = 1
+#: 1: patients, UIDs, studies, counters; 2: adds coercion_counter_values.
+SCHEMA_VERSION = 2
 _MIGRATE_ATTEMPTS = 5
 
-_metadata = MetaData()
-_meta = Table(
-    "coercion_meta",
-    _metadata,
-    Column("name", String(64), primary_key=True),
-    Column("value", String(256), nullable=False),
-)
-_patients = Table(
-    "coercion_patients",
-    _metadata,
-    Column("scope", String(64), primary_key=True),
-    Column("patient_hash", String(64), primary_key=True),
-    Column("pseudonym_id", String(64), nullable=False),
-    Column("pseudonym_name", String(128), nullable=False),
-    Column("date_offset", Integer, nullable=False),
-    Column("registered", Boolean, nullable=False),
-    Column("sealed", LargeBinary, nullable=True),
-    UniqueConstraint("scope", "pseudonym_id", name="coercion_patients_pseudonym"),
-)
-_uids = Table(
-    "coercion_uids",
-    _metadata,
-    Column("scope", String(64), primary_key=True),
-    Column("new_uid", String(64), primary_key=True),
-    Column("original_hash", String(64), nullable=False, index=True),
-    Column("sealed", LargeBinary, nullable=False),
-)
-_studies = Table(
-    "coercion_studies",
-    _metadata,
-    Column("scope", String(64), primary_key=True),
-    Column("new_study_uid", String(64), primary_key=True),
-    Column("patient_hash", String(64), nullable=False),
-    Column("sealed", LargeBinary, nullable=False),
-)
-_counters = Table(
-    "coercion_counters",
-    _metadata,
-    Column("scope", String(64), primary_key=True),
-    Column("name", String(128), primary_key=True),
-    Column("value", BigInteger, nullable=False),
-)
-
-_UUID_VERSION_8 = 0x8 << 76
-_UUID_VARIANT_RFC = 0x2 << 62
-_VERSION_MASK = ~(0xF << 76)
-_VARIANT_MASK = ~(0x3 << 62)
+_log = logging.getLogger(__name__)
 
 
 class _NewerSchemaError(StoreError):
@@ -199,13 +157,13 @@ class PseudonymStore:
     def _migrate_once(self) -> None:
         try:
             with self.engine.begin() as connection:
-                _metadata.create_all(connection, checkfirst=True)
+                metadata.create_all(connection, checkfirst=True)
                 found = connection.execute(
-                    select(_meta.c.value).where(_meta.c.name == "schema_version")
+                    select(meta.c.value).where(meta.c.name == "schema_version")
                 ).scalar()
                 if found is None:
                     connection.execute(
-                        self._insert(_meta)
+                        self._insert(meta)
                         .values(name="schema_version", value=str(SCHEMA_VERSION))
                         .on_conflict_do_nothing()
                     )
@@ -214,7 +172,19 @@ class PseudonymStore:
                         f"store {_safe(self.url)}: schema version {found} is newer than this "
                         f"coercion ({SCHEMA_VERSION}); upgrade coercion"
                     )
-                # Version 1 is the first: later versions add their steps here.
+                elif int(found) < SCHEMA_VERSION:
+                    # 1 -> 2: coercion_counter_values, made by create_all above.
+                    connection.execute(
+                        meta.update()
+                        .where(meta.c.name == "schema_version")
+                        .values(value=str(SCHEMA_VERSION))
+                    )
+                    _log.info(
+                        "store %s: schema migrated from version %s to %s",
+                        _safe(self.url),
+                        found,
+                        SCHEMA_VERSION,
+                    )
         except SQLAlchemyError as exc:
             raise StoreError(
                 f"store {_safe(self.url)}: cannot create or migrate the schema "
@@ -225,7 +195,7 @@ class PseudonymStore:
         """The schema version recorded in the store."""
         with self.engine.connect() as connection:
             value = connection.execute(
-                select(_meta.c.value).where(_meta.c.name == "schema_version")
+                select(meta.c.value).where(meta.c.name == "schema_version")
             ).scalar()
         return int(value or 0)
 
@@ -239,14 +209,18 @@ class PseudonymStore:
             return found
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per scope, the number of patients, registered subjects, UIDs, studies and counters."""
+        """Per scope: patients, registered subjects, UIDs, studies, counters, counter values.
+
+        "counter values" counts the originals that ``number_for`` numbered.
+        """
         result: dict[str, dict[str, int]] = {}
         with self.engine.connect() as connection:
             for label, table in (
-                ("patients", _patients),
-                ("uids", _uids),
-                ("studies", _studies),
-                ("counters", _counters),
+                ("patients", patients),
+                ("uids", uids),
+                ("studies", studies),
+                ("counters", counters),
+                ("counter values", counter_values),
             ):
                 rows = connection.execute(
                     select(table.c.scope, func.count()).group_by(table.c.scope)
@@ -254,9 +228,9 @@ class PseudonymStore:
                 for scope, count in rows:
                     result.setdefault(scope, {})[label] = int(count)
             registered = connection.execute(
-                select(_patients.c.scope, func.count())
-                .where(_patients.c.registered.is_(True))
-                .group_by(_patients.c.scope)
+                select(patients.c.scope, func.count())
+                .where(patients.c.registered.is_(True))
+                .group_by(patients.c.scope)
             )
             for scope, count in registered:
                 result.setdefault(scope, {})["registered"] = int(count)
@@ -296,6 +270,7 @@ class Scope:
         self._patients: dict[str, Patient] = {}
         self._uids: dict[str, str] = {}
         self._recorded: set[str] = set()
+        self._numbers: dict[tuple[str, str], int] = {}
 
     # -- derivation (no I/O) -----------------------------------------------------------------
 
@@ -304,9 +279,7 @@ class Scope:
         original = original.strip("\x00 ")
         found = self._uids.get(original)
         if found is None:
-            value = int.from_bytes(self.keys.derive("uid", original)[:16], "big")
-            value = (value & _VERSION_MASK & _VARIANT_MASK) | _UUID_VERSION_8 | _UUID_VARIANT_RFC
-            found = self._uids[original] = f"2.25.{value}"
+            found = self._uids[original] = self.keys.uid(original)
         return found
 
     def _derived_patient(self, patient_hash: str) -> tuple[str, str, int]:
@@ -347,12 +320,12 @@ class Scope:
             self._insert_patient(
                 connection, patient_hash, pseudonym_id, pseudonym_name, offset, False, sealed
             )
-            row = self._patient_row(connection, _patients.c.patient_hash, patient_hash)
+            row = self._patient_row(connection, patients.c.patient_hash, patient_hash)
             assert row is not None  # inserted, or there already
             if row.registered and originals:  # a registered subject: keep what came with it
                 connection.execute(
-                    _patients.update()
-                    .where(_patients.c.scope == self.name, _patients.c.patient_hash == patient_hash)
+                    patients.update()
+                    .where(patients.c.scope == self.name, patients.c.patient_hash == patient_hash)
                     .values(sealed=sealed)
                 )
         patient = _to_patient(row)
@@ -374,7 +347,7 @@ class Scope:
         patient_hash = self.patient_hash(patient_id, issuer)
         _derived_id, _derived_name, offset = self._derived_patient(patient_hash)
         name = pseudonym_name or pseudonym_id
-        table = _patients
+        table = patients
         with self._begin() as connection:
             taken = connection.execute(
                 select(table.c.patient_hash).where(
@@ -404,7 +377,7 @@ class Scope:
     def known_patient(self, pseudonym_id: str) -> tuple[Patient, dict[str, str]] | None:
         """The patient known as *pseudonym_id* and its sealed originals, or None."""
         with self.store.engine.connect() as connection:
-            row = self._patient_row(connection, _patients.c.pseudonym_id, pseudonym_id)
+            row = self._patient_row(connection, patients.c.pseudonym_id, pseudonym_id)
         if row is None:
             return None
         originals = self.keys.open(row.sealed, f"patient/{row.patient_hash}") if row.sealed else {}
@@ -418,7 +391,7 @@ class Scope:
     def _patient_row(self, connection: Any, column: Any, value: str) -> Any:
         """The scope's patient row whose *column* is *value*, or None."""
         return connection.execute(
-            select(_patients).where(_patients.c.scope == self.name, column == value)
+            select(patients).where(patients.c.scope == self.name, column == value)
         ).first()
 
     def _insert_patient(
@@ -433,7 +406,7 @@ class Scope:
     ) -> None:
         """Insert a patient row unless the scope has it already."""
         connection.execute(
-            self.store._insert(_patients)
+            self.store._insert(patients)
             .values(
                 scope=self.name,
                 patient_hash=patient_hash,
@@ -463,7 +436,7 @@ class Scope:
         ]
         if new_rows:
             with self._begin() as connection:
-                connection.execute(self.store._insert(_uids).on_conflict_do_nothing(), new_rows)
+                connection.execute(self.store._insert(uids).on_conflict_do_nothing(), new_rows)
             self._recorded.update(str(row["new_uid"]) for row in new_rows)
         return mapping
 
@@ -471,8 +444,8 @@ class Scope:
         """The original of a UID this scope made, or None when it made no such UID."""
         with self.store.engine.connect() as connection:
             sealed = connection.execute(
-                select(_uids.c.sealed).where(
-                    _uids.c.scope == self.name, _uids.c.new_uid == new_uid.strip("\x00 ")
+                select(uids.c.sealed).where(
+                    uids.c.scope == self.name, uids.c.new_uid == new_uid.strip("\x00 ")
                 )
             ).scalar()
         if sealed is None:
@@ -488,7 +461,7 @@ class Scope:
         sealed = self.keys.seal(dict(originals), f"study/{new_study_uid}")
         with self._begin() as connection:
             connection.execute(
-                self.store._insert(_studies)
+                self.store._insert(studies)
                 .values(
                     scope=self.name,
                     new_study_uid=new_study_uid,
@@ -502,11 +475,76 @@ class Scope:
         """The original study-level values of a pseudonymised study, or None."""
         with self.store.engine.connect() as connection:
             sealed = connection.execute(
-                select(_studies.c.sealed).where(
-                    _studies.c.scope == self.name, _studies.c.new_study_uid == new_study_uid
+                select(studies.c.sealed).where(
+                    studies.c.scope == self.name, studies.c.new_study_uid == new_study_uid
                 )
             ).scalar()
         return None if sealed is None else self.keys.open(sealed, f"study/{new_study_uid}")
+
+    # -- counters ------------------------------------------------------------------------------
+
+    def increment(self, counter: str) -> int:
+        """Add 1 to *counter* (0 when new) and return the new value: 1, 2, 3, ...
+
+        Atomic across processes and nodes sharing the store: no number is
+        given twice and none is skipped.
+        """
+        self._check_counter(counter)
+        with self._begin() as connection:
+            return self._bump(connection, counter, 1)
+
+    def number_for(self, counter: str, original: str) -> int:
+        """The number *counter* gave *original*, or on first sight its next number, recorded.
+
+        The same original (compared exactly) always gets the same number;
+        distinct originals get 1, 2, 3, ... with no gap and no repeat, also
+        when several processes or nodes ask at once. The store keeps only a
+        keyed hash of *original*. A counter used here should not also be
+        given to :meth:`increment` (its numbers would then have gaps).
+        """
+        self._check_counter(counter)
+        found = self._numbers.get((counter, original))
+        if found is not None:
+            return found
+        original_hash = self.keys.lookup("counter", counter, original)
+        with self._begin() as connection:
+            self._bump(connection, counter, 0)  # write first: the lock, held to the commit
+            found = connection.execute(
+                select(counter_values.c.number).where(
+                    counter_values.c.scope == self.name,
+                    counter_values.c.counter == counter,
+                    counter_values.c.original_hash == original_hash,
+                )
+            ).scalar()
+            if found is None:
+                found = self._bump(connection, counter, 1)
+                connection.execute(
+                    counter_values.insert().values(
+                        scope=self.name,
+                        counter=counter,
+                        original_hash=original_hash,
+                        number=found,
+                    )
+                )
+        number = self._numbers[(counter, original)] = int(found)
+        return number
+
+    def _bump(self, connection: Connection, counter: str, step: int) -> int:
+        """Add *step* to the counter's row (made at 0 when absent) and return its value.
+
+        The first write of a transaction: it takes the row lock (PostgreSQL) or
+        the write lock (SQLite) that the rest of the transaction holds.
+        """
+        statement = self.store._insert(counters).values(scope=self.name, name=counter, value=step)
+        statement = statement.on_conflict_do_update(
+            index_elements=[counters.c.scope, counters.c.name],
+            set_={"value": counters.c.value + step},
+        ).returning(counters.c.value)
+        return int(connection.execute(statement).scalar_one())
+
+    def _check_counter(self, counter: str) -> None:
+        if not counter or len(counter) > 128:
+            raise StoreError(f"scope {self.name}: counter name {counter!r}: 1 to 128 characters")
 
     # -- export ----------------------------------------------------------------------------------
 
@@ -514,9 +552,9 @@ class Scope:
         """The scope's key: one row per patient (pseudonym, offset and the originals)."""
         with self.store.engine.connect() as connection:
             rows = connection.execute(
-                select(_patients)
-                .where(_patients.c.scope == self.name)
-                .order_by(_patients.c.pseudonym_id)
+                select(patients)
+                .where(patients.c.scope == self.name)
+                .order_by(patients.c.pseudonym_id)
             ).all()
         for row in rows:
             originals = (
@@ -531,10 +569,15 @@ class Scope:
             record.update(originals)
             yield record
 
-    def _begin(self) -> Any:
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A transaction; database errors become StoreError (no statement, no values)."""
         try:
-            return self.store.engine.begin()
+            with self.store.engine.begin() as connection:
+                yield connection
         except SQLAlchemyError as exc:
+            hint = "; is it reachable and writable?" if isinstance(exc, OperationalError) else ""
             raise StoreError(
-                f"store {_safe(self.store.url)}: unavailable ({exc.__class__.__name__})"
+                f"store {_safe(self.store.url)}: scope {self.name}: transaction failed "
+                f"({exc.__class__.__name__}){hint}"
             ) from None
