@@ -24,6 +24,7 @@ from coercion.resources import default_ldif_dir
 
 if TYPE_CHECKING:
     from coercion.directory.config import Configuration
+    from coercion.directory.ldifio import Entry
     from coercion.directory.sources import DirectorySource
 
 # The directory modules (ldap3, jsonschema) are imported where they are used, so that
@@ -137,7 +138,7 @@ def validate_(**kwargs: Any) -> None:
 @config.command()
 @_with_source
 def show(**kwargs: Any) -> None:
-    """Print the node's rules as a table, in the order they apply."""
+    """Print the node's rules as a table, in the order they apply, then its tag scripts."""
     configuration = _load(kwargs)
     table = Table(title=f"rules of {configuration.device.name} ({configuration.origin})")
     for column in (
@@ -167,6 +168,28 @@ def show(**kwargs: Any) -> None:
             str(rule.on_failure),
         )
     _out.print(table)
+    if configuration.scripts:
+        _out.print(_scripts_table(configuration))
+
+
+def _scripts_table(configuration: Configuration) -> Table:
+    """The tag scripts, one row per section; the number of its tag commands, not the commands."""
+    table = Table(title=f"tag scripts ({configuration.origin})")
+    for column in ("script", "section", "name", "owner", "prefix", "preset", "tag commands"):
+        table.add_column(column)
+    for name, script in sorted(configuration.scripts.items()):
+        for section in (script.general, *script.projects.values()):
+            preset = script.assignment(section.key).preset.value
+            table.add_row(
+                escape(name),
+                escape(section.key),
+                escape(section.name) or "-",
+                escape(section.owner) or "-",
+                escape(section.prefix) or "-",
+                preset if section.preset else f"{preset} (not set)",
+                str(len(section.commands)),
+            )
+    return table
 
 
 @config.command()
@@ -233,34 +256,81 @@ def import_(ldif_file: Path, **kwargs: Any) -> None:
     )
 
 
-@config.command(name="import-dcm4chee")
-@click.argument("ldif_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option(
-    "--parent-dn",
-    default="dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,dc=coercion,dc=local",
-    show_default=True,
-    help="Where the converted rules go (the node's device or one of its network AEs).",
-)
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the LDIF here instead of stdout.",
-)
-def import_dcm4chee(ldif_file: Path, parent_dn: str, out_path: Path | None) -> None:
-    """Convert dcm4chee-arc dcmArchiveAttributeCoercion2 entries into coercion rules (LDIF)."""
-    from coercion.directory.dcm4chee import convert_dcm4chee
-    from coercion.directory.ldifio import format_ldif, read_ldif
+def _conversion_options(goes: str) -> Callable[[_F], _F]:
+    """The options of the import-... commands that convert into LDIF: --parent-dn and --out."""
 
-    converted, report = convert_dcm4chee(read_ldif(ldif_file), parent_dn)
+    def decorate(function: _F) -> _F:
+        function = click.option(
+            "--out",
+            "out_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the LDIF here instead of stdout.",
+        )(function)
+        return click.option(
+            "--parent-dn",
+            default=f"dicomDeviceName={DEFAULT_DEVICE},cn=Devices,cn=DICOM Configuration,"
+            "dc=coercion,dc=local",
+            show_default=True,
+            help=f"Where {goes} (the node's device or one of its network AEs).",
+        )(function)
+
+    return decorate
+
+
+def _write_converted(
+    entries: list[Entry], report: list[str], label: str, out_path: Path | None
+) -> None:
+    """Print *report* on stderr (each line after *label*), then write *entries* as LDIF."""
+    from coercion.directory.ldifio import format_ldif
+
     for line in report:
-        _err.print(f"[yellow]not mapped:[/] {escape(line)}")
-    text = format_ldif(converted)
+        _err.print(f"[yellow]{label}:[/] {escape(line)}")
+    text = format_ldif(entries)
     if out_path is None:
         sys.stdout.write(text)
     else:
         _write_atomically(out_path, text)
+
+
+@config.command(name="import-dcm4chee")
+@click.argument("ldif_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@_conversion_options("the converted rules go")
+def import_dcm4chee(ldif_file: Path, parent_dn: str, out_path: Path | None) -> None:
+    """Convert dcm4chee-arc dcmArchiveAttributeCoercion2 entries into coercion rules (LDIF)."""
+    from coercion.directory.dcm4chee import convert_dcm4chee
+    from coercion.directory.ldifio import read_ldif
+
+    converted, report = convert_dcm4chee(read_ldif(ldif_file), parent_dn)
+    _write_converted(converted, report, "not mapped", out_path)
     _err.print(f"{len(converted)} rules converted, {len(report)} items not mapped")
+
+
+def _script_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not value or value != value.strip():
+        raise click.BadParameter("must not be empty nor begin or end with a space")
+    return value
+
+
+@config.command(name="import-mercure")
+@click.argument("settings_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--name",
+    required=True,
+    callback=_script_name,
+    help="The script's name (cn), as rules name it: script:NAME.",
+)
+@_conversion_options("the script goes")
+def import_mercure(settings_file: Path, name: str, parent_dn: str, out_path: Path | None) -> None:
+    """Convert mercure anonymizer settings (or a task file with them) into a tag script (LDIF)."""
+    from coercion.directory.mercure import convert_mercure
+
+    try:
+        text = settings_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{settings_file}: cannot read ({exc})") from None
+    entry, report = convert_mercure(text, name, parent_dn, str(settings_file))
+    _write_converted([entry], report, "not carried over", out_path)
+    _err.print(f"1 script converted, {len(report)} items not carried over")
 
 
 @click.command()

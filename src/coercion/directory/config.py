@@ -15,15 +15,18 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from coercion.directory import DEFAULT_DEVICE
 from coercion.directory.entries import (
+    SCRIPT_BODY_SCHEMA,
     EntryJSON,
     Syntaxes,
     default_syntaxes,
     kind_of,
     to_json,
     validate,
+    validate_value,
 )
 from coercion.directory.ldifio import Entry
 from coercion.directory.sources import DirectorySource, EmbeddedDirectory
@@ -41,12 +44,16 @@ from coercion.engine import (
 )
 from coercion.errors import ConfigError
 
+if TYPE_CHECKING:
+    from coercion.script.language import Script
+
 __all__ = [
     "DEFAULT_DEVICE",
     "Configuration",
     "Device",
     "NetworkAE",
     "load_configuration",
+    "script_body",
     "write_snapshot",
 ]
 
@@ -86,6 +93,7 @@ class Configuration:
     entries: list[EntryJSON]
     raw: list[Entry]
     forward_rules: tuple[ForwardRule, ...] = ()
+    scripts: dict[str, Script] = field(default_factory=dict)  # the tag scripts, by name
 
     def known_ae_titles(self) -> set[str]:
         """The AE titles of every device but the node."""
@@ -158,8 +166,11 @@ def _scripts(entries: list[EntryJSON], env: ActionEnv, problems: list[str], orig
         if name in env.scripts:
             problems.append(f"{where}: attribute cn: a second tag script named {name!r}")
             continue
+        body = script_body(entry["coercionScript"], f"{where}: attribute coercionScript", problems)
+        if body is None:
+            continue
         try:
-            script = parse_script(name, entry["coercionScript"])
+            script = parse_script(name, body)
         except ConfigError as exc:
             problems.extend(
                 f"{where}: attribute coercionScript: {line}" for line in str(exc).splitlines()
@@ -167,6 +178,23 @@ def _scripts(entries: list[EntryJSON], env: ActionEnv, problems: list[str], orig
             continue
         env.scripts[name] = script
         log_assignments(script)
+
+
+def script_body(text: str, where: str, problems: list[str]) -> dict[str, Any] | None:
+    """The JSON of a tag script's body; None when it is not JSON or not as its schema says.
+
+    The body schema is the first check, every problem noted in *problems* as
+    ``<where>: <JSON path>: <what>``; :func:`~coercion.script.language.parse_script`
+    then checks commands, macros, regular expressions and VRs.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        problems.append(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        return None
+    found = validate_value(data, SCRIPT_BODY_SCHEMA, where)
+    problems.extend(found)
+    return None if found else cast(dict[str, Any], data)
 
 
 def _conditions(entry: EntryJSON, where: str, problems: list[str]) -> list[Condition]:
@@ -288,7 +316,14 @@ def build_configuration(
     if problems:
         raise ConfigError("\n".join(problems))
     return Configuration(
-        origin, device, devices, RuleSet(rules, origin), entries, raw, tuple(forwards)
+        origin,
+        device,
+        devices,
+        RuleSet(rules, origin),
+        entries,
+        raw,
+        tuple(forwards),
+        dict(env.scripts),
     )
 
 

@@ -9,7 +9,7 @@ skipped when its URI cannot be mapped.
 
 from __future__ import annotations
 
-from coercion.directory.ldifio import Entry
+from coercion.directory.ldifio import Entry, escape_rdn_value
 from coercion.engine import ActionEnv, Dimse, build_action, parse_condition
 
 __all__ = ["convert_dcm4chee"]
@@ -22,13 +22,6 @@ def _values(attrs: dict[str, list[str]], name: str) -> list[str]:
         if key.lower() == name.lower():
             return [str(v) for v in values]
     return []
-
-
-def _escape_rdn(value: str) -> str:
-    out = value
-    for char in '\\,+"<>;=':
-        out = out.replace(char, "\\" + char)
-    return out
 
 
 def convert_dcm4chee(entries: list[Entry], parent_dn: str) -> tuple[list[Entry], list[str]]:
@@ -91,5 +84,5 @@ def convert_dcm4chee(entries: list[Entry], parent_dn: str) -> tuple[list[Entry],
             "coercionParam": [f"{k}={v}" for k, v in params.items()],
         }
         ours.update({k: v for k, v in optional.items() if v})
-        converted.append((f"cn={_escape_rdn(cn)},{parent_dn}", ours))
+        converted.append((f"cn={escape_rdn_value(cn)},{parent_dn}", ours))
     return converted, report

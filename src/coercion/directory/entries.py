@@ -10,6 +10,7 @@ then validated against the schema of the entry's structural object class.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import re
@@ -24,7 +25,17 @@ from coercion.directory.ldifio import Entry, read_ldif_folder
 from coercion.errors import ConfigError
 from coercion.resources import default_ldif_dir, schema_dir
 
-__all__ = ["KINDS", "EntryJSON", "Syntaxes", "default_syntaxes", "kind_of", "to_json", "validate"]
+__all__ = [
+    "KINDS",
+    "SCRIPT_BODY_SCHEMA",
+    "EntryJSON",
+    "Syntaxes",
+    "default_syntaxes",
+    "kind_of",
+    "to_json",
+    "validate",
+    "validate_value",
+]
 
 EntryJSON = dict[str, Any]
 
@@ -40,6 +51,8 @@ KINDS = {
     "coercionPseudonymScope": "coercion-pseudonym-scope.schema.json",
     "coercionForwardRule": "coercion-forward-rule.schema.json",
 }
+#: The JSON Schema of a tag script's body (``coercionScript``), checked when the scripts load.
+SCRIPT_BODY_SCHEMA = "coercion-tag-script-body.schema.json"
 _KINDS_FOLDED = {name.lower(): name for name in KINDS}
 _BOOLEAN = "1.3.6.1.4.1.1466.115.121.1.7"
 _INTEGER = "1.3.6.1.4.1.1466.115.121.1.27"
@@ -47,6 +60,7 @@ _INTEGER = "1.3.6.1.4.1.1466.115.121.1.27"
 _SINGLE_CORE = ("cn", "description")
 _NAME_RE = re.compile(r"NAME\s+(?:'([^']+)'|\(\s*'([^']+)')")
 _SYNTAX_RE = re.compile(r"SYNTAX\s+([0-9.]+)")
+_PLAIN_KEY = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -183,7 +197,63 @@ def validate(entry: EntryJSON, origin: str = "") -> list[str]:
     return problems
 
 
+def validate_value(value: Any, schema_file: str, where: str) -> list[str]:
+    """Validate a JSON *value* an attribute holds (a script's body) against *schema_file*.
+
+    Each problem is ``<where>: <JSON path>: <what>``, *where* naming the entry
+    and the attribute, e.g. ``... attribute coercionScript: $.general.mode:
+    not allowed; ...``. A message repeats a value only where the schema gives
+    a pattern or a list of choices (a preset), never a tag's command.
+    """
+    found: list[tuple[list[str | int], str]] = []  # (path, what), sorted by path
+    for error in _validator(schema_file).iter_errors(value):
+        path = list(error.absolute_path)
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            hint = error.schema.get("description")
+            for extra in _unexpected(error):
+                close = difflib.get_close_matches(extra, allowed, n=1)
+                what = "not allowed" + (f" (did you mean {close[0]}?)" if close else "")
+                found.append(([*path, extra], what + (f"; {hint}" if hint else "")))
+        else:
+            found.append((path, _describe(error)))
+    found.sort(key=lambda item: [str(part) for part in item[0]])
+    return [f"{where}: {_json_path(path)}: {what}" for path, what in found]
+
+
+def _unexpected(error: Any) -> list[str]:
+    """The keys an ``additionalProperties: false`` error is about."""
+    patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
+    known = error.schema.get("properties", {})
+    return sorted(
+        str(key)
+        for key in error.instance
+        if key not in known and not any(p.search(str(key)) for p in patterns)
+    )
+
+
+def _json_path(parts: Iterable[Any]) -> str:
+    """A JSON path as jsonschema writes it (``$.general['(0010,0010)']``)."""
+    path = "$"
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _PLAIN_KEY.match(part):
+            path += f".{part}"
+        else:
+            path += "['" + part.replace("\\", "\\\\").replace("'", "\\'") + "']"
+    return path
+
+
 def _describe(error: Any) -> str:
+    if error.validator == "type":
+        expected = error.validator_value
+        names = expected if isinstance(expected, list) else [expected]
+        return f"must be of type {' or '.join(names)}"
+    if error.validator in ("anyOf", "oneOf") and error.schema.get("description"):
+        return f"must be {error.schema['description']}"
+    if error.validator == "minLength":
+        return "must not be empty" if error.validator_value == 1 else str(error.message)
     if error.validator == "enum":
         return f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
     if error.validator == "pattern":

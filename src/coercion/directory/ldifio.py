@@ -10,7 +10,7 @@ from ldif import LDIFParser, LDIFWriter
 
 from coercion.errors import ConfigError
 
-__all__ = ["Entry", "format_ldif", "read_ldif", "read_ldif_folder"]
+__all__ = ["Entry", "escape_rdn_value", "format_ldif", "read_ldif", "read_ldif_folder"]
 
 #: One directory entry: its DN and its attributes (name -> values as text).
 Entry = tuple[str, dict[str, list[str]]]
@@ -64,3 +64,26 @@ def format_ldif(entries: Iterable[Entry]) -> str:
     for dn, attrs in entries:
         writer.unparse(dn, {name: list(values) for name, values in attrs.items()})
     return buffer.getvalue().decode("utf-8")
+
+
+def escape_rdn_value(value: str) -> str:
+    """*value* escaped for the value of an RDN (RFC 4514 section 2.4): ``cn=a\\,b``.
+
+    The special characters get a backslash, so do a leading ``#`` or space
+    and a trailing space; NUL becomes ``\\00``.
+    """
+    last = len(value) - 1
+    out = []
+    for index, char in enumerate(value):
+        if char == "\0":
+            out.append("\\00")
+        elif (
+            char in _RDN_SPECIAL or (index == 0 and char in "# ") or (index == last and char == " ")
+        ):
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_RDN_SPECIAL = frozenset('\\,+"<>;=')

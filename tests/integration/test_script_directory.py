@@ -1,0 +1,393 @@
+"""Tag scripts in the directory: mercure settings imported, applied, rejected, run and shown.
+
+The directory tests run twice, on the embedded directory and on a real slapd.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread, dcmwrite
+from pydicom.dataset import Dataset
+
+from coercion.directory.config import Configuration, load_configuration, script_body
+from coercion.directory.ldifio import format_ldif, read_ldif
+from coercion.directory.mercure import convert_mercure
+from coercion.directory.sources import (
+    DirectorySource,
+    EmbeddedDirectory,
+    LdapDirectory,
+    LdapSettings,
+)
+from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
+from coercion.errors import ConfigError
+from coercion.resources import default_ldif_dir
+from coercion.script import parse_script
+from tests.helpers import SECRET, coercion, make_dataset
+from tests.slapd import Slapd
+
+pytestmark = pytest.mark.integration
+
+BASE = "dc=coercion,dc=local"
+DEVICE = f"dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,{BASE}"
+SCRIPT_DN = f"cn=mercure,{DEVICE}"
+RULE_DN = f"cn=run-mercure,{DEVICE}"
+
+
+def rule(script: str = "mercure") -> str:
+    """A rule that runs ``script:SCRIPT`` on every C-STORE the node receives."""
+    return (
+        f"dn: cn=run-{script},{DEVICE}\nobjectClass: coercionRule\ncn: run-{script}\n"
+        f"coercionDIMSE: C_STORE_RQ\ndicomTransferRole: SCP\ncoercionURI: script:{script}\n"
+    )
+
+
+def script_entry(body: dict[str, Any] | str, name: str = "mercure") -> str:
+    """The LDIF of a ``coercionTagScript`` entry holding *body*."""
+    text = body if isinstance(body, str) else json.dumps(body)
+    attrs = {"objectClass": ["coercionTagScript"], "cn": [name], "coercionScript": [text]}
+    return format_ldif([(f"cn={name},{DEVICE}", attrs)])
+
+
+# -- the two directories -------------------------------------------------------------------------
+
+
+@dataclass
+class Directory:
+    """One backend under test: how to open it and how to add entries (LDIF) to it."""
+
+    kind: str
+    open: Callable[[], DirectorySource]
+    add: Callable[[str], None]
+
+
+def _embedded(tmp_path: Path) -> Directory:
+    folder = tmp_path / "ldif"
+    shutil.copytree(default_ldif_dir(), folder)
+    _store_in(folder, tmp_path / "store.db")
+    added: list[Path] = []
+
+    def add(ldif_text: str) -> None:
+        path = folder / f"{20 + len(added)}-added.ldif"
+        path.write_text(ldif_text, encoding="utf-8")
+        added.append(path)
+
+    return Directory("embedded", lambda: EmbeddedDirectory(folder), add)
+
+
+def _ldap(server: Slapd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Directory:
+    monkeypatch.setenv("COERCION_LDAP_PASSWORD", server.password)
+    server.ldapmodify(
+        f"dn: {DEVICE}\nchangetype: modify\nadd: coercionStoreURL\n"
+        f"coercionStoreURL: sqlite:///{tmp_path / 'store.db'}\n"
+    )
+
+    def add(ldif_text: str) -> None:
+        server.ldapmodify(_as_adds(ldif_text))
+
+    settings = LdapSettings(server.url, server.admin_dn)
+    return Directory("slapd", lambda: LdapDirectory(settings), add)
+
+
+def _as_adds(ldif_text: str) -> str:
+    """Content records as ``changetype: add`` records (after the DN and its folded lines)."""
+    out: list[str] = []
+    in_dn = False
+    for line in ldif_text.splitlines():
+        if in_dn and not line.startswith(" "):
+            out.append("changetype: add")
+            in_dn = False
+        out.append(line)
+        in_dn = in_dn or line.startswith("dn:")
+    if in_dn:
+        out.append("changetype: add")
+    return "\n".join(out) + "\n"
+
+
+def _store_in(folder: Path, store: Path) -> None:
+    """Point the node's pseudonym store (counters, fake values) at *store*."""
+    device = folder / "10-default-config.ldif"
+    device.write_text(
+        device.read_text(encoding="utf-8").replace(
+            "coercionPollInterval: 2",
+            f"coercionPollInterval: 2\ncoercionStoreURL: sqlite:///{store}",
+        ),
+        encoding="utf-8",
+    )
+
+
+@pytest.fixture(params=["embedded", "slapd"])
+def directory(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Directory]:
+    if request.param == "embedded":
+        yield _embedded(tmp_path)
+    else:
+        yield _ldap(request.getfixturevalue("slapd"), tmp_path, monkeypatch)
+
+
+def _load(directory: Directory) -> Configuration:
+    source = directory.open()
+    try:
+        return load_configuration(source, ActionEnv(SECRET))
+    finally:
+        source.close()
+
+
+# -- import-mercure ------------------------------------------------------------------------------
+
+#: Settings as mercure's documentation describes them: general for every project, a project
+#: section overriding it, preset none keeping what the script does not name.
+SETTINGS = {
+    "general": {
+        "preset": "none",
+        "(0010,0010)": "set(@fake_name@)",
+        "(0010,0020)": "set(ANON)",
+        "(0008,0080)": "clear",
+        "(0008,1030)": "set(Research study)",
+    },
+    "myproject": {
+        "name": "My project",
+        "owner": "Imaging lab",
+        "prefix": "MP",
+        "(0010,0020)": "MP-__COUNTER-001__",
+        "(0008,1030)": "set(@project_name@)",
+        "(0008,0050)": "remove",
+    },
+}
+
+#: Settings with what a node cannot carry over: a mode, an unknown macro, a misspelled command.
+FLAWED = {
+    "general": {
+        "mode": "whitelist",
+        "(0010,0010)": "set(@fake_name@)",
+        "(0008,0050)": "set(@hash_acc@)",
+        "(0008,0080)": "sett(QZXHOSPITAL)",
+    },
+    "myproject": {"prefix": "MP", "(0010,0020)": "MP-__COUNTER-001__"},
+}
+
+
+def test_import_mercure_reports_what_it_drops_and_writes_a_body_that_parses(
+    tmp_path: Path,
+) -> None:
+    """import-mercure reports a mode, an unknown macro and a misspelled command; the rest loads."""
+    settings, out = tmp_path / "settings.json", tmp_path / "script.ldif"
+    settings.write_text(json.dumps(FLAWED), encoding="utf-8")
+    result = coercion("config", "import-mercure", settings, "--name", "mercure", "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = [line for line in result.stderr.splitlines() if line.startswith("not carried over")]
+    assert len(report) == 3, result.stderr
+    assert "section general: 'mode': not a tag" in report[0]
+    assert "section general: (0008,0050): unknown macro @hash_acc@" in report[1]
+    assert "(did you mean @fake_acc@?)" in report[1]
+    assert "section general: (0008,0080): unknown command 'sett'" in report[2]
+    assert "QZXHOSPITAL" not in result.stderr
+    assert "1 script converted, 3 items not carried over" in result.stderr
+    [(dn, attrs)] = read_ldif(out)
+    assert dn == SCRIPT_DN
+    assert attrs["objectClass"] == ["coercionTagScript"]
+    problems: list[str] = []
+    body = script_body(attrs["coercionScript"][0], dn, problems)
+    assert problems == [] and body is not None
+    assert body == {
+        "general": {"(0010,0010)": "set(@fake_name@)"},
+        "myproject": {"prefix": "MP", "(0010,0020)": "MP-__COUNTER-001__"},
+    }
+    assert set(parse_script("mercure", body).projects) == {"myproject"}
+
+
+def test_import_mercure_unwraps_a_task_file() -> None:
+    """Settings held by a mercure task file under process.settings convert as the settings do."""
+    task = {"id": "task-1", "process": {"module_name": "anonymizer", "settings": SETTINGS}}
+    entry, report = convert_mercure(json.dumps(task), "mercure", DEVICE, "task.json")
+    assert report == []
+    assert json.loads(entry[1]["coercionScript"][0]) == SETTINGS
+
+
+def test_import_mercure_escapes_the_name_in_the_dn() -> None:
+    """A name with DN special characters is escaped in the RDN and kept as written in cn."""
+    (dn, attrs), _report = convert_mercure(json.dumps(SETTINGS), "a,b+c ", DEVICE)
+    assert dn == f"cn=a\\,b\\+c\\ ,{DEVICE}"
+    assert attrs["cn"] == ["a,b+c "]
+
+
+# -- the script applied through the directory ----------------------------------------------------
+
+
+def _apply(engine: Engine, called: str) -> Dataset:
+    ctx = EventContext(Dimse.C_STORE_RQ, Role.SCP, "CT01", called)
+    outcome = engine.apply(make_dataset(), ctx)
+    assert [a.rule.name for a in outcome.applied] == ["run-mercure"]
+    return outcome.dataset
+
+
+def test_an_imported_script_behaves_as_mercure_documents(directory: Directory) -> None:
+    """General applies everywhere, a project overrides it, the AE title picks the project."""
+    entry, report = convert_mercure(json.dumps(SETTINGS), "mercure", DEVICE)
+    assert report == []
+    directory.add(format_ldif([entry]) + "\n" + rule())
+    engine = Engine(_load(directory).rules)
+    original = make_dataset()
+    for called in ("AZ_MYPROJECT", "myproject", "Az_MyProject", "MYPROJECT"):
+        ds = _apply(engine, called)
+        assert ds.PatientID == "MP-001"  # the project's counter, not general's ANON
+        assert ds.StudyDescription == "My project"  # the project overrides general
+        assert "AccessionNumber" not in ds  # the project's own command
+        assert ds.PatientName == "Alpha^Alpha"  # general's command, in every project
+        assert ds.InstitutionName == ""
+        assert ds.PatientBirthDate == original.PatientBirthDate  # preset none keeps the rest
+        assert ds.SOPInstanceUID == original.SOPInstanceUID
+    other = _apply(engine, "COERCION")  # no project of that name: general alone
+    assert other.PatientID == "ANON"
+    assert other.StudyDescription == "Research study"
+    assert other.AccessionNumber == original.AccessionNumber
+    assert other.PatientName == "Alpha^Alpha"
+    assert other.InstitutionName == ""
+    assert other.PatientBirthDate == original.PatientBirthDate
+
+
+@pytest.mark.parametrize(
+    ("entries", "dn", "message"),
+    [
+        (
+            script_entry({"myproject": {"(0008,1030)": "s/(unclosed/x/"}}) + "\n" + rule(),
+            SCRIPT_DN,
+            "attribute coercionScript: section myproject: (0008,1030): invalid pattern",
+        ),
+        (
+            script_entry({"general": {"mode": "whitelist", "remove_curves": "yes"}})
+            + "\n"
+            + rule(),
+            SCRIPT_DN,
+            'attribute coercionScript: $.general.remove_curves: must be "true" or "false"',
+        ),
+        (
+            script_entry({"general": {"(0010,0010)": "remove"}}) + "\n" + rule("nosuch"),
+            f"cn=run-nosuch,{DEVICE}",
+            "attribute coercionURI: script: no tag script 'nosuch'",
+        ),
+    ],
+    ids=["invalid-regex", "schema-violation", "unknown-script"],
+)
+def test_bad_scripts_are_rejected_with_dn_and_attribute(
+    directory: Directory, entries: str, dn: str, message: str
+) -> None:
+    """An invalid regex, a body against its schema, an unknown script: DN and attribute named."""
+    directory.add(entries)
+    with pytest.raises(ConfigError) as caught:
+        _load(directory)
+    assert f"{dn}: {message}" in str(caught.value)
+
+
+def test_a_schema_violation_names_every_key_and_skips_the_parser(tmp_path: Path) -> None:
+    """Each schema problem is one line with its JSON path; the parser does not repeat them."""
+    directory = _embedded(tmp_path)
+    directory.add(
+        script_entry({"general": {"mode": "whitelist", "remove_curve": "true", "preset": "all"}})
+    )
+    with pytest.raises(ConfigError) as caught:
+        _load(directory)
+    lines = str(caught.value).splitlines()
+    where = f"{SCRIPT_DN}: attribute coercionScript: "
+    assert [line.split(where, 1)[1].split(":")[0] for line in lines] == [
+        "$.general.mode",
+        "$.general.preset",
+        "$.general.remove_curve",
+    ]
+    assert "(did you mean remove_curves?)" in lines[2]
+    assert "'all' is not in the expected form (default or none)" in lines[1]
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+#: The end-to-end script: the Basic Profile for everything, the project's own identifiers.
+E2E = {
+    "general": {
+        "preset": "default",
+        "(0010,0010)": "set(@fake_name@)",
+        "(0008,0050)": "set(@fake_acc@)",
+    },
+    "myproject": {
+        "name": "My project",
+        "owner": "Imaging lab",
+        "prefix": "MP",
+        "(0010,0020)": "MP-__COUNTER-001__",
+        "(0008,1030)": "s/^CT (\\w+).*/CT $1/",
+        "(0008,0080)": "set(@project_name@)",
+    },
+}
+
+
+def config_dir(tmp_path: Path) -> Path:
+    """The default configuration with the E2E script (imported by the CLI) and its rule."""
+    folder = tmp_path / "config"
+    shutil.copytree(default_ldif_dir(), folder)
+    _store_in(folder, tmp_path / "data" / "store.db")
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps(E2E), encoding="utf-8")
+    imported = folder / "20-script.ldif"
+    result = coercion("config", "import-mercure", settings, "--name", "mercure", "--out", imported)
+    assert result.returncode == 0, result.stderr
+    (folder / "21-rule.ldif").write_text(rule(), encoding="utf-8")
+    return folder
+
+
+def test_deidentify_runs_the_script_of_the_called_project(tmp_path: Path) -> None:
+    """coercion deidentify --called AZ_MYPROJECT runs the project's commands on every file."""
+    config, source, out = config_dir(tmp_path), tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    patients = [("QZXDOE^JANE", "QZXP1"), ("QZXROE^RICH", "QZXP2"), ("QZXDOE^JANE", "QZXP1")]
+    for index, (name, patient_id) in enumerate(patients):
+        ds = make_dataset(patient=name, patient_id=patient_id)
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.99.7.{index}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        dcmwrite(source / f"{index}.dcm", ds, enforce_file_format=True)
+    key = tmp_path / "secret.key"
+    result = coercion(
+        "deidentify",
+        "--config-dir",
+        config,
+        "--called",
+        "AZ_MYPROJECT",
+        "--key",
+        key,
+        source,
+        out,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "3 written" in result.stderr
+    outputs = [dcmread(out / f"{index}.dcm") for index in range(3)]
+    assert [ds.PatientID for ds in outputs] == ["MP-001", "MP-002", "MP-001"]
+    assert outputs[0].PatientName == outputs[2].PatientName != outputs[1].PatientName
+    assert all(ds.StudyDescription == "CT head" for ds in outputs)
+    assert all(ds.InstitutionName == "My project" for ds in outputs)
+    assert {ds.AccessionNumber for ds in outputs} == {"ACC0000001"}
+    originals = [dcmread(source / f"{index}.dcm") for index in range(3)]
+    for ds, original in zip(outputs, originals, strict=True):
+        assert ds.SOPInstanceUID != original.SOPInstanceUID  # the default preset's U
+        assert ds.get("PatientBirthDate", "") == ""  # the default preset's Z
+        assert "QZX" not in str(ds.PatientName) + ds.PatientID
+    assert (tmp_path / "data" / "store.db").exists()
+
+
+def test_config_show_lists_the_scripts_and_their_sections(tmp_path: Path) -> None:
+    """config show lists each script's sections with name, owner, prefix, preset and count."""
+    result = coercion("config", "show", "--config-dir", config_dir(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "tag scripts" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│ mercure ")]
+    assert len(rows) == 2
+    assert all(word in rows[0] for word in ("general", "default", "2"))
+    assert all(
+        word in rows[1]
+        for word in ("myproject", "My project", "Imaging lab", "MP", "default (not set)", "3")
+    )
+    assert "@fake_name@" not in result.stdout and "COUNTER" not in result.stdout
