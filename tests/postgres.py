@@ -491,6 +491,14 @@ def postgres() -> Iterator[Postgres]:
     yield from _temporary_postgres()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL: SQLite in the test's folder, then a fresh database of the session's server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return fresh_database(request.getfixturevalue("postgres_session"))
+
+
 @pytest.fixture(scope="session")
 def postgres_session() -> Iterator[Postgres]:
     """One private PostgreSQL server for the whole run; tests take ``fresh_database`` of it."""

@@ -28,7 +28,6 @@ from coercion.part10 import encode_file, read_bytes
 from coercion.script import parse_script
 from coercion.script.action import ScriptAction, log_assignments
 from tests.helpers import SECRET, make_dataset
-from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +35,6 @@ MARKER = "QZXSCRIPT"
 TO_PROJECT = EventContext(Dimse.C_STORE_RQ, Role.SCP, "CT01", "AZ_MYPROJECT")
 TO_OTHER = EventContext(Dimse.C_STORE_RQ, Role.SCP, "CT01", "OTHER")
 OBJECTS_PER_PROCESS = 1000
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        yield fresh_database(request.getfixturevalue("postgres_session"))
 
 
 _ENVS: list[ActionEnv] = []

@@ -24,14 +24,6 @@ SOP_UID = "1.2.826.0.1.3680043.99.77.1.1"
 ACCESSION = "QZXACC4711"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        yield fresh_database(request.getfixturevalue("postgres"))
-
-
 @pytest.fixture
 def store(store_url: str) -> Iterator[PseudonymStore]:
     opened = PseudonymStore(store_url, SECRET)

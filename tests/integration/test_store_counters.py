@@ -17,7 +17,6 @@ from coercion.errors import StoreError
 from coercion.store import PseudonymStore, ScopeKeys
 from coercion.store.store import SCHEMA_VERSION
 from tests.helpers import SECRET
-from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +29,6 @@ STUDY_UID_NEW = "2.25.81208681170579604710939739516157050558"
 
 #: Calls per process in the races.
 RACE_CALLS = 1000
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        yield fresh_database(request.getfixturevalue("postgres"))
 
 
 @pytest.fixture
