@@ -79,10 +79,14 @@ TARGETS = (
 
 @dataclass(frozen=True)
 class Tool:
-    """A benchmarked command: ``argv(src, dst)`` builds its command line."""
+    """A benchmarked command: ``argv(src, dst)`` builds its command line.
+
+    ``reset``, when given, runs before every run of the tool, untimed (e.g. to wipe a store).
+    """
 
     name: str
     argv: Callable[[Path, Path], list[str]]
+    reset: Callable[[], None] | None = None
 
     @property
     def slug(self) -> str:
@@ -171,6 +175,8 @@ def run_once(tool: Tool, data: Input, dst: Path, log: Path) -> tuple[float, str 
     """Run ``tool`` on ``data`` into a wiped ``dst``; return (seconds, error or None)."""
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
+    if tool.reset is not None:
+        tool.reset()
     argv = tool.argv(data.path, dst)
     with log.open("w") as out:
         out.write(f"$ {shlex.join(argv)}\n")
@@ -232,11 +238,37 @@ def ratio(results: dict[str, Result], baseline: str, row: str) -> float | None:
     return None if base is None or this is None else base / this
 
 
-def print_table(inputs: dict[str, Input], all_results: dict[str, dict[str, Result]]) -> None:
-    """Print seconds, throughput and ratios per data set and tool."""
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio column of the table: ``baseline/t``, or ``t/baseline`` when ``inverse``."""
+
+    title: str
+    baseline: str
+    inverse: bool = False
+
+    def value(self, results: dict[str, Result], row: str) -> float | None:
+        """Return the ratio for ``row``, or ``None`` if either time is missing."""
+        found = ratio(results, self.baseline, row)
+        return None if found is None else (1 / found if self.inverse else found)
+
+
+RATIOS = (Ratio("dicognito/t", DICOGNITO), Ratio("roundtrip/t", ROUNDTRIP))
+NOTE = (
+    "MB = 10^6 bytes of input; seconds = median wall time of the whole process;\n"
+    "dicognito/t, roundtrip/t = that tool's seconds / this row's seconds (> 1: row is faster)."
+)
+
+
+def print_table(
+    inputs: dict[str, Input],
+    all_results: dict[str, dict[str, Result]],
+    ratios: Sequence[Ratio] = RATIOS,
+    note: str = NOTE,
+) -> None:
+    """Print seconds, throughput and the ``ratios`` columns per data set and tool."""
     header = (
         f"{'set':<4} {'tool':<22} {'files':>6} {'MB':>8} {'seconds':>9} {'files/s':>9} "
-        f"{'MB/s':>8} {'dicognito/t':>12} {'roundtrip/t':>12}"
+        f"{'MB/s':>8}" + "".join(f" {column.title:>12}" for column in ratios)
     )
     print()
     print(header)
@@ -254,18 +286,15 @@ def print_table(inputs: dict[str, Input], all_results: dict[str, dict[str, Resul
                 f"{mb / seconds:>8.1f}",
                 *(
                     f"{r:>11.2f}x"
-                    if (r := ratio(results, base, tool)) is not None
+                    if (r := column.value(results, tool)) is not None
                     else f"{'-':>12}"
-                    for base in (DICOGNITO, ROUNDTRIP)
+                    for column in ratios
                 ),
             ]
             print(
                 f"{name:<4} {tool:<22} {data.files:>6} {mb:>8.1f} {seconds:>9.3f} {' '.join(cells)}"
             )
-    print(
-        "MB = 10^6 bytes of input; seconds = median wall time of the whole process;\n"
-        "dicognito/t, roundtrip/t = that tool's seconds / this row's seconds (> 1: row is faster)."
-    )
+    print(note)
 
 
 def print_targets(all_results: dict[str, dict[str, Result]]) -> None:

@@ -1,16 +1,36 @@
-"""Synthetic test data shared by the test modules."""
+"""Synthetic test data and the helpers the test modules share.
+
+Besides data: running the command line, and what the network tests need to
+drive ``coercion serve`` (dcmtk's clients, a configuration folder, a storage
+SCP standing in for a destination).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+
+from coercion.resources import default_ldif_dir
 
 SECRET = bytes(range(32))
+#: dcmtk keeps Nagle's algorithm on unless told (about 40 ms per DIMSE exchange).
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+BASE = "dc=coercion,dc=local"
+DEVICE = f"dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,{BASE}"
 
 
 def make_dataset(patient: str = "DOE^JANE^Q", patient_id: str = "PID-4711") -> Dataset:
@@ -61,3 +81,162 @@ def coercion(*args: object, cwd: Path | None = None) -> subprocess.CompletedProc
         env={**os.environ, "COLUMNS": "250"},
         cwd=cwd,
     )
+
+
+# -- the node and its peers, for the network tests ------------------------------------------
+
+
+def config_dir(tmp_path: Path, extra: str = "", restrict: bool = False) -> Path:
+    """A copy of the default configuration folder, with *extra* LDIF entries in 20-extra.ldif."""
+    folder = tmp_path / "config"
+    shutil.copytree(default_ldif_dir(), folder)
+    if restrict:
+        path = folder / "10-default-config.ldif"
+        text = path.read_text(encoding="utf-8")
+        path.write_text(
+            text.replace(
+                "coercionRestrictCallingAETitles: FALSE", "coercionRestrictCallingAETitles: TRUE"
+            ),
+            encoding="utf-8",
+        )
+    if extra:
+        (folder / "20-extra.ldif").write_text(extra, encoding="utf-8")
+    return folder
+
+
+def remote_device(name: str, ae_title: str, port: int) -> str:
+    """LDIF of a known remote device with one AE title listening on 127.0.0.1:*port*."""
+    dn = f"dicomDeviceName={name},cn=Devices,cn=DICOM Configuration,{BASE}"
+    return f"""dn: {dn}
+objectClass: dicomDevice
+dicomDeviceName: {name}
+dicomInstalled: TRUE
+
+dn: cn=dicom,{dn}
+objectClass: dicomNetworkConnection
+cn: dicom
+dicomHostname: 127.0.0.1
+dicomPort: {port}
+
+dn: dicomAETitle={ae_title},{dn}
+objectClass: dicomNetworkAE
+dicomAETitle: {ae_title}
+dicomNetworkConnectionReference: cn=dicom,{dn}
+dicomAssociationInitiator: FALSE
+dicomAssociationAcceptor: TRUE
+"""
+
+
+@dataclass
+class Served:
+    """A running ``coercion serve`` subprocess; *log* holds its stdout and stderr."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    data: Path
+    log: Path
+
+    def text(self) -> str:
+        """Everything the node has written so far."""
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+#: The ``serve`` fixture: ``start(config_dir=None, *extra_args) -> Served``.
+Start = Callable[..., Served]
+
+
+def start_node(tmp_path: Path, number: int, config: Path | None, *extra: str) -> Served:
+    """Start ``coercion -vv serve`` (port 0, data in tmp_path/dataN); wait until it listens.
+
+    It runs in *tmp_path*, so a relative default (such as the device's data
+    folder ``.coercion/data``) never lands in the checkout.
+    """
+    data = tmp_path / f"data{number}"
+    log = tmp_path / f"serve{number}.log"
+    args = [sys.executable, "-m", "coercion", "-vv", "serve", "--port", "0"]
+    args += ["--data", str(data), "--key", str(tmp_path / "secret.key"), *extra]
+    if config is not None:
+        args += ["--config-dir", str(config), "--poll-interval", "0.2"]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=DCMTK_ENV, cwd=tmp_path
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = re.search(r"listening on [\d.]+:(\d+)", log.read_text(errors="replace"))
+        if found:
+            return Served(process, int(found[1]), data, log)
+        if process.poll() is not None:
+            raise AssertionError(f"coercion serve exited:\n{log.read_text()}")
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"coercion serve did not start:\n{log.read_text()}")
+
+
+def tool(name: str) -> str:
+    """The path of dcmtk's *name*: the first one on PATH that is a binary.
+
+    pynetdicom installs Python scripts of the same names (storescu, findscu,
+    echoscu) into the virtual environment; they are not what is tested here.
+    """
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            with open(candidate, "rb") as handle:
+                if handle.read(4) == b"\x7fELF":
+                    return str(candidate)
+    raise AssertionError(f"dcmtk's {name} is not installed (tools/install-system-packages.sh)")
+
+
+def dcmtk(name: str, *args: object) -> subprocess.CompletedProcess[str]:
+    """Run dcmtk's *name* with TCP_NODELAY=1; its output captured."""
+    return subprocess.run(
+        [tool(name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=DCMTK_ENV,
+        check=False,
+    )
+
+
+def stored(data: Path) -> list[Path]:
+    """The objects a node with data folder *data* has stored, sorted by path."""
+    return sorted((data / "objects").rglob("*.dcm")) if (data / "objects").exists() else []
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def receive_at_archive(
+    port: int,
+    expected: int,
+    context: ssl.SSLContext | None = None,
+    ae_title: str = "ARCHIVE",
+) -> list[Dataset]:
+    """Run a CT storage SCP *ae_title* until *expected* objects arrived (40 s at most)."""
+    received: list[Dataset] = []
+
+    def on_store(event: Any) -> int:
+        received.append(event.dataset)
+        return 0x0000
+
+    archive = AE(ae_title=ae_title)
+    archive.add_supported_context("1.2.840.10008.5.1.4.1.1.2", ALL_TRANSFER_SYNTAXES)
+    server: Any = archive.start_server(
+        ("127.0.0.1", port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=context,
+    )
+    try:
+        deadline = time.monotonic() + 40
+        while len(received) < expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.shutdown()
+    return received

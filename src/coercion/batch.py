@@ -41,7 +41,7 @@ from coercion.errors import CoercionError, ConfigError, OutputError, Verificatio
 from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
 from coercion.profile.identifiers import Identifiers, collect_identifiers
-from coercion.verify import find_leaks
+from coercion.verify import Retention, find_leaks
 
 if TYPE_CHECKING:
     from coercion.directory.ldifio import Entry
@@ -231,7 +231,7 @@ class _Worker:
 
     def _coerce(
         self, ds: Dataset, identifiers: Identifiers | None
-    ) -> tuple[Dataset, dict[str, int], CompiledProfile | None]:
+    ) -> tuple[Dataset, dict[str, int], Retention | None]:
         """Apply the rules or the options; return the dataset, counts and the profile to verify."""
         if self.engine is None:
             record = self.deidentifier.apply(ds, identifiers)
@@ -244,17 +244,15 @@ class _Worker:
             sop_class_uid=_text(ds, "SOPClassUID"),
         )
         outcome = self.engine.apply(ds, ctx)
-        # Verify against the options of the de-identifying rules that applied
-        # (deidentify: and pseudonymize: both carry their de-identifier).
-        profiles = [
-            deidentifier.profile
+        # Verify against what the de-identifying rules that applied keep on purpose
+        # (deidentify:, pseudonymize: and script: say so through retention()).
+        retentions = [
+            retention(ctx)
             for a in outcome.applied
             if a.failure is None
-            and isinstance(
-                deidentifier := getattr(a.rule.action, "deidentifier", None), Deidentifier
-            )
+            and callable(retention := getattr(a.rule.action, "retention", None))
         ]
-        return outcome.dataset, dict(outcome.counts()), (profiles[-1] if profiles else None)
+        return outcome.dataset, dict(outcome.counts()), (retentions[-1] if retentions else None)
 
     def process(self, task: Task) -> FileResult:
         if sniff(task.source) is None:

@@ -341,7 +341,8 @@ def serve(
         raise click.UsageError("--tls-cert and --tls-key go together")
     secret = load_or_create_secret(key)
     source = open_source(directory)
-    watcher = ConfigurationWatcher(source, ActionEnv(secret), device)
+    env = ActionEnv(secret, data_directory=str(data) if data is not None else "")
+    watcher = ConfigurationWatcher(source, env, device)
     configuration = watcher.load_initial()
     settings = configuration.device.settings
     data = data or Path(str(settings.get("coercionDataDirectory", ".coercion/data")))

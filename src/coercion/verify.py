@@ -19,13 +19,26 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
+from typing import Protocol
 
 from pydicom._dicom_dict import DicomDictionary
 
-from coercion.profile import Action, CompiledProfile
+from coercion.profile import Action
 from coercion.profile.identifiers import Identifiers
 
-__all__ = ["find_leaks"]
+__all__ = ["Retention", "find_leaks"]
+
+
+class Retention(Protocol):
+    """What a de-identification keeps: K for a tag whose original value is kept on purpose.
+
+    A :class:`~coercion.profile.CompiledProfile` is one; so is a tag script's assignment.
+    """
+
+    def action_for(self, tag: int) -> Action | None:
+        """The action for *tag*; values of tags given K are not looked for."""
+        ...
+
 
 _WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _UID = frozenset(b"0123456789.")
@@ -57,7 +70,7 @@ def _bounded_find(data: bytes, needle: bytes, edge: frozenset[int]) -> bool:
 def find_leaks(
     data: bytes,
     identifiers: Identifiers,
-    profile: CompiledProfile,
+    profile: Retention,
     encodings: Iterable[str] = ("ascii", "utf-8", "latin-1"),
 ) -> list[str]:
     """Return the keywords whose source values occur in *data* (sorted, no values)."""

@@ -7,17 +7,10 @@ in this process, still reached by storescu.
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +18,7 @@ import pytest
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom import AE, evt
 
 from coercion.directory.sources import EmbeddedDirectory
 from coercion.directory.watch import ConfigurationWatcher
@@ -33,19 +26,29 @@ from coercion.engine import ActionEnv, EventContext, register_scheme
 from coercion.errors import CoercionError
 from coercion.net.node import Node, NodeSettings
 from coercion.profile import Change
-from coercion.resources import default_ldif_dir
-from tests.helpers import SECRET, make_dataset
+from tests.helpers import (
+    DCMTK_ENV,
+    DEVICE,
+    SECRET,
+    Served,
+    Start,
+    config_dir,
+    dcmtk,
+    free_port,
+    make_dataset,
+    receive_at_archive,
+    remote_device,
+    stored,
+    tool,
+)
 from tests.slapd import make_tls_files
 
 pytestmark = pytest.mark.integration
 
 CANARY_NAME = "QZXCANARY^PHIMARKER"
 CANARY_ID = "QZXCANARYID77"
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
 WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
-BASE = "dc=coercion,dc=local"
-DEVICE = f"dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,{BASE}"
 
 
 def canary_file(path: Path, index: int = 0) -> Path:
@@ -60,98 +63,6 @@ def canary_file(path: Path, index: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     dcmwrite(path, ds, enforce_file_format=True)
     return path
-
-
-def config_dir(tmp_path: Path, extra: str = "", restrict: bool = False) -> Path:
-    folder = tmp_path / "config"
-    shutil.copytree(default_ldif_dir(), folder)
-    if restrict:
-        path = folder / "10-default-config.ldif"
-        text = path.read_text(encoding="utf-8")
-        path.write_text(
-            text.replace(
-                "coercionRestrictCallingAETitles: FALSE", "coercionRestrictCallingAETitles: TRUE"
-            ),
-            encoding="utf-8",
-        )
-    if extra:
-        (folder / "20-extra.ldif").write_text(extra, encoding="utf-8")
-    return folder
-
-
-@dataclass
-class Served:
-    """A running ``coercion serve`` subprocess."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    data: Path
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-Start = Callable[..., Served]
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Start]:
-    started: list[Served] = []
-
-    def start(config: Path | None = None, *extra: str) -> Served:
-        data = tmp_path / f"data{len(started)}"
-        log = tmp_path / f"serve{len(started)}.log"
-        args = [sys.executable, "-m", "coercion", "-vv", "serve", "--port", "0"]
-        args += ["--data", str(data), "--key", str(tmp_path / "secret.key"), *extra]
-        if config is not None:
-            args += ["--config-dir", str(config), "--poll-interval", "0.2"]
-        with open(log, "wb") as out:
-            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=DCMTK_ENV)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            found = re.search(r"listening on [\d.]+:(\d+)", log.read_text(errors="replace"))
-            if found:
-                served = Served(process, int(found[1]), data, log)
-                started.append(served)
-                return served
-            if process.poll() is not None:
-                raise AssertionError(f"coercion serve exited:\n{log.read_text()}")
-            time.sleep(0.05)
-        process.kill()
-        raise AssertionError(f"coercion serve did not start:\n{log.read_text()}")
-
-    yield start
-    for served in started:
-        if served.process.poll() is None:
-            served.process.terminate()
-            served.process.wait(20)
-
-
-def tool(name: str) -> str:
-    """The path of dcmtk's *name*: the first one on PATH that is a binary.
-
-    pynetdicom installs Python scripts of the same names (storescu, findscu,
-    echoscu) into the virtual environment; they are not what is tested here.
-    """
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = Path(folder) / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            with open(candidate, "rb") as handle:
-                if handle.read(4) == b"\x7fELF":
-                    return str(candidate)
-    raise AssertionError(f"dcmtk's {name} is not installed (tools/install-system-packages.sh)")
-
-
-def dcmtk(name: str, *args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [tool(name), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=DCMTK_ENV,
-        check=False,
-    )
 
 
 def find(node: Served, calling: str, out: Path, query: list[str]) -> None:
@@ -171,10 +82,6 @@ def find(node: Served, calling: str, out: Path, query: list[str]) -> None:
         *query,
     )
     assert found.returncode == 0, found.stderr
-
-
-def stored(data: Path) -> list[Path]:
-    return sorted((data / "objects").rglob("*.dcm")) if (data / "objects").exists() else []
 
 
 # -- C-ECHO, association checks, shutdown ------------------------------------------------
@@ -431,60 +338,11 @@ def test_mpps_create_duplicate_set_and_final(serve: Start) -> None:
 # -- forwarding ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def receive_at_archive(
-    port: int, expected: int, context: ssl.SSLContext | None = None
-) -> list[Dataset]:
-    """Run the ARCHIVE storage SCP until *expected* objects arrived (40 s at most)."""
-    received: list[Dataset] = []
-
-    def on_store(event: Any) -> int:
-        received.append(event.dataset)
-        return 0x0000
-
-    archive = AE(ae_title="ARCHIVE")
-    archive.add_supported_context("1.2.840.10008.5.1.4.1.1.2", ALL_TRANSFER_SYNTAXES)
-    server: Any = archive.start_server(
-        ("127.0.0.1", port),
-        block=False,
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
-        ssl_context=context,
-    )
-    try:
-        deadline = time.monotonic() + 40
-        while len(received) < expected and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        server.shutdown()
-    return received
-
-
 def archive_config(port: int) -> str:
     """A destination device ARCHIVE, a forward rule, and a de-identifying rule on the way out."""
-    archive = f"dicomDeviceName=archive,cn=Devices,cn=DICOM Configuration,{BASE}"
-    return f"""dn: {archive}
-objectClass: dicomDevice
-dicomDeviceName: archive
-dicomInstalled: TRUE
-
-dn: cn=dicom,{archive}
-objectClass: dicomNetworkConnection
-cn: dicom
-dicomHostname: 127.0.0.1
-dicomPort: {port}
-
-dn: dicomAETitle=ARCHIVE,{archive}
-objectClass: dicomNetworkAE
-dicomAETitle: ARCHIVE
-dicomNetworkConnectionReference: cn=dicom,{archive}
-dicomAssociationInitiator: FALSE
-dicomAssociationAcceptor: TRUE
-
+    return (
+        remote_device("archive", "ARCHIVE", port)
+        + f"""
 dn: cn=forward-clinical,dicomAETitle=COERCION,{DEVICE}
 objectClass: coercionForwardRule
 cn: forward-clinical
@@ -499,6 +357,7 @@ dicomTransferRole: SCU
 coercionCondition: ReceivingApplicationEntityTitle=ARCHIVE
 coercionURI: deidentify:RetainUIDsOption
 """
+    )
 
 
 def test_forwarding_survives_a_stopped_destination(serve: Start, tmp_path: Path) -> None:

@@ -391,3 +391,24 @@ def test_config_show_lists_the_scripts_and_their_sections(tmp_path: Path) -> Non
         for word in ("myproject", "My project", "Imaging lab", "MP", "default (not set)", "3")
     )
     assert "@fake_name@" not in result.stdout and "COUNTER" not in result.stdout
+
+
+def test_deidentify_verifies_what_the_script_does_not_keep_on_purpose(tmp_path: Path) -> None:
+    """Verification skips what the script keeps and fails an ID a substitution left as it was."""
+    config, source, out = tmp_path / "config", tmp_path / "in", tmp_path / "out"
+    shutil.copytree(default_ldif_dir(), config)
+    _store_in(config, tmp_path / "data" / "store.db")
+    body = {"general": {"(0010,0010)": "keep", "(0010,0020)": "s/^NOMATCH//"}}
+    (config / "20-script.ldif").write_text(script_entry(body) + "\n" + rule(), encoding="utf-8")
+    source.mkdir()
+    dcmwrite(source / "a.dcm", make_dataset("QZXKEPT^NAME", "QZXLEFT-ID"), enforce_file_format=True)
+    args = ("deidentify", "--config-dir", config, "--key", tmp_path / "k.key", source)
+    checked = coercion(*args, out, cwd=tmp_path)
+    assert checked.returncode == 1
+    assert "PatientID" in checked.stderr and "PatientName" not in checked.stderr
+    assert "QZX" not in checked.stderr + checked.stdout
+    assert not (out / "a.dcm").exists()
+    unchecked = coercion(*args, "--no-verify", tmp_path / "out2", cwd=tmp_path)
+    assert unchecked.returncode == 0, unchecked.stderr
+    written = dcmread(tmp_path / "out2" / "a.dcm")
+    assert (written.PatientName, written.PatientID) == ("QZXKEPT^NAME", "QZXLEFT-ID")

@@ -123,7 +123,7 @@ def _scopes(
     """Put the pseudonymisation scopes and the store URLs into *env* (for ``pseudonymize:``)."""
     from coercion.store.store import ScopeSettings
 
-    data = str(device.settings.get("coercionDataDirectory", ".coercion/data"))
+    data = env.data_directory or str(device.settings.get("coercionDataDirectory", ".coercion/data"))
     env.store_url = str(device.settings.get("coercionStoreURL") or f"sqlite:///{data}/store.db")
     for entry in entries:
         if kind_of(entry) != "coercionPseudonymScope" or entry.get("dicomInstalled") is False:

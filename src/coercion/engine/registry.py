@@ -20,7 +20,13 @@ from pydicom.dataset import Dataset
 from coercion.engine.context import EventContext
 from coercion.engine.rules import RuleAction
 from coercion.errors import ConfigError
-from coercion.profile import Change, Deidentifier, compile_profile, parse_options
+from coercion.profile import (
+    Change,
+    CompiledProfile,
+    Deidentifier,
+    compile_profile,
+    parse_options,
+)
 
 __all__ = ["ActionEnv", "ActionFactory", "build_action", "register_scheme", "schemes"]
 
@@ -32,6 +38,8 @@ class ActionEnv:
     ``scopes`` are the pseudonymisation scopes of the directory (settings by
     name); ``scripts`` its tag scripts (parsed, by name); ``store_url`` is the
     pseudonym store (``store_urls`` per scope, where a scope names its own).
+    ``data_directory``, when set, stands for the device's data folder (the
+    node's ``--data``): the default store lives there.
     """
 
     secret: bytes
@@ -40,6 +48,7 @@ class ActionEnv:
     store_url: str = "sqlite:///.coercion/data/store.db"
     store_urls: dict[str, str] = field(default_factory=dict)
     scripts: dict[str, Any] = field(default_factory=dict)
+    data_directory: str = ""
 
     def close(self) -> None:
         """Release what the actions opened (the store's connections)."""
@@ -99,6 +108,10 @@ class DeidentifyAction:
     def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
         """De-identify *ds* in place."""
         return self.deidentifier.apply(ds).changes
+
+    def retention(self, ctx: EventContext) -> CompiledProfile:
+        """What the output keeps on purpose (for verification): the compiled options."""
+        return self.deidentifier.profile
 
 
 def _deidentify(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:

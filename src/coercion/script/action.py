@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Mapping
 
 from pydicom.dataset import Dataset
@@ -44,7 +45,15 @@ class ScriptAction:
     def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
         """Run the project's assignment on *ds* in place."""
         project = self.project or self.script.project_for(ctx.called_ae)
-        return self.runner(project).run(ds)
+        changes = self.runner(project).run(ds)
+        if log.isEnabledFor(logging.DEBUG):  # counts per action letter, as deidentify: logs
+            counts = Counter(change.action.value for change in changes)
+            log.debug("script:%s project %s: %s", self.script.name, project, dict(counts))
+        return changes
+
+    def retention(self, ctx: EventContext) -> Assignment:
+        """What the output keeps on purpose (for verification): the project's assignment."""
+        return self.script.assignment(self.project or self.script.project_for(ctx.called_ae))
 
     def runner(self, project: str) -> ScriptRunner:
         """The runner of *project* (made once)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -36,6 +37,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR
 
+from coercion.elements import dictionary_vr
 from coercion.errors import ConfigError
 from coercion.profile import Action, compile_profile
 
@@ -259,6 +261,39 @@ class Assignment:
             f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {command.describe()} [{command.source}]"
             for tag, command in sorted(self.commands.items())
         ]
+
+    def removes_unnamed(self, tag: int) -> bool:
+        """Whether an attribute the script does not name goes (its private creator aside)."""
+        group, element = tag >> 16, tag & 0xFFFF
+        if not element:
+            return True  # group length: wrong once anything changes
+        if 0x5000 <= group <= 0x501E and not group & 1:
+            return self.options.remove_curves
+        if 0x6000 <= group <= 0x601E and not group & 1:
+            return self.options.remove_overlays
+        if not self.options.remove_unknown_tags:
+            return False
+        return bool(group & 1) or self.preset is Preset.NONE or dictionary_vr(tag) == "UN"
+
+    @functools.cached_property
+    def retained(self) -> frozenset[int]:
+        """The tags whose original values the script carries through to its output."""
+        kept = {Kind.KEEP} if self.options.remove_safe_tags else {Kind.KEEP, Kind.SAFE}
+        tags = {tag for tag, command in self.commands.items() if command.kind in kept}
+        for tag, command in self.commands.items():
+            for part in command.template.parts if command.template else ():
+                if isinstance(part, Macro) and part.name == "value":
+                    tags.add(tag if part.tag is None else part.tag)
+        return frozenset(tags)
+
+    def action_for(self, tag: int) -> Action | None:
+        """For output verification: K where the original value survives, else what is done."""
+        if tag in self.retained:
+            return Action.K
+        command = self.commands.get(tag)
+        if command is not None:
+            return command.kind.action
+        return None if self.removes_unnamed(tag) else Action.K
 
 
 @dataclass(frozen=True)

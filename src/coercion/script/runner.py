@@ -112,7 +112,6 @@ class ScriptRunner:
         self.options = assignment.options
         self.commands = assignment.commands
         self._where = f"script:{assignment.script} project {assignment.project}"
-        self._known_by_dictionary = assignment.preset.value == "default"
 
     def run(self, ds: Dataset) -> list[Change]:
         """Apply the assignment to *ds* in place; return what changed."""
@@ -138,7 +137,7 @@ class ScriptRunner:
             if command is None:
                 if group & 1 and 0x10 <= element <= 0xFF:
                     creators.append(tag_key)
-                elif self._removes_unnamed(tag, group, element):
+                elif self.assignment.removes_unnamed(tag):
                     removed.append(tag_key)
                 else:
                     if group & 1:
@@ -183,19 +182,6 @@ class ScriptRunner:
                 del ds._dict[tag_key]
         for tag_key, command, values in planned:
             self._change(ds, tag_key, command, values, path, changes)
-
-    def _removes_unnamed(self, tag: int, group: int, element: int) -> bool:
-        """Whether an attribute the script does not name goes."""
-        if not element:
-            return True  # group length: wrong once anything changes
-        options = self.options
-        if 0x5000 <= group <= 0x501E and not group & 1:
-            return options.remove_curves
-        if 0x6000 <= group <= 0x601E and not group & 1:
-            return options.remove_overlays
-        if not options.remove_unknown_tags:
-            return False
-        return bool(group & 1) or not self._known_by_dictionary or dictionary_vr(tag) == "UN"
 
     # -- the changes ---------------------------------------------------------------------------
 

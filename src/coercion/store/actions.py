@@ -26,6 +26,7 @@ from coercion.errors import ConfigError, RuleFailedError
 from coercion.profile import (
     Action,
     Change,
+    CompiledProfile,
     Deidentifier,
     Option,
     compile_profile,
@@ -99,6 +100,10 @@ class PseudonymizeAction:
         if original_study:
             scope.record_study(scope.derive_uid(original_study), patient, study)
         return record.changes
+
+    def retention(self, ctx: EventContext) -> CompiledProfile:
+        """What the output keeps on purpose (for verification): the compiled options."""
+        return self.deidentifier.profile
 
 
 class ReidentifyAction:
