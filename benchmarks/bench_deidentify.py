@@ -330,24 +330,19 @@ def version_of(distribution: str) -> str:
         return "not installed"
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        description="Time coercion deidentify against dicognito and a pydicom round trip."
-    )
+def data_set_parser(
+    description: str, work: Path, work_help: str, repeat: int
+) -> argparse.ArgumentParser:
+    """A parser with the options every data-set benchmark takes (data, work, repeat, key...)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--data",
         type=Path,
         default=BENCH_DIR / ".data",
         help="data folder; sets go to DATA/full or DATA/quick (default: benchmarks/.data)",
     )
-    parser.add_argument(
-        "--work",
-        type=Path,
-        default=BENCH_DIR / ".work",
-        help="folder for outputs, logs and the key file (default: benchmarks/.work)",
-    )
-    parser.add_argument("--repeat", type=int, default=1, help="rounds per tool (median shown)")
+    parser.add_argument("--work", type=Path, default=work, help=work_help)
+    parser.add_argument("--repeat", type=int, default=repeat, help="rounds per row (median shown)")
     parser.add_argument("--only", choices=DATA_SETS, help="run one data set only")
     parser.add_argument(
         "--quick",
@@ -359,30 +354,61 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--coercion-cmd",
         help="command that replaces 'python -m coercion' (split like a shell would)",
     )
+    return parser
+
+
+def checked_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse *argv*; --repeat must be at least 1."""
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Generate the data if needed, run every tool on every data set, print the results."""
-    args = parse_args(argv)
+@dataclass
+class Setup:
+    """What every data-set benchmark run starts from."""
+
+    work: Path
+    data_root: Path
+    key: Path
+    prefix: list[str]
+
+
+def prepare(args: argparse.Namespace) -> Setup:
+    """Make the work folder, generate the data when needed, the key file and the command."""
     work: Path = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     (work / "logs").mkdir(exist_ok=True)
-
     ct_slices, mr_files = (
         (QUICK_CT_SLICES, QUICK_MR_FILES) if args.quick else (DEFAULT_CT_SLICES, DEFAULT_MR_FILES)
     )
     data_root: Path = (args.data / ("quick" if args.quick else "full")).resolve()
     ensure_data(data_root, ct_slices, mr_files)
-
     key = args.key.resolve() if args.key else write_key(work)
     prefix = (
         shlex.split(args.coercion_cmd) if args.coercion_cmd else [sys.executable, "-m", "coercion"]
     )
-    tools = build_tools(prefix, key)
+    return Setup(work, data_root, key, prefix)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = data_set_parser(
+        "Time coercion deidentify against dicognito and a pydicom round trip.",
+        BENCH_DIR / ".work",
+        "folder for outputs, logs and the key file (default: benchmarks/.work)",
+        repeat=1,
+    )
+    return checked_args(parser, argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Generate the data if needed, run every tool on every data set, print the results."""
+    args = parse_args(argv)
+    setup = prepare(args)
+    work, data_root = setup.work, setup.data_root
+    tools = build_tools(setup.prefix, setup.key)
 
     print(
         f"python {platform.python_version()}, pydicom {version_of('pydicom')}, "

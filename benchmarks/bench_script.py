@@ -41,20 +41,19 @@ from pydicom import dcmread
 from bench_deidentify import (
     BENCH_DIR,
     DATA_SETS,
-    QUICK_CT_SLICES,
-    QUICK_MR_FILES,
     Input,
     Ratio,
     Result,
     Tool,
     bench_data_set,
+    checked_args,
+    data_set_parser,
+    prepare,
     print_table,
     scan_and_warm,
     version_of,
-    write_key,
 )
 from coercion.resources import default_ldif_dir
-from make_data import DEFAULT_CT_SLICES, DEFAULT_MR_FILES, ensure_data
 
 DEIDENTIFY = "deidentify:"
 SCRIPT_PRESET = "script: preset"
@@ -175,59 +174,23 @@ def check_output(tool: Tool, data: Input, work: Path) -> str | None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        description="Time script: rules against a deidentify: rule in coercion deidentify."
-    )
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=BENCH_DIR / ".data",
-        help="data folder; sets go to DATA/full or DATA/quick (default: benchmarks/.data)",
-    )
-    parser.add_argument(
-        "--work",
-        type=Path,
-        default=BENCH_DIR / ".work" / "script",
-        help="folder for configs, stores, outputs, logs, key (default: benchmarks/.work/script)",
-    )
-    parser.add_argument("--repeat", type=int, default=3, help="rounds per row (median shown)")
-    parser.add_argument("--only", choices=DATA_SETS, help="run one data set only")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: {QUICK_CT_SLICES} CT slices and {QUICK_MR_FILES} MR files",
+    parser = data_set_parser(
+        "Time script: rules against a deidentify: rule in coercion deidentify.",
+        BENCH_DIR / ".work" / "script",
+        "folder for configs, stores, outputs, logs, key (default: benchmarks/.work/script)",
+        repeat=3,
     )
     parser.add_argument("--workers", type=int, help="coercion's --workers (default: its own)")
-    parser.add_argument("--key", type=Path, help="key file for coercion (default: a fixed one)")
-    parser.add_argument(
-        "--coercion-cmd",
-        help="command that replaces 'python -m coercion' (split like a shell would)",
-    )
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    return args
+    return checked_args(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Generate the data if needed, run every row on every data set, print the results."""
     args = parse_args(argv)
-    work: Path = args.work.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "logs").mkdir(exist_ok=True)
+    setup = prepare(args)
+    work, data_root = setup.work, setup.data_root
     (work / "stores").mkdir(exist_ok=True)
-
-    ct_slices, mr_files = (
-        (QUICK_CT_SLICES, QUICK_MR_FILES) if args.quick else (DEFAULT_CT_SLICES, DEFAULT_MR_FILES)
-    )
-    data_root: Path = (args.data / ("quick" if args.quick else "full")).resolve()
-    ensure_data(data_root, ct_slices, mr_files)
-
-    key = args.key.resolve() if args.key else write_key(work)
-    prefix = (
-        shlex.split(args.coercion_cmd) if args.coercion_cmd else [sys.executable, "-m", "coercion"]
-    )
-    tools = build_tools(prefix, key, work, args.workers)
+    tools = build_tools(setup.prefix, setup.key, work, args.workers)
 
     print(
         f"python {platform.python_version()}, pydicom {version_of('pydicom')}, "

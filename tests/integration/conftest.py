@@ -1,4 +1,8 @@
-"""Fixtures of the integration tests: ``serve`` runs ``coercion serve`` as a subprocess."""
+"""Fixtures of the integration tests.
+
+``serve`` runs ``coercion serve`` as a subprocess; ``directory`` is the default
+configuration on the embedded directory, then on a private slapd.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.directories import Directory, embedded_directory, ldap_directory
 from tests.helpers import Served, Start, start_node
 
 
@@ -25,3 +30,14 @@ def serve(tmp_path: Path) -> Iterator[Start]:
         if served.process.poll() is None:
             served.process.terminate()
             served.process.wait(20)
+
+
+@pytest.fixture(params=["embedded", "slapd"])
+def directory(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Directory]:
+    """The default configuration on the embedded directory, then on a private slapd."""
+    if request.param == "embedded":
+        yield embedded_directory(tmp_path)
+    else:
+        yield ldap_directory(request.getfixturevalue("slapd"), tmp_path, monkeypatch)

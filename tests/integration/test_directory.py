@@ -7,85 +7,24 @@ modifyTimestamp fallback.
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from coercion.directory.config import load_configuration
-from coercion.directory.sources import (
-    DirectorySource,
-    EmbeddedDirectory,
-    LdapDirectory,
-    LdapSettings,
-)
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
 from coercion.errors import ConfigError, DirectoryUnavailableError
-from coercion.resources import default_ldif_dir
-from tests.helpers import SECRET, make_dataset
+from tests.directories import Directory, ldap_directory
+from tests.helpers import DEVICE, SECRET, make_dataset
 from tests.slapd import Slapd
 
 pytestmark = pytest.mark.integration
 
-BASE = "dc=coercion,dc=local"
-DEVICE = f"dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,{BASE}"
 RESEARCH_RULE = f"cn=deidentify-research-store,dicomAETitle=RESEARCH,{DEVICE}"
 STORE_TO_RESEARCH = EventContext(Dimse.C_STORE_RQ, Role.SCP, "CT01", "RESEARCH")
-
-
-@dataclass
-class Directory:
-    """One backend under test: how to open it and how to change an entry's attribute."""
-
-    kind: str
-    open: Callable[[], DirectorySource]
-    replace: Callable[[str, str, str], None]  # (dn, attribute, value)
-    slapd: Slapd | None = None
-
-
-def _embedded(tmp_path: Path) -> Directory:
-    folder = tmp_path / "ldif"
-    shutil.copytree(default_ldif_dir(), folder)
-
-    def replace(dn: str, attribute: str, value: str) -> None:
-        path = folder / "10-default-config.ldif"
-        lines = path.read_text(encoding="utf-8").splitlines()
-        out, inside = [], False
-        for line in lines:
-            if line.startswith("dn: "):
-                inside = line[4:] == dn
-            replaced = inside and line.startswith(f"{attribute}: ")
-            out.append(f"{attribute}: {value}" if replaced else line)
-        text = "\n".join(out) + "\n"
-        path.write_text(text, encoding="utf-8")
-
-    return Directory("embedded", lambda: EmbeddedDirectory(folder), replace)
-
-
-def _ldap(server: Slapd, monkeypatch: pytest.MonkeyPatch) -> Directory:
-    monkeypatch.setenv("COERCION_LDAP_PASSWORD", server.password)
-
-    def replace(dn: str, attribute: str, value: str) -> None:
-        server.ldapmodify(
-            f"dn: {dn}\nchangetype: modify\nreplace: {attribute}\n{attribute}: {value}\n"
-        )
-
-    settings = LdapSettings(server.url, server.admin_dn)
-    return Directory("slapd", lambda: LdapDirectory(settings), replace, server)
-
-
-@pytest.fixture(params=["embedded", "slapd"])
-def directory(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Directory]:
-    if request.param == "embedded":
-        yield _embedded(tmp_path)
-    else:
-        yield _ldap(request.getfixturevalue("slapd"), monkeypatch)
 
 
 def _load(directory: Directory) -> object:
@@ -199,7 +138,7 @@ def test_an_invalid_change_is_rejected_and_old_rules_keep_serving(
 def test_slapd_stopped_and_restarted_the_engine_keeps_serving(
     slapd: Slapd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    directory = _ldap(slapd, monkeypatch)
+    directory = ldap_directory(slapd, tmp_path, monkeypatch)
     watcher, engine = _watch(directory, tmp_path)
     try:
         slapd.stop()
@@ -216,7 +155,7 @@ def test_slapd_stopped_and_restarted_the_engine_keeps_serving(
 def test_start_while_unreachable_uses_the_snapshot_or_fails_clearly(
     slapd: Slapd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    directory = _ldap(slapd, monkeypatch)
+    directory = ldap_directory(slapd, tmp_path, monkeypatch)
     snapshot = tmp_path / "snapshot.json"
     first = ConfigurationWatcher(directory.open(), ActionEnv(SECRET), "coercion", snapshot=snapshot)
     first.load_initial()
@@ -237,9 +176,9 @@ def test_start_while_unreachable_uses_the_snapshot_or_fails_clearly(
 
 
 def test_without_syncprov_changes_are_seen_by_modify_timestamp(
-    slapd_no_syncprov: Slapd, monkeypatch: pytest.MonkeyPatch
+    slapd_no_syncprov: Slapd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    directory = _ldap(slapd_no_syncprov, monkeypatch)
+    directory = ldap_directory(slapd_no_syncprov, tmp_path, monkeypatch)
     source = directory.open()
     before = source.fingerprint()
     assert before.startswith("ts:")

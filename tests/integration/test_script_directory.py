@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +17,15 @@ from pydicom.dataset import Dataset
 from coercion.directory.config import Configuration, load_configuration, script_body
 from coercion.directory.ldifio import format_ldif, read_ldif
 from coercion.directory.mercure import convert_mercure
-from coercion.directory.sources import (
-    DirectorySource,
-    EmbeddedDirectory,
-    LdapDirectory,
-    LdapSettings,
-)
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
 from coercion.errors import ConfigError
 from coercion.resources import default_ldif_dir
 from coercion.script import parse_script
-from tests.helpers import SECRET, coercion, make_dataset
-from tests.slapd import Slapd
+from tests.directories import Directory, embedded_directory, store_in
+from tests.helpers import DEVICE, SECRET, coercion, make_dataset
 
 pytestmark = pytest.mark.integration
 
-BASE = "dc=coercion,dc=local"
-DEVICE = f"dicomDeviceName=coercion,cn=Devices,cn=DICOM Configuration,{BASE}"
 SCRIPT_DN = f"cn=mercure,{DEVICE}"
 RULE_DN = f"cn=run-mercure,{DEVICE}"
 
@@ -53,83 +43,6 @@ def script_entry(body: dict[str, Any] | str, name: str = "mercure") -> str:
     text = body if isinstance(body, str) else json.dumps(body)
     attrs = {"objectClass": ["coercionTagScript"], "cn": [name], "coercionScript": [text]}
     return format_ldif([(f"cn={name},{DEVICE}", attrs)])
-
-
-# -- the two directories -------------------------------------------------------------------------
-
-
-@dataclass
-class Directory:
-    """One backend under test: how to open it and how to add entries (LDIF) to it."""
-
-    kind: str
-    open: Callable[[], DirectorySource]
-    add: Callable[[str], None]
-
-
-def _embedded(tmp_path: Path) -> Directory:
-    folder = tmp_path / "ldif"
-    shutil.copytree(default_ldif_dir(), folder)
-    _store_in(folder, tmp_path / "store.db")
-    added: list[Path] = []
-
-    def add(ldif_text: str) -> None:
-        path = folder / f"{20 + len(added)}-added.ldif"
-        path.write_text(ldif_text, encoding="utf-8")
-        added.append(path)
-
-    return Directory("embedded", lambda: EmbeddedDirectory(folder), add)
-
-
-def _ldap(server: Slapd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Directory:
-    monkeypatch.setenv("COERCION_LDAP_PASSWORD", server.password)
-    server.ldapmodify(
-        f"dn: {DEVICE}\nchangetype: modify\nadd: coercionStoreURL\n"
-        f"coercionStoreURL: sqlite:///{tmp_path / 'store.db'}\n"
-    )
-
-    def add(ldif_text: str) -> None:
-        server.ldapmodify(_as_adds(ldif_text))
-
-    settings = LdapSettings(server.url, server.admin_dn)
-    return Directory("slapd", lambda: LdapDirectory(settings), add)
-
-
-def _as_adds(ldif_text: str) -> str:
-    """Content records as ``changetype: add`` records (after the DN and its folded lines)."""
-    out: list[str] = []
-    in_dn = False
-    for line in ldif_text.splitlines():
-        if in_dn and not line.startswith(" "):
-            out.append("changetype: add")
-            in_dn = False
-        out.append(line)
-        in_dn = in_dn or line.startswith("dn:")
-    if in_dn:
-        out.append("changetype: add")
-    return "\n".join(out) + "\n"
-
-
-def _store_in(folder: Path, store: Path) -> None:
-    """Point the node's pseudonym store (counters, fake values) at *store*."""
-    device = folder / "10-default-config.ldif"
-    device.write_text(
-        device.read_text(encoding="utf-8").replace(
-            "coercionPollInterval: 2",
-            f"coercionPollInterval: 2\ncoercionStoreURL: sqlite:///{store}",
-        ),
-        encoding="utf-8",
-    )
-
-
-@pytest.fixture(params=["embedded", "slapd"])
-def directory(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Directory]:
-    if request.param == "embedded":
-        yield _embedded(tmp_path)
-    else:
-        yield _ldap(request.getfixturevalue("slapd"), tmp_path, monkeypatch)
 
 
 def _load(directory: Directory) -> Configuration:
@@ -288,7 +201,7 @@ def test_bad_scripts_are_rejected_with_dn_and_attribute(
 
 def test_a_schema_violation_names_every_key_and_skips_the_parser(tmp_path: Path) -> None:
     """Each schema problem is one line with its JSON path; the parser does not repeat them."""
-    directory = _embedded(tmp_path)
+    directory = embedded_directory(tmp_path)
     directory.add(
         script_entry({"general": {"mode": "whitelist", "remove_curve": "true", "preset": "all"}})
     )
@@ -329,7 +242,7 @@ def config_dir(tmp_path: Path) -> Path:
     """The default configuration with the E2E script (imported by the CLI) and its rule."""
     folder = tmp_path / "config"
     shutil.copytree(default_ldif_dir(), folder)
-    _store_in(folder, tmp_path / "data" / "store.db")
+    store_in(folder, tmp_path / "data" / "store.db")
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps(E2E), encoding="utf-8")
     imported = folder / "20-script.ldif"
@@ -397,7 +310,7 @@ def test_deidentify_verifies_what_the_script_does_not_keep_on_purpose(tmp_path: 
     """Verification skips what the script keeps and fails an ID a substitution left as it was."""
     config, source, out = tmp_path / "config", tmp_path / "in", tmp_path / "out"
     shutil.copytree(default_ldif_dir(), config)
-    _store_in(config, tmp_path / "data" / "store.db")
+    store_in(config, tmp_path / "data" / "store.db")
     body = {"general": {"(0010,0010)": "keep", "(0010,0020)": "s/^NOMATCH//"}}
     (config / "20-script.ldif").write_text(script_entry(body) + "\n" + rule(), encoding="utf-8")
     source.mkdir()

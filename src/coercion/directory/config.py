@@ -187,10 +187,12 @@ def script_body(text: str, where: str, problems: list[str]) -> dict[str, Any] | 
     ``<where>: <JSON path>: <what>``; :func:`~coercion.script.language.parse_script`
     then checks commands, macros, regular expressions and VRs.
     """
+    from coercion.script.language import load_json
+
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        problems.append(f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        data = load_json(text, where)
+    except ConfigError as exc:
+        problems.append(str(exc))
         return None
     found = validate_value(data, SCRIPT_BODY_SCHEMA, where)
     problems.extend(found)

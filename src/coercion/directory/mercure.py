@@ -35,7 +35,14 @@ from coercion.directory.config import script_body
 from coercion.directory.entries import default_syntaxes, to_json, validate
 from coercion.directory.ldifio import Entry, escape_rdn_value
 from coercion.errors import ConfigError
-from coercion.script.language import GENERAL, Options, parse_command, parse_script, project_key
+from coercion.script.language import (
+    GENERAL,
+    Options,
+    load_json,
+    parse_command,
+    parse_script,
+    project_key,
+)
 
 __all__ = ["convert_mercure"]
 
@@ -55,12 +62,7 @@ def convert_mercure(
     converted script would not load.
     """
     where = origin or "settings"
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from None
+    data = load_json(text, where)
     settings = _unwrap(data, where)
     report: list[str] = []
     body: dict[str, Any] = {}

@@ -55,6 +55,7 @@ __all__ = [
     "Script",
     "Section",
     "Template",
+    "load_json",
     "parse_script",
     "project_key",
 ]
@@ -374,18 +375,21 @@ def _preset_commands(preset: Preset) -> dict[int, Command]:
 # -- parsing ---------------------------------------------------------------------------------
 
 
+def load_json(text: str, where: str = "") -> Any:
+    """The JSON value of *text*; ConfigError (``<where>: not JSON (... at line L column C)``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(
+            f"{prefix}not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+
+
 def parse_script(name: str, body: str | Mapping[str, Any]) -> Script:
     """Parse and check a script's JSON *body*; ConfigError lists every problem (one a line)."""
     problems: list[str] = []
-    if isinstance(body, str):
-        try:
-            data = json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-            ) from None
-    else:
-        data = body
+    data = load_json(body) if isinstance(body, str) else body
     if not isinstance(data, Mapping):
         raise ConfigError("the script must be a JSON object of sections")
     general: Section | None = None
