@@ -35,6 +35,7 @@ from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
 from coercion.errors import InputError, RuleFailedError
 from coercion.net.audit import AuditTrail
 from coercion.net.forward import Forwarder
+from coercion.net.reactor import install as install_reactors
 from coercion.net.worklist import Worklist
 from coercion.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes
 
@@ -167,6 +168,7 @@ class Node:
 
     def start(self) -> tuple[str, int]:
         """Listen (in background threads); return the address actually bound."""
+        install_reactors()  # no 1 ms sleeps between a PDU and its handling
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
