@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 #: The longest a loop waits before it checks its timers and flags again (seconds).
 _TICK = 0.005
 _SUPPORTED = ("3.0.",)
+#: Where a DUL provider keeps its wake-up pipe while its thread runs.
+_WAKEUP = "_coercion_wakeup"
 _lock = threading.Lock()
 _installed = False
 
@@ -88,17 +90,12 @@ class _Wakeup:
         self.writer.close()
 
 
-def _wakeup(dul: Any) -> _Wakeup:
-    found = dul.__dict__.get("_coercion_wakeup")
-    if found is None:
-        found = dul.__dict__["_coercion_wakeup"] = _Wakeup()
-    return found  # type: ignore[no-any-return]
-
-
 def _waking(send_pdu: Callable[..., None]) -> Callable[..., None]:
     def send_and_wake(self: Any, primitive: Any) -> None:
         send_pdu(self, primitive)
-        _wakeup(self).wake()
+        wakeup = self.__dict__.get(_WAKEUP)
+        if wakeup is not None:  # else the DUL thread has not started yet, or has ended
+            wakeup.wake()
 
     send_and_wake.__doc__ = send_pdu.__doc__
     return send_and_wake
@@ -107,7 +104,7 @@ def _waking(send_pdu: Callable[..., None]) -> Callable[..., None]:
 def _run_dul(self: Any) -> None:
     """The DUL loop: encode and send, or receive and decode, then run one state-machine event."""
     self._idle_timer.start()
-    wakeup = _wakeup(self)
+    wakeup = self.__dict__[_WAKEUP] = _Wakeup()
     try:
         while True:
             if not self.assoc._dul_ready.is_set():
@@ -121,8 +118,8 @@ def _run_dul(self: Any) -> None:
                     pass
                 elif self._is_transport_event():
                     self._idle_timer.restart()
-            except Exception:
-                log.exception("DUL reactor failed; aborting the association")
+            except Exception as exc:  # the class only: a message could quote received data
+                log.error("DUL reactor failed (%s); aborting the association", type(exc).__name__)
                 _abort(self)
                 return
             try:
@@ -132,8 +129,8 @@ def _run_dul(self: Any) -> None:
                 continue
             self.state_machine.do_action(event)
     finally:
+        self.__dict__.pop(_WAKEUP, None)
         wakeup.close()
-        self.__dict__.pop("_coercion_wakeup", None)
 
 
 def _wait(dul: Any, wakeup: _Wakeup) -> None:
