@@ -103,8 +103,12 @@ def _load(kwargs: dict[str, Any], secret: bytes | None = None) -> Configuration:
 
     source = open_source(kwargs)
     try:
-        # Without a key the actions are only checked, never applied: a throwaway key will do.
-        env = ActionEnv(secret if secret is not None else secrets.token_bytes(32))
+        # Without a key the actions are only checked or previewed: a throwaway key will do,
+        # and a throwaway store, so that a preview takes no counter number or pseudonym.
+        env = ActionEnv(
+            secret if secret is not None else secrets.token_bytes(32),
+            store_override="sqlite:///:memory:",
+        )
         return load_configuration(source, env, kwargs.pop("device"))
     finally:
         source.close()

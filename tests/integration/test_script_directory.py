@@ -325,3 +325,19 @@ def test_deidentify_verifies_what_the_script_does_not_keep_on_purpose(tmp_path: 
     assert unchecked.returncode == 0, unchecked.stderr
     written = dcmread(tmp_path / "out2" / "a.dcm")
     assert (written.PatientName, written.PatientID) == ("QZXKEPT^NAME", "QZXLEFT-ID")
+
+
+def test_explain_previews_a_script_without_numbering_anything(tmp_path: Path) -> None:
+    """explain shows a script's actions per tag but takes no counter number in the store."""
+    config = config_dir(tmp_path)
+    source = tmp_path / "a.dcm"
+    dcmwrite(source, make_dataset("QZXDOE^JANE", "QZXP1"), enforce_file_format=True)
+    for _ in range(2):
+        result = coercion(
+            "explain", source, "--config-dir", config, "--called", "AZ_MYPROJECT", cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+        assert "script:mercure" in result.stdout and "PatientID" in result.stdout
+        assert "QZX" not in result.stdout + result.stderr
+    assert not (tmp_path / "data" / "store.db").exists()
+    assert not (tmp_path / ".coercion").exists()

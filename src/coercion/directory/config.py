@@ -124,7 +124,8 @@ def _scopes(
     from coercion.store.store import ScopeSettings
 
     data = env.data_directory or str(device.settings.get("coercionDataDirectory", ".coercion/data"))
-    env.store_url = str(device.settings.get("coercionStoreURL") or f"sqlite:///{data}/store.db")
+    device_url = device.settings.get("coercionStoreURL") or f"sqlite:///{data}/store.db"
+    env.store_url = env.store_override or str(device_url)
     for entry in entries:
         if kind_of(entry) != "coercionPseudonymScope" or entry.get("dicomInstalled") is False:
             continue
@@ -149,7 +150,7 @@ def _scopes(
             problems.append(f"{where}: attribute coercionParam: {exc}")
             continue
         env.scopes[entry["cn"]] = settings
-        if entry.get("coercionStoreURL"):
+        if entry.get("coercionStoreURL") and not env.store_override:
             env.store_urls[entry["cn"]] = entry["coercionStoreURL"]
 
 

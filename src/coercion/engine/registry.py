@@ -39,7 +39,9 @@ class ActionEnv:
     name); ``scripts`` its tag scripts (parsed, by name); ``store_url`` is the
     pseudonym store (``store_urls`` per scope, where a scope names its own).
     ``data_directory``, when set, stands for the device's data folder (the
-    node's ``--data``): the default store lives there.
+    node's ``--data``): the default store lives there. ``store_override``, when
+    set, replaces every store URL of the directory (``coercion explain`` uses a
+    throwaway in-memory store, so that a preview numbers nothing for real).
     """
 
     secret: bytes
@@ -49,6 +51,7 @@ class ActionEnv:
     store_urls: dict[str, str] = field(default_factory=dict)
     scripts: dict[str, Any] = field(default_factory=dict)
     data_directory: str = ""
+    store_override: str = ""
 
     def close(self) -> None:
         """Release what the actions opened (the store's connections)."""
