@@ -435,3 +435,16 @@ def _written(ds: Dataset, tmp_path: Path) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+def test_preset_dummies_and_uids_are_keyed_per_project(tmp_path: Path) -> None:
+    """The same object gets other dummy tokens and UIDs in another project."""
+    action = _action({"general": {}, "myproject": {}}, f"sqlite:///{tmp_path / 's.db'}")
+    general, project = make_dataset(), make_dataset()
+    again = make_dataset()
+    action.apply(general, TO_OTHER)
+    action.apply(project, TO_PROJECT)
+    action.apply(again, TO_PROJECT)
+    assert str(general.PatientID).startswith("ANON")  # Patient ID is D in the Basic Profile
+    assert general.PatientID != project.PatientID and project.PatientID == again.PatientID
+    assert general.SOPInstanceUID != project.SOPInstanceUID == again.SOPInstanceUID

@@ -42,9 +42,13 @@ class ScriptAction:
         self._runners: dict[str, ScriptRunner] = {}
         self._lock = threading.Lock()
 
+    def project_of(self, ctx: EventContext) -> str:
+        """The project section for *ctx*: the rule's ``project=``, else the called AE title's."""
+        return self.project or self.script.project_for(ctx.called_ae)
+
     def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
         """Run the project's assignment on *ds* in place."""
-        project = self.project or self.script.project_for(ctx.called_ae)
+        project = self.project_of(ctx)
         changes = self.runner(project).run(ds)
         if log.isEnabledFor(logging.DEBUG):  # counts per action letter, as deidentify: logs
             counts = Counter(change.action.value for change in changes)
@@ -53,7 +57,7 @@ class ScriptAction:
 
     def retention(self, ctx: EventContext) -> Assignment:
         """What the output keeps on purpose (for verification): the project's assignment."""
-        return self.script.assignment(self.project or self.script.project_for(ctx.called_ae))
+        return self.script.assignment(self.project_of(ctx))
 
     def runner(self, project: str) -> ScriptRunner:
         """The runner of *project* (made once)."""
@@ -69,13 +73,11 @@ class ScriptAction:
 
 
 def _resources(assignment: Assignment, env: ActionEnv) -> Resources:
-    """The store, keys and dummy values of one project."""
+    """The store, keys and dummy values of one project (everything keyed per project)."""
     scope_name = assignment.store_scope
     keys = ScopeKeys(env.secret, scope_name)
-    deidentifier = env.cache.get(("deidentify", frozenset()))
-    if not isinstance(deidentifier, Deidentifier):
-        deidentifier = Deidentifier(compile_profile(), env.secret)
-        env.cache[("deidentify", frozenset())] = deidentifier
+    # The preset's dummy tokens under the project's own key: projects cannot be linked by them.
+    deidentifier = Deidentifier(compile_profile(), keys.derive("dummy"))
     url = env.store_url
 
     def number(counter: str, original: str) -> int:

@@ -305,14 +305,16 @@ class Script:
     general: Section
     projects: Mapping[str, Section]
     _cache: dict[str, Assignment] = field(default_factory=dict, compare=False, repr=False)
+    _by_ae: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def project_for(self, called_ae: str) -> str:
         """The project section chosen by *called_ae* (any case, ``az_`` ignored), or general."""
-        wanted = project_key(called_ae)
-        for key in self.projects:
-            if project_key(key) == wanted:
-                return key
-        return GENERAL
+        found = self._by_ae.get(called_ae)
+        if found is None:
+            wanted = project_key(called_ae)
+            found = next((key for key in self.projects if project_key(key) == wanted), GENERAL)
+            self._by_ae[called_ae] = found
+        return found
 
     def assignment(self, project: str = GENERAL) -> Assignment:
         """The resolved assignment of *project* (a section key, or ``general``)."""
