@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,10 @@ from coercion.directory.ldifio import Entry, escape_rdn_value
 from coercion.errors import ConfigError
 from coercion.script.language import (
     GENERAL,
+    TAG_PATTERN,
     Options,
     load_json,
+    parse_boolean,
     parse_command,
     parse_script,
     project_key,
@@ -46,7 +47,6 @@ from coercion.script.language import (
 
 __all__ = ["convert_mercure"]
 
-_TAG = re.compile(r"^\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)$")
 _OPTIONS = tuple(Options.__dataclass_fields__)
 _TEXTS = ("name", "owner", "prefix")
 _PRESETS = ("default", "none")
@@ -127,12 +127,12 @@ def _section(key: str, data: Mapping[str, Any], report: list[str]) -> dict[str, 
     fallback = " (the default applies)" if key == GENERAL else " (the general section's applies)"
     kept: dict[str, Any] = {}
     for item, value in data.items():
-        tag = _TAG.match(item)
+        tag = TAG_PATTERN.match(item)
         problem = None
         if tag:
             problem = _command_problem(value, int(tag[1] + tag[2], 16), source)
         elif item in _OPTIONS:
-            if not _is_boolean(value):
+            if parse_boolean(value) is None:
                 problem = f'{_shown(value)} is not "true" or "false"; dropped{fallback}'
         elif item == "preset":
             if not isinstance(value, str) or value.strip().lower() not in _PRESETS:
@@ -163,12 +163,6 @@ def _command_problem(value: object, tag: int, source: str) -> str | None:
     except ValueError as exc:
         return f"{exc}; the tag's command dropped"
     return None
-
-
-def _is_boolean(value: object) -> bool:
-    return isinstance(value, bool) or (
-        isinstance(value, str) and value.strip().lower() in ("true", "false")
-    )
 
 
 def _shown(value: object) -> str:

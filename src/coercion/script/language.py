@@ -44,6 +44,7 @@ from coercion.profile import Action, compile_profile
 __all__ = [
     "GENERAL",
     "MACROS",
+    "TAG_PATTERN",
     "Assignment",
     "Command",
     "Counter",
@@ -56,6 +57,7 @@ __all__ = [
     "Section",
     "Template",
     "load_json",
+    "parse_boolean",
     "parse_script",
     "project_key",
 ]
@@ -77,7 +79,8 @@ MACROS = frozenset(
     }
 )
 _SECTION_KEYS = frozenset({"name", "owner", "prefix", "preset"})
-_TAG = re.compile(r"^\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)$")
+#: A tag as scripts write it: ``(gggg,eeee)``.
+TAG_PATTERN = re.compile(r"^\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)$")
 _MACRO = re.compile(r"@([a-z_]+)(?:\(([^)]*)\))?@")
 _COUNTER = re.compile(r"__COUNTER-(\d+)__")
 _SET = re.compile(r"^set\((.*)\)$", re.DOTALL)
@@ -421,7 +424,7 @@ def _section(key: str, data: Mapping[str, Any], problems: list[str]) -> Section:
     preset: Preset | None = None
     source = GENERAL if key == GENERAL else f"project {key}"
     for item, value in data.items():
-        match = _TAG.match(item)
+        match = TAG_PATTERN.match(item)
         if match:
             tag = int(match.group(1) + match.group(2), 16)
             if not isinstance(value, str):
@@ -432,7 +435,7 @@ def _section(key: str, data: Mapping[str, Any], problems: list[str]) -> Section:
             except ValueError as exc:
                 problems.append(f"{where}: {item}: {exc}")
         elif item in _OPTION_NAMES:
-            parsed = _boolean(value)
+            parsed = parse_boolean(value)
             if parsed is None:
                 problems.append(f'{where}: {item}: expected "true" or "false"')
             else:
@@ -466,7 +469,8 @@ def _section(key: str, data: Mapping[str, Any], problems: list[str]) -> Section:
     )
 
 
-def _boolean(value: object) -> bool | None:
+def parse_boolean(value: object) -> bool | None:
+    """An option value: ``"true"``/``"false"`` in any case, or a JSON boolean; else None."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
@@ -560,7 +564,7 @@ def _macro(name: str, argument: str | None) -> Macro:
         return Macro(name)
     if name != "value":
         raise ValueError(f"macro @{name}@ takes no argument")
-    match = _TAG.match(f"({argument.strip().strip('()')})")
+    match = TAG_PATTERN.match(f"({argument.strip().strip('()')})")
     if not match:
         raise ValueError(f"@value({argument})@: the argument must be a tag gggg,eeee")
     return Macro(name, int(match.group(1) + match.group(2), 16))
