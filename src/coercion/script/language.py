@@ -31,7 +31,7 @@ import enum
 import functools
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,10 +169,6 @@ class Template:
     def counter(self) -> Counter | None:
         """The counter of the template, if any."""
         return next((p for p in self.parts if isinstance(p, Counter)), None)
-
-    def uses(self, *names: str) -> bool:
-        """Whether any of the macros *names* occurs."""
-        return any(isinstance(p, Macro) and p.name in names for p in self.parts)
 
 
 @dataclass(frozen=True)
@@ -479,8 +475,9 @@ def parse_boolean(value: object) -> bool | None:
 
 
 def _dictionary_vr(tag: int) -> str | None:
+    """The dictionary VR, or None for a private or unknown tag (its element's VR decides)."""
     if tag >> 16 & 1:
-        return None  # private: the element's own VR decides when the object is read
+        return None
     try:
         return str(dictionary_VR(tag)).split(" or ")[0]
     except KeyError:
@@ -641,11 +638,3 @@ def _replacement(text: str, groups: int) -> tuple[str | int, ...]:
             parts.append("$")  # a lone dollar sign
     parts.append(text[position:])
     return tuple(part for part in parts if part != "")
-
-
-def describe_commands(commands: Iterable[Command]) -> str:
-    """A count per command name, for log lines."""
-    counts: dict[str, int] = {}
-    for command in commands:
-        counts[command.kind.value] = counts.get(command.kind.value, 0) + 1
-    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))

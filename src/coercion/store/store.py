@@ -54,7 +54,7 @@ __all__ = ["SCHEMA_VERSION", "Patient", "PseudonymStore", "Scope", "ScopeSetting
 SCHEMA_VERSION = 2
 _MIGRATE_ATTEMPTS = 5
 
-_log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class _NewerSchemaError(StoreError):
@@ -179,7 +179,7 @@ class PseudonymStore:
                         .where(meta.c.name == "schema_version")
                         .values(value=str(SCHEMA_VERSION))
                     )
-                    _log.info(
+                    log.info(
                         "store %s: schema migrated from version %s to %s",
                         _safe(self.url),
                         found,
