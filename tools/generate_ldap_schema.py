@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Generate ``ldif/00-dicom-schema.ldif`` from the DICOM LDAP schema of PS3.15 Annex H.
 
-Input (``--source``, default ``../shared/ps3.15/dicom-ldap-schema.schema`` beside
-the repository): the standard's schema text in OpenLDAP ``slapd.conf`` syntax,
+Input (``--source``, default ``standard/ps3.15/dicom-ldap-schema.schema`` in the
+repository): the standard's schema text in OpenLDAP ``slapd.conf`` syntax,
 ``attributetype ( ... )`` and ``objectclass ( ... )`` definitions with ``#``
 comments.
 
@@ -42,9 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = (
-    Path(__file__).resolve().parents[2] / "shared" / "ps3.15" / "dicom-ldap-schema.schema"
-)
+DEFAULT_SOURCE = ROOT / "standard" / "ps3.15" / "dicom-ldap-schema.schema"
 OUTPUT = ROOT / "ldif" / "00-dicom-schema.ldif"
 
 #: The project's own OID arc (a UUID-derived ``2.25`` OID, ITU-T X.667).

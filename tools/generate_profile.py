@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Generate ``src/coercion/profile/_table.py`` from the PS3.15 tables.
 
-Inputs (``--source``, default ``../shared/ps3.15`` beside the repository):
+Inputs (``--source``, default ``standard/ps3.15`` in the repository, copies of the
+project's shared PS3.15 tables):
 
 * ``confidentiality-profile.json``: Table E.1-1, the Application Level
   Confidentiality Profile Attributes;
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = ROOT.parent / "shared" / "ps3.15"
+DEFAULT_SOURCE = ROOT / "standard" / "ps3.15"
 OUTPUT = ROOT / "src" / "coercion" / "profile" / "_table.py"
 
 #: The option columns of Table E.1-1 in the order the JSON file names them.

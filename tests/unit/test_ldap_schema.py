@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = ROOT / "tools" / "generate_ldap_schema.py"
-SOURCE = ROOT.parent / "shared" / "ps3.15" / "dicom-ldap-schema.schema"
+SOURCE = ROOT / "standard" / "ps3.15" / "dicom-ldap-schema.schema"
 LDIF = ROOT / "ldif" / "00-dicom-schema.ldif"
 PROJECT_ARC = "2.25.329800735698586629295641978511506172918"
 

@@ -1,7 +1,7 @@
 """Every row of PS3.15 Table E.1-1, under the Basic Profile and under each option.
 
 The expected action of each row is read from the standard's JSON table in
-../shared/ps3.15 (not from the generated module), resolved with the choice
+standard/ps3.15 (not from the generated module), resolved with the choice
 for compound codes that README.md documents, and checked against what the
 de-identifier does to a real element carrying an identifying value.
 """
@@ -24,7 +24,7 @@ from coercion.profile.compiled import PatternRow
 from tests.helpers import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLE = ROOT.parent / "shared" / "ps3.15" / "confidentiality-profile.json"
+TABLE = ROOT / "standard" / "ps3.15" / "confidentiality-profile.json"
 ROWS = json.loads(TABLE.read_text(encoding="utf-8"))
 FIELDS = [
     "retain_safe_private",
