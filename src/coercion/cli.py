@@ -24,6 +24,7 @@ from rich.progress import (
 
 from coercion import __version__, batch
 from coercion.cli_config import config, directory_options, explain, open_source
+from coercion.cli_profile import profile
 from coercion.cli_store import store
 from coercion.engine import ActionEnv
 from coercion.errors import CoercionError
@@ -387,6 +388,7 @@ def serve(
 cli.add_command(config)
 cli.add_command(explain)
 cli.add_command(store)
+cli.add_command(profile)
 
 
 def main(argv: list[str] | None = None) -> None:
