@@ -16,11 +16,13 @@ It calls, per file, ``removeClinicalTrialsAttributes``, ``removeOrNullIdentifyin
 Input: pydicom's bundled test files (``CORPUS``) plus a small ``make_data.py`` set (CT
 and MR with PHI in nested sequences, private blocks and an overlay). Both tools run as
 whole processes, timed with :func:`time.perf_counter`; coercion with ``--workers 1``, since
-PixelMed's program is single-threaded. The input is read once, untimed, first.
+PixelMed's program is single-threaded. The input is read once, untimed, first; with
+``--repeat N`` the tools take turns N times per option set and the median is shown.
 
 Usage::
 
     python benchmarks/compare_pixelmed.py [--data DIR] [--work DIR] [--only NAME]... [--full]
+        [--repeat N] [--ct-slices N] [--mr-files N]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -93,11 +96,15 @@ Path_ = str
 Kinds = tuple[str, str]
 
 
-def name_of(element: DataElement) -> str:
-    """The keyword of *element*, or its tag for private and unknown ones."""
+def name_of(element: DataElement, ds: Dataset) -> str:
+    """The keyword of *element*; private ones by tag and private creator, unknown ones by tag."""
     tag = element.tag
+    if tag.is_private and tag.element >= 0x1000:
+        creator = ds.get((tag.group << 16) | (tag.element >> 8))
+        owner = "" if creator is None else f" {str(creator.value).strip()}"
+        return f"private ({tag.group:04X},xx{tag.element & 0xFF:02X}){owner}"
     if tag.is_private:
-        return f"private ({tag.group:04X},xx{tag.element & 0xFF:02X})"
+        return f"private creator ({tag.group:04X},{tag.element:04X})"
     return keyword_for_tag(tag) or f"({tag.group:04X},{tag.element:04X})"
 
 
@@ -129,9 +136,12 @@ def classify(
         if tag.group == 0x7FE0 or (tag.element == 0 and tag.group != 0):  # pixels, group lengths
             continue
         before, mine, pm = source.get(tag), ours.get(tag), theirs.get(tag)
-        some = before if before is not None else (mine if mine is not None else pm)
+        some, holder = (
+            (before, source) if before is not None else
+            (mine, ours) if mine is not None else (pm, theirs)
+        )  # fmt: skip
         assert some is not None
-        path = f"{prefix}{name_of(some)}"
+        path = f"{prefix}{name_of(some, holder)}"
         yield path, (kind(before, mine), kind(before, pm))
         sequences = (before, mine, pm)
         if all(e is not None and e.VR == "SQ" for e in sequences):
@@ -252,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=BENCH_DIR / ".work" / "pixelmed")
     parser.add_argument("--only", action="append", choices=list(OPTION_SETS), default=None)
     parser.add_argument("--full", action="store_true", help="list every difference per set")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N", help="runs per tool")
     parser.add_argument("--ct-slices", type=int, default=SYNTHETIC_CT_SLICES, metavar="N")
     parser.add_argument("--mr-files", type=int, default=SYNTHETIC_MR_FILES, metavar="N")
     args = parser.parse_args(argv)
@@ -266,19 +277,19 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or list(OPTION_SETS):
         options = OPTION_SETS[name]
         ours, theirs = args.work / "out" / name / "coercion", args.work / "out" / name / "pixelmed"
-        for folder in (ours, theirs):
-            shutil.rmtree(folder, ignore_errors=True)
         flags = [part for option in options for part in ("--option", option)]
-        ours_s = timed(
-            [sys.executable, "-m", "coercion", "deidentify", "--key", str(key), "--workers", "1",
-             *flags, str(source), str(ours)],
-            args.work / f"{name}-coercion.log",
+        commands = (
+            (ours, [sys.executable, "-m", "coercion", "deidentify", "--key", str(key),
+                    "--workers", "1", *flags, str(source), str(ours)]),
+            (theirs, ["java", "-cp", f"{PIXELMED_JAR}:{classes}", "PixelMedDeidentify",
+                      str(source), str(theirs), *options]),
         )  # fmt: skip
-        theirs_s = timed(
-            ["java", "-cp", f"{PIXELMED_JAR}:{classes}", "PixelMedDeidentify", str(source),
-             str(theirs), *options],
-            args.work / f"{name}-pixelmed.log",
-        )  # fmt: skip
+        runs: list[list[float]] = [[], []]
+        for _round in range(args.repeat):  # the tools take turns; the median is shown
+            for (folder, command), times in zip(commands, runs, strict=True):
+                shutil.rmtree(folder, ignore_errors=True)
+                times.append(timed(command, args.work / f"{name}-{folder.name}.log"))
+        ours_s, theirs_s = (statistics.median(times) for times in runs)
         timings.append((name, ours_s, theirs_s))
         counts, compared = compare(source, ours, theirs)
         grouped = differences(counts)
