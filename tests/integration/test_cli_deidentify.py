@@ -545,8 +545,8 @@ def test_every_file_pydicom_reads_is_deidentified_or_refused_as_truncated(
             dcmread(path)
 
     messages = result.stderr
-    for path in sorted(map(str, sources), key=len, reverse=True):
-        messages = messages.replace(path, "<path>")  # file names are not patient data
+    for name in sorted(map(str, sources), key=len, reverse=True):
+        messages = messages.replace(name, "<path>")  # file names are not patient data
     for source, output in outputs.items():
         written = dcmread(output)
         if written.file_meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
