@@ -521,7 +521,7 @@ def _directory_retention(settings: BatchSettings) -> Retention | None:
 
 def _directory_row(result: FileResult) -> tuple[str, ...]:
     """The key file row of a DICOMDIR: its source and output, no patient of its own."""
-    return (str(result.source), str(result.output), *("" for _ in _KEY_KEYWORDS for _ in "on"))
+    return (str(result.source), str(result.output), *[""] * (len(KEY_FILE_COLUMNS) - 2))
 
 
 def write_key_file(path: Path, results: Iterable[FileResult]) -> int:

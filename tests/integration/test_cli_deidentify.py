@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread, dcmwrite
-from pydicom.data import get_testdata_files
+from pydicom.data import get_charset_files, get_testdata_files
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -480,8 +480,8 @@ def _cannot_be_read_fully(path: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every file pydicom ships, copied with its folders into a temporary source tree."""
-    paths = [Path(p) for p in get_testdata_files() if Path(p).is_file()]
+    """Every file pydicom ships (test and character set files, local only), copied with folders."""
+    paths = [Path(p) for p in (*get_testdata_files(), *get_charset_files()) if Path(p).is_file()]
     base = Path(os.path.commonpath(paths))
     src = tmp_path_factory.mktemp("bundled") / "src"
     for path in paths:
