@@ -139,3 +139,29 @@ def test_dicomdir_alone_gives_an_empty_file_set(tmp_path: Path, source: Path) ->
     assert result.returncode == 0, result.stderr
     assert file_set(dst / "DICOMDIR") == []
     assert len(dcmread(dst / "DICOMDIR").DirectoryRecordSequence) == 0
+
+
+def test_referenced_file_that_fails_is_left_out(tmp_path: Path, source: Path) -> None:
+    """A referenced file cut short fails (exit 1); the DICOMDIR references the 30 others."""
+    cut = source / "77654033" / "CR1" / "6154"
+    cut.write_bytes(cut.read_bytes()[:-100])
+    dst = tmp_path / "dst"
+    result = coercion("deidentify", "--key", tmp_path / "k", source, dst)
+    assert result.returncode == 1
+    assert f"failed {cut}: malformed DICOM: file is truncated in (7FE0,0010)" in result.stderr
+    instances = file_set(dst / "DICOMDIR")
+    assert len(instances) == 30
+    assert dst / "77654033" / "CR1" / "6154" not in {path for path, _uid in instances}
+
+
+def test_resume_keeps_the_dicomdir(tmp_path: Path, source: Path) -> None:
+    """With --resume, an existing output DICOMDIR counts as done and is not rewritten."""
+    dst = tmp_path / "dst"
+    args = ("deidentify", "--key", tmp_path / "k", "--rename", source, dst)
+    assert coercion(*args).returncode == 0
+    before = (dst / "DICOMDIR").stat().st_mtime_ns
+    again = coercion(*args, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "0 written, 32 already done" in again.stderr
+    assert (dst / "DICOMDIR").stat().st_mtime_ns == before
+    assert len(file_set(dst / "DICOMDIR")) == 31
