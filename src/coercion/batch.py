@@ -482,22 +482,31 @@ def _finish(
     for result in directories:
         assert result.output is not None
         groups.setdefault(result.output, []).append(result)
-    for relative, results in groups.items():
-        try:
-            status = write_directory_file(
-                settings.destination / relative,
-                [r.source for r in results],
-                outputs,
-                uid=_file_set_uid(settings),
-                resume=settings.resume,
-                retention=_directory_retention(settings),
-            )
-        except CoercionError as exc:
+    try:
+        for relative, results in groups.items():
+            sources = [r.source for r in results]
+            try:
+                status = write_directory_file(
+                    settings.destination / relative,
+                    sources,
+                    outputs,
+                    uid=_file_set_uid(settings),
+                    resume=settings.resume,
+                    retention=_directory_retention(settings),
+                )
+            except CoercionError as exc:
+                for source in sources:
+                    note(FileResult(source, "failed", reason=str(exc)))
+                continue
+            except Exception as exc:  # as for any file: named, never a value
+                log.debug("unexpected error", exc_info=True)
+                for source in sources:
+                    note(FileResult(source, "failed", reason=f"{source}: {exc.__class__.__name__}"))
+                continue
             for result in results:
-                note(FileResult(result.source, "failed", reason=str(exc)))
-            continue
-        for result in results:
-            note(FileResult(result.source, status, relative, key_row=_directory_row(result)))
+                note(FileResult(result.source, status, relative, key_row=_directory_row(result)))
+    except KeyboardInterrupt:
+        summary.interrupted = True  # the DICOMDIRs not written are left for resume
     return summary
 
 

@@ -187,8 +187,7 @@ def _with_record_keys(ds: Dataset) -> Dataset:
     """
     for keyword in _RECORD_KEYS:
         if keyword not in ds or ds[keyword].VM == 0:
-            vr = dictionary_VR(keyword)
-            ds[keyword] = DataElement(keyword, vr, _RECORD_DUMMY.get(vr, "UNKNOWN"))
+            setattr(ds, keyword, _RECORD_DUMMY.get(dictionary_VR(keyword), "UNKNOWN"))
     return ds
 
 
