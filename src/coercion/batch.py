@@ -25,6 +25,7 @@ from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileDataset
 
+from coercion.dicomdir import is_directory, write_directory_file
 from coercion.directory import DEFAULT_DEVICE
 from coercion.elements import text_values
 from coercion.engine import (
@@ -41,6 +42,7 @@ from coercion.errors import CoercionError, ConfigError, OutputError, Verificatio
 from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
 from coercion.profile.identifiers import Identifiers, collect_identifiers
+from coercion.uids import UIDRemapper
 from coercion.verify import Retention, find_leaks
 
 if TYPE_CHECKING:
@@ -81,6 +83,10 @@ _KEY_KEYWORDS = (
     "SOPInstanceUID",
 )
 _SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
+#: The status of a DICOMDIR set aside until the files it references are written.
+DIRECTORY = "directory"
+#: Where a DICOMDIR goes under ``--rename``: the root of the renamed tree, one for all.
+DICOMDIR = "DICOMDIR"
 #: The name of an output's temporary file while it is written (see part10.atomic_output).
 STALE_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.part$")
 _CHUNK_FILES = 32
@@ -269,6 +275,10 @@ class _Worker:
 
     def _process(self, task: Task) -> FileResult:
         ds = read_file(task.source)
+        if is_directory(ds):
+            # Its records copy the files it references: rebuilt once they are written.
+            relative = Path(DICOMDIR) if self.settings.rename else task.relative
+            return FileResult(task.source, DIRECTORY, relative)
         originals = [_text(ds, keyword) for keyword in _KEY_KEYWORDS]
         identifiers = collect_identifiers(ds) if self.settings.verify else None
         coerced, counts, verify_profile = self._coerce(ds, identifiers)
@@ -386,12 +396,14 @@ def run(
     if settings.resume:
         _remove_stale_temporaries(settings.destination)
 
+    directories: list[FileResult] = []
+
     def note(result: FileResult) -> None:
+        if result.status == DIRECTORY:
+            directories.append(result)  # written once the files it references are
+            return
         summary.results.append(result)  # recorded before anything else can interrupt
-        if result.status == "failed":
-            log.info("failed: %s", result.reason)
-        elif result.status == "skipped":
-            log.info("skipped %s: %s", result.source, result.reason)
+        _log_result(result)
         if on_result is not None:
             on_result(result)
 
@@ -402,7 +414,7 @@ def run(
                 note(worker.process(task))
         except KeyboardInterrupt:
             summary.interrupted = True
-        return summary
+        return _finish(summary, directories, settings, note)
     executor = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("fork"),
@@ -442,7 +454,83 @@ def run(
                 drain(future)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+    return _finish(summary, directories, settings, note)
+
+
+def _log_result(result: FileResult) -> None:
+    if result.status == "failed":
+        log.info("failed: %s", result.reason)
+    elif result.status == "skipped":
+        log.info("skipped %s: %s", result.source, result.reason)
+
+
+def _finish(
+    summary: Summary,
+    directories: list[FileResult],
+    settings: BatchSettings,
+    note: Callable[[FileResult], None],
+) -> Summary:
+    """Write the DICOMDIRs set aside, now that the files they reference are done."""
+    if summary.interrupted:
+        return summary  # left for resume, with the files still to do
+    outputs = {
+        r.source.resolve(): settings.destination / r.output
+        for r in summary.results
+        if r.status in ("written", "resumed") and r.output is not None
+    }
+    groups: dict[Path, list[FileResult]] = {}
+    for result in directories:
+        assert result.output is not None
+        groups.setdefault(result.output, []).append(result)
+    try:
+        for relative, results in groups.items():
+            sources = [r.source for r in results]
+            try:
+                status = write_directory_file(
+                    settings.destination / relative,
+                    sources,
+                    outputs,
+                    uid=_file_set_uid(settings),
+                    resume=settings.resume,
+                    retention=_directory_retention(settings),
+                )
+            except CoercionError as exc:
+                for source in sources:
+                    note(FileResult(source, "failed", reason=str(exc)))
+                continue
+            except Exception as exc:  # as for any file: named, never a value
+                log.debug("unexpected error", exc_info=True)
+                for source in sources:
+                    note(FileResult(source, "failed", reason=f"{source}: {exc.__class__.__name__}"))
+                continue
+            for result in results:
+                note(FileResult(result.source, status, relative, key_row=_directory_row(result)))
+    except KeyboardInterrupt:
+        summary.interrupted = True  # the DICOMDIRs not written are left for resume
     return summary
+
+
+def _file_set_uid(settings: BatchSettings) -> Callable[[str], str]:
+    """The new File-set UID of a source's: kept under RetainUIDsOption, else keyed as U."""
+    if settings.directory is None and Option.RetainUIDsOption in settings.options:
+        return str
+    return UIDRemapper(settings.secret).remap
+
+
+def _directory_retention(settings: BatchSettings) -> Retention | None:
+    """What a DICOMDIR's records are verified against (the options); None: not verified.
+
+    Under directory rules, what each rule keeps is known per object only: the
+    records, made from outputs verified under their rules, are not checked again.
+    """
+    if not settings.verify or settings.directory is not None:
+        return None
+    return compile_profile(settings.options)
+
+
+def _directory_row(result: FileResult) -> tuple[str, ...]:
+    """The key file row of a DICOMDIR: its source and output, no patient of its own."""
+    return (str(result.source), str(result.output), *[""] * (len(KEY_FILE_COLUMNS) - 2))
 
 
 def write_key_file(path: Path, results: Iterable[FileResult]) -> int:

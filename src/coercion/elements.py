@@ -183,9 +183,14 @@ def dictionary_vr(tag: int) -> str:
 
 
 def vr_of(elem: DataElement | RawDataElement) -> str:
-    """The element's VR, from the dictionary when the element does not say."""
+    """The VR to act on: the element's, or the dictionary's when the element does not say.
+
+    A standard attribute received as UN (implicit VR data relayed in an
+    explicit transfer syntax, PS3.5 6.2.2) is acted on with its dictionary VR:
+    a UID stays a UID, a name a name. Private and unknown attributes stay UN.
+    """
     vr = elem.VR
-    if vr is None or " or " in vr:
+    if vr is None or vr == "UN" or " or " in vr:
         return dictionary_vr(int(elem.tag))
     return str(vr)
 

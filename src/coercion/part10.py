@@ -34,6 +34,8 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import IS, DSfloat, PersonName
 
+from coercion.elements import key as tag_key
+from coercion.elements import text_values
 from coercion.errors import InputError, OutputError
 from coercion.pydicom_config import silence_pydicom_validation
 from coercion.reader import parse_bytes, parse_file
@@ -365,9 +367,21 @@ class _Encoder:
 def _file_meta(ds: FileDataset, syntax: UID) -> bytes:
     """Preamble and a fresh File Meta Information group (explicit VR little endian)."""
     old = getattr(ds, "file_meta", None) or FileMetaDataset()
-    sop_class = ds.get("SOPClassUID") or old.get("MediaStorageSOPClassUID", "")
-    sop_instance = ds.get("SOPInstanceUID") or old.get("MediaStorageSOPInstanceUID", "")
-    return file_meta_bytes(str(sop_class), str(sop_instance), str(syntax))
+    sop_class = _written_uid(ds, 0x00080016, old, 0x00020002)
+    sop_instance = _written_uid(ds, 0x00080018, old, 0x00020003)
+    return file_meta_bytes(sop_class, sop_instance, str(syntax))
+
+
+def _written_uid(ds: Dataset, tag: int, meta: FileMetaDataset, meta_tag: int) -> str:
+    """The data set's UID at *tag* when it has one (what is written), else the file meta's.
+
+    The file meta says what the data set says, whatever the old meta said: a
+    coerced SOP Instance UID is the Media Storage SOP Instance UID. Only an
+    object without the attribute (a DICOMDIR) keeps the meta's own value.
+    """
+    if tag_key(tag) in ds._dict:
+        return "\\".join(text_values(ds, tag))
+    return "\\".join(text_values(meta, meta_tag))
 
 
 def file_meta_bytes(sop_class: str, sop_instance: str, syntax: str) -> bytes:

@@ -12,7 +12,9 @@ offset and are copied file to file when the output is written.
 
 Every value must lie inside the file: a file cut short raises
 :class:`~coercion.errors.InputError` naming the element, where pydicom would
-return a shortened value.
+return a shortened value. An item that claims more bytes than its sequence of
+defined length holds is read up to the sequence's end, as pydicom does: the
+sequence's length, which fits the file, is the one to trust.
 """
 
 from __future__ import annotations
@@ -250,7 +252,12 @@ class _Parser:
                 elements, pos = self.dataset(pos, stop, top=False, until_item_end=True)
             else:
                 if pos + item_length > stop:
-                    raise _TruncatedError(tag)
+                    if length == _UNDEFINED:
+                        raise _TruncatedError(tag)
+                    # An item longer than its sequence, whose own length fits its
+                    # container: the item's length is wrong, not the file cut short
+                    # (as pydicom, read the item up to the sequence's end).
+                    item_length = stop - pos
                 elements, _ = self.dataset(pos, pos + item_length, top=False, until_item_end=False)
                 pos += item_length
             items.append(new_dataset(elements, self.charset, self.implicit, self.little))

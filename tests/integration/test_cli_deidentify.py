@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import os
 import re
@@ -18,16 +19,18 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread, dcmwrite
-from pydicom.data import get_testdata_files
+from pydicom.data import get_charset_files, get_testdata_files
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.fileset import FileSet
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from coercion.batch import KEY_FILE_COLUMNS
 from coercion.cli import main
+from coercion.dicomdir import MEDIA_STORAGE_DIRECTORY
 from coercion.profile import compile_profile
-from tests.helpers import make_dataset
+from tests.helpers import coercion, make_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -477,8 +480,8 @@ def _cannot_be_read_fully(path: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every file pydicom ships, copied with its folders into a temporary source tree."""
-    paths = [Path(p) for p in get_testdata_files() if Path(p).is_file()]
+    """Every file pydicom ships (test and character set files, local only), copied with folders."""
+    paths = [Path(p) for p in (*get_testdata_files(), *get_charset_files()) if Path(p).is_file()]
     base = Path(os.path.commonpath(paths))
     src = tmp_path_factory.mktemp("bundled") / "src"
     for path in paths:
@@ -488,53 +491,100 @@ def bundled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
-def test_every_bundled_file_is_deidentified_or_rightly_refused(
+def _pydicom_reads(path: Path) -> bool:
+    """True when pydicom reads *path* with its defaults (no force)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dcmread(path)
+    except Exception:
+        return False
+    return True
+
+
+def _loads_as_file_set(path: Path) -> int:
+    """The number of instances pydicom's FileSet loads from DICOMDIR *path*, all found."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a referenced file missing is a warning: fail on it
+        warnings.simplefilter("ignore", ResourceWarning)  # FileSet's own temporary folder
+        fs = FileSet(path)
+        count = sum(1 for instance in fs if Path(instance.path).is_file())
+        del fs
+        gc.collect()
+    return count
+
+
+def test_every_file_pydicom_reads_is_deidentified_or_refused_as_truncated(
     bundled: Path, tmp_path: Path
 ) -> None:
-    """Outputs read back and hold no source id; skipped files are not DICOM; failed ones are cut."""
+    """pydicom's corpus: what pydicom reads is written, readable and id-free, or refused as cut."""
     key_file = tmp_path / "key.csv"
-    result = run_process(
-        "--key", tmp_path / "k", "--key-file", key_file, bundled, tmp_path / "dst", cwd=tmp_path
+    result = coercion(
+        "deidentify", "--key", tmp_path / "k", "--key-file", key_file, bundled, tmp_path / "dst"
     )
-    rows = key_rows(key_file)
+    outputs = {Path(r["source"]): tmp_path / "dst" / r["output"] for r in key_rows(key_file)}
     skipped = re.findall(r"^skipped (.+): not a DICOM file$", result.stderr, re.MULTILINE)
-    failed = re.findall(r"^failed (.+?): malformed DICOM: (.+)$", result.stderr, re.MULTILINE)
-    assert len(rows) + len(skipped) + len(failed) == len(files(bundled)), result.stderr
-    assert len(rows) > 150
+    failed = dict(re.findall(r"^failed (.+?): malformed DICOM: (.+)$", result.stderr, re.MULTILINE))
+    sources = list(files(bundled).values())
+    readable = [path for path in sources if _pydicom_reads(path)]
+    print(  # the figures of the run (pytest -s shows them)
+        f"pydicom corpus: {len(sources)} files, {len(readable)} read by pydicom, "
+        f"{len(outputs)} outputs, {len(skipped)} not DICOM, {len(failed)} failed"
+    )
+    assert len(outputs) + len(skipped) + len(failed) == len(sources), result.stderr
     assert result.returncode == (1 if failed else 0)
-
+    for path in readable:
+        assert path in outputs or str(path) in failed, path
+    # Only files cut short are refused, each named with the element it is cut in.
+    assert {Path(p).name for p in failed} == {"MR_truncated.dcm", "rtplan_truncated.dcm"}
+    for path, reason in failed.items():
+        assert re.fullmatch(r"file is truncated in \([0-9A-F]{4},[0-9A-F]{4}\)", reason), reason
+        assert _cannot_be_read_fully(Path(path))
     for path in skipped:
         with pytest.raises(InvalidDicomError):
             dcmread(path)
-    failed_names = {Path(path).name for path, _reason in failed}
-    assert {"MR_truncated.dcm", "rtplan_truncated.dcm"} <= failed_names
-    for path, reason in failed:
-        assert _cannot_be_read_fully(Path(path)), (path, reason)
-        assert not (tmp_path / "dst" / Path(path).relative_to(bundled)).exists()
 
     messages = result.stderr
-    for path in sorted(map(str, files(bundled).values()), key=len, reverse=True):
-        messages = messages.replace(path, "<path>")  # file names are not patient data
-    for row in rows:
-        output = tmp_path / "dst" / row["output"]
+    for name in sorted(map(str, sources), key=len, reverse=True):
+        messages = messages.replace(name, "<path>")  # file names are not patient data
+    for source, output in outputs.items():
         written = dcmread(output)
-        assert written.PatientIdentityRemoved == "YES"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # some sources are odd on purpose; outputs are not
-            source = dcmread(row["source"], force=True)
-        data = _scanned_bytes(output)
-        for keyword in ("PatientName", "PatientID", "PatientBirthDate"):
-            value = _raw_value(source, keyword)
-            if value is not None and len(value) >= 3:
-                # Bounded, as verification looks: a short id such as "204" inside a
-                # new UID's digits (random key, random digits) is not that id.
-                assert not _occurs(data, value, _ALNUM), (row["source"], keyword)
-                assert value.decode("latin-1") not in messages
-        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-            value = _raw_value(source, keyword)
-            if value:
-                assert not _occurs(data, value, b"0123456789."), (row["source"], keyword)
+        if written.file_meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+            records = written.DirectoryRecordSequence
+            assert _loads_as_file_set(output) == sum("ReferencedFileID" in r for r in records)
+            continue
+        _assert_no_source_identifier(source, output, written, messages)
     assert temporaries(tmp_path / "dst") == []
+
+
+def _assert_no_source_identifier(
+    source: Path, output: Path, written: Dataset, messages: str
+) -> None:
+    """*output* (read as *written*) is marked and holds none of *source*'s ids; nor do messages."""
+    assert written.PatientIdentityRemoved == "YES"
+    for meta, keyword in (
+        ("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
+        ("MediaStorageSOPClassUID", "SOPClassUID"),
+    ):
+        if keyword in written:  # (UN_sequence.dcm has neither: its meta keeps its own)
+            assert written.file_meta[meta].value == written[keyword].value, (source, meta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some sources are odd on purpose; outputs are not
+        original = dcmread(source, force=True)
+    data = _scanned_bytes(output)
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate"):
+        value = _raw_value(original, keyword)
+        if value is not None and len(value) >= 3:
+            # Bounded, as verification looks: a short id such as "204" inside a
+            # new UID's digits (random key, random digits) is not that id.
+            assert not _occurs(data, value, _ALNUM), (source, keyword)
+            assert value.decode("latin-1") not in messages
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        value = _raw_value(original, keyword)
+        if value:
+            assert not _occurs(data, value, b"0123456789."), (source, keyword)
+        if keyword == "SOPInstanceUID" and value:
+            assert str(written.SOPInstanceUID).startswith("2.25."), source
 
 
 # -- Ctrl-C ------------------------------------------------------------------------
