@@ -6,12 +6,26 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from coercion.elements import text_values
+from coercion.elements import text_values, vr_of
+from coercion.profile.compiled import Action, CompiledProfile
 
-__all__ = ["MIN_NEEDLE", "Identifiers", "collect_identifiers"]
+__all__ = ["MIN_NEEDLE", "Identifiers", "collect_identifiers", "name_needles", "removed_values"]
 
 #: Values shorter than this are not searched for: too many false matches.
 MIN_NEEDLE = 3
+
+#: A name component this long is looked for on its own when cleaning ("Li", "Wu").
+MIN_NAME_COMPONENT = 2
+
+#: VRs whose removed values are looked for when cleaning text. Coded strings,
+#: numbers and times are left out: they are not identifying on their own and
+#: would take ordinary words and figures with them.
+_SCRUBBED_VRS = frozenset(
+    {"AE", "AS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "UC", "UI", "UR", "UT"}
+)
+#: C replaces a person name or an AE title by a token: their values go too.
+_REPLACED_BY_C = frozenset({"AE", "PN"})
+_GONE = frozenset({Action.X, Action.Z, Action.D, Action.U})
 
 #: (keyword, tag, kind) of the attributes whose values identify the patient.
 IDENTIFYING: tuple[tuple[str, int, str], ...] = (
@@ -72,3 +86,52 @@ def collect_identifiers(ds: Dataset) -> Identifiers:
                     seen.add((tag, candidate))
                     found.values.append((keyword, tag, candidate_kind, candidate))
     return found
+
+
+def name_needles(name: str) -> set[str]:
+    """What of person name *name* cleaning removes: the name, its groups and components, words.
+
+    Components (``^``-separated) count from :data:`MIN_NAME_COMPONENT`
+    characters, the space-separated words inside them from :data:`MIN_NEEDLE`.
+    """
+    needles = {part for part in _name_parts(name) if len(part) >= MIN_NEEDLE}
+    for group in name.split("="):
+        needles.update(c.strip() for c in group.split("^") if len(c.strip()) >= MIN_NAME_COMPONENT)
+    return needles
+
+
+def removed_values(ds: Dataset, profile: CompiledProfile) -> set[str]:
+    """The values *profile* removes, empties or replaces in *ds*, at every depth.
+
+    Every text, person name, AE title, date and UID value whose attribute
+    Table E.1-1 gives X, Z, D or U (and C, for person names and AE titles),
+    with person names split by :func:`name_needles`. Values the profile keeps
+    (K, or not listed) and private elements are not collected. Collect before
+    the object is changed.
+    """
+    found: set[str] = set()
+    _collect(ds, profile, found)
+    return found
+
+
+def _collect(ds: Dataset, profile: CompiledProfile, found: set[str]) -> None:
+    actions = profile.actions
+    for key, elem in list(ds._dict.items()):
+        tag = int(key)
+        if tag & 0x10000:
+            continue
+        vr = vr_of(elem)
+        if vr == "SQ":
+            for item in ds[key].value or ():
+                _collect(item, profile, found)
+            continue
+        action = actions.get(tag)
+        if vr not in _SCRUBBED_VRS or action is None:
+            continue
+        if action not in _GONE and not (action is Action.C and vr in _REPLACED_BY_C):
+            continue
+        for value in text_values(ds, tag):
+            if vr == "PN":
+                found.update(name_needles(value))
+            elif len(value) >= MIN_NEEDLE:
+                found.add(value)

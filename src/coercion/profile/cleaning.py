@@ -1,0 +1,111 @@
+"""Action C on text (PS3.15 E.3.5): keep the words, remove what identifies.
+
+A :class:`Scrubber` is built for one object from the values the profile
+removes, empties or replaces in it (:func:`~coercion.profile.identifiers.removed_values`,
+collected before any of them is changed). Cleaning a text then removes, case
+insensitively and never inside a longer word or number:
+
+- each of those values (every component of a person name, ids, accession
+  numbers, other removed text, UIDs, dates as stored);
+- dates in the common written forms (YYYYMMDD, YYYY-MM-DD, DD/MM/YYYY,
+  DD.MM.YYYY, MM/DD/YYYY, with ``-``, ``/`` or ``.``);
+- telephone numbers, e-mail addresses and URLs.
+
+Every other word stays: that is what distinguishes C from X. Text is
+matched as decoded from the object's character set, so ``MÜLLER`` in a
+Latin-1 or UTF-8 description is removed for a name ``Müller``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+__all__ = ["Scrubber"]
+
+#: A match never starts or ends inside an ASCII word or number. Non-ASCII
+#: letters do not count as word characters, so a name inside CJK text (no
+#: spaces between words) is found too.
+_BEFORE = r"(?<![0-9A-Za-z])"
+_AFTER = r"(?![0-9A-Za-z])"
+
+_URL = r"(?:\b[A-Za-z][A-Za-z0-9+.-]{1,15}://|\bwww\.)[^\s<>\"\\]+"
+_EMAIL = r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+"
+_MONTH = r"(?:0?[1-9]|1[0-2])"
+_DAY = r"(?:0?[1-9]|[12][0-9]|3[01])"
+_DATES = (
+    # YYYYMMDD (years 1800-2099, so that other 8-digit numbers stay)
+    r"(?<![0-9])(?:1[89]|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])(?![0-9])",
+    # YYYY-MM-DD (and / or . as separator)
+    rf"(?<![0-9])[0-9]{{4}}(?P<ymd>[-/.]){_MONTH}(?P=ymd){_DAY}(?![0-9])",
+    # DD/MM/YYYY, MM/DD/YYYY, DD.MM.YYYY (and -)
+    r"(?<![0-9])[0-9]{1,2}(?P<dmy>[-/.])[0-9]{1,2}(?P=dmy)[0-9]{4}(?![0-9])",
+)
+_SEP = r"[ ./-]"
+_PHONES = (
+    # +41 44 123 45 67, 0041 44 1234567, +1 (555) 123-4567
+    rf"(?:\+|\b00)[0-9]{{1,3}}{_SEP}?(?:\([0-9]{{1,4}}\){_SEP}?)?[0-9]{{1,5}}"
+    rf"(?:{_SEP}?[0-9]{{1,5}}){{1,5}}",
+    # (555) 123-4567, (030) 1234 5678
+    rf"\([0-9]{{2,5}}\){_SEP}?[0-9]{{2,5}}(?:{_SEP}?[0-9]{{2,5}}){{1,3}}",
+    # 555-123-4567, 555.123.4567
+    r"\b[0-9]{3}(?P<nanp>[.-])[0-9]{3}(?P=nanp)[0-9]{4}\b",
+    # 030 12345678, 01 23 45 67 89, 020 7946 0958: a trunk prefix and groups
+    r"\b0[0-9]{1,4}(?:[ /-][0-9]{2,8}){1,4}\b",
+    # tel: 1234 5678, Phone 12345678
+    r"\b(?:tel|phone|fax|mobile|cell)\b[.:]?\s*\+?[0-9][0-9 ()./-]{5,}[0-9]",
+)
+#: Telephone numbers have between 7 and 15 digits (ITU-T E.164: at most 15).
+_PHONE_DIGITS = range(7, 16)
+
+_GENERIC = re.compile(
+    "|".join(f"(?:{p})" for p in (_URL, _EMAIL, *_DATES)),
+    re.IGNORECASE,
+)
+_PHONE = re.compile("|".join(f"(?:{p})" for p in _PHONES), re.IGNORECASE)
+_SPACES = re.compile(r"[ \t]{2,}")
+
+
+def _drop_phone(match: re.Match[str]) -> str:
+    text = match.group(0)
+    digits = sum(c.isdigit() for c in text)
+    return " " if digits in _PHONE_DIGITS else text
+
+
+def _needle_pattern(needle: str) -> str:
+    """*needle* as a regular expression; any run of white space matches any other."""
+    return r"\s+".join(map(re.escape, needle.split()))
+
+
+class Scrubber:
+    """Removes one object's identifying values, dates, phones, e-mails and URLs from text."""
+
+    __slots__ = ("_needles", "_pattern")
+
+    def __init__(self, needles: Iterable[str]) -> None:
+        self._needles = sorted({n.strip() for n in needles if n.strip()}, key=lambda s: -len(s))
+        self._pattern: re.Pattern[str] | None = None
+
+    def _values(self) -> re.Pattern[str] | None:
+        """The pattern of the object's values, compiled on first use (None when there are none)."""
+        if self._pattern is None and self._needles:
+            alternatives = "|".join(_needle_pattern(n) for n in self._needles)
+            self._pattern = re.compile(f"{_BEFORE}(?:{alternatives}){_AFTER}", re.IGNORECASE)
+            self._needles = []
+        return self._pattern
+
+    def scrub(self, text: str) -> str:
+        """*text* without the identifying parts; unchanged (spacing too) when none is found."""
+        if not text:
+            return text
+        changed = 0
+        text, count = _GENERIC.subn(" ", text)
+        changed += count
+        values = self._values()
+        if values is not None:
+            text, count = values.subn(" ", text)
+            changed += count
+        scrubbed = _PHONE.sub(_drop_phone, text)
+        if not changed and scrubbed == text:
+            return text
+        return _SPACES.sub(" ", scrubbed).strip()
