@@ -160,6 +160,23 @@ def test_values_the_profile_keeps_are_not_scrubbed() -> None:
     assert removed.ImageComments == "Scanned at today"
 
 
+def test_structured_content_text_is_cleaned_in_nested_items() -> None:
+    """Under Clean Structured Content a TextValue two items down loses names, keeps words."""
+    ds = make_dataset()
+    ds.add_new(0x00091010, "LO", "CREATOR")
+    ds.add_new(0x00091011, "PN", "NIGHTINGALE^FLORENCE")  # a private name is still a name
+    text = Dataset()
+    text.ValueType = "TEXT"
+    text.TextValue = "Jane Doe reviewed by Florence Nightingale on 01.03.2024: no change"
+    container = Dataset()
+    container.ValueType = "CONTAINER"
+    container.ContentSequence = [text]
+    ds.ContentSequence = [container]
+    Deidentifier(compile_profile([Option.CleanStructuredContentOption]), SECRET).apply(ds)
+    cleaned = ds.ContentSequence[0].ContentSequence[0].TextValue
+    assert cleaned == "reviewed by on : no change"
+
+
 @pytest.mark.parametrize(
     ("charset", "name", "text", "cleaned"),
     [

@@ -458,6 +458,11 @@ def _scrub(ds: Dataset, tag: BaseTag, scrubber: Scrubber) -> None:
     """Clean the text values of *tag* in *ds* (decoded in the object's character set)."""
     elem = ds[tag]
     if isinstance(elem.value, MultiValue | list):
-        elem.value = [scrubber.scrub(str(v)) for v in elem.value]
+        texts = [str(v) for v in elem.value]
+        cleaned = [scrubber.scrub(text) for text in texts]
+        if cleaned != texts:
+            elem.value = cleaned
     elif elem.value:
-        elem.value = scrubber.scrub(str(elem.value))
+        text = str(elem.value)
+        if (cleaned_text := scrubber.scrub(text)) != text:
+            elem.value = cleaned_text

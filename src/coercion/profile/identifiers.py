@@ -105,9 +105,10 @@ def removed_values(ds: Dataset, profile: CompiledProfile) -> set[str]:
 
     Every text, person name, AE title, date and UID value whose attribute
     Table E.1-1 gives X, Z, D or U (and C, for person names and AE titles),
-    with person names split by :func:`name_needles`. Values the profile keeps
-    (K, or not listed) and private elements are not collected. Collect before
-    the object is changed.
+    with person names split by :func:`name_needles`; of private elements,
+    those that say they hold a person name (explicit VR PN). Values the
+    profile keeps (K, or not listed) are not collected. Collect before the
+    object is changed.
     """
     found: set[str] = set()
     _collect(ds, profile, found)
@@ -118,12 +119,15 @@ def _collect(ds: Dataset, profile: CompiledProfile, found: set[str]) -> None:
     actions = profile.actions
     for key, elem in list(ds._dict.items()):
         tag = int(key)
-        if tag & 0x10000:
-            continue
         vr = vr_of(elem)
         if vr == "SQ":
             for item in ds[key].value or ():
                 _collect(item, profile, found)
+            continue
+        if tag & 0x10000:
+            if vr == "PN":
+                for value in text_values(ds, tag):
+                    found.update(name_needles(value))
             continue
         action = actions.get(tag)
         if vr not in _SCRUBBED_VRS or action is None:
