@@ -18,6 +18,7 @@ Latin-1 or UTF-8 description is removed for a name ``Müller``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -77,31 +78,44 @@ def _needle_pattern(needle: str) -> str:
     return r"\s+".join(map(re.escape, needle.split()))
 
 
-class Scrubber:
-    """Removes one object's identifying values, dates, phones, e-mails and URLs from text."""
+@functools.lru_cache(maxsize=256)
+def _values_pattern(needles: tuple[str, ...]) -> re.Pattern[str]:
+    """One bounded, case-insensitive pattern for *needles* (longest first)."""
+    alternatives = "|".join(_needle_pattern(n) for n in needles)
+    return re.compile(f"{_BEFORE}(?:{alternatives}){_AFTER}", re.IGNORECASE)
 
-    __slots__ = ("_needles", "_pattern")
+
+class Scrubber:
+    """Removes one object's identifying values, dates, phones, e-mails and URLs from text.
+
+    Most texts hold none of the values: each value is first looked for by its
+    longest word as a plain substring of the case-folded text, and a pattern
+    is compiled only for the values that may be there.
+    """
+
+    __slots__ = ("_by_word",)
 
     def __init__(self, needles: Iterable[str]) -> None:
-        self._needles = sorted({n.strip() for n in needles if n.strip()}, key=lambda s: -len(s))
-        self._pattern: re.Pattern[str] | None = None
+        self._by_word: dict[str, list[str]] = {}
+        for needle in {n.strip() for n in needles}:
+            if needle:
+                word = max(needle.split(), key=len).casefold()
+                self._by_word.setdefault(word, []).append(needle)
 
-    def _values(self) -> re.Pattern[str] | None:
-        """The pattern of the object's values, compiled on first use (None when there are none)."""
-        if self._pattern is None and self._needles:
-            alternatives = "|".join(_needle_pattern(n) for n in self._needles)
-            self._pattern = re.compile(f"{_BEFORE}(?:{alternatives}){_AFTER}", re.IGNORECASE)
-            self._needles = []
-        return self._pattern
+    def _values(self, text: str) -> re.Pattern[str] | None:
+        """The pattern of the values that may occur in *text*; None when none can."""
+        folded = text.casefold()
+        hits = [n for word, ns in self._by_word.items() if word in folded for n in ns]
+        if not hits:
+            return None
+        return _values_pattern(tuple(sorted(hits, key=lambda s: (-len(s), s))))
 
     def scrub(self, text: str) -> str:
         """*text* without the identifying parts; unchanged (spacing too) when none is found."""
         if not text:
             return text
-        changed = 0
-        text, count = _GENERIC.subn(" ", text)
-        changed += count
-        values = self._values()
+        text, changed = _GENERIC.subn(" ", text)
+        values = self._values(text)
         if values is not None:
             text, count = values.subn(" ", text)
             changed += count

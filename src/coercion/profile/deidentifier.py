@@ -32,6 +32,7 @@ from coercion.elements import (
     dictionary_vr,
     new_dataset,
     put_value,
+    simple_codec,
     text_values,
     vr_of,
 )
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 #: Free text that is cleaned inside a sequence the profile cleans, though not listed itself.
 _FREE_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
+#: Text VRs that hold one value, backslashes included.
+_SINGLE_VALUED_TEXT = frozenset({"LT", "ST", "UT", "UR"})
 #: VRs whose C is a scrub of the text (AE titles and person names become tokens instead).
 _SCRUBBED_BY_C = (_TEXT_VRS | {"SQ"}) - {"AE", "PN"}
 #: The "tag" an AE title token is keyed with: one token per AE title, whatever the attribute.
@@ -276,7 +279,7 @@ class Deidentifier:
         elif walk.offset is not None and vr in ("DA", "DT"):
             self._shift(ds, tag, vr, walk.offset)
         elif walk.cleaning and vr in _FREE_TEXT_VRS and walk.scrubber is not None:
-            _scrub(ds, tag, walk.scrubber)
+            _scrub(ds, tag, vr, walk.scrubber)
 
     def _apply(
         self,
@@ -353,7 +356,7 @@ class Deidentifier:
                 put_value(ds, tag, vr, [self._token(_ANY_AE_TITLE, t) for t in titles])
         elif vr in _TEXT_VRS:
             if walk.scrubber is not None:
-                _scrub(ds, tag, walk.scrubber)
+                _scrub(ds, tag, vr, walk.scrubber)
         elif vr in BINARY_VRS:
             # A binary value cannot be cleaned here; removing it is the safe choice.
             del ds[tag]
@@ -454,15 +457,33 @@ def _text(ds: Dataset, tag: int) -> str:
     return "\\".join(text_values(ds, tag))
 
 
-def _scrub(ds: Dataset, tag: BaseTag, scrubber: Scrubber) -> None:
-    """Clean the text values of *tag* in *ds* (decoded in the object's character set)."""
-    elem = ds[tag]
-    if isinstance(elem.value, MultiValue | list):
-        texts = [str(v) for v in elem.value]
-        cleaned = [scrubber.scrub(text) for text in texts]
-        if cleaned != texts:
-            elem.value = cleaned
-    elif elem.value:
-        text = str(elem.value)
-        if (cleaned_text := scrubber.scrub(text)) != text:
-            elem.value = cleaned_text
+def _scrub(ds: Dataset, tag: BaseTag, vr: str, scrubber: Scrubber) -> None:
+    """Clean the text values of *tag* in *ds* (decoded in the object's character set).
+
+    A value the scrubber leaves as it is stays as read (raw bytes).
+    """
+    texts = _raw_texts(ds, tag, vr)
+    if texts is None:
+        value = ds[tag].value
+        if not value:
+            return
+        texts = [str(v) for v in value] if isinstance(value, MultiValue | list) else [str(value)]
+    cleaned = [scrubber.scrub(text) for text in texts]
+    if cleaned != texts:
+        put_value(ds, tag, vr, cleaned)
+
+
+def _raw_texts(ds: Dataset, tag: BaseTag, vr: str) -> list[str] | None:
+    """The values of a raw text element decoded without pydicom; None when that is not possible."""
+    elem = ds._dict.get(tag)
+    if not isinstance(elem, RawDataElement) or elem.value is None:
+        return None
+    codec = simple_codec(ds)
+    if codec is None:
+        return None
+    try:
+        text = elem.value.decode(codec)
+    except UnicodeDecodeError:
+        return None
+    parts = [text] if vr in _SINGLE_VALUED_TEXT else text.split("\\")
+    return [part.rstrip("\x00 ") for part in parts]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from coercion.elements import text_values, vr_of
-from coercion.profile.compiled import Action, CompiledProfile
+from coercion.elements import dictionary_vr, text_values, vr_of
+from coercion.profile.compiled import Action, CompiledProfile, compile_profile
+from coercion.profile.options import Option
 
 __all__ = ["MIN_NEEDLE", "Identifiers", "collect_identifiers", "name_needles", "removed_values"]
 
@@ -111,31 +113,40 @@ def removed_values(ds: Dataset, profile: CompiledProfile) -> set[str]:
     object is changed.
     """
     found: set[str] = set()
-    _collect(ds, profile, found)
+    _collect(ds, _collected_tags(profile.options), found)
     return found
 
 
-def _collect(ds: Dataset, profile: CompiledProfile, found: set[str]) -> None:
-    actions = profile.actions
+@functools.lru_cache(maxsize=64)
+def _collected_tags(options: frozenset[Option]) -> frozenset[int]:
+    """The public tags whose values :func:`removed_values` collects under *options*."""
+    return frozenset(
+        tag
+        for tag, action in compile_profile(options).actions.items()
+        if (vr := dictionary_vr(tag)) in _SCRUBBED_VRS
+        and (action in _GONE or (action is Action.C and vr in _REPLACED_BY_C))
+    )
+
+
+def _collect(ds: Dataset, wanted: frozenset[int], found: set[str]) -> None:
     for key, elem in list(ds._dict.items()):
         tag = int(key)
-        vr = vr_of(elem)
+        if tag in wanted:
+            vr = vr_of(elem)
+            if vr in _SCRUBBED_VRS:
+                _add(found, vr, text_values(ds, tag))
+            continue
+        vr = elem.VR or dictionary_vr(tag)
         if vr == "SQ":
             for item in ds[key].value or ():
-                _collect(item, profile, found)
-            continue
-        if tag & 0x10000:
-            if vr == "PN":
-                for value in text_values(ds, tag):
-                    found.update(name_needles(value))
-            continue
-        action = actions.get(tag)
-        if vr not in _SCRUBBED_VRS or action is None:
-            continue
-        if action not in _GONE and not (action is Action.C and vr in _REPLACED_BY_C):
-            continue
-        for value in text_values(ds, tag):
-            if vr == "PN":
-                found.update(name_needles(value))
-            elif len(value) >= MIN_NEEDLE:
-                found.add(value)
+                _collect(item, wanted, found)
+        elif tag & 0x10000 and vr == "PN":
+            _add(found, vr, text_values(ds, tag))
+
+
+def _add(found: set[str], vr: str, values: list[str]) -> None:
+    for value in values:
+        if vr == "PN":
+            found.update(name_needles(value))
+        elif len(value) >= MIN_NEEDLE:
+            found.add(value)
