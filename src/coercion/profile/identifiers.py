@@ -1,4 +1,9 @@
-"""The identifying values of an object: what cleaning scrubs and verification looks for."""
+"""The identifying values of an object: what cleaning scrubs and verification looks for.
+
+Verification looks for the patient's own identifiers at the top level
+(:func:`collect_identifiers`); cleaning removes more, everything the profile
+removes at any depth (:func:`removed_values`).
+"""
 
 from __future__ import annotations
 
@@ -57,11 +62,6 @@ class Identifiers:
     """
 
     values: list[tuple[str, int, str, str]] = field(default_factory=list)
-
-    def text_needles(self) -> list[str]:
-        """Names, ids and dates, longest first (for scrubbing text)."""
-        needles = {value for _kw, _tag, kind, value in self.values if kind != "uid"}
-        return sorted(needles, key=lambda s: (-len(s), s))
 
 
 def _name_parts(name: str) -> set[str]:
