@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread, dcmwrite
+from pydicom.data import get_charset_files
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -212,6 +213,22 @@ def test_non_ascii_names_are_scrubbed_in_any_case(
     out = dcmread(tmp_path / "checked" / "in.dcm")
     assert out.StudyDescription == cleaned
     assert out.ReferencedSeriesSequence[0].ImageComments == cleaned
+
+
+def test_japanese_name_is_scrubbed_from_iso_2022_text(tmp_path: Path) -> None:
+    """In pydicom's ISO 2022 IR 87 file, the ideographic name goes from text without spaces."""
+    ds = dcmread(get_charset_files("chrH31.dcm")[0])
+    ideographic = str(ds.PatientName).split("=")[1]  # 山田^太郎
+    family, given = ideographic.split("^")
+    ds.StudyDescription = f"{family}{given}さんの検査 CT"
+    ds.ImageComments = f"Yamada {family}さん"
+    options = {Option.CleanDescriptorsOption}
+    assert run_batch(tmp_path, ds, options, verify=True) == run_batch(
+        tmp_path, ds, options, verify=False
+    )
+    out = dcmread(tmp_path / "checked" / "in.dcm")
+    assert out.StudyDescription == "さんの検査 CT"
+    assert out.ImageComments == "さん"
 
 
 @pytest.mark.parametrize("codec", ["latin-1", "utf-8"])
