@@ -9,7 +9,10 @@ insensitively and never inside a longer word or number:
   numbers, other removed text, UIDs, dates as stored);
 - dates in the common written forms (YYYYMMDD, YYYY-MM-DD, DD/MM/YYYY,
   DD.MM.YYYY, MM/DD/YYYY, with ``-``, ``/`` or ``.``);
-- telephone numbers, e-mail addresses and URLs.
+- telephone numbers (7 to 15 digits, written with a ``+`` or ``00`` country
+  code, an area code in parentheses, a leading trunk ``0`` and groups,
+  ``555-123-4567``, or after "tel", "phone", "fax", "mobile"), e-mail
+  addresses and URLs.
 
 Every other word stays: that is what distinguishes C from X. Text is
 matched as decoded from the object's character set, so ``MÜLLER`` in a
@@ -54,7 +57,7 @@ _PHONES = (
     # 030 12345678, 01 23 45 67 89, 020 7946 0958: a trunk prefix and groups
     r"\b0[0-9]{1,4}(?:[ /-][0-9]{2,8}){1,4}\b",
     # tel: 1234 5678, Phone 12345678
-    r"\b(?:tel|phone|fax|mobile|cell)\b[.:]?\s*\+?[0-9][0-9 ()./-]{5,}[0-9]",
+    r"\b(?:tel|phone|fax|mobile)\b[.:]?\s*\+?[0-9][0-9 ()./-]{5,}[0-9]",
 )
 #: Telephone numbers have between 7 and 15 digits (ITU-T E.164: at most 15).
 _PHONE_DIGITS = range(7, 16)
