@@ -259,6 +259,32 @@ def test_scrubber_keeps_ordinary_text(text: str, cleaned: str | None) -> None:
     assert scrubber.scrub(text) == (text if cleaned is None else cleaned)
 
 
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "19700213",
+        "1970-02-13",
+        "13/02/1970",
+        "13.02.1970",
+        "02/13/1970",
+        "+41 44 123 45 67",
+        "0041 44 123 45 67",
+        "+1 (555) 123-4567",
+        "(030) 1234 5678",
+        "555.123.4567",
+        "030 12345678",
+        "020 7946 0958",
+        "fax: 1234 5678",
+        "j.doe+ct@mail.example.org",
+        "http://pacs.example.org/viewer?study=1.2.3",
+        "www.example.org/jane",
+    ],
+)
+def test_scrubber_removes_dates_phones_mail_and_urls(planted: str) -> None:
+    """Each written form of a date, phone number, e-mail address or URL goes; the words stay."""
+    assert Scrubber([]).scrub(f"Before {planted} after") == "Before after"
+
+
 # -- AE titles under the Retain Device Identity Option ----------------------------------
 
 DEVICE = Option.RetainDeviceIdentityOption
