@@ -178,6 +178,19 @@ def test_structured_content_text_is_cleaned_in_nested_items() -> None:
     assert cleaned == "reviewed by on : no change"
 
 
+def test_ae_titles_removed_anywhere_go_from_cleaned_text() -> None:
+    """AE titles of the dataset, an item and the file meta (all removed) go from descriptions."""
+    ds = make_dataset()
+    ds.file_meta.SourceApplicationEntityTitle = "SENDER_AE"
+    ds.StationAETitle = "STATION_AE"
+    step = Dataset()
+    step.ScheduledStationAETitle = "SCHEDULED_AE"
+    ds.ScheduledProcedureStepSequence = [step]
+    ds.ImageComments = "From sender_ae via STATION_AE for SCHEDULED_AE, unchanged"
+    Deidentifier(compile_profile([Option.CleanDescriptorsOption]), SECRET).apply(ds)
+    assert ds.ImageComments == "From via for , unchanged"
+
+
 @pytest.mark.parametrize(
     ("charset", "name", "text", "cleaned"),
     [

@@ -33,6 +33,8 @@ _SCRUBBED_VRS = frozenset(
 #: C replaces a person name or an AE title by a token: their values go too.
 _REPLACED_BY_C = frozenset({"AE", "PN"})
 _GONE = frozenset({Action.X, Action.Z, Action.D, Action.U})
+#: Source, Sending and Receiving Application Entity Title of the file meta information.
+_FILE_META_AE_TITLES = (0x00020016, 0x00020017, 0x00020018)
 
 #: (keyword, tag, kind) of the attributes whose values identify the patient.
 IDENTIFYING: tuple[tuple[str, int, str], ...] = (
@@ -108,12 +110,16 @@ def removed_values(ds: Dataset, profile: CompiledProfile) -> set[str]:
     Every text, person name, AE title, date and UID value whose attribute
     Table E.1-1 gives X, Z, D or U (and C, for person names and AE titles),
     with person names split by :func:`name_needles`; of private elements,
-    those that say they hold a person name (explicit VR PN). Values the
-    profile keeps (K, or not listed) are not collected. Collect before the
-    object is changed.
+    those that say they hold a person name (explicit VR PN); the AE titles
+    of the file meta information. Values the profile keeps (K, or not
+    listed) are not collected. Collect before the object is changed.
     """
     found: set[str] = set()
     _collect(ds, _collected_tags(profile.options), found)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:  # the file meta AE titles are dropped
+        for tag in _FILE_META_AE_TITLES:
+            _add(found, "AE", text_values(meta, tag))
     return found
 
 
