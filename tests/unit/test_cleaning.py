@@ -176,6 +176,17 @@ def test_structured_content_text_is_cleaned_in_nested_items() -> None:
     assert cleaned == "reviewed by on : no change"
 
 
+def test_kept_uids_stay_in_cleaned_text_verified_or_not(tmp_path: Path) -> None:
+    """Under Retain UIDs a UID in a description stays, with verification on as off."""
+    ds = make_dataset()
+    ds.ImageComments = f"Prior study {ds.StudyInstanceUID} reviewed"
+    options = {Option.CleanDescriptorsOption, Option.RetainUIDsOption}
+    assert run_batch(tmp_path, ds, options, verify=True) == run_batch(
+        tmp_path, ds, options, verify=False
+    )
+    assert dcmread(tmp_path / "checked" / "in.dcm").ImageComments == ds.ImageComments
+
+
 def test_ae_titles_removed_anywhere_go_from_cleaned_text() -> None:
     """AE titles of the dataset, an item and the file meta (all removed) go from descriptions."""
     ds = make_dataset()

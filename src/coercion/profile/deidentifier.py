@@ -39,7 +39,7 @@ from coercion.elements import (
 from coercion.elements import key as tag_key
 from coercion.profile.cleaning import Scrubber
 from coercion.profile.compiled import Action, CompiledProfile, PatternRow
-from coercion.profile.identifiers import Identifiers, removed_values
+from coercion.profile.identifiers import removed_values
 from coercion.profile.options import BASIC_PROFILE, Option
 from coercion.pydicom_config import silence_pydicom_validation
 from coercion.uids import UIDRemapper
@@ -184,17 +184,14 @@ class Deidentifier:
     def apply(
         self,
         ds: Dataset,
-        identifiers: Identifiers | None = None,
         *,
         remap: Callable[[str], str] | None = None,
         date_offset: int | None = None,
     ) -> Record:
         """De-identify *ds* in place and return the record of what was done.
 
-        *identifiers* are the values
-        :func:`~coercion.profile.identifiers.collect_identifiers` found in *ds*
-        before any change; cleaning (C) removes them from text, with every
-        other value the profile removes, empties or replaces.
+        Cleaning (C) removes from text every value the profile removes,
+        empties or replaces, collected from *ds* before any change.
         *remap* replaces the keyed UID map (a pseudonymisation scope's map), and
         *date_offset* the keyed per-patient offset, when dates are shifted.
         """
@@ -207,20 +204,13 @@ class Deidentifier:
                     self._secret, _text(ds, _PATIENT_ID), _text(ds, _ISSUER_OF_PATIENT_ID)
                 )
             record.date_offset_days = offset
-        scrubber = self._scrubber(ds, identifiers) if self._cleans_text else None
+        scrubber = Scrubber(removed_values(ds, self.profile)) if self._cleans_text else None
         walk = _Walk(record, offset, scrubber, remap or self._uids.remap)
         self._process(ds, ds, walk, ())
         self._process_file_meta(ds, walk.remap)
         self._mark(ds)
         log.debug("de-identified object: %s", dict(record.counts))
         return record
-
-    def _scrubber(self, ds: Dataset, identifiers: Identifiers | None) -> Scrubber:
-        """The cleaner of *ds*'s text, from its values before any is changed."""
-        needles = removed_values(ds, self.profile)
-        if identifiers is not None:
-            needles.update(value for _kw, _tag, _kind, value in identifiers.values)
-        return Scrubber(needles)
 
     # -- the walk -----------------------------------------------------------------
 
