@@ -41,7 +41,7 @@ from coercion.engine import (
 from coercion.errors import CoercionError, ConfigError, OutputError, VerificationError
 from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
-from coercion.profile.identifiers import Identifiers, collect_identifiers
+from coercion.profile.identifiers import collect_identifiers
 from coercion.uids import UIDRemapper
 from coercion.verify import Retention, find_leaks
 
@@ -235,12 +235,10 @@ class _Worker:
                 rules = RuleSet([command_line_rule(settings.uri, env)])
             self.engine = Engine(rules)
 
-    def _coerce(
-        self, ds: Dataset, identifiers: Identifiers | None
-    ) -> tuple[Dataset, dict[str, int], Retention | None]:
+    def _coerce(self, ds: Dataset) -> tuple[Dataset, dict[str, int], Retention | None]:
         """Apply the rules or the options; return the dataset, counts and the profile to verify."""
         if self.engine is None:
-            record = self.deidentifier.apply(ds, identifiers)
+            record = self.deidentifier.apply(ds)
             return ds, dict(record.counts), self.profile
         ctx = EventContext(
             Dimse.C_STORE_RQ,
@@ -281,7 +279,7 @@ class _Worker:
             return FileResult(task.source, DIRECTORY, relative)
         originals = [_text(ds, keyword) for keyword in _KEY_KEYWORDS]
         identifiers = collect_identifiers(ds) if self.settings.verify else None
-        coerced, counts, verify_profile = self._coerce(ds, identifiers)
+        coerced, counts, verify_profile = self._coerce(ds)
         ds = cast(FileDataset, coerced)  # rules work on (copies of) the file's dataset
         relative = self._output_path(ds, task)
         output = self.settings.destination / relative

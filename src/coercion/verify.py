@@ -8,6 +8,9 @@ bounded (a name must not be part of a longer word, a UID not part of a longer
 UID), and the scan is a handful of substring searches over a few kilobytes:
 cheap enough to leave on.
 
+Names are matched without regard to case, non-ASCII letters included
+(``MÜLLER`` for ``Müller``, in each of the object's character sets).
+
 A name component that is also a word of the DICOM data dictionary's
 attribute names ("Name", "Test", "White") is looked for only as part of the
 whole name: alone it would match code meanings and descriptions that carry
@@ -67,6 +70,35 @@ def _bounded_find(data: bytes, needle: bytes, edge: frozenset[int]) -> bool:
     return False
 
 
+def _any_case(value: str, codec: str) -> re.Pattern[bytes] | None:
+    """A bounded pattern for *value* in *codec* in any letter case.
+
+    None when *value* cannot be encoded, or *codec* encodes characters with
+    state (ISO 2022 escapes), so that a character's bytes depend on its neighbours.
+    """
+    if not _encodes(value, codec) or value.encode(codec) != b"".join(
+        c.encode(codec) for c in value
+    ):
+        return None
+    parts = []
+    for char in value:
+        variants = {
+            v.encode(codec) for v in {char, char.lower(), char.upper()} if _encodes(v, codec)
+        }
+        if not variants:
+            return None
+        parts.append(b"(?:" + b"|".join(map(re.escape, sorted(variants))) + b")")
+    return re.compile(rb"(?<![0-9A-Za-z])" + b"".join(parts) + rb"(?![0-9A-Za-z])", re.IGNORECASE)
+
+
+def _encodes(text: str, codec: str) -> bool:
+    try:
+        text.encode(codec)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
 def find_leaks(
     data: bytes,
     identifiers: Identifiers,
@@ -88,6 +120,12 @@ def find_leaks(
         haystack = folded if is_name and folded is not None else data
         edge = _UID if kind == "uid" else _WORD
         for codec in codecs:
+            pattern = _any_case(value, codec) if is_name and not value.isascii() else None
+            if pattern is not None:
+                if pattern.search(data):
+                    found.add(keyword)
+                    break
+                continue
             try:
                 needle = (value.lower() if is_name else value).encode(codec)
             except (UnicodeEncodeError, LookupError):

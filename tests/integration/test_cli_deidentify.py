@@ -396,6 +396,28 @@ def test_verification_fails_a_file_that_still_names_the_patient(
     assert out.ManufacturerModelName == leaky.ManufacturerModelName
 
 
+def test_clean_descriptors_from_the_command_line_passes_verification(
+    tmp_path: Path, key: Path
+) -> None:
+    """--option CleanDescriptorsOption with default verification writes cleaned descriptions."""
+    ds = synthetic(7)
+    family, given = str(ds.PatientName).split("^")
+    ds.ReferringPhysicianName = "HOUSE^GREGORY"
+    ds.StudyDescription = f"CT head {given.title()} {family.title()} 1970-02-13"
+    item = Dataset()
+    item.ImageComments = f"Dr House: {family}, {ds.AccessionNumber}, call 555-123-4567, stable"
+    ds.ReferencedSeriesSequence = [item]
+    write(ds, tmp_path / "src" / "in.dcm")
+    result = coercion(
+        "deidentify", "--key", key, "--option", "CleanDescriptorsOption",
+        tmp_path / "src", tmp_path / "dst",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = dcmread(tmp_path / "dst" / "in.dcm")
+    assert out.StudyDescription == "CT head"
+    assert out.ReferencedSeriesSequence[0].ImageComments == "Dr : , , call , stable"
+
+
 # -- every file pydicom ships ------------------------------------------------------
 
 

@@ -143,3 +143,14 @@ def test_other_identifying_attributes_are_looked_for() -> None:
     ds.PatientMotherBirthName = "NOWAK^HALINA"
     assert leaks(padded("OLD-ID-77123"), ds) == ["OtherPatientIDs"]
     assert leaks(padded("Halina"), ds) == ["PatientMotherBirthName"]
+
+
+@pytest.mark.parametrize("codec", ["latin-1", "utf-8"])
+def test_verification_finds_a_non_ascii_name_in_another_case(codec: str) -> None:
+    """find_leaks reports a patient name written in capitals, umlauts included."""
+    ds = make_dataset(patient="Müller^Jörg")
+    identifiers = collect_identifiers(ds)
+    assert find_leaks("Kontrolle MÜLLER".encode(codec), identifiers, BASIC, [codec]) == [
+        "PatientName"
+    ]
+    assert find_leaks("Kontrolle Müllerova".encode(codec), identifiers, BASIC, [codec]) == []

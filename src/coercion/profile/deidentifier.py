@@ -13,7 +13,6 @@ import functools
 import hashlib
 import hmac
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,12 +32,14 @@ from coercion.elements import (
     dictionary_vr,
     new_dataset,
     put_value,
+    simple_codec,
     text_values,
     vr_of,
 )
 from coercion.elements import key as tag_key
+from coercion.profile.cleaning import Scrubber
 from coercion.profile.compiled import Action, CompiledProfile, PatternRow
-from coercion.profile.identifiers import Identifiers, collect_identifiers
+from coercion.profile.identifiers import removed_values
 from coercion.profile.options import BASIC_PROFILE, Option
 from coercion.pydicom_config import silence_pydicom_validation
 from coercion.uids import UIDRemapper
@@ -48,6 +49,14 @@ __all__ = ["Change", "Deidentifier", "Record"]
 log = logging.getLogger(__name__)
 
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+#: Free text that is cleaned inside a sequence the profile cleans, though not listed itself.
+_FREE_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
+#: Text VRs that hold one value, backslashes included.
+_SINGLE_VALUED_TEXT = frozenset({"LT", "ST", "UT", "UR"})
+#: VRs whose C is a scrub of the text (AE titles and person names become tokens instead).
+_SCRUBBED_BY_C = (_TEXT_VRS | {"SQ"}) - {"AE", "PN"}
+#: The "tag" an AE title token is keyed with: one token per AE title, whatever the attribute.
+_ANY_AE_TITLE = 0xFFFFFFFF
 _BINARY_DUMMY = {"OB": 2, "OW": 2, "UN": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 _DATE_DUMMY = {"DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000Y"}
 _TOKEN_PREFIX = "ANON"
@@ -124,22 +133,17 @@ class _Walk:
         self,
         record: Record,
         offset: int | None,
-        needles: list[str] | None,
+        scrubber: Scrubber | None,
         remap: Callable[[str], str],
     ) -> None:
         self.record = record
         self.remap = remap
         self.note = record.noted.append
         self.offset = offset
-        self._needles = needles
-        self._pattern: re.Pattern[str] | None = None
-
-    def scrubber(self, top: Dataset) -> re.Pattern[str] | None:
-        if self._needles is None:
-            self._needles = collect_identifiers(top).text_needles()
-            if self._needles:
-                self._pattern = re.compile("|".join(map(re.escape, self._needles)), re.IGNORECASE)
-        return self._pattern
+        #: Cleans text (C); built from the object as it arrived, None when nothing is cleaned.
+        self.scrubber = scrubber
+        #: How many sequences the profile cleans (C) the walk is inside.
+        self.cleaning = 0
 
 
 class Deidentifier:
@@ -164,10 +168,11 @@ class Deidentifier:
         self._remap_uids = profile.actions.get(_SOP_INSTANCE_UID) is Action.U
         self._cleans_text = (
             any(
-                action is Action.C and dictionary_vr(tag) in _TEXT_VRS
+                action is Action.C and dictionary_vr(tag) in _SCRUBBED_BY_C
                 for tag, action in profile.actions.items()
             )
             or profile.patterns[PatternRow.OVERLAY_COMMENTS] is Action.C
+            or profile.patterns[PatternRow.CURVE] is Action.C
         )
 
     # -- public -----------------------------------------------------------------
@@ -179,15 +184,14 @@ class Deidentifier:
     def apply(
         self,
         ds: Dataset,
-        identifiers: Identifiers | None = None,
         *,
         remap: Callable[[str], str] | None = None,
         date_offset: int | None = None,
     ) -> Record:
         """De-identify *ds* in place and return the record of what was done.
 
-        *identifiers* are the values :func:`collect_identifiers` found in *ds*
-        before any change; pass them when already collected, to save the work.
+        Cleaning (C) removes from text every value the profile removes,
+        empties or replaces, collected from *ds* before any change.
         *remap* replaces the keyed UID map (a pseudonymisation scope's map), and
         *date_offset* the keyed per-patient offset, when dates are shifted.
         """
@@ -200,10 +204,8 @@ class Deidentifier:
                     self._secret, _text(ds, _PATIENT_ID), _text(ds, _ISSUER_OF_PATIENT_ID)
                 )
             record.date_offset_days = offset
-        needles = None if identifiers is None else identifiers.text_needles()
-        walk = _Walk(record, offset, needles, remap or self._uids.remap)
-        if self._cleans_text:
-            walk.scrubber(ds)  # collect identifiers before any of them is changed
+        scrubber = Scrubber(removed_values(ds, self.profile)) if self._cleans_text else None
+        walk = _Walk(record, offset, scrubber, remap or self._uids.remap)
         self._process(ds, ds, walk, ())
         self._process_file_meta(ds, walk.remap)
         self._mark(ds)
@@ -266,6 +268,8 @@ class Deidentifier:
             self._recurse(top, ds, tag, walk, path)
         elif walk.offset is not None and vr in ("DA", "DT"):
             self._shift(ds, tag, vr, walk.offset)
+        elif walk.cleaning and vr in _FREE_TEXT_VRS and walk.scrubber is not None:
+            _scrub(ds, tag, vr, walk.scrubber)
 
     def _apply(
         self,
@@ -284,8 +288,12 @@ class Deidentifier:
         elif action is Action.Z:
             put_value(ds, tag, vr, b"")
         elif vr == "SQ":
-            # K, C, D and U on a sequence: apply the profile to every item.
+            # K, C, D and U on a sequence: apply the profile to every item;
+            # under C, free text the table does not list is cleaned as well.
+            cleans = int(action is Action.C)
+            walk.cleaning += cleans
             self._recurse(top, ds, tag, walk, path)
+            walk.cleaning -= cleans
         elif action is Action.K:
             pass
         elif action is Action.U or vr == "UI":
@@ -331,14 +339,14 @@ class Deidentifier:
                 self._shift(ds, tag, vr, walk.offset)
         elif vr == "PN":
             put_value(ds, tag, vr, self.dummy(tag, vr, ds, walk.remap))
+        elif vr == "AE":
+            # E.3.8: an AE title is replaced by one keyed token wherever it occurs.
+            titles = text_values(ds, tag)
+            if titles:
+                put_value(ds, tag, vr, [self._token(_ANY_AE_TITLE, t) for t in titles])
         elif vr in _TEXT_VRS:
-            pattern = walk.scrubber(top)
-            if pattern is not None:
-                elem = ds[tag]
-                if isinstance(elem.value, MultiValue | list):
-                    elem.value = [_scrub(pattern, str(v)) for v in elem.value]
-                elif elem.value:
-                    elem.value = _scrub(pattern, str(elem.value))
+            if walk.scrubber is not None:
+                _scrub(ds, tag, vr, walk.scrubber)
         elif vr in BINARY_VRS:
             # A binary value cannot be cleaned here; removing it is the safe choice.
             del ds[tag]
@@ -439,5 +447,33 @@ def _text(ds: Dataset, tag: int) -> str:
     return "\\".join(text_values(ds, tag))
 
 
-def _scrub(pattern: re.Pattern[str], text: str) -> str:
-    return " ".join(pattern.sub(" ", text).split())
+def _scrub(ds: Dataset, tag: BaseTag, vr: str, scrubber: Scrubber) -> None:
+    """Clean the text values of *tag* in *ds* (decoded in the object's character set).
+
+    A value the scrubber leaves as it is stays as read (raw bytes).
+    """
+    texts = _raw_texts(ds, tag, vr)
+    if texts is None:
+        value = ds[tag].value
+        if not value:
+            return
+        texts = [str(v) for v in value] if isinstance(value, MultiValue | list) else [str(value)]
+    cleaned = [scrubber.scrub(text) for text in texts]
+    if cleaned != texts:
+        put_value(ds, tag, vr, cleaned)
+
+
+def _raw_texts(ds: Dataset, tag: BaseTag, vr: str) -> list[str] | None:
+    """The values of a raw text element decoded without pydicom; None when that is not possible."""
+    elem = ds._dict.get(tag)
+    if not isinstance(elem, RawDataElement) or elem.value is None:
+        return None
+    codec = simple_codec(ds)
+    if codec is None:
+        return None
+    try:
+        text = elem.value.decode(codec)
+    except UnicodeDecodeError:
+        return None
+    parts = [text] if vr in _SINGLE_VALUED_TEXT else text.split("\\")
+    return [part.rstrip("\x00 ") for part in parts]
