@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from coercion.cli_checks import check_ldap_url
 from coercion.directory import DEFAULT_DEVICE
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
 from coercion.errors import ConfigError
@@ -94,6 +95,7 @@ def open_source(kwargs: dict[str, Any]) -> DirectorySource:
     if config_dir is not None and url:
         raise click.UsageError("give --config-dir or --ldap, not both")
     if url:
+        check_ldap_url(url)
         return LdapDirectory(settings)
     return EmbeddedDirectory(config_dir or default_ldif_dir())
 

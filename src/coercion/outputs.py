@@ -16,6 +16,7 @@ never replaced; a symlink is followed. ``-`` is standard output.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -52,7 +53,9 @@ def private_folders(path: Path) -> list[Path]:
             folder.mkdir(mode=FOLDER_MODE)
         except FileExistsError:
             if not folder.is_dir():
-                raise
+                raise NotADirectoryError(
+                    errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder)
+                ) from None
             continue
         os.chmod(folder, FOLDER_MODE)  # mkdir's mode went through the umask
         created.append(folder)

@@ -116,6 +116,9 @@ def _create_private_sqlite(url: str) -> None:
     path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
     try:  # the embedded store lives in the node's data folder: make it
         private_folders(path.parent)
+    except OSError as exc:
+        raise StoreError(f"store {url}: cannot create its folder ({exc.strerror})") from None
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
         return
