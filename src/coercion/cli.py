@@ -67,9 +67,10 @@ _KEY_OPTION = click.option(
 @_KEY_OPTION
 @click.option(
     "--key-file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     default=None,
-    help="Write the translation table (original -> new ids, UIDs, paths) as CSV. Holds PHI.",
+    help="Write the translation table (original -> new ids, UIDs, paths) as CSV (- for stdout). "
+    "Holds PHI.",
 )
 @click.option(
     "--rename", is_flag=True, help="Name outputs from pseudonymous ids, not source names."
