@@ -102,6 +102,7 @@ class _FolderSync:
                     return
             finally:
                 state.waiting -= 1
+                self._forget_if_idle(key, state)
         synced = False
         try:
             _fsync_path(folder)
@@ -111,9 +112,14 @@ class _FolderSync:
                 state.busy = False
                 if synced:
                     state.synced = max(state.synced, covered)
-                if not state.waiting and state.synced == state.issued:
-                    self._rounds.pop(key, None)
+                self._forget_if_idle(key, state)
                 self._lock.notify_all()
+
+    def _forget_if_idle(self, key: str, state: _Round) -> None:
+        """Drop a folder's state once nobody waits on it (called with the lock held)."""
+        idle = not state.waiting and not state.busy and state.synced == state.issued
+        if idle and self._rounds.get(key) is state:
+            del self._rounds[key]
 
 
 def _fsync_path(folder: Path) -> None:
