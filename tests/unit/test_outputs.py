@@ -115,7 +115,7 @@ def test_concurrent_folder_syncs_are_grouped(
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 20
-    rounds = outputs._FOLDERS._rounds  # noqa: SLF001 - waiting until all 8 have asked
+    rounds = outputs._FOLDERS._rounds  # waiting until all 8 have asked
     while time.monotonic() < deadline:
         state = rounds.get(str(tmp_path))
         if state is not None and state.issued == 8:
