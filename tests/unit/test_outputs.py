@@ -134,11 +134,16 @@ def test_a_fifo_is_written_through_not_replaced(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     received: list[bytes] = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
     reader.start()
-    with atomic_output(fifo) as fd:
-        os.write(fd, b"through the pipe")
-    reader.join(20)
+    try:
+        with atomic_output(fifo) as fd:
+            os.write(fd, b"through the pipe")
+    finally:
+        reader.join(10)
+        if reader.is_alive():  # nothing was written into the FIFO: let the reader go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            reader.join(10)
     assert received == [b"through the pipe"]
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
