@@ -223,13 +223,15 @@ def test_config_show_json() -> None:
 
 
 def marker_file(folder: Path) -> Path:
-    """A file whose Specific Character Set is a value pydicom quotes in a warning."""
+    """Two files whose Specific Character Set is a value pydicom quotes in a warning; the first."""
     ds = make_dataset()
     ds.SpecificCharacterSet = "ZQXMARKER"
     folder.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about the encoding while writing too
         dcmwrite(folder / "a.dcm", ds, enforce_file_format=True)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.99.13"
+        dcmwrite(folder / "b.dcm", ds, enforce_file_format=True)
     return folder / "a.dcm"
 
 
@@ -242,8 +244,10 @@ def test_pydicom_warnings_quoting_values_are_withheld(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "ZQXMARKER" not in result.stderr + result.stdout
         assert ("withheld" in result.stderr) is (flags == ["-vv"]), result.stderr
-    result = coercion("-q", "deidentify", "--key", key, source.parent, tmp_path / "out")
+    out = tmp_path / "out"
+    result = coercion("-q", "deidentify", "--workers", "2", "--key", key, source.parent, out)
     assert result.returncode == 0, result.stderr
+    assert len(list(out.glob("*.dcm"))) == 2  # through worker processes
     assert "ZQXMARKER" not in result.stderr
     assert "Warning" not in result.stderr
 
