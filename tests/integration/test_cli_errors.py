@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmwrite
+from pydicom.uid import UID
 
 from tests.helpers import coercion, make_dataset
 from tests.slapd import make_tls_files
@@ -230,7 +231,8 @@ def marker_file(folder: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about the encoding while writing too
         dcmwrite(folder / "a.dcm", ds, enforce_file_format=True)
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.99.13"
+        ds.SOPInstanceUID = UID("1.2.826.0.1.3680043.99.13")
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         dcmwrite(folder / "b.dcm", ds, enforce_file_format=True)
     return folder / "a.dcm"
 
