@@ -35,9 +35,11 @@ def configure_logging(verbosity: int) -> None:
     formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
-    root = logging.getLogger("coercion")
+    # On the root logger, so that other libraries' records get the same timestamped format.
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(max(level, logging.WARNING))
+    logging.getLogger("coercion").setLevel(level)
     # pydicom and pynetdicom may quote element values: keep them quiet.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
