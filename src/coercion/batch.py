@@ -303,7 +303,8 @@ class _Worker:
                     f"{', '.join(leaks)}; nothing written"
                 )
         try:
-            with atomic_output(output) as fd:
+            # Not fsynced: a batch can be run again from its sources (the node's objects are).
+            with atomic_output(output, sync=False) as fd:
                 encoded.write_to(fd)
         except OSError as exc:
             raise OutputError(f"{output}: cannot write ({exc.strerror})") from exc

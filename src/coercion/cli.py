@@ -23,7 +23,9 @@ from rich.progress import (
 )
 
 from coercion import __version__, batch
+from coercion.cli_checks import bind_error, check_tls, prepare_data_folder
 from coercion.cli_config import config, directory_options, explain, open_source
+from coercion.cli_logging import configure_logging
 from coercion.cli_profile import profile
 from coercion.cli_store import store
 from coercion.engine import ActionEnv
@@ -37,25 +39,13 @@ log = logging.getLogger("coercion.cli")
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _configure_logging(verbosity: int) -> None:
-    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("coercion")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # pydicom and pynetdicom may quote element values: keep them quiet.
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="coercion")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for every element action).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 def cli(verbose: int, quiet: bool) -> None:
     """DICOM attribute coercion and PS3.15 de-identification."""
-    _configure_logging(-1 if quiet else verbose)
+    configure_logging(-1 if quiet else verbose)
 
 
 _OPTION_HELP = (
@@ -78,9 +68,10 @@ _KEY_OPTION = click.option(
 @_KEY_OPTION
 @click.option(
     "--key-file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     default=None,
-    help="Write the translation table (original -> new ids, UIDs, paths) as CSV. Holds PHI.",
+    help="Write the translation table (original -> new ids, UIDs, paths) as CSV (- for stdout). "
+    "Holds PHI.",
 )
 @click.option(
     "--rename", is_flag=True, help="Name outputs from pseudonymous ids, not source names."
@@ -340,6 +331,7 @@ def serve(
     device = directory.pop("device")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    check_tls(tls_cert, tls_key, tls_ca)
     secret = load_or_create_secret(key)
     source = open_source(directory)
     env = ActionEnv(secret, data_directory=str(data) if data is not None else "")
@@ -347,14 +339,17 @@ def serve(
     configuration = watcher.load_initial()
     settings = configuration.device.settings
     data = data or Path(str(settings.get("coercionDataDirectory", ".coercion/data")))
+    prepare_data_folder(data)
     watcher.snapshot = data / "directory-snapshot.json"
     watcher.interval = poll_interval or float(str(settings.get("coercionPollInterval", 2)))
     first = configuration.device.aes[0] if configuration.device.aes else None
+    host = host or (first.hostname if first and first.hostname else "127.0.0.1")
+    port = port if port is not None else (first.port if first and first.port else 11112)
     node = Node(
         watcher,
         NodeSettings(
-            host=host or (first.hostname if first and first.hostname else "127.0.0.1"),
-            port=port if port is not None else (first.port if first and first.port else 11112),
+            host=host,
+            port=port,
             data=data,
             worklist=worklist,
             secret=secret,
@@ -370,7 +365,10 @@ def serve(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    bound_host, bound_port = node.start()
+    try:
+        bound_host, bound_port = node.start()
+    except OSError as exc:
+        raise bind_error(exc, host, port) from None
     _err.print(
         f"coercion node {escape(', '.join(node.ae_titles))} listening on "
         f"{bound_host}:{bound_port}; rules from {escape(configuration.origin)}; "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import os
+import json
 import secrets
 import sys
 from collections.abc import Callable
@@ -16,9 +16,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from coercion.cli_checks import check_ldap_url
 from coercion.directory import DEFAULT_DEVICE
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
-from coercion.errors import ConfigError
+from coercion.errors import ConfigError, OutputError
+from coercion.outputs import atomic_output
 from coercion.part10 import read_file
 from coercion.resources import default_ldif_dir
 
@@ -94,6 +96,7 @@ def open_source(kwargs: dict[str, Any]) -> DirectorySource:
     if config_dir is not None and url:
         raise click.UsageError("give --config-dir or --ldap, not both")
     if url:
+        check_ldap_url(url)
         return LdapDirectory(settings)
     return EmbeddedDirectory(config_dir or default_ldif_dir())
 
@@ -140,10 +143,23 @@ def validate_(**kwargs: Any) -> None:
 
 
 @config.command()
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table: for people (full values when not on a terminal); json: for programs.",
+)
 @_with_source
-def show(**kwargs: Any) -> None:
+def show(output_format: str, **kwargs: Any) -> None:
     """Print the node's rules as a table, in the order they apply, then its tag scripts."""
     configuration = _load(kwargs)
+    if output_format == "json":
+        sys.stdout.write(json.dumps(_show_json(configuration), indent=2) + "\n")
+        return
+    # Piped or redirected, a table as wide as its values: nothing cut to the terminal's width.
+    out = _out if _out.is_terminal else Console(highlight=False, width=_UNLIMITED)
     table = Table(title=f"rules of {configuration.device.name} ({configuration.origin})")
     for column in (
         "priority",
@@ -171,9 +187,52 @@ def show(**kwargs: Any) -> None:
             "yes" if rule.sufficient else "no",
             str(rule.on_failure),
         )
-    _out.print(table)
+    out.print(table)
     if configuration.scripts:
-        _out.print(_scripts_table(configuration))
+        out.print(_scripts_table(configuration))
+
+
+#: The width of a console that is not a terminal: wide enough for any value.
+_UNLIMITED = 1_000_000
+
+
+def _show_json(configuration: Configuration) -> dict[str, Any]:
+    """What ``config show`` prints, as JSON: the rules in order, then the scripts' sections."""
+    rules = [
+        {
+            "priority": rule.priority,
+            "rule": rule.name,
+            "ae_title": rule.ae_title or None,
+            "dimse": sorted(str(d) for d in rule.dimse),
+            "role": str(rule.role),
+            "sop_classes": sorted(rule.sop_classes),
+            "conditions": [c.text for c in rule.conditions],
+            "uri": rule.uri,
+            "sufficient": rule.sufficient,
+            "on_failure": str(rule.on_failure),
+        }
+        for rule in configuration.rules.rules
+    ]
+    scripts = [
+        {
+            "script": name,
+            "section": section.key,
+            "name": section.name,
+            "owner": section.owner,
+            "prefix": section.prefix,
+            "preset": script.assignment(section.key).preset.value,
+            "preset_set": bool(section.preset),
+            "tag_commands": len(section.commands),
+        }
+        for name, script in sorted(configuration.scripts.items())
+        for section in (script.general, *script.projects.values())
+    ]
+    return {
+        "device": configuration.device.name,
+        "origin": configuration.origin,
+        "rules": rules,
+        "scripts": scripts,
+    }
 
 
 def _scripts_table(configuration: Configuration) -> Table:
@@ -200,8 +259,8 @@ def _scripts_table(configuration: Configuration) -> Table:
 @click.option(
     "--out",
     "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write here instead of stdout.",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Write here instead of stdout (- for stdout).",
 )
 @_with_source
 def export(out_path: Path | None, **kwargs: Any) -> None:
@@ -213,14 +272,23 @@ def export(out_path: Path | None, **kwargs: Any) -> None:
     if out_path is None:
         sys.stdout.write(text)
         return
-    _write_atomically(out_path, text)
+    _write_output(out_path, text)
     _err.print(f"{len(configuration.raw)} entries written to {escape(str(out_path))}")
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+def _write_output(path: Path, text: str) -> None:
+    """Write *text* to *path* atomically (``-``: stdout; a device or FIFO: written through)."""
+    try:
+        with (
+            atomic_output(path) as fd,
+            open(fd, "w", encoding="utf-8", closefd=False) as out,
+        ):
+            out.write(text)
+    except OSError as exc:
+        raise OutputError(
+            f"{path}: cannot write ({exc.strerror or exc.__class__.__name__}); "
+            "give a path in a folder you can write"
+        ) from None
 
 
 @config.command(name="import")
@@ -267,8 +335,8 @@ def _conversion_options(goes: str) -> Callable[[_F], _F]:
         function = click.option(
             "--out",
             "out_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Write the LDIF here instead of stdout.",
+            type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+            help="Write the LDIF here instead of stdout (- for stdout).",
         )(function)
         return click.option(
             "--parent-dn",
@@ -293,7 +361,7 @@ def _write_converted(
     if out_path is None:
         sys.stdout.write(text)
     else:
-        _write_atomically(out_path, text)
+        _write_output(out_path, text)
 
 
 @config.command(name="import-dcm4chee")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from coercion.errors import ConfigError, StoreError
+from coercion.errors import ConfigError, OutputError, StoreError
 from coercion.keys import load_or_create_secret
 from coercion.part10 import atomic_output
 
@@ -97,9 +96,9 @@ def register(scope: str, subjects: Path, url: str, key: Path | None) -> None:
 @click.option(
     "--out",
     "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     required=True,
-    help="The key file to write (CSV, mode 0600).",
+    help="The key file to write (CSV, mode 0600; - for stdout).",
 )
 @_store_options
 def export(scope: str, out_path: Path, url: str, key: Path | None) -> None:
@@ -115,8 +114,11 @@ def export(scope: str, out_path: Path, url: str, key: Path | None) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_output(out_path, 0o600) as fd:
-        os.write(fd, buffer.getvalue().encode("utf-8"))
+    try:
+        with atomic_output(out_path) as fd, open(fd, "wb", closefd=False) as handle:
+            handle.write(buffer.getvalue().encode("utf-8"))
+    except OSError as exc:
+        raise OutputError(f"{out_path}: cannot write the key ({exc.strerror})") from None
     _err.print(
         f"[yellow]warning:[/] {escape(str(out_path))} holds PHI ({len(rows)} subjects of scope "
         f"{escape(scope)}); keep it as safe as the originals"

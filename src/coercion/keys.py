@@ -1,7 +1,8 @@
 """The secret key file behind every keyed UID, token and date offset.
 
 The file holds 32 random bytes as hex text. It is created with mode 0600 when
-absent. The secret is never logged: log lines name the key file by its path
+absent; like ssh with a private key, a key file that its group or others may
+read (or write) is refused. The secret is never logged: log lines name the key file by its path
 and a short fingerprint (an HMAC of a fixed label, not the secret).
 """
 
@@ -11,9 +12,11 @@ import hashlib
 import hmac
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from coercion.errors import ConfigError
+from coercion.outputs import FILE_MODE, private_folders
 
 __all__ = ["DEFAULT_KEY_PATH", "fingerprint", "load_or_create_secret"]
 
@@ -36,7 +39,9 @@ def load_or_create_secret(path: Path | None = None) -> bytes:
     """Read the secret from *path*, creating the file (mode 0600) if absent."""
     path = path or DEFAULT_KEY_PATH
     try:
-        text = path.read_text(encoding="ascii").strip()
+        with open(path, encoding="ascii") as handle:
+            _check_private(path, os.fstat(handle.fileno()).st_mode)
+            text = handle.read().strip()
     except FileNotFoundError:
         return _create(path)
     except (OSError, UnicodeDecodeError) as exc:
@@ -53,17 +58,29 @@ def load_or_create_secret(path: Path | None = None) -> bytes:
     return secret
 
 
+def _check_private(path: Path, mode: int) -> None:
+    """Refuse a key file its group or others can read or write, as ssh does."""
+    if stat.S_ISREG(mode) and mode & 0o077:
+        raise ConfigError(
+            f"{path}: permissions {stat.S_IMODE(mode):04o} are too open for a key file; "
+            f"chmod 600 {path}"
+        )
+
+
 def _create(path: Path) -> bytes:
     secret = secrets.token_bytes(_SECRET_BYTES)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        private_folders(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
         return load_or_create_secret(path)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot create key file ({exc.strerror})") from exc
     with os.fdopen(fd, "w", encoding="ascii") as handle:
+        os.fchmod(fd, FILE_MODE)  # os.open's mode went through the umask
         handle.write(secret.hex() + "\n")
+        handle.flush()
+        os.fsync(fd)  # a key lost in a power cut would change every pseudonym made with it
     return secret
 
 

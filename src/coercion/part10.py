@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 import re
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from pydicom.valuerep import IS, DSfloat, PersonName
 from coercion.elements import key as tag_key
 from coercion.elements import text_values
 from coercion.errors import InputError, OutputError
+from coercion.outputs import atomic_output
 from coercion.pydicom_config import silence_pydicom_validation
 from coercion.reader import parse_bytes, parse_file
 
@@ -456,37 +456,3 @@ def _coalesce(parts: list[bytes | _Segment | _Bulk]) -> list[bytes | _Segment | 
     if run:
         merged.append(b"".join(run))
     return merged
-
-
-_UMASK: int | None = None
-
-
-def _file_mode() -> int:
-    global _UMASK  # noqa: PLW0603 - read once; os.umask can only be read by setting it
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return 0o666 & ~_UMASK
-
-
-@contextmanager
-def atomic_output(path: Path, mode: int | None = None) -> Iterator[int]:
-    """Yield a descriptor on a temporary file that becomes *path* only on success.
-
-    On any error the temporary file is removed: *path* is either absent, its
-    old content, or the complete new content, never a partial file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        os.fchmod(fd, _file_mode() if mode is None else mode)
-        yield fd
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

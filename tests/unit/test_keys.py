@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def test_existing_key_is_read_not_replaced(tmp_path: Path) -> None:
     path = tmp_path / "secret.key"
     secret = bytes(range(32))
     path.write_text(secret.hex() + "\n")
+    path.chmod(0o600)
     assert load_or_create_secret(path) == secret
     assert path.read_text() == secret.hex() + "\n"
 
@@ -51,6 +53,7 @@ def test_bad_key_content_raises_config_error_naming_the_path(tmp_path: Path, con
     """Content that is not a key raises ConfigError naming the file, and leaves the file alone."""
     path = tmp_path / "secret.key"
     path.write_text(content)
+    path.chmod(0o600)
     with pytest.raises(ConfigError) as caught:
         load_or_create_secret(path)
     assert str(path) in str(caught.value)
@@ -62,6 +65,7 @@ def test_binary_key_file_raises_config_error(tmp_path: Path) -> None:
     """A key file that is not text raises ConfigError naming the path, not its content."""
     path = tmp_path / "secret.key"
     path.write_bytes(b"\xff\xfe\x00QZXKW")
+    path.chmod(0o600)
     with pytest.raises(ConfigError) as caught:
         load_or_create_secret(path)
     assert str(path) in str(caught.value)
@@ -73,6 +77,33 @@ def test_key_path_that_is_a_folder_raises_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_or_create_secret(tmp_path)
     assert str(tmp_path) in str(caught.value)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_key_file_others_may_read_is_refused_like_ssh(tmp_path: Path, mode: int) -> None:
+    """A key file its group or others can read or write is refused, with the chmod that fixes it."""
+    path = tmp_path / "secret.key"
+    path.write_text(bytes(range(32)).hex() + "\n")
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as caught:
+        load_or_create_secret(path)
+    message = str(caught.value)
+    assert f"permissions {mode:04o}" in message
+    assert f"chmod 600 {path}" in message
+    assert bytes(range(32)).hex() not in message
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_key_created_under_a_loose_umask_is_private(tmp_path: Path) -> None:
+    """A new key file and the folders made for it are private even under umask 000."""
+    previous = os.umask(0)
+    try:
+        path = tmp_path / "made" / "secret.key"
+        load_or_create_secret(path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_fingerprint_names_a_secret_without_revealing_it() -> None:

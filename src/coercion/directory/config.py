@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from coercion.engine import (
     parse_condition,
 )
 from coercion.errors import ConfigError
+from coercion.outputs import atomic_output
 
 if TYPE_CHECKING:
     from coercion.script.language import Script
@@ -424,15 +423,6 @@ def _network_ae(entry: EntryJSON, by_dn: dict[str, EntryJSON]) -> NetworkAE:
 
 def write_snapshot(path: Path, raw: Iterable[Entry]) -> None:
     """Keep *raw* entries on disk (atomically) for a start while the directory is down."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"entries": [{"dn": dn, "attributes": attrs} for dn, attrs in raw]}
-    handle, temporary = tempfile.mkstemp(prefix=".snapshot-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as fd, open(fd, "w", encoding="utf-8", closefd=False) as out:
+        json.dump(data, out, indent=1)

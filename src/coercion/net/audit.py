@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from coercion.engine import EventContext, Outcome
+from coercion.outputs import private_folders
 
 __all__ = ["AuditTrail"]
 
@@ -29,7 +30,7 @@ class AuditTrail:
         self.folder = folder
         self._key = hmac.new(secret, b"coercion/audit", hashlib.sha256).digest()
         self._lock = threading.Lock()
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folders(folder)
 
     def hashed(self, value: str) -> str:
         """A keyed hash of *value* (16 hex digits): the same value, the same hash."""

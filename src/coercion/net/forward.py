@@ -32,6 +32,7 @@ from coercion.directory.config import Configuration
 from coercion.engine import Dimse, Engine, EventContext, ForwardRule, Outcome, Role
 from coercion.errors import CoercionError, RuleFailedError
 from coercion.net.audit import AuditTrail
+from coercion.outputs import atomic_output, private_folders
 from coercion.part10 import read_file
 
 __all__ = ["Forwarder", "enable_tcp_nodelay"]
@@ -222,7 +223,7 @@ class _Sender(threading.Thread):
 
     def _give_up(self, path: Path, reason: str) -> None:
         """An object that can never be sent: kept aside, not retried, not lost."""
-        self.failed.mkdir(parents=True, exist_ok=True)
+        private_folders(self.failed)
         os.replace(path, self.failed / path.name)
         log.error(
             "forwarding to %s: %s kept in %s (%s)", self.destination, path.name, self.failed, reason
@@ -289,7 +290,7 @@ class Forwarder:
             sender = self._senders.get(destination)
             if sender is None:
                 sender = _Sender(self, destination)
-                sender.folder.mkdir(parents=True, exist_ok=True)
+                private_folders(sender.folder)
                 self._senders[destination] = sender
                 sender.start()
             return sender
@@ -302,14 +303,18 @@ class Forwarder:
                 destinations.extend(d for d in rule.destinations if d not in destinations)
         for destination in destinations:
             folder = self.queue / destination
-            folder.mkdir(parents=True, exist_ok=True)
+            private_folders(folder)
             kind = {Dimse.N_CREATE_RQ: ".ncreate", Dimse.N_SET_RQ: ".nset"}.get(ctx.dimse, "")
             name = f"{ctx.local_ae}--{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{kind}.dcm"
             temporary = folder / f".{name}.part"
             try:
-                os.link(stored, temporary)
+                os.link(stored, temporary)  # the stored file's mode (0600) comes along
             except OSError:
-                temporary.write_bytes(stored.read_bytes())
+                with (
+                    atomic_output(temporary, sync=False) as fd,
+                    open(fd, "wb", closefd=False) as out,
+                ):
+                    out.write(stored.read_bytes())  # a private copy (mode 0600)
             os.replace(temporary, folder / name)
             self._sender(destination).wake.set()
         return destinations

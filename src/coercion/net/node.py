@@ -145,6 +145,11 @@ class Node:
         self.forwarder.configure(configuration, configuration.forward_rules)
 
     @property
+    def sync_writes(self) -> bool:
+        """Objects are on disk before success is answered, unless coercionSyncWrites is FALSE."""
+        return self.configuration.device.settings.get("coercionSyncWrites") is not False
+
+    @property
     def ae_titles(self) -> list[str]:
         """The node's AE titles, from the directory."""
         return [ae.title for ae in self.configuration.device.aes] or ["COERCION"]
@@ -283,7 +288,7 @@ class Node:
                 str(stored.get("SeriesInstanceUID", "")),
                 str(stored.get("SOPInstanceUID", "")) or instance,
             )
-            with atomic_output(path) as fd:
+            with atomic_output(path, sync=self.sync_writes) as fd:
                 if outcome.applied:
                     encode_file(stored).write_to(fd)  # type: ignore[arg-type]
                 else:
@@ -396,7 +401,7 @@ class Node:
         ds.file_meta = _file_meta(_MPPS, instance)
         buffer = BytesIO()
         dcmwrite(buffer, ds, enforce_file_format=True)
-        with atomic_output(path) as fd:
+        with atomic_output(path, sync=self.sync_writes) as fd:
             _write_all(fd, buffer.getvalue())
 
     def _forward_message(

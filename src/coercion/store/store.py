@@ -22,6 +22,7 @@ The schema is versioned (table ``coercion_meta``, tables in
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -36,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from coercion.errors import StoreError
+from coercion.outputs import FILE_MODE, private_folders
 from coercion.store.crypto import ScopeKeys
 from coercion.store.tables import (
     counter_values,
@@ -105,6 +107,29 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _create_private_sqlite(url: str) -> None:
+    """Create the SQLite file (mode 0600, folders 0700) before SQLite does it with the umask.
+
+    SQLite gives the -wal and -shm files the database file's permissions. An
+    existing file is left as it is.
+    """
+    path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    try:  # the embedded store lives in the node's data folder: make it
+        private_folders(path.parent)
+    except OSError as exc:
+        raise StoreError(f"store {url}: cannot create its folder ({exc.strerror})") from None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"store {url}: cannot create its file ({exc.strerror})") from None
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+
+
 class PseudonymStore:
     """A store at a SQLAlchemy URL (``sqlite:///PATH`` or ``postgresql+psycopg://...``)."""
 
@@ -112,12 +137,7 @@ class PseudonymStore:
         self.url = url
         self._secret = secret
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            try:  # the embedded store lives in the node's data folder: make it
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(
-                    f"store {url}: cannot create its folder ({exc.strerror})"
-                ) from None
+            _create_private_sqlite(url)
         try:
             self.engine: Engine = create_engine(url, pool_pre_ping=True)
         except (SQLAlchemyError, ImportError, ValueError) as exc:

@@ -1,0 +1,198 @@
+"""Output files: private, atomic, durable, and never a device replaced by a regular file.
+
+Every file coercion writes may hold PHI (a pass-through copy holds all of it),
+so files are created with mode 0600 and folders 0700, set explicitly with
+``fchmod``/``chmod``: the process umask is neither read nor changed (changing
+it from one thread races with the files other threads create).
+
+:func:`atomic_output` writes a temporary file beside the target and renames
+it over the target only on success. With ``sync`` (the default) the file is
+fsynced before the rename and its folder after it, so that a success answered
+to a peer survives a power cut; folder fsyncs asked for by several threads at
+once are done once for all of them (a group commit). An existing target that
+is not a regular file (``/dev/null``, a FIFO, a terminal) is written through,
+never replaced; a symlink is followed. ``-`` is standard output.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["FILE_MODE", "FOLDER_MODE", "atomic_output", "private_folders", "sync_folder"]
+
+#: The mode of every file coercion creates: the owner reads and writes, nobody else.
+FILE_MODE = 0o600
+#: The mode of every folder coercion creates.
+FOLDER_MODE = 0o700
+
+
+def private_folders(path: Path) -> list[Path]:
+    """Create *path* and its missing parents with mode 0700; return the folders created.
+
+    An existing folder keeps its mode: only what this call creates is made private.
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    created: list[Path] = []
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=FOLDER_MODE)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise NotADirectoryError(
+                    errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder)
+                ) from None
+            continue
+        os.chmod(folder, FOLDER_MODE)  # mkdir's mode went through the umask
+        created.append(folder)
+    return created
+
+
+@dataclass
+class _Round:
+    """The group-commit state of one folder: tickets issued, the last one synced."""
+
+    issued: int = 0
+    synced: int = 0
+    busy: bool = False
+    waiting: int = 0
+
+
+class _FolderSync:
+    """fsync of folders, shared by the threads that ask for the same folder at the same time.
+
+    A thread takes a ticket; if a sync of the folder is running, it waits for it
+    to end, then either finds its ticket covered by the sync that followed or
+    runs the next sync itself, covering every ticket issued until it started.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._rounds: dict[str, _Round] = {}
+
+    def sync(self, folder: Path) -> None:
+        key = str(folder)
+        with self._lock:
+            state = self._rounds.setdefault(key, _Round())
+            state.issued += 1
+            ticket = state.issued
+            state.waiting += 1
+            try:
+                while state.synced < ticket:
+                    if not state.busy:
+                        state.busy = True
+                        covered = state.issued
+                        break
+                    self._lock.wait()
+                else:
+                    return
+            finally:
+                state.waiting -= 1
+                self._forget_if_idle(key, state)
+        synced = False
+        try:
+            _fsync_path(folder)
+            synced = True
+        finally:
+            with self._lock:
+                state.busy = False
+                if synced:
+                    state.synced = max(state.synced, covered)
+                self._forget_if_idle(key, state)
+                self._lock.notify_all()
+
+    def _forget_if_idle(self, key: str, state: _Round) -> None:
+        """Drop a folder's state once nobody waits on it (called with the lock held)."""
+        idle = not state.waiting and not state.busy and state.synced == state.issued
+        if idle and self._rounds.get(key) is state:
+            del self._rounds[key]
+
+
+def _fsync_path(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_FOLDERS = _FolderSync()
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync *folder* (its new and renamed entries), once for all threads asking at once."""
+    _FOLDERS.sync(folder)
+
+
+def _through(path: Path) -> Path | None:
+    """*path* followed through symlinks if it exists and is not a regular file, else None."""
+    try:
+        status = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return None if stat.S_ISREG(status.st_mode) else path
+
+
+@contextmanager
+def _written_through(path: Path) -> Iterator[int]:
+    """A descriptor on an existing non-regular file (a device, a FIFO), written in place."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOCTTY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_output(path: Path, mode: int = FILE_MODE, *, sync: bool = True) -> Iterator[int]:
+    """Yield a descriptor on a temporary file that becomes *path* only on success.
+
+    On any error the temporary file is removed: *path* is either absent, its
+    old content, or the complete new content, never a partial file. The file
+    gets *mode* (0600 unless told otherwise), missing folders 0700. With *sync*
+    the content and the rename are on disk when the block ends. *path* ``-``
+    is standard output; an existing *path* that is not a regular file is
+    written through, not replaced.
+    """
+    if str(path) == "-":
+        sys.stdout.flush()
+        yield sys.stdout.fileno()
+        return
+    if _through(path) is not None:
+        with _written_through(path) as fd:
+            yield fd
+        return
+    path = Path(os.path.realpath(path)) if path.is_symlink() else path
+    created = private_folders(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        os.fchmod(fd, mode)
+        yield fd
+        if sync:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if sync:
+        for folder in [*(f.parent for f in created), path.parent]:
+            sync_folder(folder)

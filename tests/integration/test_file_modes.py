@@ -1,0 +1,165 @@
+"""Everything the node writes is readable by its owner only, whatever the umask; writes are durable.
+
+The node runs under umask 000, where a file created without an explicit mode
+would be 0666: stored objects (a pass-through copy holds all the PHI), the
+forwarding queue, MPPS records, the audit trail, the SQLite store and its
+-wal/-shm files must still be 0600 and the folders 0700.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmwrite
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+
+from coercion.directory.sources import EmbeddedDirectory
+from coercion.directory.watch import ConfigurationWatcher
+from coercion.engine import ActionEnv
+from coercion.net.node import Node, NodeSettings
+from tests.helpers import (
+    DEVICE,
+    SECRET,
+    Start,
+    config_dir,
+    dcmtk,
+    free_port,
+    make_dataset,
+    remote_device,
+    stored,
+)
+
+pytestmark = pytest.mark.integration
+
+MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
+
+#: A forward rule to a destination that is down (objects stay queued), and a
+#: pseudonymisation scope whose store is the default SQLite file in the data folder.
+EXTRA = f"""
+dn: cn=forward-all,dicomAETitle=COERCION,{DEVICE}
+objectClass: coercionForwardRule
+cn: forward-all
+coercionDestinationAETitle: ARCHIVE
+
+dn: cn=TRIAL_A,{DEVICE}
+objectClass: coercionPseudonymScope
+cn: TRIAL_A
+coercionParam: id_template=TA-{{hash}}
+
+dn: cn=pseudonymize-trial-a,{DEVICE}
+objectClass: coercionRule
+cn: pseudonymize-trial-a
+coercionDIMSE: C_STORE_RQ
+dicomTransferRole: SCP
+coercionCondition: SendingApplicationEntityTitle=TRIALCT
+coercionURI: pseudonymize:TRIAL_A
+"""
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """Start what the test starts under umask 000."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def ct_file(path: Path, index: int) -> Path:
+    """A synthetic CT object with its own SOP Instance UID."""
+    ds = make_dataset()
+    ds.SOPInstanceUID = generate_uid(prefix="1.2.826.0.1.3680043.99.12.", entropy_srcs=[str(index)])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dcmwrite(path, ds, enforce_file_format=True)
+    return path
+
+
+def send_mpps(port: int) -> None:
+    """One MPPS N-CREATE to the node."""
+    ae = AE(ae_title="MR01")
+    ae.add_requested_context(MPPS_CLASS)
+    assoc = ae.associate("127.0.0.1", port, ae_title="COERCION")
+    assert assoc.is_established
+    try:
+        ds = Dataset()
+        ds.PerformedProcedureStepStatus = "IN PROGRESS"
+        ds.Modality = "MR"
+        status, _ = assoc.send_n_create(ds, MPPS_CLASS, generate_uid())
+        assert status.Status == 0x0000
+    finally:
+        assoc.release()
+
+
+def test_node_files_are_private_under_umask_000(
+    serve: Start, tmp_path: Path, loose_umask: None
+) -> None:
+    """Objects, queue, MPPS, audit, store and its -wal/-shm are 0600, the folders 0700."""
+    extra = remote_device("archive", "ARCHIVE", free_port()) + EXTRA
+    node = serve(config_dir(tmp_path, extra=extra))
+    for calling, index in (("CT01", 1), ("TRIALCT", 2)):
+        sent = dcmtk(
+            "storescu", "-aet", calling, "-aec", "COERCION", "127.0.0.1", node.port,
+            ct_file(tmp_path / "in" / f"{index}.dcm", index),
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+    send_mpps(node.port)
+    files = [p for p in node.data.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"store.db", "store.db-wal", "store.db-shm"} <= names, names  # the node still runs
+    assert len(stored(node.data)) == 2
+    assert list((node.data / "queue" / "ARCHIVE").glob("*.dcm"))
+    assert list((node.data / "mpps").glob("*.dcm"))
+    assert list((node.data / "audit").glob("*.jsonl"))
+    loose = {str(p.relative_to(node.data)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert {k: v for k, v in loose.items() if v != "0o600"} == {}
+    folders = [node.data, *(p for p in node.data.rglob("*") if p.is_dir())]
+    assert {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in folders} == {
+        str(p): "0o700" for p in folders
+    }
+
+
+@pytest.mark.parametrize(("setting", "synced"), [("", True), ("FALSE", False)])
+def test_sync_writes_follow_the_device_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, synced: bool
+) -> None:
+    """A stored object is fsynced before success, unless coercionSyncWrites: FALSE."""
+    config = config_dir(tmp_path)
+    if setting:
+        path = config / "10-default-config.ldif"
+        text = path.read_text(encoding="utf-8").replace(
+            "coercionPollInterval: 2", f"coercionPollInterval: 2\ncoercionSyncWrites: {setting}"
+        )
+        path.write_text(text, encoding="utf-8")
+    watcher = ConfigurationWatcher(EmbeddedDirectory(config), ActionEnv(SECRET), "coercion")
+    data = tmp_path / "data"
+    node = Node(watcher, NodeSettings(port=0, data=data, secret=SECRET))
+    assert node.sync_writes is synced
+    fsynced: list[str] = []
+    real = os.fsync
+
+    def record(fd: int) -> None:
+        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    _host, port = node.start()
+    try:
+        source = ct_file(tmp_path / "in" / "x.dcm", 7)
+        sent = dcmtk("storescu", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", port, source)
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        node.stop()
+    [kept] = stored(data)
+    object_syncs = [p for p in fsynced if Path(p).parent == kept.parent]
+    if synced:
+        assert object_syncs and str(kept.parent) in fsynced, fsynced
+    else:
+        assert object_syncs == [] and str(kept.parent) not in fsynced, fsynced

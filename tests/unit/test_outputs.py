@@ -1,0 +1,179 @@
+"""Output files: private whatever the umask, durable (fsync, grouped), devices written through."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coercion import outputs
+from coercion.outputs import atomic_output, private_folders, sync_folder
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """Run the test under umask 000 (files 0666 and folders 0777 unless set explicitly)."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths os.fsync is called on (still really synced)."""
+    calls: list[str] = []
+    real = os.fsync
+
+    def record(fd: int) -> None:
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    return calls
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_files_and_folders_are_private_under_umask_000(tmp_path: Path, loose_umask: None) -> None:
+    """A file is created 0600 and the folders made for it 0700, even under umask 000."""
+    path = tmp_path / "study" / "series" / "object.dcm"
+    with atomic_output(path) as fd:
+        os.write(fd, b"PHI")
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+    assert mode(path.parent.parent) == 0o700
+
+
+def test_the_umask_is_never_touched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing never calls os.umask (setting it from one thread races with the others)."""
+
+    def forbidden(_mask: int) -> int:
+        raise AssertionError("os.umask called")
+
+    monkeypatch.setattr(os, "umask", forbidden)
+    with atomic_output(tmp_path / "a" / "out.dcm") as fd:
+        os.write(fd, b"x")
+    assert (tmp_path / "a" / "out.dcm").read_bytes() == b"x"
+
+
+def test_existing_folders_keep_their_mode(tmp_path: Path) -> None:
+    """Only folders this call creates are made 0700; an existing one is left as it is."""
+    tmp_path.chmod(0o755)
+    created = private_folders(tmp_path / "new" / "deeper")
+    assert created == [tmp_path / "new", tmp_path / "new" / "deeper"]
+    assert mode(tmp_path) == 0o755
+
+
+def test_the_file_and_its_folder_are_fsynced(tmp_path: Path, fsynced: list[str]) -> None:
+    """With sync (the default) the content is fsynced, then the folder holding the new name."""
+    path = tmp_path / "out.dcm"
+    with atomic_output(path) as fd:
+        os.write(fd, b"durable")
+    assert len(fsynced) == 2
+    assert Path(fsynced[0]).name.startswith(".out.dcm.")  # the temporary, before the rename
+    assert fsynced[1] == str(tmp_path)
+
+
+def test_new_folders_are_fsynced_in_their_parents(tmp_path: Path, fsynced: list[str]) -> None:
+    """A folder created for the file is made durable too: its parent is fsynced."""
+    with atomic_output(tmp_path / "a" / "b" / "out.dcm") as fd:
+        os.write(fd, b"x")
+    assert fsynced[1:] == [str(tmp_path), str(tmp_path / "a"), str(tmp_path / "a" / "b")]
+
+
+def test_sync_false_does_not_fsync(tmp_path: Path, fsynced: list[str]) -> None:
+    """sync=False (coercionSyncWrites: FALSE) writes and renames without any fsync."""
+    with atomic_output(tmp_path / "out.dcm", sync=False) as fd:
+        os.write(fd, b"fast")
+    assert fsynced == []
+    assert (tmp_path / "out.dcm").read_bytes() == b"fast"
+
+
+def test_concurrent_folder_syncs_are_grouped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads asking for the same folder while one fsync runs share the next fsync."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow_fsync(path: Path) -> None:
+        calls.append(str(path))
+        if len(calls) == 1:
+            assert release.wait(20)
+
+    monkeypatch.setattr(outputs, "_fsync_path", slow_fsync)
+    threads = [threading.Thread(target=sync_folder, args=(tmp_path,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    rounds = outputs._FOLDERS._rounds  # waiting until all 8 have asked
+    while time.monotonic() < deadline:
+        state = rounds.get(str(tmp_path))
+        if state is not None and state.issued == 8:
+            break
+        time.sleep(0.005)
+    release.set()
+    for thread in threads:
+        thread.join(20)
+    assert not any(thread.is_alive() for thread in threads)
+    assert calls == [str(tmp_path)] * 2  # the first, then one for the seven that waited
+    assert rounds == {}  # nothing kept once no one waits
+
+
+def test_a_fifo_is_written_through_not_replaced(tmp_path: Path) -> None:
+    """An existing FIFO receives the content and stays a FIFO."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    try:
+        with atomic_output(fifo) as fd:
+            os.write(fd, b"through the pipe")
+    finally:
+        reader.join(10)
+        if reader.is_alive():  # nothing was written into the FIFO: let the reader go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            reader.join(10)
+    assert received == [b"through the pipe"]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_a_symlink_to_a_device_is_written_through(tmp_path: Path) -> None:
+    """A symlink to a character device stays a symlink; the device stays a device."""
+    link = tmp_path / "null"
+    link.symlink_to("/dev/null")
+    with atomic_output(link) as fd:
+        os.write(fd, b"discarded")
+    assert link.is_symlink()
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["null"]
+
+
+def test_a_symlink_to_a_file_replaces_the_target(tmp_path: Path) -> None:
+    """A symlink to a regular file keeps being a symlink; the file it names gets the content."""
+    target = tmp_path / "real.csv"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    with atomic_output(link) as fd:
+        os.write(fd, b"new")
+    assert link.is_symlink()
+    assert target.read_bytes() == b"new"
+
+
+def test_dash_is_standard_output(capfd: pytest.CaptureFixture[str]) -> None:
+    """The path - writes to standard output, and creates no file named -."""
+    with atomic_output(Path("-")) as fd:
+        os.write(fd, b"to stdout\n")
+    assert capfd.readouterr().out == "to stdout\n"
+    assert not Path("-").exists()
