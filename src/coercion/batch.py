@@ -38,6 +38,7 @@ from coercion.engine import (
     build_action,
 )
 from coercion.errors import CoercionError, ConfigError, OutputError, VerificationError
+from coercion.keys import DEFAULT_KEY_SCOPE, deidentify_scope
 from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
 from coercion.profile.identifiers import Identifiers, collect_identifiers
@@ -114,6 +115,8 @@ class BatchSettings:
     called_ae: str = ""
     #: Apply this one URI (with the directory's scopes) instead of the directory's rules.
     uri: str | None = None
+    #: The key scope of ``options`` (``deidentify/<key_scope>``), as a rule's ``key=``.
+    key_scope: str = DEFAULT_KEY_SCOPE
 
 
 @dataclass
@@ -215,7 +218,9 @@ class _Worker:
     def __init__(self, settings: BatchSettings) -> None:
         self.settings = settings
         self.profile: CompiledProfile = compile_profile(settings.options)
-        self.deidentifier = Deidentifier(self.profile, settings.secret)
+        self.deidentifier = Deidentifier(
+            self.profile, settings.secret, deidentify_scope(settings.key_scope)
+        )
         self.engine: Engine | None = None
         if settings.directory is not None:
             from coercion.directory.config import build_configuration

@@ -41,13 +41,13 @@ def test_one_patient_one_pseudonym_across_stores_and_runs(store_url: str) -> Non
     finally:
         first.close()
         second.close()
-    assert (a.pseudonym_id, a.pseudonym_name, a.date_offset) == (
+    assert (a.pseudonym_id, a.pseudonym_name, a.date_offset_seconds) == (
         b.pseudonym_id,
         b.pseudonym_name,
-        b.date_offset,
+        b.date_offset_seconds,
     )
     assert a.pseudonym_id.startswith("TRIAL_A-") and other.pseudonym_id != a.pseudonym_id
-    assert -3650 <= a.date_offset <= -1
+    assert -3650 * 86400 - 86399 <= a.date_offset_seconds <= -86400
 
 
 def test_uid_map_is_repeatable_and_reversible(store: PseudonymStore) -> None:
@@ -84,7 +84,7 @@ def test_registered_subject_wins_and_conflicts_are_refused(store: PseudonymStore
 def test_study_originals_and_export(store: PseudonymStore) -> None:
     scope = store.scope("TRIAL_A", ScopeSettings(id_template="P{hash}", offset_min=-10))
     patient = scope.patient(PATIENT_ID, "", {"PatientName": NAME})
-    assert patient.pseudonym_id.startswith("P") and -10 <= patient.date_offset <= -1
+    assert patient.pseudonym_id.startswith("P") and -10 * 86400 - 86399 <= patient.date_offset_seconds <= -86400
     new_study = scope.map_uids([STUDY_UID])[STUDY_UID]
     scope.record_study(new_study, patient, {"AccessionNumber": ACCESSION, "StudyID": "7"})
     assert scope.original_study(new_study) == {"AccessionNumber": ACCESSION, "StudyID": "7"}
@@ -145,7 +145,7 @@ def _pseudonymise(url: str, queue: multiprocessing.Queue[tuple[str, int, list[st
         scope = store.scope("TRIAL_A")
         patient = scope.patient(PATIENT_ID, "", {"PatientName": NAME})
         uids = [scope.map_uids([f"{SOP_UID}.{i}"])[f"{SOP_UID}.{i}"] for i in range(50)]
-        queue.put((patient.pseudonym_id, patient.date_offset, uids))
+        queue.put((patient.pseudonym_id, patient.date_offset_seconds, uids))
     finally:
         store.close()
 

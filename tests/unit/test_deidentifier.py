@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 
 from coercion.errors import ConfigError
 from coercion.profile import Deidentifier, Option, compile_profile, parse_options
+from coercion.keys import KeyScope
 from coercion.uids import UIDRemapper
 from tests.helpers import SECRET, make_dataset
 
@@ -74,7 +75,7 @@ def test_uid_consistency_between_meta_dataset_and_references() -> None:
 
 def test_new_uid_is_a_valid_uuid_derived_uid() -> None:
     """New UIDs are 2.25.<128-bit UUIDv8 integer>, at most 64 characters."""
-    uid = UIDRemapper(SECRET).remap("1.2.3.4")
+    uid = UIDRemapper(KeyScope(SECRET, "deidentify/default").uid).remap("1.2.3.4")
     value = int(uid.removeprefix("2.25."))
     assert len(uid) <= 64 and value < 2**128
     assert (value >> 76) & 0xF == 8 and (value >> 62) & 0x3 == 0x2

@@ -10,8 +10,6 @@ its pixel data.
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import logging
 import re
 from collections import Counter
@@ -26,7 +24,13 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from coercion.dates import patient_offset_days, shift_da, shift_dt
+from coercion.dates import (
+    DATE_TIME_PAIRS,
+    MAX_OFFSET_DAYS,
+    TIME_DATE_PAIRS,
+    offset_seconds,
+    shift_values,
+)
 from coercion.elements import (
     BINARY_VRS,
     NUMBER_SIZE,
@@ -37,6 +41,7 @@ from coercion.elements import (
     vr_of,
 )
 from coercion.elements import key as tag_key
+from coercion.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
 from coercion.profile.compiled import Action, CompiledProfile, PatternRow
 from coercion.profile.identifiers import Identifiers, collect_identifiers
 from coercion.profile.options import BASIC_PROFILE, Option
@@ -89,7 +94,8 @@ class Record:
 
     #: (path, tag, action) per change, in the order they were made.
     noted: list[tuple[tuple[tuple[int, int], ...], int, Action]] = field(default_factory=list)
-    date_offset_days: int | None = None
+    #: The date offset applied, in seconds (None when dates were not shifted).
+    date_offset_seconds: int | None = None
 
     def add(self, path: tuple[tuple[int, int], ...], tag: int, action: Action) -> None:
         """Note one action."""
@@ -131,6 +137,8 @@ class _Walk:
         self.remap = remap
         self.note = record.noted.append
         self.offset = offset
+        #: Paired TM elements of the dataset being walked, shifted after their DA partner.
+        self.later: list[BaseTag] = []
         self._needles = needles
         self._pattern: re.Pattern[str] | None = None
 
@@ -148,14 +156,23 @@ class Deidentifier:
     One instance serves any number of objects; it holds the compiled profile
     and the keyed UID map. It is not thread-safe only in the sense that the
     UID cache is shared; results never depend on call order.
+
+    Every token, new UID and date offset is derived in the key scope *scope*
+    (:class:`~coercion.keys.KeyScope`): recipients of different scopes cannot
+    link their outputs. The default is the scope of ``coercion deidentify``
+    without ``--key-scope``.
     """
 
-    def __init__(self, profile: CompiledProfile, secret: bytes) -> None:
+    def __init__(
+        self,
+        profile: CompiledProfile,
+        secret: bytes,
+        scope: str = deidentify_scope(DEFAULT_KEY_SCOPE),
+    ) -> None:
         silence_pydicom_validation()
         self.profile = profile
-        self._secret = secret
-        self._uids = UIDRemapper(secret)
-        self._token_key = hmac.new(secret, b"coercion/dummy", hashlib.sha256).digest()
+        self.keys = KeyScope(secret, scope)
+        self._uids = UIDRemapper(self.keys.uid)
         self._actions = profile.actions
         self._private_action = profile.patterns[PatternRow.PRIVATE]
         self._curve_action = profile.patterns[PatternRow.CURVE]
@@ -173,7 +190,7 @@ class Deidentifier:
     # -- public -----------------------------------------------------------------
 
     def remap_uid(self, uid: str) -> str:
-        """The new UID for *uid* under this de-identifier's secret."""
+        """The new UID for *uid* in this de-identifier's key scope."""
         return self._uids.remap(uid)
 
     def apply(
@@ -189,17 +206,15 @@ class Deidentifier:
         *identifiers* are the values :func:`collect_identifiers` found in *ds*
         before any change; pass them when already collected, to save the work.
         *remap* replaces the keyed UID map (a pseudonymisation scope's map), and
-        *date_offset* the keyed per-patient offset, when dates are shifted.
+        *date_offset* (seconds) the keyed per-patient offset, when dates are shifted.
         """
         record = Record()
         offset = None
         if self.profile.shifts_dates:
             offset = date_offset
             if offset is None:
-                offset = patient_offset_days(
-                    self._secret, _text(ds, _PATIENT_ID), _text(ds, _ISSUER_OF_PATIENT_ID)
-                )
-            record.date_offset_days = offset
+                offset = self.date_offset(_text(ds, _PATIENT_ID), _text(ds, _ISSUER_OF_PATIENT_ID))
+            record.date_offset_seconds = offset
         needles = None if identifiers is None else identifiers.text_needles()
         walk = _Walk(record, offset, needles, remap or self._uids.remap)
         if self._cleans_text:
@@ -209,6 +224,11 @@ class Deidentifier:
         self._mark(ds)
         log.debug("de-identified object: %s", dict(record.counts))
         return record
+
+    def date_offset(self, patient_id: str, issuer: str = "") -> int:
+        """The patient's date offset in seconds: -3650..-1 days and a part below a day."""
+        digest = self.keys.derive("date-offset", patient_id.strip(), issuer.strip())
+        return offset_seconds(digest, -MAX_OFFSET_DAYS, -1)
 
     # -- the walk -----------------------------------------------------------------
 
@@ -231,6 +251,7 @@ class Deidentifier:
     ) -> None:
         private: list[int] = []
         actions = self._actions
+        outer, walk.later = walk.later, []
         # Dataset._dict holds the elements as read (raw until converted);
         # going through it directly skips a Tag() conversion per element.
         for key, elem in list(ds._dict.items()):
@@ -248,6 +269,9 @@ class Deidentifier:
                     self._keep_unlisted(top, ds, key, elem, walk, path)
                     continue
             self._apply(top, ds, key, elem, action, walk, path)
+        for key in walk.later:  # their DA partners have read them: shift them now
+            self._shift_now(ds, key, "TM", walk)
+        walk.later = outer
         if private:
             self._process_private(ds, private, walk, path)
 
@@ -264,8 +288,8 @@ class Deidentifier:
         vr = vr_of(elem)
         if vr == "SQ":
             self._recurse(top, ds, tag, walk, path)
-        elif walk.offset is not None and vr in ("DA", "DT"):
-            self._shift(ds, tag, vr, walk.offset)
+        elif walk.offset is not None and vr in ("DA", "DT", "TM"):
+            self._shift(ds, tag, vr, walk)
 
     def _apply(
         self,
@@ -314,10 +338,19 @@ class Deidentifier:
         values = [remap(v) for v in text_values(ds, tag)] or [remap("")]
         put_value(ds, tag, vr, values)
 
-    def _shift(self, ds: Dataset, tag: BaseTag, vr: str, offset: int) -> None:
-        shift = shift_da if vr == "DA" else shift_dt
+    def _shift(self, ds: Dataset, tag: BaseTag, vr: str, walk: _Walk) -> None:
+        """Shift a DA, TM or DT; a TM whose DA partner is present waits until the DA moved."""
+        if vr == "TM" and TIME_DATE_PAIRS.get(int(tag), -1) in ds._dict:
+            walk.later.append(tag)
+            return
+        self._shift_now(ds, tag, vr, walk)
+
+    def _shift_now(self, ds: Dataset, tag: BaseTag, vr: str, walk: _Walk) -> None:
+        assert walk.offset is not None
+        partner = DATE_TIME_PAIRS.get(int(tag)) if vr == "DA" else None
+        times = text_values(ds, partner) if partner is not None else None
         try:
-            shifted = [shift(v, offset) for v in text_values(ds, tag)]
+            shifted = shift_values(vr, text_values(ds, tag), walk.offset, times)
         except ValueError:
             log.debug("(%04X,%04X): unparsable %s removed", tag >> 16, tag & 0xFFFF, vr)
             del ds[tag]
@@ -326,9 +359,9 @@ class Deidentifier:
 
     def _clean(self, top: Dataset, ds: Dataset, tag: BaseTag, vr: str, walk: _Walk) -> None:
         """C: keep a value of similar meaning that carries no identity."""
-        if vr in ("DA", "DT"):
+        if vr in ("DA", "DT", "TM"):
             if walk.offset is not None:
-                self._shift(ds, tag, vr, walk.offset)
+                self._shift(ds, tag, vr, walk)
         elif vr == "PN":
             put_value(ds, tag, vr, self.dummy(tag, vr, ds, walk.remap))
         elif vr in _TEXT_VRS:
@@ -393,8 +426,7 @@ class Deidentifier:
         return [value] * count
 
     def _token(self, tag: int, original: str) -> str:
-        message = tag.to_bytes(4, "big") + original.encode("utf-8", "replace")
-        digest = hmac.new(self._token_key, message, hashlib.sha256).hexdigest()
+        digest = self.keys.derive("dummy", f"{tag:08X}", original).hex()
         return _TOKEN_PREFIX + digest[:_TOKEN_HEX].upper()
 
     # -- bookkeeping -------------------------------------------------------------

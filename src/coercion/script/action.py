@@ -76,8 +76,8 @@ def _resources(assignment: Assignment, env: ActionEnv) -> Resources:
     """The store, keys and dummy values of one project (everything keyed per project)."""
     scope_name = assignment.store_scope
     keys = ScopeKeys(env.secret, scope_name)
-    # The preset's dummy tokens under the project's own key: projects cannot be linked by them.
-    deidentifier = Deidentifier(compile_profile(), keys.derive("dummy"))
+    # The preset's dummy tokens in the project's key scope: projects cannot be linked by them.
+    deidentifier = Deidentifier(compile_profile(), env.secret, scope_name)
     url = env.store_url
 
     def number(counter: str, original: str) -> int:
