@@ -206,7 +206,8 @@ def test_deidentify_uri_builds_an_action_that_deidentifies() -> None:
     [
         ("deidentfy:", {}, r"unknown URI scheme 'deidentfy'.*did you mean deidentify:"),
         ("deidentify:RetainUIDOption", {}, r"unknown option 'RetainUIDOption'.*RetainUIDsOption"),
-        ("deidentify:", {"x": "1"}, r"takes no parameters \(got x\)"),
+        ("deidentify:", {"x": "1"}, r"unknown parameter x; it takes key=NAME"),
+        ("deidentify:", {"key": " "}, r"key= needs a scope name"),
         ("no-colon", {}, r"not a URI"),
     ],
 )
