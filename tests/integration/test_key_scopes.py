@@ -1,4 +1,4 @@
-"""Key scopes through ``coercion deidentify``: rules, ``key=``, ``--key-scope``, pseudonym scopes."""
+"""Key scopes through ``coercion deidentify``: rules, key=, --key-scope, pseudonym scopes."""
 
 from __future__ import annotations
 
