@@ -219,7 +219,7 @@ class Deidentifier:
         walk = _Walk(record, offset, needles, remap or self._uids.remap)
         if self._cleans_text:
             walk.scrubber(ds)  # collect identifiers before any of them is changed
-        self._process(ds, ds, walk, ())
+        self._process_level(ds, ds, walk, ())
         self._process_file_meta(ds, walk.remap)
         self._mark(ds)
         log.debug("de-identified object: %s", dict(record.counts))
@@ -246,12 +246,21 @@ class Deidentifier:
             return Action.X if self._overlay_data_action is Action.X else None
         return None
 
+    def _process_level(
+        self, top: Dataset, ds: Dataset, walk: _Walk, path: tuple[tuple[int, int], ...]
+    ) -> None:
+        """Process one dataset or item; its paired TMs move once their DA partners have."""
+        outer, walk.later = walk.later, []
+        self._process(top, ds, walk, path)
+        for tag in walk.later:  # the DA partners have read them as they came: shift them now
+            self._shift_now(ds, tag, "TM", walk)
+        walk.later = outer
+
     def _process(
         self, top: Dataset, ds: Dataset, walk: _Walk, path: tuple[tuple[int, int], ...]
     ) -> None:
         private: list[int] = []
         actions = self._actions
-        outer, walk.later = walk.later, []
         # Dataset._dict holds the elements as read (raw until converted);
         # going through it directly skips a Tag() conversion per element.
         for key, elem in list(ds._dict.items()):
@@ -269,9 +278,6 @@ class Deidentifier:
                     self._keep_unlisted(top, ds, key, elem, walk, path)
                     continue
             self._apply(top, ds, key, elem, action, walk, path)
-        for key in walk.later:  # their DA partners have read them: shift them now
-            self._shift_now(ds, key, "TM", walk)
-        walk.later = outer
         if private:
             self._process_private(ds, private, walk, path)
 
@@ -329,7 +335,7 @@ class Deidentifier:
     ) -> None:
         items = ds[tag].value
         for index, item in enumerate(items or ()):
-            self._process(top, item, walk, (*path, (int(tag), index)))
+            self._process_level(top, item, walk, (*path, (int(tag), index)))
 
     def _remap(self, ds: Dataset, tag: BaseTag, vr: str, remap: Callable[[str], str]) -> None:
         if vr != "UI":
