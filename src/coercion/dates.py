@@ -21,7 +21,6 @@ Truncating toward zero makes the shift exactly reversible: shifting by
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import re
 
 from pydicom._dicom_dict import DicomDictionary
@@ -43,6 +42,9 @@ MAX_OFFSET_DAYS = 3650
 _DAY = 86400
 
 _TIME = re.compile(r"(\d\d)(?:(\d\d)(?:(\d\d)(\.\d{1,6})?)?)?")
+#: The ACR-NEMA forms ``HH:MM[:SS[.F]]`` and ``YYYY.MM.DD``: read, written in the DICOM form.
+_OLD_TIME = re.compile(r"\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?")
+_OLD_DATE = re.compile(r"\d{4}\.\d\d\.\d\d")
 _DATE_TIME = re.compile(
     r"(\d{4})(?:(\d\d)(?:(\d\d)(?:(\d\d)(?:(\d\d)(?:(\d\d)(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?"
 )
@@ -100,6 +102,8 @@ def day_offset(seconds: int) -> int:
 
 def _parse_time(text: str) -> tuple[int, int, str]:
     """(seconds of the day, precision in seconds, fraction text) of one TM value."""
+    if _OLD_TIME.fullmatch(text):
+        text = text.replace(":", "")
     match = _TIME.fullmatch(text)
     if match is None:
         raise ValueError("not a DICOM time")
@@ -160,6 +164,8 @@ def _shift_short_date(text: str, days: int) -> str:
 
 
 def _shift_date(text: str, seconds: int, time: str) -> str:
+    if _OLD_DATE.fullmatch(text):
+        text = text.replace(".", "")
     if not text.isdigit() or len(text) not in (4, 6, 8):
         raise ValueError("not a DICOM date")
     if len(text) < 8:
@@ -217,7 +223,6 @@ def _shift_one_dt(text: str, seconds: int) -> str:
     return text + (zone or "")
 
 
-@functools.lru_cache(maxsize=1024)
 def _split_range(text: str) -> tuple[str, str] | None:
     """The two sides of a DT range ``A-B`` (either may be empty), or None for one DT."""
     if _DATE_TIME.fullmatch(text):

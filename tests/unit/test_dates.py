@@ -67,6 +67,13 @@ def test_shortened_times_keep_their_precision() -> None:
     assert shift_da("20240301", odd, "01") == "20240229"  # 01h - 3h: the day before
 
 
+def test_acr_nema_forms_are_read_and_written_in_the_dicom_form() -> None:
+    """HH:MM:SS and YYYY.MM.DD (accepted by readers) come out as valid DICOM values."""
+    assert shift_tm("10:15:00.5", OFFSET) == "071500.5"
+    assert shift_tm("10:15", OFFSET) == "0715"
+    assert shift_da("2024.03.01", OFFSET, "01:30:00") == "20231121"
+
+
 def test_date_alone_moves_by_the_day_part() -> None:
     """A DA with no partner moves by whole days: the offset's day part."""
     assert day_offset(OFFSET) == -100
@@ -108,7 +115,7 @@ def test_multi_valued_values_move_element_by_element() -> None:
         ("DA", "20240230"),
         ("DA", "2024-03-01x"),
         ("TM", "2500"),
-        ("TM", "10:15:00"),
+        ("TM", "10:15:00:00"),
         ("TM", "1015.5"),
         ("DT", "2024030"),
         ("DT", "20240301256000"),
