@@ -4,10 +4,11 @@ The file holds 32 random bytes as hex text. It is created with mode 0600 when
 absent. The secret is never logged: log lines name the key file by its path
 and a short fingerprint (an HMAC of a fixed label, not the secret).
 
-Nothing is derived from the secret directly: every derivation happens in a
-:class:`KeyScope`, whose root key is ``HMAC-SHA256(secret, "coercion/scope/" +
-scope)``. Recipients with different scopes get values that cannot be linked;
-the same secret and scope give the same values on every node and run.
+No token, UID, date offset or pseudonym is derived from the secret directly:
+each is derived in a :class:`KeyScope`, whose root key is
+``HMAC-SHA256(secret, "coercion/scope/" + scope)``. Recipients with different
+scopes get values that cannot be linked; the same secret and scope give the
+same values on every node and run.
 """
 
 from __future__ import annotations

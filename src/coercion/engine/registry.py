@@ -146,15 +146,14 @@ def _deidentify(spec: str, params: Mapping[str, str], env: ActionEnv, rule: str)
             f"deidentify: unknown parameter {', '.join(unknown)}; it takes key=NAME (a shared "
             "key scope); name the PS3.15 options in the URI, e.g. deidentify:RetainUIDsOption"
         )
-    name = params.get("key", rule).strip() or DEFAULT_KEY_SCOPE
     if "key" in params and not params["key"].strip():
         raise ValueError("deidentify: key= needs a scope name, e.g. key=trial-a")
+    scope = deidentify_scope(params.get("key", rule).strip() or DEFAULT_KEY_SCOPE)
     names = [name.strip() for name in spec.split(",") if name.strip()]
     try:
         options = parse_options(names, where="deidentify")
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
-    scope = deidentify_scope(name)
     key = ("deidentify", options, scope)
     deidentifier = env.cache.get(key)
     if not isinstance(deidentifier, Deidentifier):
