@@ -77,12 +77,15 @@ def offset_seconds(digest: bytes, min_days: int, max_days: int) -> int:
 
     The first 8 bytes give the day part, the next 8 a part below a day
     (0..86399 seconds) that goes the same direction as the days, so that the
-    offset's day part (:func:`day_offset`) is the day drawn.
+    offset's day part (:func:`day_offset`) is the day drawn. A day part of 0
+    gives 0: a range of ``0..0`` shifts nothing.
     """
     if min_days > max_days or len(digest) < 16:
         raise ValueError("empty day range or short digest")
     days = min_days + int.from_bytes(digest[:8], "big") % (max_days - min_days + 1)
     extra = int.from_bytes(digest[8:16], "big") % _DAY
+    if days == 0:
+        return 0
     return days * _DAY - extra if days < 0 else days * _DAY + extra
 
 

@@ -147,6 +147,7 @@ def test_offset_has_a_day_part_in_range_and_a_part_below_a_day() -> None:
         assert low <= day_offset(seconds) <= high
         assert abs(seconds - day_offset(seconds) * 86400) < 86400
     assert offset_seconds(digest, -3650, -1) % 86400 != 0  # times move too
+    assert offset_seconds(digest, 0, 0) == 0  # a range of 0..0 shifts nothing
     with pytest.raises(ValueError):
         offset_seconds(digest, 1, 0)
 
