@@ -39,6 +39,7 @@ from coercion.engine import (
     build_action,
 )
 from coercion.errors import CoercionError, ConfigError, OutputError, VerificationError
+from coercion.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
 from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
 from coercion.profile.identifiers import collect_identifiers
@@ -120,6 +121,8 @@ class BatchSettings:
     called_ae: str = ""
     #: Apply this one URI (with the directory's scopes) instead of the directory's rules.
     uri: str | None = None
+    #: The key scope of ``options`` (``deidentify/<key_scope>``), as a rule's ``key=``.
+    key_scope: str = DEFAULT_KEY_SCOPE
 
 
 @dataclass
@@ -221,7 +224,9 @@ class _Worker:
     def __init__(self, settings: BatchSettings) -> None:
         self.settings = settings
         self.profile: CompiledProfile = compile_profile(settings.options)
-        self.deidentifier = Deidentifier(self.profile, settings.secret)
+        self.deidentifier = Deidentifier(
+            self.profile, settings.secret, deidentify_scope(settings.key_scope)
+        )
         self.engine: Engine | None = None
         if settings.directory is not None:
             from coercion.directory.config import build_configuration
@@ -513,7 +518,7 @@ def _file_set_uid(settings: BatchSettings) -> Callable[[str], str]:
     """The new File-set UID of a source's: kept under RetainUIDsOption, else keyed as U."""
     if settings.directory is None and Option.RetainUIDsOption in settings.options:
         return str
-    return UIDRemapper(settings.secret).remap
+    return UIDRemapper(KeyScope(settings.secret, deidentify_scope(settings.key_scope)).uid).remap
 
 
 def _directory_retention(settings: BatchSettings) -> Retention | None:

@@ -30,7 +30,7 @@ from coercion.cli_profile import profile
 from coercion.cli_store import store
 from coercion.engine import ActionEnv
 from coercion.errors import CoercionError
-from coercion.keys import DEFAULT_KEY_PATH, fingerprint, load_or_create_secret
+from coercion.keys import DEFAULT_KEY_PATH, DEFAULT_KEY_SCOPE, fingerprint, load_or_create_secret
 from coercion.profile import EDITION, Option, parse_options
 
 __all__ = ["cli", "main"]
@@ -86,6 +86,14 @@ _KEY_OPTION = click.option(
     show_default=True,
     help="Fail any output that still holds its source's identifying values.",
 )
+@click.option(
+    "--key-scope",
+    default=DEFAULT_KEY_SCOPE,
+    show_default=True,
+    metavar="NAME",
+    help="With --option: the key scope of tokens, UIDs and date offsets; the same NAME as a "
+    "deidentify: rule's key=NAME gives that rule's values, another NAME unlinkable ones.",
+)
 @click.option("--rules", is_flag=True, help="Apply the directory's rules instead of --option.")
 @click.option("--calling", default="", help="With --rules: the calling (sending) AE title.")
 @click.option("--called", default="", help="With --rules: the called AE title (this node's).")
@@ -99,6 +107,7 @@ def deidentify(
     workers: int,
     resume: bool,
     verify: bool,
+    key_scope: str,
     rules: bool,
     calling: str,
     called: str,
@@ -119,6 +128,12 @@ def deidentify(
     rules = rules or bool(directory["config_dir"] or directory["ldap_url"] or calling or called)
     if rules and options:
         raise click.UsageError("--option and the directory's rules exclude each other")
+    if not key_scope.strip():
+        raise click.UsageError("--key-scope needs a name")
+    if rules and key_scope != DEFAULT_KEY_SCOPE:
+        raise click.UsageError(
+            "--key-scope goes with --option; a rule's scope is its key= parameter or its name"
+        )
     secret = load_or_create_secret(key)
     entries = None
     origin = ""
@@ -148,6 +163,7 @@ def deidentify(
         device=device,
         calling_ae=calling,
         called_ae=called,
+        key_scope=key_scope.strip(),
     )
     started = time.perf_counter()
     summary = _run_with_progress(tasks, settings, workers)

@@ -108,7 +108,7 @@ def export(scope: str, out_path: Path, url: str, key: Path | None) -> None:
         rows = list(opened.scope(scope).export())
     finally:
         opened.close()
-    columns = ["pseudonym_id", "pseudonym_name", "date_offset", "registered"]
+    columns = ["pseudonym_id", "pseudonym_name", "date_offset_seconds", "registered"]
     columns += sorted({k for row in rows for k in row} - set(columns))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")

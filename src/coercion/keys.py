@@ -1,9 +1,15 @@
-"""The secret key file behind every keyed UID, token and date offset.
+"""The secret key file behind every keyed UID, token and date offset, and its key scopes.
 
 The file holds 32 random bytes as hex text. It is created with mode 0600 when
 absent; like ssh with a private key, a key file that its group or others may
 read (or write) is refused. The secret is never logged: log lines name the key file by its path
 and a short fingerprint (an HMAC of a fixed label, not the secret).
+
+No token, UID, date offset or pseudonym is derived from the secret directly:
+each is derived in a :class:`KeyScope`, whose root key is
+``HMAC-SHA256(secret, "coercion/scope/" + scope)``. Recipients with different
+scopes get values that cannot be linked; the same secret and scope give the
+same values on every node and run.
 """
 
 from __future__ import annotations
@@ -17,8 +23,16 @@ from pathlib import Path
 
 from coercion.errors import ConfigError
 from coercion.outputs import FILE_MODE, private_folders
+from coercion.uids import uuid_uid
 
-__all__ = ["DEFAULT_KEY_PATH", "fingerprint", "load_or_create_secret"]
+__all__ = [
+    "DEFAULT_KEY_PATH",
+    "DEFAULT_KEY_SCOPE",
+    "KeyScope",
+    "deidentify_scope",
+    "fingerprint",
+    "load_or_create_secret",
+]
 
 _SECRET_BYTES = 32
 
@@ -87,3 +101,53 @@ def _create(path: Path) -> bytes:
 def fingerprint(secret: bytes) -> str:
     """A short, non-reversible name for a secret, safe to log."""
     return hmac.new(secret, b"coercion/fingerprint", hashlib.sha256).hexdigest()[:12]
+
+
+#: The key scope of ``coercion deidentify --option`` without ``--key-scope``.
+DEFAULT_KEY_SCOPE = "default"
+
+
+def deidentify_scope(name: str) -> str:
+    """The scope of a ``deidentify:`` rule or key name: ``deidentify/NAME``."""
+    return f"deidentify/{name}"
+
+
+def _subkey(key: bytes, label: str) -> bytes:
+    return hmac.new(key, label.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+
+class KeyScope:
+    """The keys of one scope: a root key from the secret and the scope's name, then one per use.
+
+    ``derive`` gives pseudo-random bytes per kind and values (tokens, UIDs,
+    offsets, pseudonyms), ``lookup`` the keyed hashes a store finds originals
+    by; :meth:`subkey` names further keys (the store's sealing key).
+    """
+
+    def __init__(self, secret: bytes, scope: str) -> None:
+        self.scope = scope
+        self._root = _subkey(secret, f"coercion/scope/{scope}")
+        self._lookup = self.subkey("lookup")
+        self._derive = self.subkey("derive")
+
+    def subkey(self, label: str) -> bytes:
+        """The scope's key for *label*: HMAC-SHA256(root, label)."""
+        return _subkey(self._root, label)
+
+    def lookup(self, kind: str, *values: str) -> str:
+        """The keyed hash (hex) under which a value of *kind* is found."""
+        message = "\x00".join((kind, *values)).encode("utf-8", "surrogatepass")
+        return hmac.new(self._lookup, message, hashlib.sha256).hexdigest()
+
+    def derive(self, kind: str, *values: str) -> bytes:
+        """32 pseudo-random bytes: HMAC-SHA256(derive key, kind NUL value NUL ...)."""
+        message = "\x00".join((kind, *values)).encode("utf-8", "surrogatepass")
+        return hmac.new(self._derive, message, hashlib.sha256).digest()
+
+    def uid(self, original: str) -> str:
+        """The scope's new UID for *original*: ``2.25.`` and a UUIDv8 integer (<= 44 characters).
+
+        Padding (leading or trailing NULs and spaces) is ignored; the same secret, scope and
+        original always give the same UID.
+        """
+        return uuid_uid(self.derive("uid", original.strip("\x00 ")))

@@ -1,17 +1,17 @@
 """Keyed, repeatable UID remapping.
 
 A new UID is ``2.25.`` followed by the integer of a version-8 UUID whose 122
-free bits come from HMAC-SHA256 of the original UID under a secret. The same
-original always gives the same new UID under the same secret, and nobody
-without the secret can recompute or reverse the mapping.
+free bits come from an HMAC-SHA256 of the original UID under a scope's key
+(:meth:`coercion.keys.KeyScope.uid`). The same original always gives the same
+new UID under the same secret and scope, and nobody without the secret can
+recompute or reverse the mapping.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+from collections.abc import Callable
 
-__all__ = ["UIDRemapper"]
+__all__ = ["UIDRemapper", "uuid_uid"]
 
 _UUID_VERSION_8 = 0x8 << 76
 _UUID_VARIANT_RFC = 0x2 << 62
@@ -20,14 +20,21 @@ _VARIANT_MASK = ~(0x3 << 62)
 _MAX_CACHE = 200_000
 
 
-class UIDRemapper:
-    """Map original UIDs to new ``2.25.`` UIDs under one secret.
+def uuid_uid(digest: bytes) -> str:
+    """``2.25.`` and the integer of the UUIDv8 (RFC 9562) made of *digest*'s first 16 bytes."""
+    value = int.from_bytes(digest[:16], "big")
+    value = (value & _VERSION_MASK & _VARIANT_MASK) | _UUID_VERSION_8 | _UUID_VARIANT_RFC
+    return f"2.25.{value}"
 
-    Results are cached, so a UID repeated across a study costs one HMAC.
+
+class UIDRemapper:
+    """Map original UIDs to new ``2.25.`` UIDs with *derive* (a scope's ``uid``), cached.
+
+    A UID repeated across a study costs one HMAC.
     """
 
-    def __init__(self, secret: bytes) -> None:
-        self._key = hmac.new(secret, b"coercion/uid", hashlib.sha256).digest()
+    def __init__(self, derive: Callable[[str], str]) -> None:
+        self._derive = derive
         self._cache: dict[str, str] = {}
 
     def remap(self, uid: str) -> str:
@@ -36,10 +43,7 @@ class UIDRemapper:
         cached = self._cache.get(original)
         if cached is not None:
             return cached
-        digest = hmac.new(self._key, original.encode("ascii", "replace"), hashlib.sha256).digest()
-        value = int.from_bytes(digest[:16], "big")
-        value = (value & _VERSION_MASK & _VARIANT_MASK) | _UUID_VERSION_8 | _UUID_VARIANT_RFC
-        new = f"2.25.{value}"
+        new = self._derive(original)
         if len(self._cache) >= _MAX_CACHE:
             self._cache.clear()
         self._cache[original] = new

@@ -48,7 +48,12 @@ def study(folder: Path, index: int, date: str) -> list[Dataset]:
         ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.99.88.{index}.1"
         ds.SOPInstanceUID = f"1.2.826.0.1.3680043.99.88.{index}.1.{n}"
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.StudyDate = ds.SeriesDate = date
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
+        ds.StudyTime = "233000"  # times near midnight: a shift may cross it
+        ds.SeriesTime = "235959.999"
+        ds.ContentTime = "0005"
+        ds.AcquisitionTime = "120000"  # no AcquisitionDate: moves alone
+        ds.AcquisitionDateTime = f"{date}234500.5+0100"
         ds.AccessionNumber = f"QZXACC{index}"
         ref = Dataset()
         ref.ReferencedSOPClassUID = ds.SOPClassUID
@@ -137,7 +142,13 @@ def test_two_studies_at_different_times_make_one_record(tmp_path: Path, trial: T
         f"{outputs[2][0].StudyDate[:4]}-{outputs[2][0].StudyDate[4:6]}-{outputs[2][0].StudyDate[6:]}"
     )
     assert (d2 - d1).days == (dt.date(2024, 8, 15) - dt.date(2024, 3, 1)).days
-    assert 10 <= (dt.date(2024, 3, 1) - d1).days <= 400
+    assert 10 <= (dt.date(2024, 3, 1) - d1).days <= 401  # 400 days and a part of a day
+    # Times move with their dates: the interval from StudyDate/Time to AcquisitionDateTime stays.
+    first_out = outputs[1][0]
+    study_moment = dt.datetime.strptime(first_out.StudyDate + first_out.StudyTime, "%Y%m%d%H%M%S")
+    acquired = dt.datetime.strptime(first_out.AcquisitionDateTime[:14], "%Y%m%d%H%M%S")
+    assert acquired - study_moment == dt.timedelta(minutes=15)
+    assert first_out.AcquisitionDateTime.endswith(".5+0100")
     # UIDs through the scope's map, references included, recorded for the way back.
     store = trial.store()
     try:
@@ -264,10 +275,29 @@ def test_reidentify_command_round_trip(tmp_path: Path, trial: Trial) -> None:
     assert result.returncode == 0, result.stderr
     back = {ds.SOPInstanceUID: ds for ds in map(dcmread, (tmp_path / "back").rglob("*.dcm"))}
     assert set(back) == {ds.SOPInstanceUID for ds in originals}
+    pseudonymous = {
+        ds.SOPInstanceUID: ds for ds in map(dcmread, (tmp_path / "out1").rglob("*.dcm"))
+    }
+    temporal = (
+        "StudyDate",
+        "StudyTime",
+        "SeriesDate",
+        "SeriesTime",
+        "ContentDate",
+        "ContentTime",
+        "AcquisitionTime",
+        "AcquisitionDateTime",
+    )
+    assert all(
+        ds.SeriesTime != originals[0].SeriesTime and ds.SeriesDate != originals[0].SeriesDate
+        for ds in pseudonymous.values()
+    )
     for ds in originals:
         restored = back[ds.SOPInstanceUID]
-        assert restored.PatientID == ds.PatientID and restored.StudyDate == ds.StudyDate
+        assert restored.PatientID == ds.PatientID
         assert restored.StudyInstanceUID == ds.StudyInstanceUID
+        # Dates and times come back exactly, the study's from its record, the rest by the offset.
+        assert [restored[k].value for k in temporal] == [ds[k].value for k in temporal]
     wrong = subprocess.run(
         [*command, "TRIAL_X", str(tmp_path / "out1"), str(tmp_path / "back2"), *common],
         capture_output=True,

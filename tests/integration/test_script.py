@@ -442,9 +442,13 @@ def test_preset_dummies_and_uids_are_keyed_per_project(tmp_path: Path) -> None:
     action = _action({"general": {}, "myproject": {}}, f"sqlite:///{tmp_path / 's.db'}")
     general, project = make_dataset(), make_dataset()
     again = make_dataset()
+    for ds in (general, project, again):
+        ds.StructureSetLabel = "QZX PLAN"  # D in the Basic Profile: a keyed token
     action.apply(general, TO_OTHER)
     action.apply(project, TO_PROJECT)
     action.apply(again, TO_PROJECT)
     assert str(general.PatientID).startswith("ANON")  # Patient ID is D in the Basic Profile
     assert general.PatientID != project.PatientID and project.PatientID == again.PatientID
     assert general.SOPInstanceUID != project.SOPInstanceUID == again.SOPInstanceUID
+    assert str(general.StructureSetLabel).startswith("ANON")
+    assert general.StructureSetLabel != project.StructureSetLabel == again.StructureSetLabel

@@ -7,15 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from coercion.errors import StoreError
+from coercion.profile import Deidentifier, Option, compile_profile
 from coercion.store import PseudonymStore, ScopeSettings
 from coercion.store.store import SCHEMA_VERSION
-from tests.helpers import SECRET
+from tests.helpers import SECRET, make_dataset
 from tests.postgres import Postgres, fresh_database
 
 pytestmark = pytest.mark.integration
+
+MODIFIED = Option.RetainLongitudinalTemporalInformationModifiedDatesOption
 
 NAME = "QZXSTORE^PATIENT"
 PATIENT_ID = "QZXSTORE-ID-1"
@@ -41,13 +44,13 @@ def test_one_patient_one_pseudonym_across_stores_and_runs(store_url: str) -> Non
     finally:
         first.close()
         second.close()
-    assert (a.pseudonym_id, a.pseudonym_name, a.date_offset) == (
+    assert (a.pseudonym_id, a.pseudonym_name, a.date_offset_seconds) == (
         b.pseudonym_id,
         b.pseudonym_name,
-        b.date_offset,
+        b.date_offset_seconds,
     )
     assert a.pseudonym_id.startswith("TRIAL_A-") and other.pseudonym_id != a.pseudonym_id
-    assert -3650 <= a.date_offset <= -1
+    assert -3650 * 86400 - 86399 <= a.date_offset_seconds <= -86400
 
 
 def test_uid_map_is_repeatable_and_reversible(store: PseudonymStore) -> None:
@@ -84,7 +87,10 @@ def test_registered_subject_wins_and_conflicts_are_refused(store: PseudonymStore
 def test_study_originals_and_export(store: PseudonymStore) -> None:
     scope = store.scope("TRIAL_A", ScopeSettings(id_template="P{hash}", offset_min=-10))
     patient = scope.patient(PATIENT_ID, "", {"PatientName": NAME})
-    assert patient.pseudonym_id.startswith("P") and -10 <= patient.date_offset <= -1
+    assert (
+        patient.pseudonym_id.startswith("P")
+        and -10 * 86400 - 86399 <= patient.date_offset_seconds <= -86400
+    )
     new_study = scope.map_uids([STUDY_UID])[STUDY_UID]
     scope.record_study(new_study, patient, {"AccessionNumber": ACCESSION, "StudyID": "7"})
     assert scope.original_study(new_study) == {"AccessionNumber": ACCESSION, "StudyID": "7"}
@@ -145,7 +151,7 @@ def _pseudonymise(url: str, queue: multiprocessing.Queue[tuple[str, int, list[st
         scope = store.scope("TRIAL_A")
         patient = scope.patient(PATIENT_ID, "", {"PatientName": NAME})
         uids = [scope.map_uids([f"{SOP_UID}.{i}"])[f"{SOP_UID}.{i}"] for i in range(50)]
-        queue.put((patient.pseudonym_id, patient.date_offset, uids))
+        queue.put((patient.pseudonym_id, patient.date_offset_seconds, uids))
     finally:
         store.close()
 
@@ -184,3 +190,62 @@ def test_a_postgresql_dump_holds_no_phi(postgres: Postgres) -> None:
     assert patient.pseudonym_id in dump  # the data is in the dump ...
     for value in ("QZXSTORE", PATIENT_ID, STUDY_UID, SOP_UID, ACCESSION):
         assert value not in dump  # ... but none of the originals in clear
+
+
+def _make_version_2(store_url: str, offsets: dict[str, int]) -> None:
+    """Turn the store at *store_url* back into schema 2: day offsets in ``date_offset``."""
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(
+                    text("ALTER TABLE coercion_patients ALTER COLUMN date_offset_seconds TYPE INT")
+                )
+            connection.execute(
+                text(
+                    "ALTER TABLE coercion_patients RENAME COLUMN date_offset_seconds TO date_offset"
+                )
+            )
+            for pseudonym, days in offsets.items():
+                connection.execute(
+                    text("UPDATE coercion_patients SET date_offset = :d WHERE pseudonym_id = :p"),
+                    {"d": days, "p": pseudonym},
+                )
+            connection.execute(
+                text("UPDATE coercion_meta SET value = '2' WHERE name = 'schema_version'")
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_version_2_store_keeps_its_day_offsets_as_seconds(store_url: str) -> None:
+    """Schema 2 -> 3: each day offset becomes day * 86400 seconds; old subjects move as before."""
+    store = PseudonymStore(store_url, SECRET)
+    try:
+        scope = store.scope("TRIAL_A")
+        assert scope.register(PATIENT_ID, "SUBJ-001")
+        derived = scope.patient("QZXSTORE-ID-2").pseudonym_id
+    finally:
+        store.close()
+    _make_version_2(store_url, {"SUBJ-001": -123, derived: -45})
+    store = PseudonymStore(store_url, SECRET)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION == 3
+        scope = store.scope("TRIAL_A")
+        registered = scope.patient(PATIENT_ID)
+        assert (registered.pseudonym_id, registered.date_offset_seconds) == (
+            "SUBJ-001",
+            -123 * 86400,
+        )
+        assert scope.patient("QZXSTORE-ID-2").date_offset_seconds == -45 * 86400
+        [row] = [r for r in scope.export() if r["pseudonym_id"] == "SUBJ-001"]
+        assert row["date_offset_seconds"] == str(-123 * 86400)
+        ds = make_dataset()
+        deidentifier = Deidentifier(compile_profile([MODIFIED]), SECRET, "TRIAL_A")
+        deidentifier.apply(ds, date_offset=registered.date_offset_seconds)
+        assert (ds.StudyDate, ds.StudyTime) == ("20231030", "101500")  # 123 days; time stays
+        # A new patient after the migration gets a part below a day: its times move too.
+        fresh = scope.patient("QZXSTORE-ID-3").date_offset_seconds
+        assert fresh % 86400 != 0 and -3650 * 86400 - 86399 <= fresh <= -86400
+    finally:
+        store.close()

@@ -166,12 +166,17 @@ def test_two_processes_racing_on_the_same_originals_agree(store_url: str) -> Non
 
 
 def test_a_version_1_store_is_migrated(store_url: str) -> None:
-    """A version-1 store gets the counter values table and version 2 when opened."""
+    """A version-1 store gets the counter values table (and offsets in seconds) when opened."""
     PseudonymStore(store_url, SECRET).close()
     engine = create_engine(store_url)
     try:
         with engine.begin() as connection:
             connection.execute(text("DROP TABLE coercion_counter_values"))
+            connection.execute(
+                text(
+                    "ALTER TABLE coercion_patients RENAME COLUMN date_offset_seconds TO date_offset"
+                )
+            )
             connection.execute(
                 text("UPDATE coercion_meta SET value = '1' WHERE name = 'schema_version'")
             )
@@ -180,7 +185,7 @@ def test_a_version_1_store_is_migrated(store_url: str) -> None:
         engine.dispose()
     store = PseudonymStore(store_url, SECRET)
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION == 3
         assert "coercion_counter_values" in inspect(store.engine).get_table_names()
         scope = store.scope("TRIAL_A")
         assert [scope.number_for("subject", i) for i in (PATIENT_ID, OTHER_ID, PATIENT_ID)] == [

@@ -11,6 +11,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from coercion.errors import ConfigError
+from coercion.keys import KeyScope
 from coercion.profile import Deidentifier, Option, compile_profile, parse_options
 from coercion.uids import UIDRemapper
 from tests.helpers import SECRET, make_dataset
@@ -74,7 +75,7 @@ def test_uid_consistency_between_meta_dataset_and_references() -> None:
 
 def test_new_uid_is_a_valid_uuid_derived_uid() -> None:
     """New UIDs are 2.25.<128-bit UUIDv8 integer>, at most 64 characters."""
-    uid = UIDRemapper(SECRET).remap("1.2.3.4")
+    uid = UIDRemapper(KeyScope(SECRET, "deidentify/default").uid).remap("1.2.3.4")
     value = int(uid.removeprefix("2.25."))
     assert len(uid) <= 64 and value < 2**128
     assert (value >> 76) & 0xF == 8 and (value >> 62) & 0x3 == 0x2
@@ -97,25 +98,29 @@ def test_patient_id_dummy_is_keyed_per_patient() -> None:
     assert one.startswith("ANON") and len(one) <= 16
 
 
-def test_modified_dates_shift_every_date_by_one_patient_offset() -> None:
-    """DA and DT move by the same whole number of days; TM and intervals survive."""
+def test_modified_dates_shift_every_date_and_time_by_one_patient_offset() -> None:
+    """Date/time pairs and DT move by one offset in seconds; a DA alone by its day part."""
     ds = make_dataset()
-    ds.ContentDate = "20240305"  # not listed in Table E.1-1 with C? shifted all the same
+    ds.ContentDate = "20240305"  # no ContentTime: moves by whole days
     ds.add_new(0x00181200, "DA", ["20240101", "20240201"])  # Date of Last Calibration
-    deidentify(ds, MODIFIED)
-    study = dt.datetime.strptime(ds.StudyDate, "%Y%m%d")
-    acquisition = dt.datetime.strptime(ds.AcquisitionDateTime[:8], "%Y%m%d")
+    record = Deidentifier(compile_profile([MODIFIED]), SECRET).apply(ds)
+    offset = record.date_offset_seconds
+    assert offset is not None and offset <= -86400
+    study = dt.datetime.strptime(ds.StudyDate + ds.StudyTime, "%Y%m%d%H%M%S")
+    acquisition = dt.datetime.strptime(ds.AcquisitionDateTime, "%Y%m%d%H%M%S.%f")
+    assert study - dt.datetime(2024, 3, 1, 10, 15) == dt.timedelta(seconds=offset)
+    assert acquisition - study == dt.timedelta(minutes=5)  # the interval survives
+    days = -(-offset // 86400)  # toward zero
     content = dt.datetime.strptime(ds.ContentDate, "%Y%m%d")
-    offset = (study - dt.datetime(2024, 3, 1)).days
-    assert offset < 0
-    assert (acquisition - dt.datetime(2024, 3, 1)).days == offset
-    assert (content - study).days == 4
-    assert ds.AcquisitionDateTime[8:] == "102000.000000"
-    assert ds.StudyTime == "101500"
+    assert (content - dt.datetime(2024, 3, 5)).days == days
+    assert [dt.datetime.strptime(v, "%Y%m%d") for v in ds[0x00181200].value] == [
+        dt.datetime(2024, 1, 1) + dt.timedelta(days=days),
+        dt.datetime(2024, 2, 1) + dt.timedelta(days=days),
+    ]
     assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
     other = deidentify(make_dataset(patient_id="SOMEONE-ELSE"), MODIFIED)
-    assert deidentify(make_dataset(), MODIFIED).StudyDate == ds.StudyDate
-    assert other.StudyDate != ds.StudyDate or other.PatientID != ds.PatientID
+    assert deidentify(make_dataset(), MODIFIED).StudyTime == ds.StudyTime
+    assert (other.StudyDate, other.StudyTime) != (ds.StudyDate, ds.StudyTime)
 
 
 def test_dates_removed_or_kept_by_option() -> None:

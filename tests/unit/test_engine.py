@@ -201,12 +201,30 @@ def test_deidentify_uri_builds_an_action_that_deidentifies() -> None:
     assert any(c.tag == 0x00100010 for c in changes)
 
 
+def test_deidentify_rules_derive_in_their_own_or_a_shared_key_scope() -> None:
+    """Two rule names give other tokens and UIDs; one key= gives the same; one env caches both."""
+    env = ActionEnv(SECRET)
+
+    def output(rule: str, **params: str) -> Dataset:
+        ds = make_dataset()
+        build_action("deidentify:", params, env, rule).apply(ds, STORE_SCP)
+        return ds
+
+    alpha, beta = output("alpha"), output("beta")
+    shared_a, shared_b = output("alpha", key="shared"), output("beta", key="shared")
+    assert alpha.PatientID != beta.PatientID and alpha.SOPInstanceUID != beta.SOPInstanceUID
+    assert shared_a == shared_b and shared_a.PatientID != alpha.PatientID
+    assert output("alpha") == alpha  # repeatable
+    assert output("", key="default") == output("")  # a command-line rule: the default scope
+
+
 @pytest.mark.parametrize(
     ("uri", "params", "message"),
     [
         ("deidentfy:", {}, r"unknown URI scheme 'deidentfy'.*did you mean deidentify:"),
         ("deidentify:RetainUIDOption", {}, r"unknown option 'RetainUIDOption'.*RetainUIDsOption"),
-        ("deidentify:", {"x": "1"}, r"takes no parameters \(got x\)"),
+        ("deidentify:", {"x": "1"}, r"unknown parameter x; it takes key=NAME"),
+        ("deidentify:", {"key": " "}, r"key= needs a scope name"),
         ("no-colon", {}, r"not a URI"),
     ],
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import stat
 from pathlib import Path
@@ -9,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from coercion.errors import ConfigError
-from coercion.keys import fingerprint, load_or_create_secret
+from coercion.keys import KeyScope, fingerprint, load_or_create_secret
+from coercion.profile import Deidentifier, compile_profile
+from tests.helpers import make_dataset
 
 
 def test_absent_key_is_created_with_mode_0600(tmp_path: Path) -> None:
@@ -113,3 +117,37 @@ def test_fingerprint_names_a_secret_without_revealing_it() -> None:
     assert fingerprint(secret) != fingerprint(bytes(range(1, 33)))
     assert len(fingerprint(secret)) == 12
     assert fingerprint(secret) not in secret.hex()
+
+
+def _hmac(key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def test_key_scope_follows_the_documented_scheme() -> None:
+    """root = HMAC(secret, "coercion/scope/" + scope); values = HMAC(HMAC(root, "derive"), ...)."""
+    secret = bytes(range(32))
+    root = _hmac(secret, b"coercion/scope/deidentify/default")
+    derive = _hmac(root, b"derive")
+    uid_bytes = _hmac(derive, b"uid\x001.2.3.4")[:16]
+    value = int.from_bytes(uid_bytes, "big") & ~(0xF << 76) & ~(0x3 << 62)
+    expected_uid = f"2.25.{value | (0x8 << 76) | (0x2 << 62)}"
+    assert KeyScope(secret, "deidentify/default").uid("1.2.3.4") == expected_uid
+    deidentifier = Deidentifier(compile_profile(), secret)  # the default scope
+    ds = make_dataset()
+    deidentifier.apply(ds)
+    token = _hmac(derive, b"dummy\x0000100020\x00PID-4711").hex()[:10].upper()
+    assert ds.PatientID == "ANON" + token
+    digest = _hmac(derive, b"date-offset\x00PID-4711\x00")
+    days = -3650 + int.from_bytes(digest[:8], "big") % 3650
+    seconds = days * 86400 - int.from_bytes(digest[8:16], "big") % 86400
+    assert deidentifier.date_offset("PID-4711") == seconds
+
+
+def test_key_scopes_differ_and_repeat() -> None:
+    """Two scopes give unrelated values; one scope gives the same values again."""
+    secret = bytes(range(32))
+    a, again, b = KeyScope(secret, "a"), KeyScope(secret, "a"), KeyScope(secret, "b")
+    assert a.uid("1.2.3") == again.uid("1.2.3") != b.uid("1.2.3")
+    assert a.derive("dummy", "x") == again.derive("dummy", "x") != b.derive("dummy", "x")
+    assert a.lookup("patient", "x") != b.lookup("patient", "x")
+    assert KeyScope(bytes(32), "a").uid("1.2.3") != a.uid("1.2.3")

@@ -222,7 +222,7 @@ def _rule(
         params[key] = value
     conditions = _conditions(entry, where, problems)
     try:
-        action = build_action(entry["coercionURI"], params, env)
+        action = build_action(entry["coercionURI"], params, env, entry["cn"])
     except (ValueError, ConfigError) as exc:
         problems.append(f"{where}: attribute coercionURI: {exc}")
         return None

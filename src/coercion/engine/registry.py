@@ -1,7 +1,8 @@
 """The URI schemes: a registry from scheme to the factory that makes a rule's action.
 
 A factory gets the scheme-specific part of the URI, the rule's ``key=value``
-parameters and the :class:`ActionEnv`; it validates them (raising
+parameters and the :class:`ActionEnv` (a factory registered with
+``named=True`` also the rule's name); it validates them (raising
 :class:`ValueError` with a message that says what to fix) and returns a
 :class:`~coercion.engine.rules.RuleAction`. Factories run when the rules
 load, never per object.
@@ -13,13 +14,14 @@ import difflib
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 
 from coercion.engine.context import EventContext
 from coercion.engine.rules import RuleAction
 from coercion.errors import ConfigError
+from coercion.keys import DEFAULT_KEY_SCOPE, deidentify_scope
 from coercion.profile import (
     Change,
     CompiledProfile,
@@ -28,7 +30,14 @@ from coercion.profile import (
     parse_options,
 )
 
-__all__ = ["ActionEnv", "ActionFactory", "build_action", "register_scheme", "schemes"]
+__all__ = [
+    "ActionEnv",
+    "ActionFactory",
+    "NamedActionFactory",
+    "build_action",
+    "register_scheme",
+    "schemes",
+]
 
 
 @dataclass
@@ -62,7 +71,9 @@ class ActionEnv:
 
 
 ActionFactory = Callable[[str, Mapping[str, str], ActionEnv], RuleAction]
-_SCHEMES: dict[str, ActionFactory] = {}
+#: A factory that also gets the rule's name ('' for a rule of the command line).
+NamedActionFactory = Callable[[str, Mapping[str, str], ActionEnv, str], RuleAction]
+_SCHEMES: dict[str, NamedActionFactory] = {}
 #: Schemes whose module (and its dependencies) is imported on first use.
 _PLUGINS = {
     "pseudonymize": "coercion.store.actions",
@@ -71,9 +82,15 @@ _PLUGINS = {
 }
 
 
-def register_scheme(scheme: str, factory: ActionFactory) -> None:
-    """Make *scheme* available to rules' URIs."""
-    _SCHEMES[scheme] = factory
+def register_scheme(
+    scheme: str, factory: ActionFactory | NamedActionFactory, *, named: bool = False
+) -> None:
+    """Make *scheme* available to rules' URIs; a *named* factory also gets the rule's name."""
+    if named:
+        _SCHEMES[scheme] = cast(NamedActionFactory, factory)
+        return
+    plain = cast(ActionFactory, factory)
+    _SCHEMES[scheme] = lambda spec, params, env, _rule: plain(spec, params, env)
 
 
 def schemes() -> list[str]:
@@ -81,8 +98,8 @@ def schemes() -> list[str]:
     return sorted({*_SCHEMES, *_PLUGINS})
 
 
-def build_action(uri: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
-    """Make the action of *uri*; raise ValueError naming what is wrong."""
+def build_action(uri: str, params: Mapping[str, str], env: ActionEnv, rule: str = "") -> RuleAction:
+    """Make the action of rule *rule*'s *uri*; raise ValueError naming what is wrong."""
     scheme, sep, rest = uri.partition(":")
     if not sep:
         raise ValueError(f"{uri!r} is not a URI: expected SCHEME:...")
@@ -96,14 +113,19 @@ def build_action(uri: str, params: Mapping[str, str], env: ActionEnv) -> RuleAct
         raise ValueError(
             f"unknown URI scheme {scheme!r}; known schemes: {', '.join(schemes())}{hint}"
         )
-    return factory(rest, params, env)
+    return factory(rest, params, env, rule)
 
 
 # -- deidentify: ---------------------------------------------------------------------
 
 
 class DeidentifyAction:
-    """``deidentify:Opt1,Opt2``: the PS3.15 Basic Profile with the named options."""
+    """``deidentify:Opt1,Opt2``: the PS3.15 Basic Profile with the named options.
+
+    Tokens, new UIDs and date offsets are derived in the key scope
+    ``deidentify/NAME``: NAME is the rule's ``key=`` parameter, else the rule's
+    name (the default scope for a rule of the command line).
+    """
 
     def __init__(self, deidentifier: Deidentifier) -> None:
         self.deidentifier = deidentifier
@@ -117,23 +139,27 @@ class DeidentifyAction:
         return self.deidentifier.profile
 
 
-def _deidentify(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
-    if params:
+def _deidentify(spec: str, params: Mapping[str, str], env: ActionEnv, rule: str) -> RuleAction:
+    unknown = sorted(set(params) - {"key"})
+    if unknown:
         raise ValueError(
-            f"deidentify: takes no parameters (got {', '.join(sorted(params))}); "
-            "name the PS3.15 options in the URI, e.g. deidentify:RetainUIDsOption"
+            f"deidentify: unknown parameter {', '.join(unknown)}; it takes key=NAME (a shared "
+            "key scope); name the PS3.15 options in the URI, e.g. deidentify:RetainUIDsOption"
         )
+    if "key" in params and not params["key"].strip():
+        raise ValueError("deidentify: key= needs a scope name, e.g. key=trial-a")
+    scope = deidentify_scope(params.get("key", rule).strip() or DEFAULT_KEY_SCOPE)
     names = [name.strip() for name in spec.split(",") if name.strip()]
     try:
         options = parse_options(names, where="deidentify")
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
-    key = ("deidentify", options)
+    key = ("deidentify", options, scope)
     deidentifier = env.cache.get(key)
     if not isinstance(deidentifier, Deidentifier):
-        deidentifier = Deidentifier(compile_profile(options), env.secret)
+        deidentifier = Deidentifier(compile_profile(options), env.secret, scope)
         env.cache[key] = deidentifier
     return DeidentifyAction(deidentifier)
 
 
-register_scheme("deidentify", _deidentify)
+register_scheme("deidentify", _deidentify, named=True)

@@ -10,8 +10,6 @@ its pixel data.
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -25,7 +23,13 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from coercion.dates import patient_offset_days, shift_da, shift_dt
+from coercion.dates import (
+    DATE_TIME_PAIRS,
+    MAX_OFFSET_DAYS,
+    TIME_DATE_PAIRS,
+    offset_seconds,
+    shift_values,
+)
 from coercion.elements import (
     BINARY_VRS,
     NUMBER_SIZE,
@@ -37,6 +41,7 @@ from coercion.elements import (
     vr_of,
 )
 from coercion.elements import key as tag_key
+from coercion.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
 from coercion.profile.cleaning import Scrubber
 from coercion.profile.compiled import Action, CompiledProfile, PatternRow
 from coercion.profile.identifiers import removed_values
@@ -98,7 +103,8 @@ class Record:
 
     #: (path, tag, action) per change, in the order they were made.
     noted: list[tuple[tuple[tuple[int, int], ...], int, Action]] = field(default_factory=list)
-    date_offset_days: int | None = None
+    #: The date offset applied, in seconds (None when dates were not shifted).
+    date_offset_seconds: int | None = None
 
     def add(self, path: tuple[tuple[int, int], ...], tag: int, action: Action) -> None:
         """Note one action."""
@@ -144,6 +150,8 @@ class _Walk:
         self.scrubber = scrubber
         #: How many sequences the profile cleans (C) the walk is inside.
         self.cleaning = 0
+        #: Paired TM elements of the dataset being walked, shifted after their DA partner.
+        self.later: list[BaseTag] = []
 
 
 class Deidentifier:
@@ -152,14 +160,23 @@ class Deidentifier:
     One instance serves any number of objects; it holds the compiled profile
     and the keyed UID map. It is not thread-safe only in the sense that the
     UID cache is shared; results never depend on call order.
+
+    Every token, new UID and date offset is derived in the key scope *scope*
+    (:class:`~coercion.keys.KeyScope`): recipients of different scopes cannot
+    link their outputs. The default is the scope of ``coercion deidentify``
+    without ``--key-scope``.
     """
 
-    def __init__(self, profile: CompiledProfile, secret: bytes) -> None:
+    def __init__(
+        self,
+        profile: CompiledProfile,
+        secret: bytes,
+        scope: str = deidentify_scope(DEFAULT_KEY_SCOPE),
+    ) -> None:
         silence_pydicom_validation()
         self.profile = profile
-        self._secret = secret
-        self._uids = UIDRemapper(secret)
-        self._token_key = hmac.new(secret, b"coercion/dummy", hashlib.sha256).digest()
+        self.keys = KeyScope(secret, scope)
+        self._uids = UIDRemapper(self.keys.uid)
         self._actions = profile.actions
         self._private_action = profile.patterns[PatternRow.PRIVATE]
         self._curve_action = profile.patterns[PatternRow.CURVE]
@@ -178,7 +195,7 @@ class Deidentifier:
     # -- public -----------------------------------------------------------------
 
     def remap_uid(self, uid: str) -> str:
-        """The new UID for *uid* under this de-identifier's secret."""
+        """The new UID for *uid* in this de-identifier's key scope."""
         return self._uids.remap(uid)
 
     def apply(
@@ -193,24 +210,27 @@ class Deidentifier:
         Cleaning (C) removes from text every value the profile removes,
         empties or replaces, collected from *ds* before any change.
         *remap* replaces the keyed UID map (a pseudonymisation scope's map), and
-        *date_offset* the keyed per-patient offset, when dates are shifted.
+        *date_offset* (seconds) the keyed per-patient offset, when dates are shifted.
         """
         record = Record()
         offset = None
         if self.profile.shifts_dates:
             offset = date_offset
             if offset is None:
-                offset = patient_offset_days(
-                    self._secret, _text(ds, _PATIENT_ID), _text(ds, _ISSUER_OF_PATIENT_ID)
-                )
-            record.date_offset_days = offset
+                offset = self.date_offset(_text(ds, _PATIENT_ID), _text(ds, _ISSUER_OF_PATIENT_ID))
+            record.date_offset_seconds = offset
         scrubber = Scrubber(removed_values(ds, self.profile)) if self._cleans_text else None
         walk = _Walk(record, offset, scrubber, remap or self._uids.remap)
-        self._process(ds, ds, walk, ())
+        self._process_level(ds, ds, walk, ())
         self._process_file_meta(ds, walk.remap)
         self._mark(ds)
         log.debug("de-identified object: %s", dict(record.counts))
         return record
+
+    def date_offset(self, patient_id: str, issuer: str = "") -> int:
+        """The patient's date offset in seconds: -3650..-1 days and a part below a day."""
+        digest = self.keys.derive("date-offset", patient_id.strip(), issuer.strip())
+        return offset_seconds(digest, -MAX_OFFSET_DAYS, -1)
 
     # -- the walk -----------------------------------------------------------------
 
@@ -227,6 +247,16 @@ class Deidentifier:
             # The rest of an overlay plane is meaningless without its data.
             return Action.X if self._overlay_data_action is Action.X else None
         return None
+
+    def _process_level(
+        self, top: Dataset, ds: Dataset, walk: _Walk, path: tuple[tuple[int, int], ...]
+    ) -> None:
+        """Process one dataset or item; its paired TMs move once their DA partners have."""
+        outer, walk.later = walk.later, []
+        self._process(top, ds, walk, path)
+        for tag in walk.later:  # the DA partners have read them as they came: shift them now
+            self._shift_now(ds, tag, "TM", walk)
+        walk.later = outer
 
     def _process(
         self, top: Dataset, ds: Dataset, walk: _Walk, path: tuple[tuple[int, int], ...]
@@ -266,8 +296,8 @@ class Deidentifier:
         vr = vr_of(elem)
         if vr == "SQ":
             self._recurse(top, ds, tag, walk, path)
-        elif walk.offset is not None and vr in ("DA", "DT"):
-            self._shift(ds, tag, vr, walk.offset)
+        elif walk.offset is not None and vr in ("DA", "DT", "TM"):
+            self._shift(ds, tag, vr, walk)
         elif walk.cleaning and vr in _FREE_TEXT_VRS and walk.scrubber is not None:
             _scrub(ds, tag, vr, walk.scrubber)
 
@@ -313,7 +343,7 @@ class Deidentifier:
     ) -> None:
         items = ds[tag].value
         for index, item in enumerate(items or ()):
-            self._process(top, item, walk, (*path, (int(tag), index)))
+            self._process_level(top, item, walk, (*path, (int(tag), index)))
 
     def _remap(self, ds: Dataset, tag: BaseTag, vr: str, remap: Callable[[str], str]) -> None:
         if vr != "UI":
@@ -322,10 +352,19 @@ class Deidentifier:
         values = [remap(v) for v in text_values(ds, tag)] or [remap("")]
         put_value(ds, tag, vr, values)
 
-    def _shift(self, ds: Dataset, tag: BaseTag, vr: str, offset: int) -> None:
-        shift = shift_da if vr == "DA" else shift_dt
+    def _shift(self, ds: Dataset, tag: BaseTag, vr: str, walk: _Walk) -> None:
+        """Shift a DA, TM or DT; a TM whose DA partner is present waits until the DA moved."""
+        if vr == "TM" and TIME_DATE_PAIRS.get(int(tag), -1) in ds._dict:
+            walk.later.append(tag)
+            return
+        self._shift_now(ds, tag, vr, walk)
+
+    def _shift_now(self, ds: Dataset, tag: BaseTag, vr: str, walk: _Walk) -> None:
+        assert walk.offset is not None
+        partner = DATE_TIME_PAIRS.get(int(tag)) if vr == "DA" else None
+        times = text_values(ds, partner) if partner is not None else None
         try:
-            shifted = [shift(v, offset) for v in text_values(ds, tag)]
+            shifted = shift_values(vr, text_values(ds, tag), walk.offset, times)
         except ValueError:
             log.debug("(%04X,%04X): unparsable %s removed", tag >> 16, tag & 0xFFFF, vr)
             del ds[tag]
@@ -334,9 +373,9 @@ class Deidentifier:
 
     def _clean(self, top: Dataset, ds: Dataset, tag: BaseTag, vr: str, walk: _Walk) -> None:
         """C: keep a value of similar meaning that carries no identity."""
-        if vr in ("DA", "DT"):
+        if vr in ("DA", "DT", "TM"):
             if walk.offset is not None:
-                self._shift(ds, tag, vr, walk.offset)
+                self._shift(ds, tag, vr, walk)
         elif vr == "PN":
             put_value(ds, tag, vr, self.dummy(tag, vr, ds, walk.remap))
         elif vr == "AE":
@@ -401,8 +440,7 @@ class Deidentifier:
         return [value] * count
 
     def _token(self, tag: int, original: str) -> str:
-        message = tag.to_bytes(4, "big") + original.encode("utf-8", "replace")
-        digest = hmac.new(self._token_key, message, hashlib.sha256).hexdigest()
+        digest = self.keys.derive("dummy", f"{tag:08X}", original).hex()
         return _TOKEN_PREFIX + digest[:_TOKEN_HEX].upper()
 
     # -- bookkeeping -------------------------------------------------------------

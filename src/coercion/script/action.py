@@ -24,7 +24,6 @@ from coercion.profile import Change, Deidentifier, compile_profile
 from coercion.script.language import GENERAL, Assignment, Script
 from coercion.script.runner import Resources, ScriptRunner
 from coercion.store.actions import open_store
-from coercion.store.crypto import ScopeKeys
 
 __all__ = ["ScriptAction", "log_assignments"]
 
@@ -75,9 +74,10 @@ class ScriptAction:
 def _resources(assignment: Assignment, env: ActionEnv) -> Resources:
     """The store, keys and dummy values of one project (everything keyed per project)."""
     scope_name = assignment.store_scope
-    keys = ScopeKeys(env.secret, scope_name)
-    # The preset's dummy tokens under the project's own key: projects cannot be linked by them.
-    deidentifier = Deidentifier(compile_profile(), keys.derive("dummy"))
+    # The preset's dummy tokens and new UIDs in the project's key scope: projects cannot be
+    # linked by them.
+    deidentifier = Deidentifier(compile_profile(), env.secret, scope_name)
+    keys = deidentifier.keys
     url = env.store_url
 
     def number(counter: str, original: str) -> int:

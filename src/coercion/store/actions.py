@@ -3,8 +3,9 @@
 The object is de-identified as ``deidentify:`` does (the options of the
 ``options`` parameter, plus the Modified Dates option unless Full Dates is
 named), except that the patient gets the scope's pseudonym, every UID
-(references included) goes through the scope's map, and dates move by the
-patient's offset in the scope. What is needed to go back (the patient's
+(references included) goes through the scope's map, dates and times move by
+the patient's offset (seconds) in the scope, and dummy tokens are derived in
+the scope's key scope. What is needed to go back (the patient's
 replaced demographics, the UIDs, the study-level values) is recorded, sealed,
 in the store.
 """
@@ -17,7 +18,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from coercion.dates import shift_da, shift_dt
+from coercion.dates import DATE_TIME_PAIRS, TIME_DATE_PAIRS, shift_values
 from coercion.elements import text_values
 from coercion.engine.context import EventContext
 from coercion.engine.registry import ActionEnv, register_scheme
@@ -93,7 +94,7 @@ class PseudonymizeAction:
             seen.append(uid)
             return scope.derive_uid(uid)
 
-        record = self.deidentifier.apply(ds, remap=remap, date_offset=patient.date_offset)
+        record = self.deidentifier.apply(ds, remap=remap, date_offset=patient.date_offset_seconds)
         ds.PatientID = patient.pseudonym_id
         ds.PatientName = patient.pseudonym_name
         scope.map_uids(seen)
@@ -136,7 +137,7 @@ class ReidentifyAction:
                 uids[uid] = scope.original_uid(uid)
             return uids[uid]
 
-        _restore(ds, (), original, -patient.date_offset if shifted else 0, changes)
+        _restore(ds, (), original, -patient.date_offset_seconds if shifted else 0, changes)
         for keyword in ("PatientID", "IssuerOfPatientID", *_DEMOGRAPHICS, *_STUDY_LEVEL):
             value = originals.get(keyword) or study.get(keyword)
             if value:
@@ -154,10 +155,14 @@ def _restore(
     ds: Dataset,
     path: tuple[tuple[int, int], ...],
     original: Callable[[str], str | None],
-    days: int,
+    seconds: int,
     changes: list[Change],
 ) -> None:
-    """Put back original UIDs (those the scope made) and shift dates back, at every depth."""
+    """Put back original UIDs (those the scope made) and shift dates and times back, at every depth.
+
+    A TM whose DA partner is present moves after it: the DA moves with the TM's value as it came.
+    """
+    later: list[int] = []
     for key, stored in list(ds._dict.items()):
         if isinstance(stored, RawDataElement) and stored.value is None:
             continue  # a deferred bulk value (pixel data): nothing to restore there
@@ -165,22 +170,35 @@ def _restore(
         tag = int(key)
         if elem.VR == "SQ":
             for index, item in enumerate(elem.value or ()):
-                _restore(item, (*path, (tag, index)), original, days, changes)
+                _restore(item, (*path, (tag, index)), original, seconds, changes)
         elif elem.VR == "UI" and elem.value and tag != 0x00080016:
             values = list(elem.value) if elem.VM > 1 else [str(elem.value)]
             restored = [original(v) or v for v in values]
             if restored != values:
                 elem.value = restored if len(restored) > 1 else restored[0]
                 changes.append(Change(path, tag, Action.U))
-        elif days and elem.VR in ("DA", "DT") and elem.value:
-            shift = shift_da if elem.VR == "DA" else shift_dt
-            values = list(elem.value) if elem.VM > 1 else [str(elem.value)]
-            try:
-                moved = [shift(str(v), days) for v in values]
-            except ValueError:
-                continue  # not a date: left as it is
-            elem.value = moved if len(moved) > 1 else moved[0]
-            changes.append(Change(path, tag, Action.C))
+        elif seconds and elem.VR in ("DA", "DT", "TM") and elem.value:
+            if elem.VR == "TM" and TIME_DATE_PAIRS.get(tag, -1) in ds._dict:
+                later.append(tag)
+            else:
+                _shift_back(ds, path, tag, seconds, changes)
+    for tag in later:
+        _shift_back(ds, path, tag, seconds, changes)
+
+
+def _shift_back(
+    ds: Dataset, path: tuple[tuple[int, int], ...], tag: int, seconds: int, changes: list[Change]
+) -> None:
+    """Shift one DA, TM or DT element by *seconds*; a value that is not valid stays as it is."""
+    elem = ds[tag]
+    partner = DATE_TIME_PAIRS.get(tag) if elem.VR == "DA" else None
+    times = text_values(ds, partner) if partner is not None else None
+    try:
+        moved = shift_values(elem.VR, text_values(ds, tag), seconds, times)
+    except ValueError:
+        return  # not a date or time: left as it is
+    elem.value = moved if len(moved) > 1 else moved[0]
+    changes.append(Change(path, tag, Action.C))
 
 
 def _scope(scheme: str, spec: str, env: ActionEnv) -> tuple[str, ScopeSettings]:
@@ -218,7 +236,8 @@ def _pseudonymize(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleA
         raise ValueError(str(exc)) from None
     if Option.RetainLongitudinalTemporalInformationFullDatesOption not in options:
         options.add(Option.RetainLongitudinalTemporalInformationModifiedDatesOption)
-    deidentifier = Deidentifier(compile_profile(frozenset(options)), env.secret)
+    # Dummy tokens (and UIDs outside the store's map) in the scope's own keys.
+    deidentifier = Deidentifier(compile_profile(frozenset(options)), env.secret, scope)
     url = env.store_urls.get(scope) or env.store_url
     return PseudonymizeAction(deidentifier, scope, settings, url, env)
 

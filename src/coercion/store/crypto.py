@@ -15,8 +15,6 @@ A copy of the database alone holds hashes and ciphertext, never PHI.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 
@@ -24,51 +22,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from coercion.errors import StoreError
+from coercion.keys import KeyScope
 
 __all__ = ["ScopeKeys"]
 
 _NONCE = 12
 
-# A new UID is ``2.25.`` and a UUID (RFC 9562) of version 8 read as an integer.
-_UUID_VERSION_8 = 0x8 << 76
-_UUID_VARIANT_RFC = 0x2 << 62
-_VERSION_MASK = ~(0xF << 76)
-_VARIANT_MASK = ~(0x3 << 62)
 
-
-def _subkey(key: bytes, label: str) -> bytes:
-    return hmac.new(key, label.encode(), hashlib.sha256).digest()
-
-
-class ScopeKeys:
-    """The keys of one scope."""
+class ScopeKeys(KeyScope):
+    """The keys of one scope (:class:`~coercion.keys.KeyScope`) and its sealing key."""
 
     def __init__(self, secret: bytes, scope: str) -> None:
-        root = _subkey(secret, f"coercion/scope/{scope}")
-        self.scope = scope
-        self._lookup = _subkey(root, "lookup")
-        self._derive = _subkey(root, "derive")
-        self._aead = AESGCM(_subkey(root, "seal"))
-
-    def lookup(self, kind: str, *values: str) -> str:
-        """The keyed hash (hex) under which a value of *kind* is found."""
-        message = "\x00".join((kind, *values)).encode("utf-8", "surrogatepass")
-        return hmac.new(self._lookup, message, hashlib.sha256).hexdigest()
-
-    def derive(self, kind: str, *values: str) -> bytes:
-        """32 pseudo-random bytes for *kind* and *values* (pseudonyms, UIDs, offsets)."""
-        message = "\x00".join((kind, *values)).encode("utf-8", "surrogatepass")
-        return hmac.new(self._derive, message, hashlib.sha256).digest()
-
-    def uid(self, original: str) -> str:
-        """The scope's new UID for *original*: ``2.25.`` and a UUIDv8 integer (<= 44 characters).
-
-        Padding (leading or trailing NULs and spaces) is ignored; the same secret, scope and
-        original always give the same UID.
-        """
-        value = int.from_bytes(self.derive("uid", original.strip("\x00 "))[:16], "big")
-        value = (value & _VERSION_MASK & _VARIANT_MASK) | _UUID_VERSION_8 | _UUID_VARIANT_RFC
-        return f"2.25.{value}"
+        super().__init__(secret, scope)
+        self._aead = AESGCM(self.subkey("seal"))
 
     def seal(self, values: dict[str, str], context: str) -> bytes:
         """Encrypt *values* (JSON) bound to *context* (e.g. the row's key)."""

@@ -36,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from coercion.dates import offset_seconds
 from coercion.errors import StoreError
 from coercion.outputs import FILE_MODE, private_folders
 from coercion.store.crypto import ScopeKeys
@@ -52,8 +53,9 @@ from coercion.store.tables import (
 __all__ = ["SCHEMA_VERSION", "Patient", "PseudonymStore", "Scope", "ScopeSettings"]
 
 #: The schema version this code writes; older stores are migrated on open.
-#: 1: patients, UIDs, studies, counters; 2: adds coercion_counter_values.
-SCHEMA_VERSION = 2
+#: 1: patients, UIDs, studies, counters; 2: adds coercion_counter_values;
+#: 3: date offsets in seconds (``date_offset_seconds``; day offsets became day * 86400).
+SCHEMA_VERSION = 3
 _MIGRATE_ATTEMPTS = 5
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,9 @@ class ScopeSettings:
     """How a scope makes pseudonyms and date offsets.
 
     Templates take ``{scope}`` and ``{hash}`` (12 upper-case hex digits
-    derived from the patient); offsets are whole days in
-    ``offset_min..offset_max``.
+    derived from the patient); an offset's day part is in
+    ``offset_min..offset_max`` (days), plus a part below a day in the same
+    direction (see :func:`coercion.dates.offset_seconds`).
     """
 
     id_template: str = "{scope}-{hash}"
@@ -91,11 +94,11 @@ class ScopeSettings:
 
 @dataclass(frozen=True)
 class Patient:
-    """A patient of a scope: the pseudonym, the date offset and the lookup hash."""
+    """A patient of a scope: the pseudonym, the date offset (seconds) and the lookup hash."""
 
     pseudonym_id: str
     pseudonym_name: str
-    date_offset: int
+    date_offset_seconds: int
     patient_hash: str
     registered: bool = False
 
@@ -194,6 +197,8 @@ class PseudonymStore:
                     )
                 elif int(found) < SCHEMA_VERSION:
                     # 1 -> 2: coercion_counter_values, made by create_all above.
+                    if int(found) < 3:
+                        _offsets_to_seconds(connection)
                     connection.execute(
                         meta.update()
                         .where(meta.c.name == "schema_version")
@@ -261,9 +266,27 @@ class PseudonymStore:
         self.engine.dispose()
 
 
+def _offsets_to_seconds(connection: Connection) -> None:
+    """2 -> 3: the patients' day offsets become seconds (day * 86400), in a BIGINT column."""
+    table = patients.name
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN date_offset TYPE BIGINT")
+    # SQLite's INTEGER column holds 64 bits already.
+    connection.exec_driver_sql(
+        f"ALTER TABLE {table} RENAME COLUMN date_offset TO date_offset_seconds"
+    )
+    connection.exec_driver_sql(
+        f"UPDATE {table} SET date_offset_seconds = date_offset_seconds * 86400"
+    )
+
+
 def _to_patient(row: Any) -> Patient:
     return Patient(
-        row.pseudonym_id, row.pseudonym_name, row.date_offset, row.patient_hash, row.registered
+        row.pseudonym_id,
+        row.pseudonym_name,
+        row.date_offset_seconds,
+        row.patient_hash,
+        row.registered,
     )
 
 
@@ -305,8 +328,8 @@ class Scope:
     def _derived_patient(self, patient_hash: str) -> tuple[str, str, int]:
         digest = self.keys.derive("patient", patient_hash)
         token = digest[:6].hex().upper()
-        span = self.settings.offset_max - self.settings.offset_min + 1
-        offset = self.settings.offset_min + int.from_bytes(digest[6:14], "big") % span
+        # Days from bytes 6..13 (as in schema 2), the part below a day from 14..21.
+        offset = offset_seconds(digest[6:22], self.settings.offset_min, self.settings.offset_max)
         return (
             self.settings.id_template.format(scope=self.name, hash=token),
             self.settings.name_template.format(scope=self.name, hash=token),
@@ -322,7 +345,7 @@ class Scope:
     def patient(
         self, patient_id: str, issuer: str = "", originals: Mapping[str, str] | None = None
     ) -> Patient:
-        """The patient's pseudonym and date offset, recorded on first sight.
+        """The patient's pseudonym and date offset (seconds), recorded on first sight.
 
         *originals* (demographics replaced by the pseudonymisation) are kept
         sealed for re-identification. A pre-registered subject keeps the
@@ -432,7 +455,7 @@ class Scope:
                 patient_hash=patient_hash,
                 pseudonym_id=pseudonym_id,
                 pseudonym_name=pseudonym_name,
-                date_offset=offset,
+                date_offset_seconds=offset,
                 registered=registered,
                 sealed=sealed,
             )
@@ -583,7 +606,7 @@ class Scope:
             record: dict[str, str] = {
                 "pseudonym_id": str(row.pseudonym_id),
                 "pseudonym_name": str(row.pseudonym_name),
-                "date_offset": str(row.date_offset),
+                "date_offset_seconds": str(row.date_offset_seconds),
                 "registered": "yes" if row.registered else "no",
             }
             record.update(originals)

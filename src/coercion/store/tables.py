@@ -6,7 +6,8 @@ sealed ciphertext (``sealed``). The version of this schema is recorded in
 ``coercion_meta`` (``schema_version``); :mod:`coercion.store.store` creates and
 migrates it.
 
-Version 2 added ``coercion_counter_values``.
+Version 2 added ``coercion_counter_values``; version 3 keeps date offsets in
+seconds (``date_offset_seconds``, was ``date_offset`` in days).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -51,7 +51,7 @@ patients = Table(
     Column("patient_hash", String(64), primary_key=True),
     Column("pseudonym_id", String(64), nullable=False),
     Column("pseudonym_name", String(128), nullable=False),
-    Column("date_offset", Integer, nullable=False),
+    Column("date_offset_seconds", BigInteger, nullable=False),
     Column("registered", Boolean, nullable=False),
     Column("sealed", LargeBinary, nullable=True),
     UniqueConstraint("scope", "pseudonym_id", name="coercion_patients_pseudonym"),
