@@ -38,7 +38,7 @@ from coercion.engine import (
     build_action,
 )
 from coercion.errors import CoercionError, ConfigError, OutputError, VerificationError
-from coercion.part10 import atomic_output, encode_file, read_file, sniff
+from coercion.part10 import atomic_output, encode_file, read_file, remove_stale_temporaries, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
 from coercion.profile.identifiers import Identifiers, collect_identifiers
 from coercion.verify import Retention, find_leaks
@@ -81,8 +81,6 @@ _KEY_KEYWORDS = (
     "SOPInstanceUID",
 )
 _SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
-#: The name of an output's temporary file while it is written (see part10.atomic_output).
-STALE_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.part$")
 _CHUNK_FILES = 32
 _CHUNK_BYTES = 64 * 1024 * 1024
 
@@ -361,12 +359,8 @@ def _run_chunk(chunk: list[Task]) -> list[FileResult]:
 
 def _remove_stale_temporaries(destination: Path) -> None:
     """Remove the temporary files a killed run left (``.NAME.XXXX.part``, never renamed)."""
-    if not destination.is_dir():
-        return
-    for path in destination.rglob(".*.part"):
-        if path.is_file() and STALE_TEMPORARY.match(path.name):
-            path.unlink(missing_ok=True)
-            log.info("removed a partial output left by an interrupted run: %s", path)
+    for path in remove_stale_temporaries(destination):
+        log.info("removed a partial output left by an interrupted run: %s", path)
 
 
 def run(

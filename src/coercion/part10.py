@@ -47,6 +47,7 @@ __all__ = [
     "quiet_pydicom",
     "read_bytes",
     "read_file",
+    "remove_stale_temporaries",
     "sniff",
 ]
 
@@ -65,6 +66,8 @@ _PREAMBLE = b"\x00" * 128 + b"DICM"
 _VR_RE = re.compile(rb"[A-Z]{2}")
 _META_SHORT = struct.Struct("<HH2sH")
 _META_HEADER = struct.Struct("<HH2s2xL")
+#: The name of a temporary file while it is written (``.NAME.XXXXXXXX.part``, see atomic_output).
+STALE_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.part$")
 
 
 @contextmanager
@@ -476,3 +479,19 @@ def atomic_output(path: Path, mode: int | None = None) -> Iterator[int]:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files a killed process left under *folder*; the paths removed.
+
+    Only names :func:`atomic_output` gives (``.NAME.XXXXXXXX.part``) are
+    touched, and only when no process is writing there (a run's start).
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.rglob(".*.part"):
+        if path.is_file() and STALE_TEMPORARY.match(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
