@@ -216,14 +216,18 @@ class _Sender(threading.Thread):
     def _deliver(self, prepared: list[_Item], host: str, port: int) -> None:
         """Send *prepared* over one association; dequeue what the destination accepted."""
         assoc, requested = self._associate(prepared, host, port)
+        done = 0
         try:
             for item in prepared:
                 key = (item.ctx.sop_class_uid, item.syntax)
                 if item.kind == "store" and key not in requested:
                     continue  # no room for its context in this association: the next batch
                 if not assoc.is_established:
+                    if done:
+                        return  # after progress (e.g. an object set aside): the next batch now
                     raise ConnectionError(f"{self.destination} ended the association")
                 self._deliver_one(assoc, item)
+                done += 1
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -261,11 +265,11 @@ class _Sender(threading.Thread):
         forwarder = self.forwarder
         tries = forwarder.attempts.get(item.path, 0) + 1
         forwarder.attempts[item.path] = tries
-        if tries >= forwarder.max_attempts:
-            detail = f"no answer within {forwarder.dimse_timeout:g} s, {tries} attempts"
-            forwarder.audit.record(item.ctx, _NOT_SENT, item.outcome, item.instance, detail)
-            self._give_up(item.path, detail)
-        raise ConnectionError(f"no answer from {self.destination} (attempt {tries})")
+        if tries < forwarder.max_attempts:
+            raise ConnectionError(f"no answer from {self.destination} (attempt {tries})")
+        detail = f"no answer within {forwarder.dimse_timeout:g} s, {tries} attempts"
+        forwarder.audit.record(item.ctx, _NOT_SENT, item.outcome, item.instance, detail)
+        self._give_up(item.path, detail)
 
     @staticmethod
     def _send_one(assoc: Any, item: _Item) -> int:
