@@ -304,14 +304,16 @@ def test_temporary_files_a_kill_9_left_are_removed_at_start(serve: Start, tmp_pa
             [sys.executable, "-c", KILLED_WRITER, str(target)], env=DCMTK_ENV, check=False
         )
         assert killed.returncode == -signal.SIGKILL
+    linked = data / "queue" / "ARCHIVE" / ".CT01--00000000000000000002-0badcafe.dcm.part"
+    linked.write_bytes(b"a queue entry killed between its link and its rename")
     left = sorted(data.rglob(".*.part"))
-    assert len(left) == 3 and not any(t.exists() for t in targets)
+    assert len(left) == 4 and not any(t.exists() for t in targets)
     ours_not = [data / "objects" / "keep.part", data / "objects" / ".keep.part"]
     for path in ours_not:
         path.write_bytes(b"not a temporary file of ours")
     node = serve(None, "--data", str(data))
     assert sorted(data.rglob("*.part")) == sorted(ours_not)
-    assert "removed 3 temporary files an interrupted run left" in node.text()
+    assert "removed 4 temporary files an interrupted run left" in node.text()
 
 
 # -- the requestor race, against dcmtk's storescp ------------------------------------------------
