@@ -54,7 +54,7 @@ objectClass: coercionForwardRule
 cn: forward-all
 coercionDestinationAETitle: ARCHIVE
 """
-#: On the way to ARCHIVE, objects of Modality OT lose their SOP Class UID.
+#: Objects of Modality OT lose their SOP Class UID on the way to ARCHIVE, SC ones when received.
 NO_CLASS_RULE = f"""
 dn: cn=drop-class,{DEVICE}
 objectClass: coercionTagScript
@@ -68,6 +68,14 @@ coercionDIMSE: C_STORE_RQ
 dicomTransferRole: SCU
 coercionCondition: ReceivingApplicationEntityTitle=ARCHIVE
 coercionCondition: Modality=OT
+coercionURI: script:drop-class
+
+dn: cn=drop-class-on-receive,{DEVICE}
+objectClass: coercionRule
+cn: drop-class-on-receive
+coercionDIMSE: C_STORE_RQ
+dicomTransferRole: SCP
+coercionCondition: Modality=SC
 coercionURI: script:drop-class
 """
 
@@ -182,7 +190,7 @@ def in_process(tmp_path: Path) -> Iterator[Callable[[int], Node]]:
 def test_refused_context_and_missing_sop_class_are_set_aside_and_the_queue_goes_on(
     serve: Start, tmp_path: Path, destination: Callable[..., Destination]
 ) -> None:
-    """No accepted context, or no SOP Class UID: the object goes to failed/, the queue goes on."""
+    """No accepted context or no SOP Class UID: the object goes to failed/, the queue goes on."""
     archive = destination()
     config = config_dir(
         tmp_path, extra=remote_device("archive", "ARCHIVE", archive.port) + FORWARD_RULE
@@ -191,7 +199,8 @@ def test_refused_context_and_missing_sop_class_are_set_aside_and_the_queue_goes_
     node = serve(config)
     mr = Path(str(get_testdata_file("MR_small.dcm", download=False)))
     [no_class] = write_objects(tmp_path / "ot", 1, "1", modality="OT")
-    store(node.port, mr, tmp_path / "ot")  # first in the queue: the two that cannot go
+    [stored_no_class] = write_objects(tmp_path / "sc", 1, "1.1", modality="SC")
+    store(node.port, mr, tmp_path / "ot", tmp_path / "sc")  # first: the three that cannot go
     good = write_objects(tmp_path / "ct", 5, "2")
     store(node.port, tmp_path / "ct")
     wait_for(
@@ -199,7 +208,8 @@ def test_refused_context_and_missing_sop_class_are_set_aside_and_the_queue_goes_
     )  # the sender survived both
     assert sorted(archive.received) == good  # storescu sends a folder in its own order
     reasons = failed(node.data)
-    assert set(reasons) == {str(dcmread(mr).SOPInstanceUID), no_class}
+    assert set(reasons) == {str(dcmread(mr).SOPInstanceUID), no_class, stored_no_class}
+    assert reasons[stored_no_class] == "ARCHIVE: no SOP Class UID in the stored object\n"
     assert reasons[no_class].startswith("ARCHIVE: AttributeError while sending")
     assert reasons[str(dcmread(mr).SOPInstanceUID)].startswith("ARCHIVE: ValueError while sending")
     text = "".join(reasons.values()) + node.text()

@@ -165,6 +165,9 @@ class _Sender(threading.Thread):
                 dimse = Dimse.C_STORE_RQ
                 sop_class = str(ds.get("SOPClassUID", ""))
                 instance = str(ds.get("SOPInstanceUID", ""))
+                if not sop_class:  # no presentation context to propose for it
+                    self._give_up(path, "no SOP Class UID in the stored object")
+                    continue
             else:
                 dimse = _MESSAGE_DIMSE[kind]
                 sop_class = _MPPS
