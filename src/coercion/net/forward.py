@@ -7,8 +7,17 @@ linked into ``DATA/queue/<AE title>/``; one sender thread per destination
 takes the queue in order, coerces each object for the outgoing context
 (C_STORE_RQ, SCU, calling = the AE it was received on, called = the
 destination) and sends it. An object leaves the queue only after the
-destination answered success, so a stopped destination (or a stopped node)
-loses nothing: the queue is retried with backoff and read again at start.
+destination answered success or a warning, so a stopped destination (or a
+stopped node) loses nothing: the queue is retried with backoff and read again
+at start.
+
+An object that cannot go (a failure status, no accepted presentation context,
+no SOP Class UID, a failed rule, or no answer within the DIMSE timeout on
+``max_attempts`` tries) is moved to ``failed/`` with a ``.reason`` file naming
+the destination and the status or exception class; one object never stops a
+queue, and a sender thread that dies is started again. Delivery is exactly
+once unless an answer never came (a crash between the answer and the dequeue,
+a timeout, a dropped connection): then the object is sent again, at least once.
 """
 
 from __future__ import annotations
