@@ -392,7 +392,7 @@ def test_2000_c_stores_over_the_event_driven_loops_to_storescp_none_lost(
     assert len(uids) == len(set(uids)) == 2048
 
 
-def test_1000_objects_forwarded_to_storescp_without_stall_or_duplicate(
+def test_2000_objects_forwarded_to_storescp_without_stall_or_duplicate(
     serve: Start, tmp_path: Path, storescp: tuple[int, Path]
 ) -> None:
     """Through the node to storescp: every object once, no 60 s DIMSE-timeout stall."""
@@ -400,15 +400,16 @@ def test_1000_objects_forwarded_to_storescp_without_stall_or_duplicate(
     node = serve(
         config_dir(tmp_path, extra=remote_device("archive", "ARCHIVE", port) + FORWARD_RULE)
     )
-    uids = write_objects(tmp_path / "in", 1000, "7")
+    uids = write_objects(tmp_path / "in", 2000, "7")
     started = time.monotonic()
     store(node.port, tmp_path / "in")
-    wait_for(lambda: not queued(node.data) and len(list(out.iterdir())) >= 1000, 55, node.text)
+    wait_for(lambda: not queued(node.data) and len(list(out.iterdir())) >= 2000, 85, node.text)
     elapsed = time.monotonic() - started
-    assert elapsed < 55  # a stall alone is 60 s (the DIMSE timeout)
+    assert "no answer from ARCHIVE" not in node.text()  # a stall: 60 s, then a second copy
+    assert elapsed < 60, f"{elapsed:.1f} s"
     received = received_uids(out)
     assert sorted(received) == sorted(uids)  # each once: no duplicate, none lost
-    assert "DIMSE timeout" not in node.text() and "unexpected" not in node.text()
+    assert "unexpected" not in node.text()
 
 
 def test_a_requestor_association_left_idle_still_times_out() -> None:
