@@ -300,10 +300,10 @@ class _Sender(threading.Thread):
         self.forwarder.attempts.pop(path, None)
         self.failed.mkdir(parents=True, exist_ok=True)
         target = self.failed / path.name
-        os.replace(path, target)
         text = f"{self.destination}: {reason}\n"
         with atomic_output(target.with_name(target.name + _REASON)) as fd:
             os.write(fd, text.encode())
+        os.replace(path, target)  # after its reason: an object in failed/ always has one
         log.error("forwarding to %s: %s set aside (%s)", self.destination, path.name, reason)
 
 
