@@ -40,6 +40,7 @@ from coercion.engine import (
 )
 from coercion.errors import CoercionError, ConfigError, OutputError, VerificationError
 from coercion.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
+from coercion.outputs import remove_stale_temporaries
 from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
 from coercion.profile.identifiers import collect_identifiers
@@ -88,8 +89,6 @@ _SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
 DIRECTORY = "directory"
 #: Where a DICOMDIR goes under ``--rename``: the root of the renamed tree, one for all.
 DICOMDIR = "DICOMDIR"
-#: The name of an output's temporary file while it is written (see part10.atomic_output).
-STALE_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.part$")
 _CHUNK_FILES = 32
 _CHUNK_BYTES = 64 * 1024 * 1024
 
@@ -375,12 +374,8 @@ def _run_chunk(chunk: list[Task]) -> list[FileResult]:
 
 def _remove_stale_temporaries(destination: Path) -> None:
     """Remove the temporary files a killed run left (``.NAME.XXXX.part``, never renamed)."""
-    if not destination.is_dir():
-        return
-    for path in destination.rglob(".*.part"):
-        if path.is_file() and STALE_TEMPORARY.match(path.name):
-            path.unlink(missing_ok=True)
-            log.info("removed a partial output left by an interrupted run: %s", path)
+    for path in remove_stale_temporaries(destination):
+        log.info("removed a partial output left by an interrupted run: %s", path)
 
 
 def run(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -27,7 +28,18 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FILE_MODE", "FOLDER_MODE", "atomic_output", "private_folders", "sync_folder"]
+__all__ = [
+    "FILE_MODE",
+    "FOLDER_MODE",
+    "STALE_TEMPORARY",
+    "atomic_output",
+    "private_folders",
+    "remove_stale_temporaries",
+    "sync_folder",
+]
+
+#: The name of a temporary file while it is written (``.NAME.XXXXXXXX.part``, see atomic_output).
+STALE_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.part$")
 
 #: The mode of every file coercion creates: the owner reads and writes, nobody else.
 FILE_MODE = 0o600
@@ -196,3 +208,19 @@ def atomic_output(path: Path, mode: int = FILE_MODE, *, sync: bool = True) -> It
     if sync:
         for folder in [*(f.parent for f in created), path.parent]:
             sync_folder(folder)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files a killed process left under *folder*; the paths removed.
+
+    Only names :func:`atomic_output` gives (``.NAME.XXXXXXXX.part``) are
+    touched, and only when no process is writing there (a run's start).
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.rglob(".*.part"):
+        if path.is_file() and STALE_TEMPORARY.match(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -7,8 +7,17 @@ linked into ``DATA/queue/<AE title>/``; one sender thread per destination
 takes the queue in order, coerces each object for the outgoing context
 (C_STORE_RQ, SCU, calling = the AE it was received on, called = the
 destination) and sends it. An object leaves the queue only after the
-destination answered success, so a stopped destination (or a stopped node)
-loses nothing: the queue is retried with backoff and read again at start.
+destination answered success or a warning, so a stopped destination (or a
+stopped node) loses nothing: the queue is retried with backoff and read again
+at start.
+
+An object that cannot go (a failure status, no accepted presentation context,
+no SOP Class UID, a failed rule, or no answer within the DIMSE timeout on
+``max_attempts`` tries) is moved to ``failed/`` with a ``.reason`` file naming
+the destination and the status or exception class; one object never stops a
+queue, and a sender thread that dies is started again. Delivery is exactly
+once unless an answer never came (a crash between the answer and the dequeue,
+a timeout, a dropped connection): then the object is sent again, at least once.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom import transport as _transport
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from coercion.directory.config import Configuration
 from coercion.engine import Dimse, Engine, EventContext, ForwardRule, Outcome, Role
@@ -47,7 +57,19 @@ _MPPS_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 #: Series Instance UID: the last of the UIDs the storage path is made of.
 _INSTANCE_UIDS_END = 0x0020000E
 _BATCH = 64
-_SUCCESS_OR_WARNING = (0x0000, 0xB000, 0xB007, 0xB006)
+#: Status categories (pynetdicom's) that count as delivered: warnings too (0x0001, 0xBxxx...).
+_DELIVERED = (STATUS_SUCCESS, STATUS_WARNING)
+_ALREADY_CREATED = 0x0111
+#: The audit status of an object that was not sent (no answer from the destination).
+_NOT_SENT = 0xC000
+#: The suffix of the reason file next to an object in failed/.
+_REASON = ".reason"
+#: What an exception from pynetdicom's send_*() means, for the reason file.
+_SEND_ERRORS = {
+    "ValueError": "no presentation context accepted for it, or it cannot be encoded",
+    "AttributeError": "SOP Class UID, SOP Instance UID or Transfer Syntax UID missing",
+}
+_WATCH_INTERVAL = 5.0
 
 
 def enable_tcp_nodelay() -> None:
@@ -92,7 +114,7 @@ def _kind(path: Path) -> str:
 
 
 class _Sender(threading.Thread):
-    """Send the queue of one destination."""
+    """Send the queue of one destination; survives any failure (it backs off and retries)."""
 
     def __init__(self, forwarder: Forwarder, destination: str) -> None:
         super().__init__(name=f"forward-{destination}", daemon=True)
@@ -106,24 +128,29 @@ class _Sender(threading.Thread):
     def run(self) -> None:
         forwarder = self.forwarder
         while not forwarder.stopping.is_set():
-            pending = sorted(p for p in self.folder.glob("*.dcm") if p.is_file())
-            if not pending:
-                self.wake.wait(1.0)
-                self.wake.clear()
-                continue
             try:
+                pending = sorted(p for p in self.folder.glob("*.dcm") if p.is_file())
+                if not pending:
+                    self.wake.wait(1.0)
+                    self.wake.clear()
+                    continue
                 self._send(pending[:_BATCH])
                 self.delay = 0.0
             except (OSError, ConnectionError, RuntimeError) as exc:
-                self.delay = min(max(self.delay * 2, 1.0), _MAX_BACKOFF)
-                log.warning(
-                    "forwarding to %s failed (%s); %d queued, retrying in %.0f s",
-                    self.destination,
-                    exc,
-                    len(pending),
-                    self.delay,
-                )
-                forwarder.stopping.wait(self.delay)
+                self._back_off(str(exc))
+            except Exception as exc:  # the sender survives anything
+                self._back_off(f"unexpected {type(exc).__name__}")  # the class: no value
+
+    def _back_off(self, reason: str) -> None:
+        self.delay = min(max(self.delay * 2, 1.0), _MAX_BACKOFF)
+        log.warning(
+            "forwarding to %s failed (%s); %d queued, retrying in %.0f s",
+            self.destination,
+            reason,
+            sum(1 for _ in self.folder.glob("*.dcm")),
+            self.delay,
+        )
+        self.forwarder.stopping.wait(self.delay)
 
     def _send(self, batch: list[Path]) -> None:
         address = self.forwarder.address(self.destination)
@@ -141,13 +168,16 @@ class _Sender(threading.Thread):
             try:
                 ds = read_file(path, defer=False)
             except CoercionError as exc:
-                self._give_up(path, str(exc))
+                self._give_up(path, f"unreadable: {exc}")
                 continue
             kind = _kind(path)
             if kind == "store":
                 dimse = Dimse.C_STORE_RQ
                 sop_class = str(ds.get("SOPClassUID", ""))
                 instance = str(ds.get("SOPInstanceUID", ""))
+                if not sop_class:  # no presentation context to propose for it
+                    self._give_up(path, "no SOP Class UID in the stored object")
+                    continue
             else:
                 dimse = _MESSAGE_DIMSE[kind]
                 sop_class = _MPPS
@@ -156,20 +186,26 @@ class _Sender(threading.Thread):
             try:
                 outcome = self.forwarder.engine.apply(ds, ctx)
             except RuleFailedError as exc:
-                self.forwarder.audit.record(ctx, 0xC000, None, instance, str(exc))
-                self._give_up(path, str(exc))
+                self.forwarder.audit.record(ctx, _NOT_SENT, None, instance, str(exc))
+                self._give_up(path, f"a rule failed: {exc}")
+                continue
+            except Exception as exc:  # one object stops no queue
+                self.forwarder.audit.record(ctx, _NOT_SENT, None, instance, type(exc).__name__)
+                self._give_up(path, f"{type(exc).__name__} while coercing")
                 continue
             syntax = str(ds.file_meta.TransferSyntaxUID)
             prepared.append(_Item(path, ctx, outcome, outcome.dataset, syntax, instance))
         return prepared
 
-    def _deliver(self, prepared: list[_Item], host: str, port: int) -> None:
-        """Send *prepared* over one association; dequeue what the destination accepted."""
+    def _associate(
+        self, prepared: list[_Item], host: str, port: int
+    ) -> tuple[Any, set[tuple[str, str]]]:
+        """An association proposing the contexts *prepared* needs; the contexts proposed."""
         forwarder = self.forwarder
         ae = AE(ae_title=prepared[0].ctx.calling_ae or "COERCION")
         ae.network_timeout = 30
         ae.acse_timeout = 30
-        ae.dimse_timeout = 60
+        ae.dimse_timeout = forwarder.dimse_timeout
         contexts: set[tuple[str, str]] = set()
         for item in prepared:
             key = (item.ctx.sop_class_uid, item.syntax)
@@ -188,26 +224,65 @@ class _Sender(threading.Thread):
         )
         if not assoc.is_established:
             raise ConnectionError(f"association with {self.destination} at {host}:{port} failed")
+        return assoc, contexts
+
+    def _deliver(self, prepared: list[_Item], host: str, port: int) -> None:
+        """Send *prepared* over one association; dequeue what the destination accepted."""
+        assoc, requested = self._associate(prepared, host, port)
+        done = 0
         try:
             for item in prepared:
-                if item.kind == "store" and (item.ctx.sop_class_uid, item.syntax) not in contexts:
-                    continue  # the next batch
-                code = self._send_one(assoc, item)
-                if code in _SUCCESS_OR_WARNING or (item.kind == "ncreate" and code == 0x0111):
-                    # 0x0111 on N-CREATE: already created there (an earlier try got through).
-                    forwarder.audit.record(item.ctx, code, item.outcome, item.instance)
-                    item.path.unlink()
-                    forwarder.delivered += 1
-                elif code == -1:
-                    raise ConnectionError(f"no answer from {self.destination}")
-                else:
-                    forwarder.audit.record(
-                        item.ctx, code, item.outcome, item.instance, "refused by destination"
-                    )
-                    self._give_up(item.path, f"refused with status 0x{code:04X}")
+                key = (item.ctx.sop_class_uid, item.syntax)
+                if item.kind == "store" and key not in requested:
+                    continue  # no room for its context in this association: the next batch
+                if not assoc.is_established:
+                    if done:
+                        return  # after progress (e.g. an object set aside): the next batch now
+                    raise ConnectionError(f"{self.destination} ended the association")
+                self._deliver_one(assoc, item)
+                done += 1
         finally:
             if assoc.is_established:
                 assoc.release()
+
+    def _deliver_one(self, assoc: Any, item: _Item) -> None:
+        """Send one item; dequeue it, keep it for another try, or set it aside in failed/."""
+        forwarder = self.forwarder
+        try:
+            code = self._send_one(assoc, item)
+        except RuntimeError:
+            raise  # the association is gone: the whole batch is tried again
+        except Exception as exc:  # e.g. ValueError: no context
+            name = type(exc).__name__
+            forwarder.audit.record(item.ctx, _NOT_SENT, item.outcome, item.instance, name)
+            self._give_up(item.path, f"{name} while sending ({_SEND_ERRORS.get(name, 'not sent')})")
+            return
+        if code < 0:
+            self._no_answer(item)
+            return
+        category = code_to_category(code)
+        if category in _DELIVERED or (item.kind == "ncreate" and code == _ALREADY_CREATED):
+            # 0x0111 on N-CREATE: already created there (an earlier try got through).
+            forwarder.audit.record(item.ctx, code, item.outcome, item.instance)
+            item.path.unlink()
+            forwarder.attempts.pop(item.path, None)
+            forwarder.delivered += 1
+        else:
+            forwarder.audit.record(
+                item.ctx, code, item.outcome, item.instance, "refused by destination"
+            )
+            self._give_up(item.path, f"refused with status 0x{code:04X} ({category})")
+
+    def _no_answer(self, item: _Item) -> None:
+        """No answer within the DIMSE timeout (or the connection dropped): another try, bounded."""
+        forwarder = self.forwarder
+        tries = forwarder.attempts.get(item.path, 0) + 1
+        forwarder.attempts[item.path] = tries
+        if tries < forwarder.max_attempts:
+            raise ConnectionError(f"no answer from {self.destination} (attempt {tries})")
+        detail = f"no answer within {forwarder.dimse_timeout:g} s, {tries} attempts"
+        forwarder.audit.record(item.ctx, _NOT_SENT, item.outcome, item.instance, detail)
+        self._give_up(item.path, detail)
 
     @staticmethod
     def _send_one(assoc: Any, item: _Item) -> int:
@@ -222,12 +297,15 @@ class _Sender(threading.Thread):
         return int(getattr(status, "Status", -1))
 
     def _give_up(self, path: Path, reason: str) -> None:
-        """An object that can never be sent: kept aside, not retried, not lost."""
+        """An object that is not to be tried again: set aside with its reason, not lost."""
+        self.forwarder.attempts.pop(path, None)
         private_folders(self.failed)
-        os.replace(path, self.failed / path.name)
-        log.error(
-            "forwarding to %s: %s kept in %s (%s)", self.destination, path.name, self.failed, reason
-        )
+        target = self.failed / path.name
+        text = f"{self.destination}: {reason}\n"
+        with atomic_output(target.with_name(target.name + _REASON)) as fd:
+            os.write(fd, text.encode())
+        os.replace(path, target)  # after its reason: an object in failed/ always has one
+        log.error("forwarding to %s: %s set aside (%s)", self.destination, path.name, reason)
 
 
 class Forwarder:
@@ -245,8 +323,14 @@ class Forwarder:
         self.tls_context: ssl.SSLContext | None = None
         self.stopping = threading.Event()
         self.delivered = 0
+        #: Seconds a sender waits for each answer; the tries of an object never answered.
+        self.dimse_timeout: float = 60.0
+        self.max_attempts = 3
+        #: Tries so far of the queued objects that were sent and never answered.
+        self.attempts: dict[Path, int] = {}
         self._senders: dict[str, _Sender] = {}
         self._lock = threading.Lock()
+        self._watch: threading.Thread | None = None
 
     def configure(self, configuration: Configuration, rules: tuple[ForwardRule, ...]) -> None:
         """Take the rules and the known AEs' addresses of a (new) configuration."""
@@ -279,16 +363,37 @@ class Forwarder:
         return self.addresses.get(ae_title)
 
     def start(self) -> None:
-        """Start senders for every queue that holds objects (left from an earlier run)."""
+        """Start senders for every queue that holds objects (left from an earlier run).
+
+        A watch thread then checks every few seconds that each queue holding
+        objects has a running sender, and starts one where it is missing.
+        """
+        self.revive()
+        if self._watch is None:
+            self._watch = threading.Thread(target=self._watching, name="forward-watch", daemon=True)
+            self._watch.start()
+
+    def _watching(self) -> None:
+        while not self.stopping.wait(_WATCH_INTERVAL):
+            try:
+                self.revive()
+            except Exception as exc:  # the watch survives anything
+                log.error("forwarding watch failed (%s)", type(exc).__name__)
+
+    def revive(self) -> None:
+        """Make sure every queue that holds objects has a running sender."""
         if self.queue.is_dir():
             for folder in self.queue.iterdir():
                 if folder.is_dir() and any(folder.glob("*.dcm")):
                     self._sender(folder.name).wake.set()
 
     def _sender(self, destination: str) -> _Sender:
+        """The running sender of *destination*: started, or started again if it died."""
         with self._lock:
             sender = self._senders.get(destination)
-            if sender is None:
+            if sender is None or not (sender.is_alive() or self.stopping.is_set()):
+                if sender is not None:
+                    log.error("forwarding to %s: the sender had stopped; restarted", destination)
                 sender = _Sender(self, destination)
                 private_folders(sender.folder)
                 self._senders[destination] = sender
@@ -336,6 +441,8 @@ class Forwarder:
     def stop(self) -> None:
         """Stop the senders (what is queued stays for the next start)."""
         self.stopping.set()
+        if self._watch is not None:
+            self._watch.join(timeout=30)
         for sender in list(self._senders.values()):
             sender.wake.set()
             sender.join(timeout=30)

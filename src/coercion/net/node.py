@@ -37,6 +37,7 @@ from coercion.net.audit import AuditTrail
 from coercion.net.forward import Forwarder
 from coercion.net.reactor import install as install_reactors
 from coercion.net.worklist import Worklist
+from coercion.outputs import remove_stale_temporaries
 from coercion.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes
 
 __all__ = ["Node", "NodeSettings"]
@@ -174,6 +175,9 @@ class Node:
     def start(self) -> tuple[str, int]:
         """Listen (in background threads); return the address actually bound."""
         install_reactors()  # no 1 ms sleeps between a PDU and its handling
+        stale = remove_stale_temporaries(self.settings.data)  # a kill -9 left them
+        if stale:
+            log.info("removed %d temporary files an interrupted run left", len(stale))
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
