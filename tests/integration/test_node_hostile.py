@@ -190,7 +190,7 @@ def test_forged_mpps_record_cannot_block_the_modality(
     assert dcmread(node.data / "mpps" / f"{uid}.dcm").PerformedProcedureStepStatus == "COMPLETED"
 
 
-@pytest.mark.parametrize("uid", ["../objects/1.2.3", "1.2.3/..", "1.2." + "3" * 70, "01.2"])
+@pytest.mark.parametrize("uid", ["../objects/1.2.3", "1.2.3/..", "1.2..3", "01.2", "1.2.x"])
 def test_mpps_instance_uid_must_be_valid(
     uid: str, serve: Start, tmp_path: Path, raw_sending: None
 ) -> None:
