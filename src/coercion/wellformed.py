@@ -181,7 +181,7 @@ class _Walk:
     def delimiter(self, frame: _Frame, tag: int, length: int, pos: int, top: bool) -> int:
         """An item delimiter closing *frame*; any other (FFFE,xxxx) tag here is a fault."""
         if tag != _ITEM_END or top or not frame.undefined:
-            raise self.fail(tag, pos, "item or delimiter tag outside a sequence")
+            raise self.fail(tag, pos, "an item or delimiter tag where none may be")
         if length != 0:
             raise self.fail(tag, pos, "delimiter with a non-zero length")
         self.pop()

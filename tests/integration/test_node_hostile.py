@@ -23,7 +23,7 @@ from pydicom.uid import CTImageStorage, MRImageStorage
 from pynetdicom import AE, _config
 
 from coercion.part10 import file_meta_bytes
-from tests.helpers import Served, Start, dcmtk, make_dataset, stored
+from tests.helpers import Served, Start, dcmtk, make_dataset, start_node, stored
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +128,7 @@ def audit_lines(node: Served) -> list[dict[str, Any]]:
 def only_audit_written(node: Served, tmp_path: Path, before: set[Path]) -> None:
     """Nothing was written anywhere but the audit trail (and the node's own log)."""
     new = files_under(tmp_path) - before
-    extra = {p for p in new if "audit" not in p.parts and p.name != "serve0.log"}
+    extra = {p for p in new if "audit" not in p.parts and p.suffix != ".log"}
     assert extra == set(), sorted(map(str, extra))
 
 
@@ -147,23 +147,33 @@ PATH_ATTACKS = {
 }
 
 
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One node for the tests whose objects are all refused (it must store nothing)."""
+    node = start_node(tmp_path_factory.mktemp("refusing"), 0, None)
+    yield node
+    node.process.terminate()
+    node.process.wait(20)
+
+
 @pytest.mark.parametrize("name", sorted(PATH_ATTACKS))
 def test_path_attack_refused_and_nothing_written(
-    name: str, serve: Start, tmp_path: Path, raw_sending: None
+    name: str, refusing: Served, tmp_path: Path, raw_sending: None
 ) -> None:
     """A UID that is not PS3.5 9.1-valid is refused 0xC000; nothing lands anywhere."""
-    node = serve()
     data, instance = PATH_ATTACKS[name]
     path = crafted(tmp_path / "in", name, data, instance)
-    before = files_under(tmp_path)
-    response = _store_with_response(node, path)
+    root, start = refusing.data.parent, len(refusing.text())
+    before = files_under(root)
+    response = _store_with_response(refusing, path)
     assert int(response.Status) == 0xC000
     assert str(response.ErrorComment).split(":")[0] in ("invalid UID", "missing UID")
-    only_audit_written(node, tmp_path, before)
-    assert "refused, nothing stored" in node.text()
-    [line] = audit_lines(node)
-    assert line["status"] == "0xC000"
-    assert "INJECTED1" not in node.text() and ".." not in line["detail"]
+    only_audit_written(refusing, root, before)
+    assert stored(refusing.data) == []
+    log = refusing.text()[start:]
+    assert "refused, nothing stored" in log and "INJECTED1" not in log
+    line = audit_lines(refusing)[-1]
+    assert line["status"] == "0xC000" and ".." not in line["detail"]
 
 
 def test_forged_mpps_record_cannot_block_the_modality(
@@ -250,18 +260,18 @@ BROKEN = {
 @pytest.mark.parametrize("kind", sorted(BROKEN))
 @pytest.mark.parametrize("called", ["COERCION", "RESEARCH"])
 def test_broken_data_set_refused_and_not_stored(
-    kind: str, called: str, serve: Start, tmp_path: Path, raw_sending: None
+    kind: str, called: str, refusing: Served, tmp_path: Path, raw_sending: None
 ) -> None:
     """A structurally broken data set gets 0xC000 naming the element; nothing is stored."""
-    node = serve()
     path = crafted(tmp_path / "in", kind, BROKEN[kind])
-    response = _store_with_response(node, path, called)
+    start = len(refusing.text())
+    response = _store_with_response(refusing, path, called)
     assert int(response.Status) == 0xC000
-    assert str(response.ErrorComment).startswith("malformed data set"), response.ErrorComment
-    assert stored(node.data) == []
-    assert not list(node.data.rglob("*.part"))
-    assert "malformed data set" in node.text()
-    [line] = audit_lines(node)
+    assert str(response.ErrorComment).startswith("malformed data set: ("), response.ErrorComment
+    assert stored(refusing.data) == []
+    assert not list(refusing.data.rglob("*.part"))
+    assert "malformed data set" in refusing.text()[start:]
+    line = audit_lines(refusing)[-1]
     assert line["status"] == "0xC000" and "malformed data set" in line["detail"]
 
 
