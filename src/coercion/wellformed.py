@@ -25,6 +25,7 @@ element (tag) and its byte offset, never a value.
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from dataclasses import dataclass
@@ -58,6 +59,12 @@ _SHORT_VRS = frozenset(
 _FRAGMENT_VRS = frozenset({b"OB", b"OW"})
 _META_HEADER = struct.Struct("<HH2sH")
 _META_U32 = struct.Struct("<L")
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_sequence_tag(tag: int) -> bool:
+    """Whether the dictionary says SQ for *tag* (implicit VR: the only way to know)."""
+    return not tag & 0x10000 and dictionary_vr(tag) == "SQ"  # private (odd) groups: unknown
 
 
 class _Encoding:
@@ -132,23 +139,28 @@ class _Walk:
     def dataset(self, frame: _Frame, pos: int, top: bool) -> int:
         """Walk the elements of *frame* until a sequence opens (pushed) or it ends (popped)."""
         buf, end, enc = self.buf, frame.end, frame.encoding
-        implicit_header, explicit_header, u32 = (
-            enc.implicit_header.unpack_from,
-            enc.explicit_header.unpack_from,
-            enc.u32.unpack_from,
-        )
+        implicit = enc.implicit
+        implicit_header = enc.implicit_header.unpack_from
+        explicit_header = enc.explicit_header.unpack_from
+        u32 = enc.u32.unpack_from
+        short_vrs = _SHORT_VRS
         while pos < end:
             if end - pos < 8:
                 if top and not any(buf[pos:end]):
                     break  # trailing zero padding, as some writers leave
                 raise self.fail(0, pos, "truncated header")
-            if enc.implicit:
+            if implicit:
                 group, element, length = implicit_header(buf, pos)
                 vr = None
                 start = pos + 8
             else:
                 group, element, vr, length = explicit_header(buf, pos)
                 start = pos + 8
+                if vr in short_vrs and group != 0xFFFE:  # the common case, inline
+                    pos = start + length
+                    if pos > end:
+                        raise self.fail(group << 16 | element, start - 8, "runs past the end")
+                    continue
                 if group == 0xFFFE:
                     length, vr = u32(buf, pos + 4)[0], None
                 elif vr in _LONG_VRS:
@@ -156,20 +168,19 @@ class _Walk:
                         raise self.fail(group << 16 | element, pos, "truncated header")
                     length = u32(buf, pos + 8)[0]
                     start = pos + 12
-                elif vr not in _SHORT_VRS:
+                else:
                     raise self.fail(group << 16 | element, pos, "not a value representation")
             tag = group << 16 | element
             if group == 0xFFFE:
                 return self.delimiter(frame, tag, length, pos, top)
             if length == _UNDEFINED:
-                opened = self.undefined(frame, tag, vr, start, pos)
-                if opened:
+                if self.undefined(frame, tag, vr, start, pos):
                     return start
                 pos = self.fragments(tag, start, end, enc)
                 continue
             if start + length > end:
                 raise self.fail(tag, pos, f"length {length} runs past the end of its container")
-            if vr == b"SQ" or (vr is None and length and dictionary_vr(tag) == "SQ"):
+            if vr == b"SQ" or (vr is None and length and _is_sequence_tag(tag)):
                 self.push(_Frame(True, tag, start + length, False, enc), pos)
                 return start
             pos = start + length
