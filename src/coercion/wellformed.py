@@ -280,12 +280,7 @@ def check_data_set(
 
 
 def check_received(data: bytes, transfer_syntax: str, name: str) -> None:
-    """Check a data set received in *transfer_syntax* (a deflated one is inflated first).
-
-    Implicit or explicit VR is told from the first element's bytes, as the
-    reader does (some senders label implicit VR data as explicit): either way
-    every byte is walked.
-    """
+    """Check a data set received in *transfer_syntax* (a deflated one is inflated first)."""
     _check_encoded(data, 0, transfer_syntax, name)
 
 
@@ -308,17 +303,23 @@ def check_file(data: bytes, name: str) -> None:
 
 
 def _check_encoded(data: bytes, pos: int, transfer_syntax: str, name: str) -> None:
+    """Walk from *pos* in the encoding *transfer_syntax* names.
+
+    Data labelled explicit VR whose first element has no VR PS3.5 knows are
+    walked as implicit VR (some senders mislabel them so); without a known
+    transfer syntax, the bytes decide (and the byte order giving the lower
+    group wins).
+    """
     try:
         syntax = UID(transfer_syntax)
+        implicit = syntax.is_implicit_VR
         little, deflated = syntax.is_little_endian, syntax.is_deflated
-    except ValueError:  # none or a private one: the byte order giving the lower group wins
+    except ValueError:  # none, or a private one
         head = data[pos : pos + 2]
-        little = len(head) < 2 or head[0] != 0 or head[1] == 0
-        deflated = False
+        implicit, little, deflated = False, len(head) < 2 or head[0] != 0 or head[1] == 0, False
     if deflated:
         data, pos = _inflate(data[pos:], name), 0
-    vr = data[pos + 4 : pos + 6]
-    implicit = not (len(vr) == 2 and b"AA" <= vr <= b"ZZ" and vr.isupper())
+    implicit = implicit or data[pos + 4 : pos + 6] not in _LONG_VRS | _SHORT_VRS
     check_data_set(data, name, implicit=implicit, little=little, start=pos)
 
 

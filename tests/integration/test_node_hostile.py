@@ -32,6 +32,7 @@ STUDY = "1.2.826.0.1.3680043.99.7.1"
 SERIES = "1.2.826.0.1.3680043.99.7.2"
 INSTANCE = "1.2.826.0.1.3680043.99.7.3"
 MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
+WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 LONG_VRS = {"OB", "OW", "SQ", "UN", "UT"}
 UNDEFINED = 0xFFFFFFFF
 
@@ -409,3 +410,37 @@ def test_unreadable_worklist_files_skipped_with_one_log_line_each(
     for name in ("cut.wl", "garbage.dcm", "empty.wl", "link.wl"):
         assert log.count(f"worklist item {name} skipped") == 1, log
     assert "WORKLIST^ONE" not in log
+
+
+def deep_item(depth: int) -> Dataset:
+    """An item with sequences nested *depth* deep below it (pydicom encodes it)."""
+    ds = Dataset()
+    ds.PatientID = "DEEP"
+    for _level in range(depth):
+        outer = Dataset()
+        outer.ReferencedSeriesSequence = [ds]
+        ds = outer
+    return ds
+
+
+def test_deep_mpps_and_worklist_requests_are_refused(refusing: Served) -> None:
+    """N-CREATE and C-FIND data sets nested past the limit are refused, logged and audited."""
+    start, lines = len(refusing.text()), len(audit_lines(refusing))
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(MPPS_CLASS)
+    ae.add_requested_context(WORKLIST_FIND)
+    assoc = ae.associate("127.0.0.1", refusing.port, ae_title="COERCION")
+    assert assoc.is_established
+    try:
+        create = deep_item(100)
+        create.PerformedProcedureStepStatus = "IN PROGRESS"
+        status, _attributes = assoc.send_n_create(create, MPPS_CLASS, "1.2.826.0.1.3680043.99.7.9")
+        assert status.Status == 0x0110
+        assert str(status.ErrorComment) == "malformed data set: (0008,1115)"
+        answers = list(assoc.send_c_find(deep_item(100), WORKLIST_FIND))
+        assert [int(status.Status) for status, _identifier in answers] == [0xC000]
+    finally:
+        assoc.release()
+    assert refusing.text()[start:].count("nested deeper than 64 levels") == 2
+    assert [line["status"] for line in audit_lines(refusing)[lines:]] == ["0x0110", "0xC000"]
+    assert not (refusing.data / "mpps").exists() or not list((refusing.data / "mpps").iterdir())

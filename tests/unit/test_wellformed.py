@@ -89,6 +89,7 @@ def nested(depth: int) -> bytes:
         "nested_priv_SQ.dcm",  # implicit VR, private sequences
         "reportsi.dcm",  # a structured report: content sequences nested
         "rtplan.dcm",  # implicit VR, sequences by dictionary VR
+        "SC_rgb_jpeg.dcm",  # implicit VR data labelled JPEG Baseline (explicit VR)
     ],
 )
 def test_bundled_files_are_whole(name: str) -> None:
@@ -193,6 +194,15 @@ def test_implicit_sequence_by_dictionary_is_walked() -> None:
         check_data_set(data, "implicit", implicit=True)
     private = struct.pack("<HHL", 0x0009, 0x1010, len(overrun)) + overrun
     check_data_set(private, "implicit", implicit=True)  # a private value: not known to be SQ
+
+
+def test_implicit_label_is_trusted_over_letter_like_lengths() -> None:
+    """Implicit VR data whose first length reads like letters ("D\\x06") are walked as labelled."""
+    body = struct.pack("<HHL", 0x0010, 0x0020, 0x0644) + b"X" * 0x0644
+    assert body[4:6] == b"D\x06"
+    check_received(body, "1.2.840.10008.1.2", "implicit")
+    with pytest.raises(MalformedDataError, match=r"\(0010,0020\)"):
+        check_received(body[:-1], "1.2.840.10008.1.2", "implicit")
 
 
 def test_empty_data_set_is_refused() -> None:
