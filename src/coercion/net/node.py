@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread, dcmwrite
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 
@@ -106,6 +106,10 @@ def _status(code: int, comment: str) -> Dataset:
     status.Status = code
     status.ErrorComment = comment[:64]
     return status
+
+
+class _MismatchError(Exception):
+    """A C-STORE data set that does not match its request (0xA900); the message names no value."""
 
 
 def _mismatch(ds: Dataset, sop_class: str, instance: str, negotiated: str) -> str:
@@ -271,6 +275,27 @@ class Node:
     def _on_echo(self, event: evt.Event) -> int:
         return _SUCCESS
 
+    def _receive(
+        self, event: evt.Event, ctx: EventContext, label: str
+    ) -> tuple[bytes, FileDataset, bool]:
+        """The received object: its Part 10 bytes, read (whole when a rule may apply), and
+        whether a rule may apply. Raises when it is not whole or does not match its request.
+        """
+        request: Any = event.request
+        sop_class, instance = ctx.sop_class_uid, str(request.AffectedSOPInstanceUID)
+        syntax = str(event.context.transfer_syntax)
+        received = request.DataSet.getvalue()
+        check_received(received, syntax, label)  # whole to its last byte, or refused
+        data = file_meta_bytes(sop_class, instance, syntax) + received
+        rules = self.engine.may_apply(ctx)
+        # No rule can apply: read only what the checks, the path and forwarding need.
+        ds = read_bytes(data, label, 0xFFFFFFFF if rules else self.forwarder.needs_up_to())
+        uid_component(ds.get("SOPInstanceUID"), "(0008,0018) SOPInstanceUID", label)
+        mismatch = _mismatch(ds, sop_class, instance, str(event.context.abstract_syntax))
+        if mismatch:
+            raise _MismatchError(mismatch)
+        return data, ds, rules
+
     def _on_store(self, event: evt.Event) -> int | Dataset:
         request: Any = event.request
         sop_class = str(request.AffectedSOPClassUID)
@@ -279,19 +304,7 @@ class Node:
         label = f"C-STORE from {ctx.calling_ae}"
         outcome: Outcome | None = None
         try:
-            syntax = str(event.context.transfer_syntax)
-            received = request.DataSet.getvalue()
-            check_received(received, syntax, label)  # whole to its last byte, or refused
-            data = file_meta_bytes(sop_class, instance, syntax) + received
-            rules = self.engine.may_apply(ctx)
-            # No rule can apply: read only what the checks, the path and forwarding need.
-            ds = read_bytes(data, label, 0xFFFFFFFF if rules else self.forwarder.needs_up_to())
-            uid_component(ds.get("SOPInstanceUID"), "(0008,0018) SOPInstanceUID", label)
-            mismatch = _mismatch(ds, sop_class, instance, str(event.context.abstract_syntax))
-            if mismatch:
-                self.audit.record(ctx, _DOES_NOT_MATCH, None, instance, mismatch)
-                log.warning("%s refused: %s", label, mismatch)
-                return _status(_DOES_NOT_MATCH, mismatch)
+            data, ds, rules = self._receive(event, ctx, label)
             outcome = self.engine.apply(ds, ctx) if rules else Outcome(ds)
             stored = outcome.dataset
             path = object_path(self.objects, stored, label)
@@ -302,6 +315,10 @@ class Node:
                 else:
                     _write_all(fd, data)  # untouched: the bytes as received
             forwarded = self.forwarder.enqueue(path, ctx, stored)
+        except _MismatchError as exc:
+            self.audit.record(ctx, _DOES_NOT_MATCH, None, instance, str(exc))
+            log.warning("%s refused: %s", label, exc)
+            return _status(_DOES_NOT_MATCH, str(exc))
         except RuleFailedError as exc:
             self.audit.record(ctx, _CANNOT_UNDERSTAND, outcome, instance, str(exc))
             log.warning("C-STORE refused: %s", exc)
