@@ -19,6 +19,11 @@ What is checked, per PS3.5 7.1 and 7.5:
   sequence delimiter; an undefined-length item ends with an item delimiter;
   delimiters have length 0 and appear nowhere else.
 
+Not checked (a reader copes, and real objects do it): the order of tags, odd
+lengths, and the inside of a defined-length UN or private implicit VR value
+(nothing says it holds a sequence). Offsets count from the data set's first
+byte (after inflation, for a deflated one).
+
 A failure raises :class:`~coercion.errors.MalformedDataError` naming the
 element (tag) and its byte offset, never a value.
 """
