@@ -444,3 +444,35 @@ def test_deep_mpps_and_worklist_requests_are_refused(refusing: Served) -> None:
     assert refusing.text()[start:].count("nested deeper than 64 levels") == 2
     assert [line["status"] for line in audit_lines(refusing)[lines:]] == ["0x0110", "0xC000"]
     assert not (refusing.data / "mpps").exists() or not list((refusing.data / "mpps").iterdir())
+
+
+@pytest.mark.parametrize("called", ["COERCION", "RESEARCH"])
+def test_whole_objects_in_every_uncompressed_syntax_are_stored(
+    called: str, serve: Start, tmp_path: Path
+) -> None:
+    """storescu in implicit, explicit big endian and deflated syntaxes: no whole object refused."""
+    node = serve()
+    options = {
+        "-xi": "1.2.840.10008.1.2",
+        "-xb": "1.2.840.10008.1.2.2",
+        "-xd": "1.2.840.10008.1.2.1.99",
+    }
+    for index, option in enumerate(options):
+        ds = make_dataset()
+        ds.SOPInstanceUID = f"{INSTANCE}.{index + 1}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        item = Dataset()
+        item.PatientID = "NESTED"
+        ds.ReferencedPatientSequence = [item]
+        source = tmp_path / "in" / f"{index}.dcm"
+        source.parent.mkdir(exist_ok=True)
+        ds.save_as(source, enforce_file_format=True)
+        sent = dcmtk(
+            "storescu", option, "-aet", "CT01", "-aec", called, "127.0.0.1", node.port, source
+        )
+        assert sent.returncode == 0, sent.stderr
+    outputs = stored(node.data)
+    assert len(outputs) == 3, node.text()
+    syntaxes = {str(dcmread(p).file_meta.TransferSyntaxUID) for p in outputs}
+    assert syntaxes == set(options.values())
+    assert "malformed" not in node.text()
