@@ -7,6 +7,7 @@ and carries the exit status the command line uses for it::
     +-- ConfigError               (2)  bad option, URI, rule entry or key file
     +-- DirectoryUnavailableError (3)  the LDAP directory cannot be reached
     +-- InputError                (4)  a source file is missing, not DICOM or malformed
+        +-- MalformedDataError    (4)  a data set's structure or an instance UID is broken
     +-- RuleFailedError           (5)  a coercion rule failed on one object
     +-- StoreError                (6)  the pseudonym store failed
     +-- OutputError               (7)  an output could not be written
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigError",
     "DirectoryUnavailableError",
     "InputError",
+    "MalformedDataError",
     "OutputError",
     "RuleFailedError",
     "StoreError",
@@ -52,6 +54,19 @@ class InputError(CoercionError):
     """A source object is missing, is not DICOM, or is malformed."""
 
     exit_code = 4
+
+
+class MalformedDataError(InputError):
+    """A data set is not whole (cut short, impossible length, stray delimiter, too deep) or an
+    instance UID it must carry is missing or invalid.
+
+    *summary* is a short description without any value (at most 64 characters), fit for the
+    Error Comment of a DIMSE status: ``malformed data set: (7FE0,0010)``.
+    """
+
+    def __init__(self, message: str, summary: str) -> None:
+        super().__init__(message)
+        self.summary = summary[:64]
 
 
 class RuleFailedError(CoercionError):

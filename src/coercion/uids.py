@@ -1,4 +1,4 @@
-"""Keyed, repeatable UID remapping.
+"""UIDs: the PS3.5 9.1 syntax check, and keyed, repeatable remapping.
 
 A new UID is ``2.25.`` followed by the integer of a version-8 UUID whose 122
 free bits come from an HMAC-SHA256 of the original UID under a scope's key
@@ -9,9 +9,13 @@ recompute or reverse the mapping.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
-__all__ = ["UIDRemapper", "uuid_uid"]
+__all__ = ["UIDRemapper", "is_valid_uid", "uuid_uid"]
+
+#: PS3.5 9.1: components of digits separated by dots; no component empty or with a leading zero.
+_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 
 _UUID_VERSION_8 = 0x8 << 76
 _UUID_VARIANT_RFC = 0x2 << 62
@@ -25,6 +29,16 @@ def uuid_uid(digest: bytes) -> str:
     value = int.from_bytes(digest[:16], "big")
     value = (value & _VERSION_MASK & _VARIANT_MASK) | _UUID_VERSION_8 | _UUID_VARIANT_RFC
     return f"2.25.{value}"
+
+
+def is_valid_uid(value: str) -> bool:
+    """Whether *value* is a UID as PS3.5 9.1 defines it (digits and dots, at most 64 characters).
+
+    Received UIDs become file names: a value that passes cannot hold ``/``, ``..`` or
+    anything else a path could use. (pydicom's ``UID.is_valid`` matches with ``$``, which lets a
+    trailing newline through, so it is not used here.)
+    """
+    return len(value) <= 64 and _UID.fullmatch(value) is not None
 
 
 class UIDRemapper:

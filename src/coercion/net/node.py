@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 import socket
 import ssl
 import threading
@@ -25,34 +24,37 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread, dcmwrite
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 
 from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
-from coercion.errors import InputError, RuleFailedError
+from coercion.errors import InputError, MalformedDataError, RuleFailedError
 from coercion.net.audit import AuditTrail
 from coercion.net.forward import Forwarder
+from coercion.net.paths import mpps_path, object_path, uid_component
 from coercion.net.reactor import install as install_reactors
 from coercion.net.worklist import Worklist
 from coercion.outputs import remove_stale_temporaries
 from coercion.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes
+from coercion.wellformed import check_received
 
 __all__ = ["Node", "NodeSettings"]
 
 log = logging.getLogger(__name__)
 
-_SAFE = re.compile(r"[^0-9A-Za-z._-]")
 _SUCCESS = 0x0000
 _PENDING = 0xFF00
 _CANCEL = 0xFE00
 _CANNOT_UNDERSTAND = 0xC000
 _OUT_OF_RESOURCES = 0xA700
+_DOES_NOT_MATCH = 0xA900
 _DUPLICATE_INSTANCE = 0x0111
 _NO_SUCH_INSTANCE = 0x0112
 _PROCESSING_FAILURE = 0x0110
+_INVALID_INSTANCE = 0x0117
 _FINAL_MPPS = ("COMPLETED", "DISCONTINUED")
 _VERIFICATION = UID("1.2.840.10008.1.1")
 _WORKLIST_FIND = UID("1.2.840.10008.5.1.4.31")
@@ -105,6 +107,21 @@ def _status(code: int, comment: str) -> Dataset:
     status.Status = code
     status.ErrorComment = comment[:64]
     return status
+
+
+class _MismatchError(Exception):
+    """A C-STORE data set that does not match its request (0xA900); the message names no value."""
+
+
+def _mismatch(ds: Dataset, sop_class: str, instance: str, negotiated: str) -> str:
+    """Why a received data set does not match its C-STORE request, or "" (no value named)."""
+    if sop_class != negotiated:
+        return "SOP class differs from the presentation context"
+    if str(ds.get("SOPClassUID", "")) != sop_class:
+        return "(0008,0016) SOP Class UID does not match the request"
+    if str(ds.get("SOPInstanceUID", "")) != instance:
+        return "(0008,0018) SOP Instance UID does not match the request"
+    return ""
 
 
 def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
@@ -267,60 +284,86 @@ class Node:
     def _on_echo(self, event: evt.Event) -> int:
         return _SUCCESS
 
-    def _object_path(self, study: str, series: str, instance: str) -> Path:
-        parts = [_SAFE.sub("_", p or "UNKNOWN") for p in (study, series, instance)]
-        return self.objects / parts[0] / parts[1] / f"{parts[2]}.dcm"
+    def _receive(
+        self, event: evt.Event, ctx: EventContext, label: str
+    ) -> tuple[bytes, FileDataset, bool]:
+        """The received object: its Part 10 bytes, read (whole when a rule may apply), and
+        whether a rule may apply. Raises when it is not whole or does not match its request.
+        """
+        request: Any = event.request
+        sop_class, instance = ctx.sop_class_uid, str(request.AffectedSOPInstanceUID)
+        syntax = str(event.context.transfer_syntax)
+        received = request.DataSet.getvalue()
+        check_received(received, syntax, label)  # whole to its last byte, or refused
+        data = file_meta_bytes(sop_class, instance, syntax) + received
+        rules = self.engine.may_apply(ctx)
+        # No rule can apply: read only what the checks, the path and forwarding need.
+        ds = read_bytes(data, label, 0xFFFFFFFF if rules else self.forwarder.needs_up_to())
+        uid_component(ds.get("SOPInstanceUID"), "(0008,0018) SOPInstanceUID", label)
+        mismatch = _mismatch(ds, sop_class, instance, str(event.context.abstract_syntax))
+        if mismatch:
+            raise _MismatchError(mismatch)
+        return data, ds, rules
 
     def _on_store(self, event: evt.Event) -> int | Dataset:
         request: Any = event.request
         sop_class = str(request.AffectedSOPClassUID)
         instance = str(request.AffectedSOPInstanceUID)
         ctx = self._context(event, Dimse.C_STORE_RQ, sop_class)
+        label = f"C-STORE from {ctx.calling_ae}"
         outcome: Outcome | None = None
         try:
-            syntax = str(event.context.transfer_syntax)
-            data = file_meta_bytes(sop_class, instance, syntax) + request.DataSet.getvalue()
-            label = f"C-STORE from {ctx.calling_ae}"
-            if self.engine.may_apply(ctx):
-                outcome = self.engine.apply(read_bytes(data, label), ctx)
-            else:
-                # No rule can apply: read only what the path and forwarding need.
-                outcome = Outcome(read_bytes(data, label, self.forwarder.needs_up_to()))
+            data, ds, rules = self._receive(event, ctx, label)
+            outcome = self.engine.apply(ds, ctx) if rules else Outcome(ds)
             stored = outcome.dataset
-            path = self._object_path(
-                str(stored.get("StudyInstanceUID", "")),
-                str(stored.get("SeriesInstanceUID", "")),
-                str(stored.get("SOPInstanceUID", "")) or instance,
-            )
+            path = object_path(self.objects, stored, label)
+            replaced = path.exists()  # a second copy replaces the first, whole or not at all
             with atomic_output(path, sync=self.sync_writes) as fd:
                 if outcome.applied:
                     encode_file(stored).write_to(fd)  # type: ignore[arg-type]
                 else:
                     _write_all(fd, data)  # untouched: the bytes as received
             forwarded = self.forwarder.enqueue(path, ctx, stored)
+        except _MismatchError as exc:
+            self.audit.record(ctx, _DOES_NOT_MATCH, None, instance, str(exc))
+            log.warning("%s refused: %s", label, exc)
+            return _status(_DOES_NOT_MATCH, str(exc))
         except RuleFailedError as exc:
             self.audit.record(ctx, _CANNOT_UNDERSTAND, outcome, instance, str(exc))
             log.warning("C-STORE refused: %s", exc)
             return _status(_CANNOT_UNDERSTAND, "coercion rule failed; object not stored")
         except InputError as exc:
             self.audit.record(ctx, _CANNOT_UNDERSTAND, None, instance, str(exc))
-            return _status(_CANNOT_UNDERSTAND, "malformed data set")
+            log.warning("C-STORE refused: %s", exc)
+            summary = exc.summary if isinstance(exc, MalformedDataError) else "malformed data set"
+            return _status(_CANNOT_UNDERSTAND, summary)
+        except RecursionError:
+            self.audit.record(ctx, _CANNOT_UNDERSTAND, outcome, instance, "nested too deep")
+            log.warning("%s refused: sequences nested too deep to process", label)
+            return _status(_CANNOT_UNDERSTAND, "sequences nested too deep")
         except OSError as exc:
             self.audit.record(ctx, _OUT_OF_RESOURCES, outcome, instance, exc.__class__.__name__)
             log.error("cannot store an object: %s", exc.strerror)
             return _status(_OUT_OF_RESOURCES, "cannot store")
-        extra = {"forwarded_to": forwarded} if forwarded else None
-        self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra)
+        extra: dict[str, object] = {"forwarded_to": forwarded} if forwarded else {}
+        if replaced:
+            extra["replaced"] = True
+        self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra or None)
         return _SUCCESS
 
     def _on_find(self, event: evt.Event) -> Any:
-        sop_class = str(event.request.AffectedSOPClassUID)
+        request: Any = event.request
+        sop_class = str(request.AffectedSOPClassUID)
         ctx = self._context(event, Dimse.C_FIND_RQ, sop_class)
         try:
+            label = f"C-FIND from {ctx.calling_ae}"
+            check_received(request.Identifier.getvalue(), str(event.context.transfer_syntax), label)
             query = self.engine.apply(event.identifier, ctx).dataset
         except (RuleFailedError, InputError) as exc:
             self.audit.record(ctx, _CANNOT_UNDERSTAND, None, "", str(exc))
-            yield _CANNOT_UNDERSTAND, None
+            log.warning("C-FIND refused: %s", exc)
+            summary = exc.summary if isinstance(exc, MalformedDataError) else "query refused"
+            yield _status(_CANNOT_UNDERSTAND, summary), None
             return
         upstream = self.configuration.device.settings.get("coercionWorklistAETitle")
         answers = (
@@ -398,8 +441,29 @@ class Node:
             if assoc.is_established:
                 assoc.release()
 
-    def _mpps_path(self, instance: str) -> Path:
-        return self.mpps / f"{_SAFE.sub('_', instance)}.dcm"
+    def _mpps_request(
+        self, event: evt.Event, ctx: EventContext, instance: str, received: Any
+    ) -> tuple[Path, int, str]:
+        """The record's path, after checks: the instance UID, then the received data set.
+
+        Returns (path, 0, "") or, when refused (logged and audited), (path, status, comment).
+        """
+        label = f"{ctx.dimse} from {ctx.calling_ae}"
+        try:
+            path = mpps_path(self.mpps, instance, label)
+        except MalformedDataError as exc:
+            self.audit.record(ctx, _INVALID_INSTANCE, None, instance, str(exc))
+            log.warning("%s", exc)
+            return self.mpps, _INVALID_INSTANCE, exc.summary
+        try:
+            raw = received.getvalue() if received is not None else b""
+            if raw:
+                check_received(raw, str(event.context.transfer_syntax), label)
+        except MalformedDataError as exc:
+            self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, str(exc))
+            log.warning("%s", exc)
+            return path, _PROCESSING_FAILURE, exc.summary
+        return path, 0, ""
 
     def _write_mpps(self, path: Path, ds: Dataset, instance: str) -> None:
         ds.file_meta = _file_meta(_MPPS, instance)
@@ -425,12 +489,14 @@ class Node:
         request: Any = event.request
         instance = str(request.AffectedSOPInstanceUID or generate_uid())
         ctx = self._context(event, Dimse.N_CREATE_RQ, str(request.AffectedSOPClassUID))
+        path, refused, comment = self._mpps_request(event, ctx, instance, request.AttributeList)
+        if refused:
+            return _status(refused, comment), None
         try:
             outcome = self.engine.apply(event.attribute_list, ctx)
         except RuleFailedError as exc:
             self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, str(exc))
             return _status(_PROCESSING_FAILURE, "coercion rule failed; not created"), None
-        path = self._mpps_path(instance)
         with self._mpps_lock:
             if path.exists():
                 self.audit.record(ctx, _DUPLICATE_INSTANCE, outcome, instance)
@@ -445,12 +511,14 @@ class Node:
         request: Any = event.request
         instance = str(request.RequestedSOPInstanceUID)
         ctx = self._context(event, Dimse.N_SET_RQ, str(request.RequestedSOPClassUID))
+        path, refused, comment = self._mpps_request(event, ctx, instance, request.ModificationList)
+        if refused:
+            return _status(refused, comment), None
         try:
             outcome = self.engine.apply(event.modification_list, ctx)
         except RuleFailedError as exc:
             self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, str(exc))
             return _status(_PROCESSING_FAILURE, "coercion rule failed; not changed"), None
-        path = self._mpps_path(instance)
         with self._mpps_lock:
             if not path.exists():
                 self.audit.record(ctx, _NO_SUCH_INSTANCE, None, instance)

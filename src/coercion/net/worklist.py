@@ -19,6 +19,10 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 
+from coercion.errors import InputError
+from coercion.net.paths import inside
+from coercion.wellformed import check_file
+
 __all__ = ["Worklist", "answer", "matches"]
 
 log = logging.getLogger(__name__)
@@ -104,6 +108,11 @@ def answer(query: Dataset, item: Dataset) -> Dataset:
     return result
 
 
+def _reason(exc: Exception) -> str:
+    """Our errors say what is wrong (without values); others are named by class only."""
+    return str(exc) if isinstance(exc, InputError) else exc.__class__.__name__
+
+
 class Worklist:
     """The items of a worklist folder (read per query, so edits show at once)."""
 
@@ -111,14 +120,29 @@ class Worklist:
         self.folder = folder
 
     def items(self) -> Iterator[Dataset]:
-        """Every readable item; unreadable files are logged by name and skipped."""
+        """Every readable item; any other file is skipped with one log line (its name, no value).
+
+        A file is read only when it lies in the folder (a symbolic link may not lead out of
+        it) and its structure is whole to its last byte; an empty data set is no item.
+        """
         if not self.folder.is_dir():
             return
         for path in sorted([*self.folder.glob("*.dcm"), *self.folder.glob("*.wl")]):
             try:
-                yield dcmread(path, force=True)  # with or without a file meta header
-            except (InvalidDicomError, OSError, ValueError) as exc:
-                log.warning("worklist item %s unreadable (%s)", path.name, exc.__class__.__name__)
+                item = self._read(path)
+            except (InputError, InvalidDicomError, OSError, ValueError) as exc:
+                log.warning("worklist item %s skipped: %s", path.name, _reason(exc))
+                continue
+            yield item
+
+    def _read(self, path: Path) -> Dataset:
+        if not inside(self.folder, path):
+            raise InputError(f"{path.name}: lies outside the worklist folder")
+        check_file(path.read_bytes(), path.name)
+        item = dcmread(path, force=True)  # with or without a file meta header
+        if len(item) == 0:
+            raise InputError(f"{path.name}: no data set")
+        return item
 
     def find(self, query: Dataset) -> Iterator[Dataset]:
         """The answers to *query*."""
