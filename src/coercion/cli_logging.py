@@ -5,7 +5,9 @@ past ``-q`` and past the rule that no log line holds an element value:
 pydicom quotes values in them ("Unknown encoding '...'"). Here every warning
 becomes a log record of ``coercion.warnings``; the text of a warning raised
 inside pydicom, or of any warning that quotes something, is withheld (its
-category and origin are logged at DEBUG instead).
+category and origin are logged at DEBUG instead). Log records of pydicom and
+pynetdicom that quote something ("Non-conformant ... value '...'") are
+withheld the same way: the line keeps the logger and the level, not the text.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def configure_logging(verbosity: int) -> None:
     formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
+    handler.addFilter(_withhold_quoted_library_records)
     # On the root logger, so that other libraries' records get the same timestamped format.
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -44,6 +47,16 @@ def configure_logging(verbosity: int) -> None:
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     warnings.showwarning = _show_warning
+
+
+def _withhold_quoted_library_records(record: logging.LogRecord) -> bool:
+    """A handler filter: a pydicom or pynetdicom record that quotes something loses its text."""
+    if record.name.split(".", 1)[0] in ("pydicom", "pynetdicom"):
+        text = record.getMessage()
+        if any(quote in text for quote in _QUOTES):
+            record.msg = "message withheld: its text may quote an element value"
+            record.args = ()
+    return True
 
 
 def _from_pydicom(frame: FrameType | None) -> bool:
