@@ -194,8 +194,8 @@ def test_options_per_preset_and_override() -> None:
     )
     assert (a.remove_curves, a.remove_safe_tags) == (False, False)
     assert b.preset is Preset.NONE and b.commands == {}
-    # A project with its own preset starts from that preset's options, then its own.
-    assert (b.options.remove_unknown_tags, b.options.remove_curves) == (True, False)
+    # Its own preset none, with remove_unknown_tags: curves and overlays go too.
+    assert (b.options.remove_unknown_tags, b.options.remove_curves) == (True, True)
 
 
 def test_preset_default_is_the_basic_profile() -> None:
@@ -226,9 +226,16 @@ def test_project_chosen_by_called_ae_title(called: str, project: str) -> None:
 
 
 def test_sections_that_collide_are_refused() -> None:
-    """Two sections an AE title cannot tell apart are refused."""
+    """Two sections an AE title cannot tell apart (keys that differ in case) are refused."""
     with pytest.raises(ConfigError, match="two project sections"):
-        parse_script("s", {"Trial": {}, "az_trial": {}})
+        parse_script("s", {"Trial": {}, "trial": {}})
+
+
+def test_az_prefix_is_stripped_from_the_ae_title_only() -> None:
+    """As in mercure: one az_ goes from the AE title; a section key keeps its own az_."""
+    script = parse_script("s", {"az_trial": {}, "trial": {}})
+    assert script.project_for("AZ_TRIAL") == "trial"
+    assert script.project_for("az_az_trial") == "az_trial"
 
 
 def test_vr_checks_against_the_dictionary() -> None:
