@@ -67,6 +67,7 @@ __all__ = [
     "parse_boolean",
     "parse_key",
     "parse_script",
+    "preset_kinds",
     "project_key",
 ]
 
@@ -454,6 +455,11 @@ def parse_key(text: str) -> tuple[int, ...] | None:
         return None
     steps = [TAG_PATTERN.match(step.strip()) for step in text.split("/")]
     return tuple(int(m.group(1) + m.group(2), 16) for m in steps if m)
+
+
+def preset_kinds() -> dict[int, Kind]:
+    """The default preset's command kind of each tag it names."""
+    return {tag: command.kind for tag, command in _preset_commands(Preset.DEFAULT).items()}
 
 
 def _preset_commands(preset: Preset) -> dict[int, Command]:
