@@ -410,6 +410,10 @@ def explain(
                 escape(applied.rule.name),
             )
     _out.print(tags)
+    if any(applied.rule.uri.startswith("script:") for applied in outcome.applied):
+        from coercion.script.language import NESTING_RULE
+
+        _out.print(escape(NESTING_RULE))
 
 
 def _tag(tag: int) -> str:

@@ -393,6 +393,8 @@ def test_explain_previews_a_script_without_numbering_anything(tmp_path: Path) ->
         )
         assert result.returncode == 0, result.stderr
         assert "script:mercure" in result.stdout and "PatientID" in result.stdout
+        flat = " ".join(result.stdout.split())
+        assert "apply at every sequence depth" in flat and "top level only" in flat
         assert "QZX" not in result.stdout + result.stderr
     assert not (tmp_path / "data" / "store.db").exists()
     assert not (tmp_path / ".coercion").exists()

@@ -46,6 +46,7 @@ from coercion.profile import Action, compile_profile
 __all__ = [
     "GENERAL",
     "MACROS",
+    "NESTING_RULE",
     "PATH_PATTERN",
     "REQUIRED",
     "TAG_PATTERN",
@@ -89,6 +90,13 @@ MACROS = frozenset(
     }
 )
 _SECTION_KEYS = frozenset({"name", "owner", "prefix", "preset", "mode"})
+#: How far commands reach, as ``coercion explain`` states it.
+NESTING_RULE = (
+    "script: commands that remove or blank (remove, clear, the preset's X/Z/D/U, truncdate, "
+    "substitutions) apply at every sequence depth; commands that write a value (set, counters, "
+    "fake values, @value@) apply at the top level only, and inside sequence items only where a "
+    "path key names the attribute, e.g. (0040,0275)/(0032,1060)."
+)
 #: What a project is called, and owned by, when no section says (as in mercure).
 UNDEFINED_NAME, UNKNOWN_OWNER = "Undefined", "Unknown"
 #: A tag as scripts write it: ``(gggg,eeee)``.
