@@ -20,6 +20,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 
 from coercion.engine import ActionEnv, Dimse, EventContext, Role, build_action
 from coercion.errors import ConfigError, RuleFailedError
@@ -74,7 +75,7 @@ def _written(ds: FileDataset) -> FileDataset:
     """*ds* written by the project's writer and read back by pydicom."""
     fd, name = tempfile.mkstemp()
     try:
-        encode_file(ds).write_to(fd)  # type: ignore[arg-type]
+        encode_file(ds).write_to(fd)
     finally:
         os.close(fd)
     try:
@@ -230,11 +231,11 @@ def test_non_ascii_text_the_object_cannot_declare_fails_the_rule(
 
 
 def test_un_encoded_uids_get_new_uids_under_the_default_preset(tmp_path: Path) -> None:
-    """rtdose_rle.dcm sends its UIDs as UN: the default preset gives new UIDs, never empties them."""
+    """rtdose_rle.dcm sends UIDs as UN: the default preset gives new UIDs, never empties them."""
     source = bundled("rtdose_rle.dcm")
     original = dcmread(source)
     ds = read_file(source)
-    assert ds._dict[0x00080018].VR == "UN"
+    assert ds._dict[Tag(0x00080018)].VR == "UN"
     _action({"general": {}}, tmp_path).apply(ds, TO_OTHER)
     written = _written(ds)
     for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
