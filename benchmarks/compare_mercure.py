@@ -4,7 +4,8 @@ mercure-anonymizer (https://github.com/mercure-imaging/mercure-anonymizer, pinne
 ``MERCURE_COMMIT``) is built from its source into WORK/mercure-build with ``qmake`` (Qt 5)
 against Debian's ``libdcmtk-dev``: ``apt-get install qtbase5-dev qt5-qmake libdcmtk-dev g++
 make``. The source is cloned at the pinned commit into WORK/mercure-src, or taken from
-``--mercure-src DIR`` (a checkout of that commit; for machines without network access).
+``--mercure-src DIR`` (a checkout of that commit, or a bare clone holding it, whose commit is
+then exported; for machines without network access).
 Nothing of mercure is kept in this repository.
 
 Both tools run on the same files with the same settings: mercure gets them the way mercure's
@@ -91,6 +92,17 @@ def build_mercure(work: Path, source: Path | None) -> Path:
         if not (source / "main.cpp").exists():
             subprocess.run(["git", "clone", "-q", MERCURE_URL, str(source)], check=True)
         subprocess.run(["git", "-C", str(source), "checkout", "-q", MERCURE_COMMIT], check=True)
+    elif not (source / "mercure-anonymizer.pro").exists():  # a clone without work tree
+        tree = work / "mercure-src"
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", f"--git-dir={source}", "archive", MERCURE_COMMIT],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        source = tree
     build = work / "mercure-build"
     binary = build / "bin" / "mercure-anonymizer"
     if binary.exists():
