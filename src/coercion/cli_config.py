@@ -391,18 +391,29 @@ def _script_name(_ctx: click.Context, _param: click.Parameter, value: str) -> st
     callback=_script_name,
     help="The script's name (cn), as rules name it: script:NAME.",
 )
+@click.option(
+    "--lenient",
+    is_flag=True,
+    help="Write the entry even when commands have no counterpart here (those tags removed).",
+)
 @_conversion_options("the script goes")
-def import_mercure(settings_file: Path, name: str, parent_dn: str, out_path: Path | None) -> None:
-    """Convert mercure anonymizer settings (or a task file with them) into a tag script (LDIF)."""
+def import_mercure(
+    settings_file: Path, name: str, lenient: bool, parent_dn: str, out_path: Path | None
+) -> None:
+    """Convert mercure anonymizer settings (or a task file with them) into a tag script (LDIF).
+
+    Exits 2 and writes nothing when a command mercure runs has no counterpart here,
+    unless --lenient.
+    """
     from coercion.directory.mercure import convert_mercure
 
     try:
         text = settings_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{settings_file}: cannot read ({exc})") from None
-    entry, report = convert_mercure(text, name, parent_dn, str(settings_file))
-    _write_converted([entry], report, "not carried over", out_path)
-    _err.print(f"1 script converted, {len(report)} items not carried over")
+    entry, report = convert_mercure(text, name, parent_dn, str(settings_file), lenient=lenient)
+    _write_converted([entry], report, "mapped", out_path)
+    _err.print(f"1 script converted, {len(report)} items mapped or dropped")
 
 
 @click.command()
@@ -467,6 +478,10 @@ def explain(
                 escape(applied.rule.name),
             )
     _out.print(tags)
+    if any(applied.rule.uri.startswith("script:") for applied in outcome.applied):
+        from coercion.script.language import NESTING_RULE
+
+        _out.print(escape(NESTING_RULE))
 
 
 def _tag(tag: int) -> str:

@@ -27,6 +27,7 @@ from coercion.errors import RuleFailedError
 from coercion.part10 import encode_file, read_bytes
 from coercion.script import parse_script
 from coercion.script.action import ScriptAction, log_assignments
+from coercion.script.language import REQUIRED
 from tests.helpers import SECRET, make_dataset
 
 pytestmark = pytest.mark.integration
@@ -176,14 +177,15 @@ def test_kept_private_element_keeps_its_creator(tmp_path: Path) -> None:
     assert 0x00090011 not in ds and 0x00091101 not in ds
 
 
-def test_commands_at_every_depth_set_adds_at_top_only(tmp_path: Path) -> None:
-    """Commands reach nested items; set replaces there but adds only at the top level."""
+def test_removing_commands_reach_every_depth_writing_ones_the_top_only(tmp_path: Path) -> None:
+    """remove reaches nested items; set writes at the top level only, and where a path says."""
     body = {
         "general": {
             "preset": "none",
             "(0008,0104)": "set(nested)",
             "(0008,0100)": "remove",
             "(0010,1000)": "set(added)",
+            "(0040,A730)/(0040,A043)/(0008,0104)": "set(by path)",
         }
     }
     ds = make_dataset()
@@ -195,7 +197,7 @@ def test_commands_at_every_depth_set_adds_at_top_only(tmp_path: Path) -> None:
     ds.ContentSequence = Sequence([outer])
     _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
     deep = ds.ContentSequence[0].ConceptNameCodeSequence[0]
-    assert deep.CodeMeaning == "nested" and "CodeValue" not in deep
+    assert deep.CodeMeaning == "by path" and "CodeValue" not in deep
     assert ds.OtherPatientIDs == "added"
     assert "OtherPatientIDs" not in deep and "OtherPatientIDs" not in ds.ContentSequence[0]
     assert ds.CodeMeaning == "nested"  # absent at the top level: added there
@@ -215,7 +217,7 @@ def test_values_are_read_before_any_change(tmp_path: Path) -> None:
     inner = Dataset()
     inner.CodeMeaning = "x"
     ds.ProcedureCodeSequence = Sequence([inner])
-    body["general"]["(0008,0104)"] = "set(@value(0010,0020)@)"
+    body["general"]["(0008,1032)/(0008,0104)"] = "set(@value(0010,0020)@)"
     _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
     assert ds.PatientName == "P-PID-9"
     assert ds.PatientID == "I-ROE^RICHARD"
@@ -406,12 +408,12 @@ def test_value_outside_the_character_set_fails_clearly(tmp_path: Path) -> None:
     """A value the object's single-byte character set cannot hold fails the rule by tag."""
     body = {"general": {"preset": "none", "(0010,0010)": "set(山田)"}}
     read = _round_trip(make_dataset())
-    with pytest.raises(RuleFailedError, match=r"\(0010,0010\).*character set"):
+    with pytest.raises(RuleFailedError, match=r"\(0010,0010\).*Specific Character Set"):
         _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(read, TO_OTHER)
 
 
 def test_preset_none_whitelist(tmp_path: Path) -> None:
-    """Under preset none with remove_unknown_tags, only what the script names stays."""
+    """Under preset none with remove_unknown_tags, only what the script names (or needs) stays."""
     body = {
         "general": {
             "preset": "none",
@@ -423,7 +425,9 @@ def test_preset_none_whitelist(tmp_path: Path) -> None:
     }
     ds = make_dataset()
     _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
-    assert sorted(int(elem.tag) for elem in ds) == [0x00080016, 0x00080018, 0x00100020]
+    named = {0x00080016, 0x00080018, 0x00100020}
+    needed = REQUIRED & {int(elem.tag) for elem in make_dataset()}
+    assert {int(elem.tag) for elem in ds} == named | needed
 
 
 def _written(ds: Dataset, tmp_path: Path) -> Path:

@@ -14,7 +14,7 @@ import pytest
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 
-from coercion.directory.config import Configuration, load_configuration, script_body
+from coercion.directory.config import Configuration, load_configuration
 from coercion.directory.ldifio import format_ldif, read_ldif
 from coercion.directory.mercure import convert_mercure
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
@@ -75,45 +75,104 @@ SETTINGS = {
     },
 }
 
-#: Settings with what a node cannot carry over: a mode, an unknown macro, a misspelled command.
-FLAWED = {
+#: mercure always writes new Study, Series and SOP Instance UIDs: the import says so in general.
+NEW_UIDS = {k: "set(@random_uid@)" for k in ("(0020,000d)", "(0020,000e)", "(0008,0018)")}
+
+#: Settings with what mercure reads its own way: commands by their start, short and upper-case
+#: keys, truncdate on a non-date, a whitelist, @hash_acc@, project keys that differ in case.
+ODD = {
     "general": {
         "mode": "whitelist",
         "(0010,0010)": "set(@fake_name@)",
         "(0008,0050)": "set(@hash_acc@)",
-        "(0008,0080)": "sett(QZXHOSPITAL)",
+        "(0008,0080)": "removed",
+        "(28,30)": "keep",
+        "(0008,103E)": "keep",
+        "(0010,1000)": "truncdate",
+        "(0010,2160)": "frobnicate(QZXHOSPITAL)",
     },
-    "myproject": {"prefix": "MP", "(0010,0020)": "MP-__COUNTER-001__"},
+    "Trial": {"(0010,0020)": "keep"},
+    "trial": {"name": "Trial", "(0010,0020)": "set(T-@value@)"},
+}
+
+#: Settings mercure runs but this node cannot: a text set into DS, an unknown macro.
+UNCARRIED = {
+    "general": {
+        "preset": "none",
+        "(0018,0050)": "set(QZXTHICK)",
+        "(0010,0010)": "set(@nosuch@)",
+        "(0010,0020)": "keep",
+    }
 }
 
 
-def test_import_mercure_reports_what_it_drops_and_writes_a_body_that_parses(
-    tmp_path: Path,
-) -> None:
-    """import-mercure reports a mode, an unknown macro and a misspelled command; the rest loads."""
-    settings, out = tmp_path / "settings.json", tmp_path / "script.ldif"
-    settings.write_text(json.dumps(FLAWED), encoding="utf-8")
-    result = coercion("config", "import-mercure", settings, "--name", "mercure", "--out", out)
+def _import(tmp_path: Path, settings: dict[str, Any], *args: str) -> Any:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings), encoding="utf-8")
+    return coercion("config", "import-mercure", path, "--name", "mercure", *args)
+
+
+def test_import_mercure_maps_what_mercure_runs_and_reports_it(tmp_path: Path) -> None:
+    """Commands read by their start, short and upper-case keys, truncdate: mapped, exit 0."""
+    out = tmp_path / "script.ldif"
+    result = _import(tmp_path, ODD, "--out", str(out))
     assert result.returncode == 0, result.stderr
-    report = [line for line in result.stderr.splitlines() if line.startswith("not carried over")]
-    assert len(report) == 3, result.stderr
-    assert "section general: 'mode': not a tag" in report[0]
-    assert "section general: (0008,0050): unknown macro @hash_acc@" in report[1]
-    assert "(did you mean @fake_acc@?)" in report[1]
-    assert "section general: (0008,0080): unknown command 'sett'" in report[2]
+    report = [line for line in result.stderr.splitlines() if line.startswith("mapped")]
     assert "QZXHOSPITAL" not in result.stderr
-    assert "1 script converted, 3 items not carried over" in result.stderr
-    [(dn, attrs)] = read_ldif(out)
-    assert dn == SCRIPT_DN
-    assert attrs["objectClass"] == ["coercionTagScript"]
-    problems: list[str] = []
-    body = script_body(attrs["coercionScript"][0], dn, problems)
-    assert problems == [] and body is not None
-    assert body == {
-        "general": {"(0010,0010)": "set(@fake_name@)"},
-        "myproject": {"prefix": "MP", "(0010,0020)": "MP-__COUNTER-001__"},
+    [(_dn, attrs)] = read_ldif(out)
+    body = json.loads(attrs["coercionScript"][0])
+    assert body["general"] == {
+        "mode": "whitelist",
+        "(0010,0010)": "set(@fake_name@)",
+        "(0008,0050)": "set(@hash_acc@)",
+        "(0008,0080)": "remove",  # "removed" starts with remove
+        "(0028,0030)": "remove",  # (28,30): mercure's unknown-tag pass removes it
+        "(0010,1000)": "clear",  # truncdate on a name
+        "(0010,2160)": "remove",  # unknown: mercure stops; nothing of it is written
+        **NEW_UIDS,
     }
-    assert set(parse_script("mercure", body).projects) == {"myproject"}
+    assert body["trial"] == {"name": "Trial", "(0010,0020)": "set(T-@value@)"}
+    assert "Trial" not in body
+    assert any("section Trial: mercure selects section trial" in line for line in report)
+    assert any("(0008,0080): mercure reads the command as remove" in line for line in report)
+    assert any("(28,30): mercure's unknown-tag pass removes it" in line for line in report)
+    assert any("(0008,103E): mercure runs the preset's command" in line for line in report)
+    assert any("(0010,1000): truncdate on no date" in line for line in report)
+    assert any("(0010,2160): mercure does not know the command" in line for line in report)
+    assert "1 script converted, " in result.stderr
+    script = parse_script("mercure", body)
+    assert script.assignment("trial").mode.value == "whitelist"
+    assert (script.assignment("general").name, script.assignment("general").owner) == (
+        "Undefined",
+        "Unknown",
+    )
+
+
+def test_import_mercure_refuses_what_it_cannot_carry_over(tmp_path: Path) -> None:
+    """A set this node cannot run: exit 2, nothing written; --lenient writes those tags removed."""
+    out = tmp_path / "script.ldif"
+    result = _import(tmp_path, UNCARRIED, "--out", str(out))
+    assert result.returncode == 2
+    assert "(0018,0050): set value is not a number" in result.stderr
+    assert "(0010,0010): unknown macro @nosuch@" in result.stderr
+    assert "QZXTHICK" not in result.stderr
+    assert not out.exists()
+    lenient = _import(tmp_path, UNCARRIED, "--out", str(out), "--lenient")
+    assert lenient.returncode == 0, lenient.stderr
+    [(_dn, attrs)] = read_ldif(out)
+    body = json.loads(attrs["coercionScript"][0])
+    assert body["general"]["(0018,0050)"] == body["general"]["(0010,0010)"] == "remove"
+    assert body["general"]["(0010,0020)"] == "keep"
+    assert "(0018,0050): set value is not a number" in lenient.stderr
+
+
+def test_import_mercure_never_keeps_the_sop_instance_uid(tmp_path: Path) -> None:
+    """keep on SOP Instance UID: mercure writes a new one anyway, so does the imported script."""
+    settings = {"general": {"preset": "none"}, "p": {"(0008,0018)": "keep"}}
+    (_dn, attrs), report = convert_mercure(json.dumps(settings), "mercure", DEVICE)
+    body = json.loads(attrs["coercionScript"][0])
+    assert body["p"]["(0008,0018)"] == "set(@random_uid@)"
+    assert any("section p: (0008,0018): mercure always writes a new UID" in r for r in report)
 
 
 def test_import_mercure_unwraps_a_task_file() -> None:
@@ -121,7 +180,8 @@ def test_import_mercure_unwraps_a_task_file() -> None:
     task = {"id": "task-1", "process": {"module_name": "anonymizer", "settings": SETTINGS}}
     entry, report = convert_mercure(json.dumps(task), "mercure", DEVICE, "task.json")
     assert report == []
-    assert json.loads(entry[1]["coercionScript"][0]) == SETTINGS
+    expected = {**SETTINGS, "general": {**SETTINGS["general"], **NEW_UIDS}}
+    assert json.loads(entry[1]["coercionScript"][0]) == expected
 
 
 def test_import_mercure_escapes_the_name_in_the_dn() -> None:
@@ -156,7 +216,7 @@ def test_an_imported_script_behaves_as_mercure_documents(directory: Directory) -
         assert ds.PatientName == "Alpha^Alpha"  # general's command, in every project
         assert ds.InstitutionName == ""
         assert ds.PatientBirthDate == original.PatientBirthDate  # preset none keeps the rest
-        assert ds.SOPInstanceUID == original.SOPInstanceUID
+        assert ds.SOPInstanceUID != original.SOPInstanceUID  # mercure always writes a new one
     other = _apply(engine, "COERCION")  # no project of that name: general alone
     assert other.PatientID == "ANON"
     assert other.StudyDescription == "Research study"
@@ -203,7 +263,7 @@ def test_a_schema_violation_names_every_key_and_skips_the_parser(tmp_path: Path)
     """Each schema problem is one line with its JSON path; the parser does not repeat them."""
     directory = embedded_directory(tmp_path)
     directory.add(
-        script_entry({"general": {"mode": "whitelist", "remove_curve": "true", "preset": "all"}})
+        script_entry({"general": {"mode": "greylist", "remove_curve": "true", "preset": "all"}})
     )
     with pytest.raises(ConfigError) as caught:
         _load(directory)
@@ -243,12 +303,7 @@ def config_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "config"
     shutil.copytree(default_ldif_dir(), folder)
     store_in(folder, tmp_path / "data" / "store.db")
-    settings = tmp_path / "settings.json"
-    settings.write_text(json.dumps(E2E), encoding="utf-8")
-    imported = folder / "20-script.ldif"
-    result = coercion("config", "import-mercure", settings, "--name", "mercure", "--out", imported)
-    assert result.returncode == 0, result.stderr
-    (folder / "21-rule.ldif").write_text(rule(), encoding="utf-8")
+    (folder / "20-script.ldif").write_text(script_entry(E2E) + "\n" + rule(), encoding="utf-8")
     return folder
 
 
@@ -338,6 +393,8 @@ def test_explain_previews_a_script_without_numbering_anything(tmp_path: Path) ->
         )
         assert result.returncode == 0, result.stderr
         assert "script:mercure" in result.stdout and "PatientID" in result.stdout
+        flat = " ".join(result.stdout.split())
+        assert "apply at every sequence depth" in flat and "top level only" in flat
         assert "QZX" not in result.stdout + result.stderr
     assert not (tmp_path / "data" / "store.db").exists()
     assert not (tmp_path / ".coercion").exists()

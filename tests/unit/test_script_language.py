@@ -9,9 +9,11 @@ import pytest
 from coercion.errors import ConfigError
 from coercion.script.language import (
     GENERAL,
+    REQUIRED,
     Counter,
     Kind,
     Macro,
+    Mode,
     Preset,
     parse_command,
     parse_rewrite,
@@ -194,8 +196,8 @@ def test_options_per_preset_and_override() -> None:
     )
     assert (a.remove_curves, a.remove_safe_tags) == (False, False)
     assert b.preset is Preset.NONE and b.commands == {}
-    # A project with its own preset starts from that preset's options, then its own.
-    assert (b.options.remove_unknown_tags, b.options.remove_curves) == (True, False)
+    # Its own preset none, with remove_unknown_tags: curves and overlays go too.
+    assert (b.options.remove_unknown_tags, b.options.remove_curves) == (True, True)
 
 
 def test_preset_default_is_the_basic_profile() -> None:
@@ -226,9 +228,16 @@ def test_project_chosen_by_called_ae_title(called: str, project: str) -> None:
 
 
 def test_sections_that_collide_are_refused() -> None:
-    """Two sections an AE title cannot tell apart are refused."""
+    """Two sections an AE title cannot tell apart (keys that differ in case) are refused."""
     with pytest.raises(ConfigError, match="two project sections"):
-        parse_script("s", {"Trial": {}, "az_trial": {}})
+        parse_script("s", {"Trial": {}, "trial": {}})
+
+
+def test_az_prefix_is_stripped_from_the_ae_title_only() -> None:
+    """As in mercure: one az_ goes from the AE title; a section key keeps its own az_."""
+    script = parse_script("s", {"az_trial": {}, "trial": {}})
+    assert script.project_for("AZ_TRIAL") == "trial"
+    assert script.project_for("az_az_trial") == "az_trial"
 
 
 def test_vr_checks_against_the_dictionary() -> None:
@@ -271,3 +280,43 @@ def test_fake_names_are_unique_per_number() -> None:
     names = [fake_name(n) for n in range(1, 3000)]
     assert len(set(names)) == len(names)
     assert all("^" in name for name in names)
+
+
+def test_path_keys_parse_and_show_as_written() -> None:
+    """A path key holds its steps; describe() lists it after the tags, without parameters."""
+    script = parse_script(
+        "s", {"general": {"preset": "none", "(0040,0275)/(0032,1060)": "set(QZXSECRET)"}}
+    )
+    assignment = script.assignment()
+    assert dict(assignment.paths) == {
+        (0x00400275, 0x00321060): assignment.paths[(0x00400275, 0x00321060)]
+    }
+    assert assignment.describe() == ["(0040,0275)/(0032,1060) set [general]"]
+    assert 0x00321060 in assignment.at((0x00400275,))
+    assert 0x00321060 not in assignment.at(()) and 0x00321060 not in assignment.at((0x00081032,))
+
+
+def test_writing_commands_fall_back_to_the_nearest_that_does_not_write_in_items() -> None:
+    """In items a set gives way to general's or the preset's command; keep and remove stay."""
+    script = parse_script(
+        "s",
+        {
+            "general": {"(0008,0080)": "remove", "(0010,0020)": "set(X)"},
+            "p": {"(0008,0080)": "set(Y)", "(0010,4000)": "keep"},
+        },
+    )
+    nested = script.assignment("p").nested
+    assert nested[0x00080080].kind is Kind.REMOVE  # general's
+    assert nested[0x00100020].kind is Kind.DUMMY  # the preset's D
+    assert nested[0x00104000].kind is Kind.KEEP
+
+
+def test_whitelist_mode_names_only_the_scripts_tags_and_what_the_object_needs() -> None:
+    """In whitelist mode the preset applies only to REQUIRED; everything unnamed goes."""
+    script = parse_script("s", {"general": {"mode": "whitelist", "(0010,0010)": "keep"}})
+    assignment = script.assignment()
+    assert assignment.mode is Mode.WHITELIST
+    assert set(assignment.commands) <= REQUIRED | {0x00100010}
+    assert assignment.commands[0x00080018].kind is Kind.UID
+    assert assignment.removes_unnamed(0x00080060)  # Modality: not named
+    assert not assignment.removes_unnamed(0x7FE00010)  # Pixel Data: needed

@@ -86,7 +86,10 @@ def _resources(assignment: Assignment, env: ActionEnv) -> Resources:
     def dummy(tag: int, vr: str, ds: Dataset) -> list[str] | bytes:
         return deidentifier.dummy(tag, vr, ds, keys.uid)
 
-    return Resources(number=number, uid=keys.uid, dummy=dummy)
+    def keyed_hash(text: str) -> str:  # @hash_acc@: keyed per project, 16 hex digits
+        return keys.derive("hash_acc", text)[:8].hex().upper()
+
+    return Resources(number=number, uid=keys.uid, dummy=dummy, keyed_hash=keyed_hash)
 
 
 def log_assignments(script: Script) -> None:

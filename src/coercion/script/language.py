@@ -13,7 +13,9 @@ A script is a JSON object with a ``general`` section and project sections::
 Each section may name a ``preset`` (``default``: the PS3.15 Basic Profile
 from the generated table; ``none``), the options of :class:`Options` (as
 strings ``"true"``/``"false"``, or JSON booleans), and tag assignments
-``"(gggg,eeee)": "command"``. Commands: ``keep``, ``safe``, ``remove``,
+``"(gggg,eeee)": "command"`` or, for an attribute inside sequence items,
+``"(gggg,eeee)/(gggg,eeee)": "command"`` (each step but the last a sequence).
+The general section may say ``"mode": "whitelist"``. Commands: ``keep``, ``safe``, ``remove``,
 ``clear``, ``set(value)``, ``truncdate``, a Perl-style substitution
 ``s/pattern/replacement/flags`` and a Cimar counter ``PREFIX__COUNTER-001__``
 (alone or inside ``set(...)``). Values of ``set`` may hold the macros of
@@ -44,21 +46,29 @@ from coercion.profile import Action, compile_profile
 __all__ = [
     "GENERAL",
     "MACROS",
+    "NESTING_RULE",
+    "PATH_PATTERN",
+    "REQUIRED",
     "TAG_PATTERN",
+    "TYPE1",
     "Assignment",
     "Command",
     "Counter",
     "Kind",
     "Macro",
+    "Mode",
     "Options",
     "Preset",
     "Rewrite",
     "Script",
     "Section",
     "Template",
+    "format_key",
     "load_json",
     "parse_boolean",
+    "parse_key",
     "parse_script",
+    "preset_kinds",
     "project_key",
 ]
 
@@ -75,12 +85,38 @@ MACROS = frozenset(
         "fake_name",
         "fake_mrn",
         "fake_acc",
+        "hash_acc",
         "value",
     }
 )
-_SECTION_KEYS = frozenset({"name", "owner", "prefix", "preset"})
+_SECTION_KEYS = frozenset({"name", "owner", "prefix", "preset", "mode"})
+#: How far commands reach, as ``coercion explain`` states it.
+NESTING_RULE = (
+    "script: commands that remove or blank (remove, clear, the preset's X/Z/D/U, truncdate, "
+    "substitutions) apply at every sequence depth; commands that write a value (set, counters, "
+    "fake values, @value@) apply at the top level only, and inside sequence items only where a "
+    "path key names the attribute, e.g. (0040,0275)/(0032,1060)."
+)
+#: What a project is called, and owned by, when no section says (as in mercure).
+UNDEFINED_NAME, UNKNOWN_OWNER = "Undefined", "Unknown"
 #: A tag as scripts write it: ``(gggg,eeee)``.
 TAG_PATTERN = re.compile(r"^\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)$")
+_STEP = r"\(\s*[0-9A-Fa-f]{4}\s*,\s*[0-9A-Fa-f]{4}\s*\)"
+#: A path into sequence items: ``(gggg,eeee)/(gggg,eeee)``, each step but the last a sequence.
+PATH_PATTERN = re.compile(rf"^{_STEP}(\s*/\s*{_STEP})+$")
+_SOP_CLASS_UID, _SOP_INSTANCE_UID = 0x00080016, 0x00080018
+#: Type 1 attributes a script may replace but never remove or empty.
+TYPE1 = frozenset({_SOP_CLASS_UID, _SOP_INSTANCE_UID})
+#: What an object needs to stay valid: kept in whitelist mode, and never removed as unnamed.
+#: SOP Common's Type 1 UIDs, Specific Character Set, and the Image Pixel module (with Number of
+#: Frames); the transfer syntax lives in the file meta, which scripts do not touch.
+REQUIRED = frozenset(
+    {0x00080005, _SOP_CLASS_UID, _SOP_INSTANCE_UID, 0x00280002, 0x00280004, 0x00280006}
+    | {0x00280008, 0x00280010, 0x00280011, 0x00280034, 0x00280100, 0x00280101, 0x00280102}
+    | {0x00280103, 0x00280106, 0x00280107, 0x00281101, 0x00281102, 0x00281103, 0x00281201}
+    | {0x00281202, 0x00281203, 0x00282000, 0x00287FE0, 0x7FE00001, 0x7FE00002, 0x7FE00008}
+    | {0x7FE00009, 0x7FE00010}
+)
 _MACRO = re.compile(r"@([a-z_]+)(?:\(([^)]*)\))?@")
 _COUNTER = re.compile(r"__COUNTER-(\d+)__")
 _SET = re.compile(r"^set\((.*)\)$", re.DOTALL)
@@ -108,6 +144,11 @@ class Kind(enum.Enum):
         """The action letter audit trails and ``explain`` show for this command."""
         return _ACTIONS[self]
 
+    @property
+    def writes(self) -> bool:
+        """Whether the command writes a value (``set``, counters, macros): top level only."""
+        return self is Kind.SET
+
 
 _ACTIONS = {
     Kind.KEEP: Action.K,
@@ -127,6 +168,14 @@ class Preset(enum.Enum):
 
     DEFAULT = "default"
     NONE = "none"
+
+
+class Mode(enum.Enum):
+    """``blacklist`` (the default): what the script does not name follows the options and preset;
+    ``whitelist``: only what the script names (and :data:`REQUIRED`) stays."""
+
+    BLACKLIST = "blacklist"
+    WHITELIST = "whitelist"
 
 
 @dataclass(frozen=True)
@@ -235,6 +284,8 @@ class Section:
     preset: Preset | None = None
     options: Mapping[str, bool] = field(default_factory=dict)
     commands: Mapping[int, Command] = field(default_factory=dict)
+    paths: Mapping[tuple[int, ...], Command] = field(default_factory=dict)
+    mode: Mode | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +300,12 @@ class Assignment:
     preset: Preset
     options: Options
     commands: Mapping[int, Command]
+    #: The commands in sequence items: those of *commands* that do not write a value, each
+    #: writing command replaced by the nearest layer's (project, general, preset) that does not.
+    nested: Mapping[int, Command] = field(default_factory=dict)
+    #: Commands for attributes at a path: (sequence, ..., attribute).
+    paths: Mapping[tuple[int, ...], Command] = field(default_factory=dict)
+    mode: Mode = Mode.BLACKLIST
 
     @property
     def store_scope(self) -> str:
@@ -256,17 +313,26 @@ class Assignment:
         return f"SCRIPT/{self.script}/{self.project}"[:64]
 
     def describe(self) -> list[str]:
-        """One line per tag: tag, command name and source; no parameter is shown."""
-        return [
-            f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {command.describe()} [{command.source}]"
+        """One line per tag or path: key, command name and source; no parameter is shown."""
+        lines = [
+            f"{format_key((tag,))} {command.describe()} [{command.source}]"
             for tag, command in sorted(self.commands.items())
         ]
+        lines += [
+            f"{format_key(path)} {command.describe()} [{command.source}]"
+            for path, command in sorted(self.paths.items())
+        ]
+        return lines
 
     def removes_unnamed(self, tag: int) -> bool:
         """Whether an attribute the script does not name goes (its private creator aside)."""
         group, element = tag >> 16, tag & 0xFFFF
+        if tag in REQUIRED:
+            return False
         if not element:
             return True  # group length: wrong once anything changes
+        if self.mode is Mode.WHITELIST:
+            return True
         if 0x5000 <= group <= 0x501E and not group & 1:
             return self.options.remove_curves
         if 0x6000 <= group <= 0x601E and not group & 1:
@@ -280,7 +346,8 @@ class Assignment:
         """The tags whose original values the script carries through to its output."""
         kept = {Kind.KEEP} if self.options.remove_safe_tags else {Kind.KEEP, Kind.SAFE}
         tags = {tag for tag, command in self.commands.items() if command.kind in kept}
-        for tag, command in self.commands.items():
+        tags |= {path[-1] for path, command in self.paths.items() if command.kind in kept}
+        for tag, command in [*self.commands.items(), *((p[-1], c) for p, c in self.paths.items())]:
             for part in command.template.parts if command.template else ():
                 if isinstance(part, Macro) and part.name == "value":
                     tags.add(tag if part.tag is None else part.tag)
@@ -295,6 +362,17 @@ class Assignment:
             return command.kind.action
         return None if self.removes_unnamed(tag) else Action.K
 
+    def at(self, sequences: tuple[int, ...]) -> Mapping[int, Command]:
+        """The commands inside the items of the sequences *sequences* (outermost first)."""
+        base = self.nested if sequences else self.commands
+        here = {path[-1]: c for path, c in self.paths.items() if path[:-1] == sequences}
+        return {**base, **here} if here else base
+
+    @functools.cached_property
+    def path_steps(self) -> frozenset[tuple[int, ...]]:
+        """Every sequence path a path command goes through (its items are walked)."""
+        return frozenset(path[:end] for path in self.paths for end in range(1, len(path)))
+
 
 @dataclass(frozen=True)
 class Script:
@@ -307,11 +385,11 @@ class Script:
     _by_ae: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def project_for(self, called_ae: str) -> str:
-        """The project section chosen by *called_ae* (any case, ``az_`` ignored), or general."""
+        """The project section chosen by *called_ae*, or general (see :func:`project_key`)."""
         found = self._by_ae.get(called_ae)
         if found is None:
             wanted = project_key(called_ae)
-            found = next((key for key in self.projects if project_key(key) == wanted), GENERAL)
+            found = next((key for key in self.projects if key.lower() == wanted), GENERAL)
             self._by_ae[called_ae] = found
         return found
 
@@ -329,30 +407,67 @@ class Script:
         general = self.general
         preset = (section.preset if section else None) or general.preset or Preset.DEFAULT
         options = _PRESET_OPTIONS[preset].__dict__.copy()
-        if section is None or section.preset is None:
-            options.update(general.options)
-        commands = dict(_preset_commands(preset))
-        commands.update(general.commands)
-        if section is not None:
-            options.update(section.options)
-            commands.update(section.commands)
+        given = dict(general.options) if section is None or section.preset is None else {}
+        given.update(section.options if section is not None else {})
+        options.update(given)
+        if preset is Preset.NONE and options["remove_unknown_tags"]:
+            # Every attribute the script does not name goes: curves and overlays too.
+            for name in ("remove_curves", "remove_overlays"):
+                options[name] = given.get(name, True)
+        mode = general.mode or Mode.BLACKLIST
+        layers = [_preset_commands(preset), general.commands]
+        layers += [section.commands] if section is not None else []
+        commands: dict[int, Command] = {}
+        nested: dict[int, Command] = {}
+        if mode is Mode.WHITELIST:
+            layers[0] = {tag: c for tag, c in layers[0].items() if tag in REQUIRED}
+        for layer in layers:
+            commands.update(layer)
+            nested.update({tag: c for tag, c in layer.items() if not c.kind.writes})
+        paths = dict(general.paths)
+        paths.update(section.paths if section is not None else {})
         own = section or general
         return Assignment(
             script=self.name,
             project=project,
-            name=own.name or general.name,
-            owner=own.owner or general.owner,
+            name=own.name or general.name or UNDEFINED_NAME,
+            owner=own.owner or general.owner or UNKNOWN_OWNER,
             prefix=own.prefix or general.prefix,
             preset=preset,
             options=Options(**options),
             commands=commands,
+            nested=nested,
+            paths=paths,
+            mode=mode,
         )
 
 
 def project_key(text: str) -> str:
-    """How AE titles and section keys are compared: lower case, without an ``az_`` prefix."""
+    """The section key a called AE title selects, as mercure selects it.
+
+    The AE title in lower case, without one leading ``az_``; it selects the
+    section whose key is that in any case (mercure: in lower case).
+    """
     text = text.strip().lower()
     return text[3:] if text.startswith("az_") else text
+
+
+def format_key(path: tuple[int, ...]) -> str:
+    """``(gggg,eeee)`` or ``(gggg,eeee)/(gggg,eeee)``, as scripts write keys."""
+    return "/".join(f"({tag >> 16:04X},{tag & 0xFFFF:04X})" for tag in path)
+
+
+def parse_key(text: str) -> tuple[int, ...] | None:
+    """The tags of a key (one, or a path); None when *text* is not a key."""
+    if not (TAG_PATTERN.match(text) or PATH_PATTERN.match(text)):
+        return None
+    steps = [TAG_PATTERN.match(step.strip()) for step in text.split("/")]
+    return tuple(int(m.group(1) + m.group(2), 16) for m in steps if m)
+
+
+def preset_kinds() -> dict[int, Kind]:
+    """The default preset's command kind of each tag it names."""
+    return {tag: command.kind for tag, command in _preset_commands(Preset.DEFAULT).items()}
 
 
 def _preset_commands(preset: Preset) -> dict[int, Command]:
@@ -404,12 +519,32 @@ def parse_script(name: str, body: str | Mapping[str, Any]) -> Script:
             general = section
         else:
             projects[str(key)] = section
-    keys = [project_key(k) for k in projects]
+    keys = [k.lower() for k in projects]
     for duplicate in sorted({k for k in keys if keys.count(k) > 1}):
         problems.append(f"sections {duplicate!r}: two project sections with one key")
     if problems:
         raise ConfigError("\n".join(problems))
-    return Script(name, general or Section(GENERAL), projects)
+    script = Script(name, general or Section(GENERAL), projects)
+    for project in (GENERAL, *projects):
+        _check_type1(script.assignment(project), problems)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return script
+
+
+def _check_type1(assignment: Assignment, problems: list[str]) -> None:
+    """SOP Class and SOP Instance UID may get new values, never go or be emptied."""
+    gone = {Kind.REMOVE, Kind.CLEAR}
+    if assignment.options.remove_safe_tags:
+        gone.add(Kind.SAFE)
+    for tag in sorted(TYPE1):
+        command = assignment.commands.get(tag)
+        if command is not None and command.kind in gone:
+            problems.append(
+                f"section {assignment.project}: {format_key((tag,))}: {command.kind.value} "
+                f"(from {command.source}) would leave the object without this Type 1 "
+                "attribute; keep it or set(...) a new value"
+            )
 
 
 def _section(key: str, data: Mapping[str, Any], problems: list[str]) -> Section:
@@ -417,19 +552,25 @@ def _section(key: str, data: Mapping[str, Any], problems: list[str]) -> Section:
     texts: dict[str, str] = {}
     options: dict[str, bool] = {}
     commands: dict[int, Command] = {}
+    paths: dict[tuple[int, ...], Command] = {}
     preset: Preset | None = None
+    mode: Mode | None = None
     source = GENERAL if key == GENERAL else f"project {key}"
     for item, value in data.items():
-        match = TAG_PATTERN.match(item)
-        if match:
-            tag = int(match.group(1) + match.group(2), 16)
-            if not isinstance(value, str):
-                problems.append(f"{where}: {item}: the command must be a string")
-                continue
-            try:
-                commands[tag] = parse_command(value, tag, source)
-            except ValueError as exc:
-                problems.append(f"{where}: {item}: {exc}")
+        tags = parse_key(item)
+        if tags:
+            command = _keyed_command(item, tags, value, source, problems)
+            if command is not None and len(tags) == 1:
+                commands[tags[0]] = command
+            elif command is not None:
+                paths[tags] = command
+        elif item == "mode":
+            if key != GENERAL:
+                problems.append(f"{where}: mode: only the general section chooses the mode")
+            elif str(value).strip().lower() not in ("blacklist", "whitelist"):
+                problems.append(f"{where}: mode: {value!r} is not blacklist or whitelist")
+            else:
+                mode = Mode(str(value).strip().lower())
         elif item in _OPTION_NAMES:
             parsed = parse_boolean(value)
             if parsed is None:
@@ -462,7 +603,32 @@ def _section(key: str, data: Mapping[str, Any], problems: list[str]) -> Section:
         preset,
         options,
         commands,
+        paths,
+        mode,
     )
+
+
+def _keyed_command(
+    item: str, tags: tuple[int, ...], value: object, source: str, problems: list[str]
+) -> Command | None:
+    """The command of a tag or path key, or None with the problem added."""
+    where = f"section {source.removeprefix('project ')}: {item}"
+    if not isinstance(value, str):
+        problems.append(f"{where}: the command must be a string")
+        return None
+    try:
+        _check_path(tags)
+        return parse_command(value, tags[-1], source)
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+
+
+def _check_path(tags: tuple[int, ...]) -> None:
+    """Each step of a path but the last must be a standard sequence."""
+    for step in tags[:-1]:
+        if _dictionary_vr(step) != "SQ":
+            raise ValueError(f"{format_key((step,))} in a path is not a sequence")
 
 
 def parse_boolean(value: object) -> bool | None:

@@ -3,18 +3,23 @@
 Each dataset level first computes its new values from the values as they
 arrived (so ``@value@``, ``@value(gggg,eeee)@``, counters and fake values
 always read originals, whatever order the commands come in), then walks the
-sequences it keeps, then makes its changes. ``set`` adds an absent attribute
-at the top level only; in sequence items it replaces what is there.
+sequences it keeps, then makes its changes. Commands that remove or blank
+apply at every depth; commands that write a value (``set``) apply at the top
+level, and inside items only where a path key names the attribute
+(:meth:`Assignment.at`). Specific Character Set stays while a value still
+needs it, whatever the script says.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydicom.dataelem import DataElement
+from pydicom.charset import encode_string
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import generate_uid
@@ -33,6 +38,8 @@ _PATIENT_ID = 0x00100020
 _ISSUER_OF_PATIENT_ID = 0x00100021
 _ACCESSION_NUMBER = 0x00080050
 _STUDY_INSTANCE_UID = 0x0020000D
+_SPECIFIC_CHARACTER_SET = 0x00080005
+_CHARSET_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "PN", "UC"})
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV"})
 _FLOAT_VRS = frozenset({"FL", "FD"})
 #: Commands of the default preset that, on a sequence, apply to its items (as PS3.15 does).
@@ -71,12 +78,14 @@ class Resources:
 
     ``number(counter, original)`` gives the project's persistent number of an
     original value (the store); ``uid(original)`` the project's keyed new UID;
-    ``dummy(tag, vr, ds)`` the de-identifier's dummy value; ``now()`` the clock.
+    ``dummy(tag, vr, ds)`` the de-identifier's dummy value; ``keyed_hash(text)``
+    the project's keyed hash (16 upper-case hex digits); ``now()`` the clock.
     """
 
     number: Callable[[str, str], int]
     uid: Callable[[str], str]
     dummy: Callable[[int, str, Dataset], list[str] | bytes]
+    keyed_hash: Callable[[str], str]
     now: Callable[[], datetime] = datetime.now
 
 
@@ -125,6 +134,9 @@ class ScriptRunner:
         self, ds: Dataset, parents: tuple[Dataset, ...], path: Path, changes: list[Change]
     ) -> None:
         chain = (ds, *parents)
+        sequences = tuple(tag for tag, _ in path)
+        commands = self.assignment.at(sequences)
+        charset = ds._dict.get(key(_SPECIFIC_CHARACTER_SET))
         planned: list[tuple[BaseTag, Command, list[str] | None]] = []
         removed: list[BaseTag] = []
         nested: list[BaseTag] = []
@@ -132,7 +144,7 @@ class ScriptRunner:
         kept_blocks: set[tuple[int, int]] = set()
         for tag_key, elem in list(ds._dict.items()):
             tag = int(tag_key)
-            command = self.commands.get(tag)
+            command = commands.get(tag)
             group, element = tag >> 16, tag & 0xFFFF
             if command is None:
                 if group & 1 and 0x10 <= element <= 0xFF:
@@ -160,16 +172,10 @@ class ScriptRunner:
                 if is_sequence:
                     nested.append(tag_key)
                 continue
-            values = None
-            if kind is Kind.SET:
-                assert command.template is not None
-                values = self._render(command.template, tag, chain)
+            template = command.template if kind is Kind.SET else None
+            values = self._render(template, tag, chain) if template is not None else None
             planned.append((tag_key, command, values))
-        if not path:
-            for tag, command in self.commands.items():
-                if command.kind is Kind.SET and key(tag) not in ds._dict and not tag >> 16 & 1:
-                    assert command.template is not None
-                    planned.append((key(tag), command, self._render(command.template, tag, chain)))
+        planned += self._added(commands, chain)
         for index_key in nested:
             for index, item in enumerate(ds[index_key].value or ()):
                 self._level(item, chain, (*path, (int(index_key), index)), changes)
@@ -181,19 +187,47 @@ class ScriptRunner:
             if (group, element) not in kept_blocks:
                 del ds._dict[tag_key]
         for tag_key, command, values in planned:
-            self._change(ds, tag_key, command, values, path, changes)
+            self._change(chain, tag_key, command, values, path, changes)
+        if charset is not None and not text_values(ds, _SPECIFIC_CHARACTER_SET):
+            self._keep_charset(ds, charset, path, changes)  # removed or emptied
+
+    def _keep_charset(
+        self, ds: Dataset, charset: DataElement | RawDataElement, path: Path, changes: list[Change]
+    ) -> None:
+        """Put Specific Character Set back when a value left in *ds* still needs it."""
+        if not _needs_charset(ds):
+            return
+        ds._dict[charset.tag] = charset
+        changes[:] = [c for c in changes if (c.path, c.tag) != (path, _SPECIFIC_CHARACTER_SET)]
+        changes.append(Change(path, _SPECIFIC_CHARACTER_SET, Action.K))
+        log.debug("%s: (0008,0005) kept: values left need the character set", self._where)
+
+    def _added(
+        self, commands: Mapping[int, Command], chain: tuple[Dataset, ...]
+    ) -> list[tuple[BaseTag, Command, list[str] | None]]:
+        """``set`` on attributes *chain[0]* lacks (inside items: path commands only)."""
+        ds = chain[0]
+        return [
+            (key(tag), command, self._render(command.template, tag, chain))
+            for tag, command in commands.items()
+            if command.kind is Kind.SET
+            and command.template is not None
+            and key(tag) not in ds._dict
+            and not tag >> 16 & 1
+        ]
 
     # -- the changes ---------------------------------------------------------------------------
 
     def _change(
         self,
-        ds: Dataset,
+        chain: tuple[Dataset, ...],
         tag_key: BaseTag,
         command: Command,
         values: list[str] | None,
         path: Path,
         changes: list[Change],
     ) -> None:
+        ds = chain[0]
         tag = int(tag_key)
         elem = ds._dict.get(tag_key)
         vr = vr_of(elem) if elem is not None else dictionary_vr(tag)
@@ -202,7 +236,7 @@ class ScriptRunner:
             put_value(ds, tag, vr, [] if vr != "SQ" else b"")
         elif kind is Kind.SET:
             assert values is not None
-            self._write(ds, tag, vr, values)
+            self._write(chain, tag, vr, values)
         elif kind is Kind.TRUNCDATE:
             if not self._truncate(ds, tag_key, vr):
                 changes.append(Change(path, tag, Action.X))
@@ -210,7 +244,7 @@ class ScriptRunner:
         elif kind is Kind.REWRITE:
             assert command.rewrite is not None
             rewrite = command.rewrite
-            self._write(ds, tag, vr, [rewrite.apply(v) for v in text_values(ds, tag)])
+            self._write(chain, tag, vr, [rewrite.apply(v) for v in text_values(ds, tag)])
         elif kind is Kind.DUMMY:
             put_value(ds, tag, vr, self.resources.dummy(tag, vr, ds))
         elif kind is Kind.UID:
@@ -237,8 +271,9 @@ class ScriptRunner:
         put_value(ds, tag, vr, values)
         return True
 
-    def _write(self, ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
+    def _write(self, chain: tuple[Dataset, ...], tag: int, vr: str, values: list[str]) -> None:
         """Write text *values* as the VR needs: numbers checked, text in the character set."""
+        ds = chain[0]
         where = f"{self._where}: ({tag >> 16:04X},{tag & 0xFFFF:04X})"
         if vr in _NUMBER_VRS or vr in _FLOAT_VRS:
             try:
@@ -254,14 +289,9 @@ class ScriptRunner:
             return
         if vr == "SQ" or (vr not in ("UN",) and vr.startswith("O")):
             raise RuleFailedError(f"{where}: a value cannot be written to VR {vr}")
-        codec = simple_codec(ds)
-        if codec is not None:
-            try:
-                "\\".join(values).encode(codec)
-            except UnicodeEncodeError:
-                raise RuleFailedError(
-                    f"{where}: the value cannot be written in the object's character set"
-                ) from None
+        text = "\\".join(values)
+        if not text.isascii() and vr in _CHARSET_TEXT_VRS:
+            _check_encodable(chain, text, where)
         put_value(ds, tag, vr, values)
 
     # -- values --------------------------------------------------------------------------------
@@ -309,8 +339,53 @@ class ScriptRunner:
             patient = "\x00".join((_text(top, _PATIENT_ID), _text(top, _ISSUER_OF_PATIENT_ID)))
             number = self.resources.number("@patient", patient)
             return fake_name(number) if name == "fake_name" else f"{number:08d}"
+        if name == "hash_acc":
+            return self.resources.keyed_hash(_text(top, _ACCESSION_NUMBER).lower())
         study = _text(top, _ACCESSION_NUMBER) or _text(top, _STUDY_INSTANCE_UID)
         return f"ACC{self.resources.number('@study', study):07d}"  # fake_acc
+
+
+def _check_encodable(chain: tuple[Dataset, ...], text: str, where: str) -> None:
+    """RuleFailedError unless non-ASCII *text* can be written in the declared character set."""
+    ds = chain[0]
+    if not any(key(_SPECIFIC_CHARACTER_SET) in level._dict for level in chain):
+        raise RuleFailedError(
+            f"{where}: the value is not ASCII and the object declares no Specific Character "
+            "Set (0008,0005); set (0008,0005) too, e.g. to ISO_IR 192"
+        )
+    codec = simple_codec(ds)
+    try:
+        if codec is not None:
+            text.encode(codec)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                encode_string(text, ds._character_set)
+    except (UnicodeEncodeError, UserWarning, LookupError):
+        raise RuleFailedError(
+            f"{where}: the value cannot be written in the object's Specific Character Set "
+            "(0008,0005); set (0008,0005) to a set that holds it, e.g. ISO_IR 192"
+        ) from None
+
+
+def _needs_charset(ds: Dataset) -> bool:
+    """Whether a text value of *ds* or its items (without their own set) is not ASCII."""
+    for elem in ds._dict.values():
+        vr = vr_of(elem)
+        if vr == "SQ":
+            items = ds[elem.tag].value or ()
+            own = key(_SPECIFIC_CHARACTER_SET)
+            if any(own not in item._dict and _needs_charset(item) for item in items):
+                return True
+        elif vr in _CHARSET_TEXT_VRS:
+            value = elem.value
+            if isinstance(value, bytes) and any(byte > 0x7F or byte == 0x1B for byte in value):
+                return True
+            if isinstance(value, str) and not value.isascii():
+                return True
+            if isinstance(value, list) and not all(str(v).isascii() for v in value):
+                return True
+    return False
 
 
 def _text(ds: Dataset, tag: int) -> str:
