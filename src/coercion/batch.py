@@ -322,7 +322,7 @@ class _Worker:
             for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
         ]
         name = (_text(ds, "SOPInstanceUID") or task.source.name) + ".dcm"
-        return Path(*(_SAFE_COMPONENT.sub("_", p) for p in [*parts, name]))
+        return Path(*map(_path_component, [*parts, name]))
 
 
 def command_line_rule(uri: str, env: ActionEnv) -> Rule:
@@ -339,6 +339,17 @@ def command_line_rule(uri: str, env: ActionEnv) -> Rule:
         dimse=frozenset({Dimse.C_STORE_RQ}),
         role=Role.SCP,
     )
+
+
+def _path_component(value: str) -> str:
+    """*value* as one file name that stays where it is put.
+
+    Anything but letters, digits, ``.``, ``_`` and ``-`` becomes ``_``, and so does a
+    leading dot: ``..`` (a value received as Study UID, kept under RetainUIDsOption)
+    must not climb out of DST, nor a name look like a hidden or temporary file.
+    """
+    safe = _SAFE_COMPONENT.sub("_", value)
+    return "_" + safe[1:] if safe.startswith(".") else safe
 
 
 def _text(ds: Dataset, keyword: str) -> str:

@@ -14,7 +14,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEnd
 
 from coercion import batch
 from coercion.errors import ConfigError
-from coercion.profile import compile_profile
+from coercion.profile import Option, compile_profile
 from tests.helpers import SECRET, make_dataset
 
 
@@ -139,6 +139,27 @@ def test_run_writes_deidentified_outputs(tmp_path: Path) -> None:
         assert ds.PatientID != synthetic(i).PatientID
         assert ds.SOPInstanceUID != synthetic(i).SOPInstanceUID
         assert ds.PatientIdentityRemoved == "YES"
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # what a hostile file holds
+def test_rename_keeps_received_dot_dot_values_inside_the_destination(tmp_path: Path) -> None:
+    """--rename with kept UIDs of '..' and '.x': every output stays under DST, none hidden."""
+    src, dst = tmp_path / "src", tmp_path / "work" / "dst"
+    ds = synthetic(1)
+    ds.StudyInstanceUID = ".."
+    ds.SeriesInstanceUID = ".."
+    ds.SOPInstanceUID = ".hidden.part"
+    write(ds, src / "1.dcm")
+    options = batch.BatchSettings(
+        frozenset({Option.RetainUIDsOption}), SECRET, dst, rename=True, verify=True
+    )
+    summary = batch.run(batch.plan([src], dst), options, workers=1)
+    assert summary.count("written") == 1
+    written = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
+    assert len(written) == 1
+    relative = written[0].relative_to(dst)  # raises when the output climbed out of DST
+    assert all(not part.startswith(".") for part in relative.parts)
+    assert dcmread(written[0]).StudyInstanceUID == ".."
 
 
 def test_run_reports_each_result_once(tmp_path: Path) -> None:
