@@ -33,7 +33,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
-from pydicom.valuerep import VR
+from pydicom.valuerep import STANDARD_VR, VR
 
 from coercion.elements import key as tag_key
 from coercion.elements import new_dataset
@@ -267,8 +267,12 @@ class _Parser:
 
 
 def _looks_explicit(buf: bytes | mmap.mmap, pos: int) -> bool:
+    """Whether the element at *pos* has an explicit VR: bytes 4-6 name a standard VR.
+
+    (Implicit VR has its length there: 0x0144 reads "D\\x01", which is no VR.)
+    """
     vr = bytes(buf[pos + 4 : pos + 6])
-    return len(vr) == 2 and b"AA" <= vr <= b"ZZ" and vr.isupper()
+    return len(vr) == 2 and vr.isalpha() and vr.decode("ascii") in STANDARD_VR
 
 
 def _file_meta(buf: bytes | mmap.mmap, path: Path) -> tuple[FileMetaDataset, int]:

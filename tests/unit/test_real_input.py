@@ -15,7 +15,7 @@ from pydicom.uid import CTImageStorage, MRImageStorage
 
 from coercion.elements import vr_of
 from coercion.errors import InputError
-from coercion.part10 import atomic_output, encode_file, read_file
+from coercion.part10 import atomic_output, encode_file, read_bytes, read_file
 from coercion.profile import Deidentifier, compile_profile
 from tests.helpers import SECRET, make_dataset
 
@@ -151,3 +151,21 @@ def test_object_without_sop_instance_keeps_its_meta_uid(tmp_path: Path) -> None:
         original.file_meta.MediaStorageSOPInstanceUID
     )
     assert out.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.1.3.10"
+
+
+def test_implicit_vr_whose_first_length_looks_like_letters_is_read_as_implicit() -> None:
+    """A first element of 324 bytes (length bytes "D\\x01") is still read as implicit VR."""
+    value = b"\\".join([b"ORIGINAL", b"PRIMARY"] * 18)
+    value += b" " * (324 - len(value))
+    name = b"IMPLICIT^ANNA"
+    data = (
+        struct.pack("<HHL", 0x0008, 0x0008, len(value))
+        + value
+        + struct.pack("<HHL", 0x0010, 0x0010, len(name) + len(name) % 2)
+        + name
+        + b" " * (len(name) % 2)
+    )
+    assert data[4:6] == b"D\x01"
+    ds = read_bytes(data, "implicit.dcm")
+    assert str(ds.PatientName) == "IMPLICIT^ANNA"
+    assert list(ds.ImageType)[:2] == ["ORIGINAL", "PRIMARY"]
