@@ -79,20 +79,22 @@ def clean_note(vr: str, options: frozenset[Option]) -> str:
     """What C (clean) does to an element of *vr* under *options* (PS3.15 E.1.1, E.3.5)."""
     if vr == "SQ":
         return "clean: every item de-identified in turn with the same profile"
-    if vr in ("DA", "DT"):
+    if vr in ("DA", "DT", "TM"):
         if Option.RetainLongitudinalTemporalInformationModifiedDatesOption in options:
-            return "clean: date shifted by the patient's keyed offset (whole days); intervals kept"
-        return "clean: date kept"
-    if vr == "TM":
-        return "clean: time kept (dates alone move, so intervals survive)"
+            return (
+                "clean: shifted by the patient's keyed offset (whole seconds); a date and its "
+                "time move together, so intervals are kept (E.3.6)"
+            )
+        return "clean: kept"
     if vr == "PN":
         return "clean: replaced by a keyed token (one person, one token)"
     if vr == "AE":
         return "clean: replaced by a keyed token (one AE title, one token)"
     if vr in _SCRUBBED_TEXT:
         return (
-            "clean: text kept minus identifying values (E.3.5): patient names, IDs, dates, "
-            "phone numbers, e-mail addresses, URLs"
+            "clean: text kept minus identifying values (E.3.5): every value the profile "
+            "removes, empties or replaces (names and their parts, IDs, UIDs, AE titles, dates), "
+            "dates in common forms, phone numbers, e-mail addresses, URLs"
         )
     if vr in BINARY_VRS:
         return "clean: removed (a binary value cannot be cleaned)"
