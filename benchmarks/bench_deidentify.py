@@ -319,6 +319,7 @@ def write_key(work: Path) -> Path:
     """Write the benchmark's fixed key file under ``work`` and return its path."""
     key = work / "bench.key"
     key.write_text(BENCH_KEY_HEX + "\n")
+    key.chmod(0o600)  # coercion refuses a key file others may read
     return key
 
 

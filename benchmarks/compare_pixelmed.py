@@ -44,12 +44,12 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
+from bench_deidentify import write_key
 from make_data import ensure_data
 
 BENCH_DIR = Path(__file__).resolve().parent
 JAVA_SOURCE = BENCH_DIR / "PixelMedDeidentify.java"
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
-BENCH_KEY_HEX = "5eed" * 16
 
 #: pydicom's bundled files that ship with the wheel (no download).
 CORPUS = (
@@ -270,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     classes = compile_java(args.work)
     source = prepare_input(args.data, args.ct_slices, args.mr_files)
     files = warm(source)
-    key = args.work / "bench.key"
-    key.write_text(BENCH_KEY_HEX + "\n")
+    key = write_key(args.work)
     timings: list[tuple[str, float, float]] = []
     basic: set[tuple[Path_, Kinds]] | None = None
     for name in args.only or list(OPTION_SETS):
