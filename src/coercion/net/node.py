@@ -33,9 +33,11 @@ from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
 from coercion.errors import InputError, RuleFailedError
+from coercion.net import reactor
+from coercion.net.accept import request_handler
 from coercion.net.audit import AuditTrail
 from coercion.net.forward import Forwarder
-from coercion.net.reactor import install as install_reactors
+from coercion.net.limits import AssociationCounter, NetworkLimits, from_settings
 from coercion.net.worklist import Worklist
 from coercion.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes
 
@@ -135,6 +137,8 @@ class Node:
         self.forwarder.tls_context = settings.client_tls()
         self._mpps_lock = threading.Lock()
         self._server: Any = None
+        self.limits: NetworkLimits = from_settings(configuration.device.settings)
+        self.associations = AssociationCounter()
         self.ae = self._make_ae()
 
     # -- configuration ----------------------------------------------------------------
@@ -143,6 +147,10 @@ class Node:
         self.configuration = configuration
         self.engine.replace_rules(configuration.rules)
         self.forwarder.configure(configuration, configuration.forward_rules)
+        limits = from_settings(configuration.device.settings)
+        if limits != self.limits:
+            self.limits = limits
+            self._apply_limits()
 
     @property
     def ae_titles(self) -> list[str]:
@@ -151,10 +159,9 @@ class Node:
 
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.ae_titles[0])
-        ae.maximum_pdu_size = 0
-        ae.network_timeout = 60
-        ae.dimse_timeout = 60
-        ae.maximum_associations = 32
+        # Associations are counted in _on_requested, once a whole A-ASSOCIATE-RQ is in;
+        # pynetdicom's own count includes connections that have not sent one yet.
+        ae.maximum_associations = 1 << 16
         ae.require_called_aet = True  # checked against the AE title set per association
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
@@ -162,13 +169,24 @@ class Node:
         ae.add_supported_context(_VERIFICATION)
         ae.add_supported_context(_WORKLIST_FIND)
         ae.add_supported_context(_MPPS)
+        self.ae = ae
+        self._apply_limits()
         return ae
+
+    def _apply_limits(self) -> None:
+        """Timeouts and sizes from the device's settings, for the associations to come."""
+        limits = self.limits
+        self.ae.maximum_pdu_size = limits.max_pdu_length
+        self.ae.acse_timeout = limits.acse_timeout
+        self.ae.dimse_timeout = limits.dimse_timeout
+        self.ae.network_timeout = limits.network_timeout
+        reactor.configure(self.ae, limits, self.settings.data / "incoming")
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> tuple[str, int]:
         """Listen (in background threads); return the address actually bound."""
-        install_reactors()  # no 1 ms sleeps between a PDU and its handling
+        reactor.install()  # no 1 ms sleeps; bounded reads (see coercion.net.reactor)
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
@@ -177,11 +195,10 @@ class Node:
             (evt.EVT_N_CREATE, self._on_n_create),
             (evt.EVT_N_SET, self._on_n_set),
         ]
-        server: Any = self.ae.start_server(
-            (self.settings.host, self.settings.port),
-            block=False,
-            evt_handlers=handlers,
-            ssl_context=self.settings.server_tls(),
+        # TLS is set up in each connection's thread, not in the accept loop
+        handler = request_handler(self.settings.server_tls(), lambda: self.limits)
+        server: Any = reactor.start_server(
+            self.ae, (self.settings.host, self.settings.port), handlers, handler
         )
         # Without TCP_NODELAY every DIMSE exchange waits ~40 ms (Nagle and delayed ACK);
         # accepted sockets inherit the option from the listening one.
@@ -222,9 +239,9 @@ class Node:
             calling, assoc.requestor.address
         ):
             log.warning("association from unknown calling AE %s refused", calling)
-            assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected permanent, calling AE unknown
-            evt.trigger(assoc, evt.EVT_REJECTED, {})
-            assoc.kill()
+            _reject(assoc, 0x01, 0x01, 0x03)  # rejected permanent, calling AE unknown
+        elif self.associations.admit(assoc, assoc.requestor.address, self.limits):
+            _reject(assoc, 0x02, 0x03, 0x02)  # rejected transient, local limit exceeded
 
     def _known(self, calling: str, address: str) -> bool:
         for device in self.configuration.devices.values():
@@ -457,6 +474,13 @@ class Node:
         extra = {"forwarded_to": forwarded} if forwarded else None
         self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra)
         return _SUCCESS, None
+
+
+def _reject(assoc: Any, result: int, source: int, reason: int) -> None:
+    """Send an A-ASSOCIATE-RJ and end the association."""
+    assoc.acse.send_reject(result, source, reason)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
 
 
 def _write_all(fd: int, data: bytes) -> None:
