@@ -59,6 +59,7 @@ from typing import Any
 
 import pynetdicom
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE
@@ -143,6 +144,8 @@ def install() -> bool:
         DULServiceProvider.send_pdu = _waking(original_send)  # type: ignore[method-assign]
         Association._run_reactor = _acceptor_or(original_reactor)  # type: ignore[method-assign,assignment]
         Association.run_reactor = _acceptor_or(original_run, _run_acceptor_thread)  # type: ignore[method-assign,assignment]
+        receive = DIMSEServiceProvider.receive_primitive
+        DIMSEServiceProvider.receive_primitive = _guarded(receive)  # type: ignore[method-assign,assignment]
         _installed = True
         return True
 
@@ -260,6 +263,28 @@ def _abort(dul: Any) -> None:
     dul._kill_thread = True
 
 
+def _guarded(receive: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """DIMSE's handling of a P-DATA, where an invalid command set becomes an A-ABORT."""
+
+    def receive_primitive(self: Any, primitive: Any) -> None:
+        try:
+            receive(self, primitive)
+        except Exception as exc:  # the class only: a message could quote received data
+            log.warning(
+                "invalid DIMSE message from %s (%s); aborting the association",
+                self.assoc.requestor.address,
+                type(exc).__name__,
+            )
+            self.message = None
+            reader = self.dul.__dict__.get(_READER)
+            if reader is not None:
+                reader.broken = True
+            self.dul.event_queue.put("Evt19")  # an invalid PDU: A-ABORT (PS3.8 AA-8)
+
+    receive_primitive.__doc__ = receive.__doc__
+    return receive_primitive
+
+
 # -- reading PDUs ------------------------------------------------------------------------------
 
 
@@ -328,16 +353,20 @@ class _PduReader:
         self.buffer = bytearray()
         self.length: int | None = None  # of the PDU being read, once its header is in
         self.broken = False  # an invalid PDU was seen: nothing more is read
+        self.half_closed = False
 
     def transport_event(self, dul: Any) -> bool:
         """Read what is there; True when a whole PDU (or the connection's end) was queued."""
         sock = dul.socket
         if sock is None or sock.socket is None or not sock._is_connected:
             return False
-        if dul.state_machine.current_state == "Sta13" and (self.broken or not sock.ready):
-            sock.close()  # awaiting the close: whatever is still to come is not read
-            return True
-        if self.broken:
+        if dul.state_machine.current_state == "Sta13":
+            if self.broken and not isinstance(sock.socket, ssl.SSLSocket):
+                return self._drain(sock)
+            if self.broken or not sock.ready:
+                sock.close()  # awaiting the close: whatever is still to come is not read
+                return True
+        elif self.broken:
             return False
         want = 6 - len(self.buffer) if self.length is None else 6 + self.length - len(self.buffer)
         chunk = _recv_now(sock.socket, min(want, _CHUNK))
@@ -350,6 +379,22 @@ class _PduReader:
         if self.length is None:
             return self._header(dul)
         return self._body(dul)
+
+    def _drain(self, sock: Any) -> bool:
+        """After an A-ABORT: half-close, discard what still comes, close at the peer's close.
+
+        Closing at once with unread data would reset the connection, and the
+        peer could lose the A-ABORT; the ARTIM timer bounds the wait.
+        """
+        if not self.half_closed:
+            self.half_closed = True
+            with contextlib.suppress(OSError):
+                sock.socket.shutdown(socket.SHUT_WR)
+        chunk = _recv_now(sock.socket, _CHUNK)
+        if chunk == b"":
+            sock.close()
+            return True
+        return False
 
     def _header(self, dul: Any) -> bool:
         if len(self.buffer) < 6:
