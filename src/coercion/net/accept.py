@@ -8,12 +8,19 @@ handshake there, bounded by the TLS handshake timeout, logs a refused
 handshake with the peer's address and the reason, and gives pynetdicom the
 socket with a send timeout so that a peer that stops reading cannot hold an
 association thread forever.
+
+A connection gets an association (threads, state machine) only once its
+first byte is in: one closed at once (a port scan, a health check) or silent
+for the association request timeout is closed without one. A peer that sent
+part of its A-ASSOCIATE-RQ then has the same timeout again for the rest
+(pynetdicom's ARTIM timer).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import ssl
 from collections.abc import Callable
@@ -44,10 +51,33 @@ def request_handler(
                 if wrapped is None:
                     return
                 self.request = sock = wrapped
+            if not _first_byte(sock, current.request_timeout):
+                _close(sock)  # closed or silent: no association is set up
+                return
             sock.settimeout(current.network_timeout)
             super().handle()
 
     return AcceptHandler
+
+
+def _first_byte(sock: socket.socket, timeout: float) -> bool:
+    """Whether the peer sends something within *timeout* seconds (False: silent or closed)."""
+    tls = isinstance(sock, ssl.SSLSocket)
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        if not select.select([sock], [], [], timeout)[0]:
+            return False
+        return tls or sock.recv(1, socket.MSG_PEEK) != b""  # a TLS record: the DUL reads it
+    except (OSError, ValueError):
+        return False
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 def _handshake(
@@ -62,9 +92,6 @@ def _handshake(
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or type(exc).__name__
         log.warning("TLS handshake from %s refused: %s", address, reason)
-        for opened in (wrapped, sock):
-            with contextlib.suppress(OSError):
-                if opened is not None:
-                    opened.close()
+        _close(wrapped if wrapped is not None else sock)
         return None
     return wrapped

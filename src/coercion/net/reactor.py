@@ -12,8 +12,10 @@ do the same work in the same order, but wait on what they are waiting for:
   incoming PDUs and outgoing primitives are handled at once;
 * an acceptor's reactor waits on its DIMSE message queue.
 
-Both still wake at least every ``_TICK`` seconds to check timers, kills,
-releases and aborts, as the polling loops do.
+The acceptor's reactor still wakes at least every ``_TICK`` seconds to check
+releases and aborts, the DUL thread every ``_DUL_TICK`` seconds to check its
+timers (:meth:`DULServiceProvider.stop_dul` wakes it at once), so that
+a hundred idle connections cost little CPU.
 
 Against hostile peers (see :mod:`coercion.net.limits` for the settings):
 
@@ -73,6 +75,8 @@ log = logging.getLogger(__name__)
 
 #: The longest a loop waits before it checks its timers and flags again (seconds).
 _TICK = 0.005
+#: The longest the DUL thread waits before it checks its timers again (seconds).
+_DUL_TICK = 0.05
 _SUPPORTED = ("3.0.",)
 #: Where a DUL provider keeps its wake-up pipe while its thread runs.
 _WAKEUP = "_coercion_wakeup"
@@ -104,6 +108,24 @@ def configure(ae: Any, limits: NetworkLimits, spool: Path | None = None) -> None
     _policies[ae] = _Policy(limits, spool)
 
 
+class _SharedContexts(list[Any]):
+    """The server's supported contexts, given to each association as they are.
+
+    pynetdicom deep-copies them for every connection (about 170 ms of CPU for
+    every storage SOP class in every transfer syntax); an acceptor only reads
+    them while it negotiates, so one list serves every association.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return list(self)
+
+
+class _Server(ThreadedAssociationServer):
+    """pynetdicom's server with a listen backlog for bursts of connections (it has 5)."""
+
+    request_queue_size = socket.SOMAXCONN
+
+
 def start_server(
     ae: Any, address: tuple[str, int], handlers: list[Any], handler: type[RequestHandler]
 ) -> ThreadedAssociationServer:
@@ -113,14 +135,12 @@ def start_server(
     does with one (``make_server`` passes it on to the server class).
     """
     server: ThreadedAssociationServer = ae.make_server(
-        address,
-        evt_handlers=handlers,
-        server_class=ThreadedAssociationServer,
-        request_handler=handler,
+        address, evt_handlers=handlers, server_class=_Server, request_handler=handler
     )
+    server.contexts = _SharedContexts(server.contexts)
+    ae._servers.append(server)  # so that ae.shutdown() and server.shutdown() know it
     thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
     thread.start()
-    ae._servers.append(server)  # so that ae.shutdown() and server.shutdown() know it
     return server
 
 
@@ -144,6 +164,7 @@ def install() -> bool:
         DULServiceProvider.send_pdu = _waking(original_send)  # type: ignore[method-assign]
         Association._run_reactor = _acceptor_or(original_reactor)  # type: ignore[method-assign,assignment]
         Association.run_reactor = _acceptor_or(original_run, _run_acceptor_thread)  # type: ignore[method-assign,assignment]
+        DULServiceProvider.stop_dul = _stop_dul  # type: ignore[method-assign]
         receive = DIMSEServiceProvider.receive_primitive
         DIMSEServiceProvider.receive_primitive = _guarded(receive)  # type: ignore[method-assign,assignment]
         _installed = True
@@ -184,6 +205,19 @@ def _waking(send_pdu: Callable[..., None]) -> Callable[..., None]:
 
     send_and_wake.__doc__ = send_pdu.__doc__
     return send_and_wake
+
+
+def _stop_dul(self: Any) -> bool:
+    """Stop the DUL thread if it is idle (Sta1), waking it; True once it has ended."""
+    if self.state_machine.current_state != "Sta1":
+        return False
+    self._kill_thread = True
+    wakeup = self.__dict__.get(_WAKEUP)
+    if wakeup is not None:
+        wakeup.wake()
+    if self is not threading.current_thread():
+        self.join()
+    return True
 
 
 def _run_dul(self: Any) -> None:
@@ -242,7 +276,7 @@ def _wait(dul: Any, wakeup: _Wakeup) -> None:
             return  # TLS data already decrypted: read it now
         readable.append(raw)
     try:
-        select.select(readable, [], [], _TICK)
+        select.select(readable, [], [], _DUL_TICK)
     except (OSError, ValueError):
         threading.Event().wait(_TICK)  # the socket went away: the next loop sees it
     wakeup.drain()
