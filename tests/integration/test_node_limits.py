@@ -21,7 +21,23 @@ import pytest
 from pydicom.uid import CTImageStorage, generate_uid
 from pynetdicom import AE
 
-from tests.helpers import DCMTK_ENV, Served, Start, config_dir, dcmtk, make_dataset, stored, tool
+from coercion.directory.config import load_configuration
+from coercion.engine import ActionEnv
+from coercion.errors import ConfigError
+from coercion.net.limits import SETTINGS, NetworkLimits, from_settings
+from tests.directories import Directory
+from tests.helpers import (
+    DCMTK_ENV,
+    DEVICE,
+    SECRET,
+    Served,
+    Start,
+    config_dir,
+    dcmtk,
+    make_dataset,
+    stored,
+    tool,
+)
 from tests.pdu import (
     A_ABORT,
     A_ASSOCIATE_AC,
@@ -111,6 +127,44 @@ def tls_client(files: TlsFiles) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(files.ca_cert))
     context.check_hostname = False
     return context
+
+
+# -- the settings -----------------------------------------------------------------------------
+
+
+def add_to_device(directory: Directory, lines: str) -> None:
+    """Add attribute lines to the node's device entry, on either backend."""
+    if directory.slapd is not None:
+        changes = "\n-\n".join(f"add: {line.split(':')[0]}\n{line}" for line in lines.splitlines())
+        directory.slapd.ldapmodify(f"dn: {DEVICE}\nchangetype: modify\n{changes}\n")
+    else:
+        directory.replace(DEVICE, "coercionPollInterval", "2\n" + lines)
+
+
+def test_limits_are_read_from_the_device_on_both_directories(directory: Directory) -> None:
+    """Every limit set on the device entry (embedded and slapd) reaches NetworkLimits."""
+    values = {attribute: 7 + n for n, attribute in enumerate(SETTINGS)}
+    values["coercionMaxPDULength"] = 65536
+    values["coercionMaxObjectSize"] = 1 << 33  # beyond 32 bits
+    add_to_device(directory, "\n".join(f"{k}: {v}" for k, v in values.items()))
+    source = directory.open()
+    try:
+        limits = from_settings(load_configuration(source, ActionEnv(SECRET)).device.settings)
+    finally:
+        source.close()
+    assert limits == NetworkLimits(**{SETTINGS[k]: v for k, v in values.items()})
+    assert from_settings({}) == NetworkLimits()  # the defaults when none is set
+
+
+def test_a_limit_out_of_range_is_named_by_dn_and_attribute(directory: Directory) -> None:
+    """coercionMaxPDULength 100 (below 4096): the load fails naming the device and attribute."""
+    add_to_device(directory, "coercionMaxPDULength: 100")
+    source = directory.open()
+    try:
+        with pytest.raises(ConfigError, match=r"coercionMaxPDULength"):
+            load_configuration(source, ActionEnv(SECRET))
+    finally:
+        source.close()
 
 
 # -- idle, half-open and closed connections ---------------------------------------------------
