@@ -33,7 +33,7 @@ from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
 from coercion.errors import InputError, RuleFailedError
-from coercion.net import reactor
+from coercion.net import reactor, receive
 from coercion.net.accept import request_handler
 from coercion.net.audit import AuditTrail
 from coercion.net.forward import Forwarder
@@ -180,7 +180,7 @@ class Node:
         self.ae.acse_timeout = limits.acse_timeout
         self.ae.dimse_timeout = limits.dimse_timeout
         self.ae.network_timeout = limits.network_timeout
-        reactor.configure(self.ae, limits, self.settings.data / "incoming")
+        receive.configure(self.ae, limits, self.settings.data / "incoming")
 
     # -- lifecycle ----------------------------------------------------------------------
 

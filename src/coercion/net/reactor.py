@@ -19,15 +19,13 @@ a hundred idle connections cost little CPU.
 
 Against hostile peers (see :mod:`coercion.net.limits` for the settings):
 
-* the DUL thread reads a PDU as its bytes come, never blocking on a peer that
-  sent half of one; a PDU longer than the node announced (its Maximum Length
-  Received for P-DATA-TF, ``_OTHER_PDU_MAX`` for the others) or of an unknown
-  type is answered with an A-ABORT at once, without reading its body; the
-  network timeout counts from the last *whole* PDU, so a peer that dribbles
-  bytes is aborted like an idle one;
-* a received data set goes to a temporary file under the node's data folder
-  once it passes ``_SPOOL_AFTER`` bytes, and the association is aborted when
-  it passes the maximum object size;
+* the DUL thread reads PDUs with :class:`~coercion.net.receive.PduReader`,
+  never blocking on a peer that sent half of one; an oversized or unknown PDU
+  and a data set past the maximum object size get an A-ABORT; the network
+  timeout counts from the last *whole* PDU, so a peer that dribbles bytes is
+  aborted like an idle one; after an A-ABORT the connection is half-closed
+  and what still comes is discarded, so that the peer gets the A-ABORT
+  instead of a reset;
 * an exception while handling a PDU (a garbage command set) aborts the
   association with an A-ABORT instead of ending the DUL thread;
 * an acceptor waits for the A-ASSOCIATE-RQ only while the connection is open
@@ -43,20 +41,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import select
 import socket
-import ssl
-import struct
-import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 import pynetdicom
@@ -67,9 +57,9 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from coercion.net.limits import NetworkLimits
+from coercion.net.receive import PduReader, policy
 
-__all__ = ["SpooledDataSet", "configure", "install", "start_server"]
+__all__ = ["install", "start_server"]
 
 log = logging.getLogger(__name__)
 
@@ -82,30 +72,8 @@ _SUPPORTED = ("3.0.",)
 _WAKEUP = "_coercion_wakeup"
 _lock = threading.Lock()
 _installed = False
-#: The largest PDU other than P-DATA-TF accepted (an A-ASSOCIATE-RQ with many contexts).
-_OTHER_PDU_MAX = 1 << 20
-_P_DATA_TF = 0x04
-#: The most read from a socket at once.
-_CHUNK = 1 << 18
-#: A data set larger than this is kept in a temporary file while it comes in.
-_SPOOL_AFTER = 16 << 20
 #: Where the DUL provider keeps its PDU reader.
 _READER = "_coercion_reader"
-
-
-@dataclass(frozen=True)
-class _Policy:
-    limits: NetworkLimits
-    spool: Path | None
-
-
-_policies: weakref.WeakKeyDictionary[Any, _Policy] = weakref.WeakKeyDictionary()
-_DEFAULT = _Policy(NetworkLimits(), None)
-
-
-def configure(ae: Any, limits: NetworkLimits, spool: Path | None = None) -> None:
-    """The limits for the associations *ae* accepts from now on; large data sets go to *spool*."""
-    _policies[ae] = _Policy(limits, spool)
 
 
 class _SharedContexts(list[Any]):
@@ -144,10 +112,6 @@ def start_server(
     return server
 
 
-def _policy(dul: Any) -> _Policy:
-    return _policies.get(dul.assoc.ae, _DEFAULT)
-
-
 def install() -> bool:
     """Use the event-driven loops for every association from now on; False if not supported."""
     global _installed  # noqa: PLW0603 - once per process
@@ -165,6 +129,7 @@ def install() -> bool:
         Association._run_reactor = _acceptor_or(original_reactor)  # type: ignore[method-assign,assignment]
         Association.run_reactor = _acceptor_or(original_run, _run_acceptor_thread)  # type: ignore[method-assign,assignment]
         DULServiceProvider.stop_dul = _stop_dul  # type: ignore[method-assign]
+        DULServiceProvider.kill_dul = _kill_dul  # type: ignore[method-assign]
         receive = DIMSEServiceProvider.receive_primitive
         DIMSEServiceProvider.receive_primitive = _guarded(receive)  # type: ignore[method-assign,assignment]
         _installed = True
@@ -215,16 +180,24 @@ def _stop_dul(self: Any) -> bool:
     wakeup = self.__dict__.get(_WAKEUP)
     if wakeup is not None:
         wakeup.wake()
-    if self is not threading.current_thread():
+    if self.is_alive() and self is not threading.current_thread():
         self.join()
     return True
+
+
+def _kill_dul(self: Any) -> None:
+    """Stop the DUL thread, waking it."""
+    self._kill_thread = True
+    wakeup = self.__dict__.get(_WAKEUP)
+    if wakeup is not None:
+        wakeup.wake()
 
 
 def _run_dul(self: Any) -> None:
     """The DUL loop: encode and send, or receive and decode, then run one state-machine event."""
     self._idle_timer.start()
     wakeup = self.__dict__[_WAKEUP] = _Wakeup()
-    reader = self.__dict__[_READER] = _PduReader(_policy(self))
+    reader = self.__dict__[_READER] = PduReader(policy(self))
     try:
         while True:
             if not self.assoc._dul_ready.is_set():
@@ -319,190 +292,6 @@ def _guarded(receive: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     return receive_primitive
 
 
-# -- reading PDUs ------------------------------------------------------------------------------
-
-
-class SpooledDataSet(BytesIO):
-    """A received data set kept in a temporary file (deleted when closed or collected).
-
-    It passes for the :class:`~io.BytesIO` that pynetdicom's primitives require;
-    its in-memory buffer stays empty. :meth:`getvalue` reads the whole file;
-    :meth:`copy_to` writes it to a file descriptor in chunks, without holding it.
-    """
-
-    def __init__(self, folder: Path | None) -> None:
-        super().__init__()
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-        self.file = tempfile.TemporaryFile(dir=folder, prefix="incoming-")  # noqa: SIM115
-
-    def write(self, data: Any) -> int:
-        """Append *data* to the file."""
-        return self.file.write(data)
-
-    def tell(self) -> int:
-        """The position in the file."""
-        return self.file.tell()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        """Move in the file."""
-        return self.file.seek(offset, whence)
-
-    def read(self, size: int | None = -1) -> bytes:
-        """Read from the file."""
-        return self.file.read(size)
-
-    def getvalue(self) -> bytes:
-        """The whole data set (read into memory)."""
-        end = self.file.tell()
-        self.file.seek(0)
-        try:
-            return self.file.read()
-        finally:
-            self.file.seek(end)
-
-    def copy_to(self, fd: int) -> None:
-        """Write the whole data set to *fd*."""
-        end = self.file.tell()
-        self.file.seek(0)
-        try:
-            while chunk := self.file.read(_CHUNK):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-        finally:
-            self.file.seek(end)
-
-    def close(self) -> None:
-        """Delete the file."""
-        self.file.close()
-        super().close()
-
-
-class _PduReader:
-    """Reads one PDU at a time from a DUL provider's socket, without ever blocking."""
-
-    def __init__(self, policy: _Policy) -> None:
-        self.policy = policy
-        self.buffer = bytearray()
-        self.length: int | None = None  # of the PDU being read, once its header is in
-        self.broken = False  # an invalid PDU was seen: nothing more is read
-        self.half_closed = False
-
-    def transport_event(self, dul: Any) -> bool:
-        """Read what is there; True when a whole PDU (or the connection's end) was queued."""
-        sock = dul.socket
-        if sock is None or sock.socket is None or not sock._is_connected:
-            return False
-        if dul.state_machine.current_state == "Sta13":
-            if self.broken and not isinstance(sock.socket, ssl.SSLSocket):
-                return self._drain(sock)
-            if self.broken or not sock.ready:
-                sock.close()  # awaiting the close: whatever is still to come is not read
-                return True
-        elif self.broken:
-            return False
-        want = 6 - len(self.buffer) if self.length is None else 6 + self.length - len(self.buffer)
-        chunk = _recv_now(sock.socket, min(want, _CHUNK))
-        if chunk is None:
-            return False
-        if not chunk:
-            sock.close()  # queues Evt17
-            return True
-        self.buffer += chunk
-        if self.length is None:
-            return self._header(dul)
-        return self._body(dul)
-
-    def _drain(self, sock: Any) -> bool:
-        """After an A-ABORT: half-close, discard what still comes, close at the peer's close.
-
-        Closing at once with unread data would reset the connection, and the
-        peer could lose the A-ABORT; the ARTIM timer bounds the wait.
-        """
-        if not self.half_closed:
-            self.half_closed = True
-            with contextlib.suppress(OSError):
-                sock.socket.shutdown(socket.SHUT_WR)
-        chunk = _recv_now(sock.socket, _CHUNK)
-        if chunk == b"":
-            sock.close()
-            return True
-        return False
-
-    def _header(self, dul: Any) -> bool:
-        if len(self.buffer) < 6:
-            return False
-        pdu_type, _, length = struct.unpack(">BBL", self.buffer[:6])
-        cap = self.policy.limits.max_pdu_length if pdu_type == _P_DATA_TF else _OTHER_PDU_MAX
-        if not 0x01 <= pdu_type <= 0x07:
-            return self._invalid(dul, f"unknown PDU type 0x{pdu_type:02X}")
-        if length > max(cap, 6):
-            return self._invalid(dul, f"a PDU of {length} bytes (at most {cap})")
-        self.length = length
-        return self._body(dul)
-
-    def _body(self, dul: Any) -> bool:
-        if self.length is None or len(self.buffer) < 6 + self.length:
-            return False
-        data, self.buffer, self.length = self.buffer, bytearray(), None
-        try:
-            pdu, event = dul._decode_pdu(data)
-        except Exception as exc:  # malformed: the class only (the message may quote data)
-            return self._invalid(dul, f"an undecodable PDU ({type(exc).__name__})")
-        dul.event_queue.put(event)
-        dul._recv_pdu.put(pdu)
-        return True
-
-    def _invalid(self, dul: Any, what: str) -> bool:
-        log.warning("%s from %s; aborting the association", what, dul.assoc.requestor.address)
-        self.broken = True
-        self.buffer, self.length = bytearray(), None
-        dul.event_queue.put("Evt19")  # A-ABORT, then the connection is closed (Sta13)
-        return True
-
-    def check_data_set(self, dul: Any) -> None:
-        """Spool a large data set being received; abort beyond the maximum object size."""
-        message = getattr(dul.assoc.dimse, "message", None)
-        data = getattr(message, "data_set", None)
-        if not isinstance(data, BytesIO):
-            return
-        size = data.tell()
-        if size > self.policy.limits.max_object_size:
-            log.warning(
-                "data set from %s longer than %d bytes (coercionMaxObjectSize); aborting",
-                dul.assoc.requestor.address,
-                self.policy.limits.max_object_size,
-            )
-            message.data_set = BytesIO()  # type: ignore[union-attr]
-            data.close()
-            self.broken = True
-            dul.event_queue.put("Evt19")
-        elif size > _SPOOL_AFTER and not isinstance(data, SpooledDataSet):
-            spooled = SpooledDataSet(self.policy.spool)
-            spooled.write(data.getbuffer())
-            message.data_set = spooled  # type: ignore[union-attr]
-            data.close()
-
-
-def _recv_now(raw: socket.socket, size: int) -> bytes | None:
-    """Up to *size* bytes already received; None if none yet, b"" at the connection's end."""
-    try:
-        timeout = raw.gettimeout()
-        raw.settimeout(0.0)
-    except OSError:
-        return b""
-    try:
-        return raw.recv(size)
-    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-        return None
-    except OSError:
-        return b""
-    finally:
-        with contextlib.suppress(OSError):
-            raw.settimeout(timeout)
-
-
 # -- the acceptor's reactor --------------------------------------------------------------------
 
 
@@ -521,7 +310,7 @@ def _acceptor_or(
 
 def _run_acceptor_thread(self: Any) -> None:
     """An acceptor's thread: the A-ASSOCIATE-RQ, the negotiation, then the reactor loop."""
-    self.dul.artim_timer.timeout = _policy(self.dul).limits.request_timeout
+    self.dul.artim_timer.timeout = policy(self.dul).limits.request_timeout
     self.dul.start()
     self._started_dul = True
     self._dul_ready.wait()
@@ -542,7 +331,7 @@ def _run_acceptor_thread(self: Any) -> None:
 
 def _await_request(self: Any) -> Any:
     """The A-ASSOCIATE-RQ primitive; None when the connection ended or timed out first."""
-    deadline = time.monotonic() + _policy(self.dul).limits.request_timeout + 1
+    deadline = time.monotonic() + policy(self.dul).limits.request_timeout + 1
     while True:
         primitive = self.dul.receive_pdu(wait=True, timeout=0.05)
         if primitive is not None:
