@@ -89,9 +89,14 @@ class _SharedContexts(list[Any]):
 
 
 class _Server(ThreadedAssociationServer):
-    """pynetdicom's server with a listen backlog for bursts of connections (it has 5)."""
+    """pynetdicom's server with a listen backlog for bursts of connections (it has 5).
+
+    Its connection threads (waiting for a TLS handshake or a first byte) do not
+    hold up the end of the process.
+    """
 
     request_queue_size = socket.SOMAXCONN
+    daemon_threads = True
 
 
 def start_server(
