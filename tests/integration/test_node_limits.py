@@ -8,6 +8,7 @@ clients keep being served meanwhile.
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import subprocess
@@ -200,6 +201,18 @@ def test_idle_sockets_and_port_scans_lock_nobody_out(serve: Start, tmp_path: Pat
         assert sent.returncode == 0, sent.stderr
         assert time.monotonic() - started < 10
     assert len(stored(node.data)) == 5
+
+
+def test_sigterm_is_not_held_up_by_idle_and_half_open_connections(serve: Start) -> None:
+    """SIGTERM with 10 idle and 10 half-sent connections open: the node exits 0 within 5 s."""
+    node = serve()
+    request = associate_rq()
+    with peers(10, node.port), peers(10, node.port, request[:50]):
+        assert echo(node).returncode == 0
+        started = time.monotonic()
+        node.process.send_signal(signal.SIGTERM)
+        assert node.process.wait(20) == 0
+        assert time.monotonic() - started < 5
 
 
 def test_thirty_two_concurrent_storescu_senders_are_all_accepted(

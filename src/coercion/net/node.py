@@ -214,6 +214,7 @@ class Node:
         """Stop accepting, let running associations finish for *grace* seconds, abort the rest."""
         if self._server is not None:
             self._server.shutdown()
+            reactor.close_pending(self.ae)  # connections without an association yet: closed
             deadline = time.monotonic() + grace
             while self.ae.active_associations and time.monotonic() < deadline:
                 time.sleep(0.05)

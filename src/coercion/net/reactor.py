@@ -59,7 +59,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from coercion.net.receive import PduReader, policy
 
-__all__ = ["install", "start_server"]
+__all__ = ["close_pending", "install", "start_server"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,18 @@ def start_server(
     thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
     thread.start()
     return server
+
+
+def close_pending(ae: Any, wait: float = 2.0) -> None:
+    """Close the connections *ae* accepted that have no association yet; wait for their threads."""
+    pending = [a for a in ae.active_associations if a.is_acceptor and not a.is_established]
+    for assoc in pending:
+        sock = assoc.dul.socket
+        if sock is not None and sock.socket is not None:
+            sock.close()  # Evt17: the DUL goes back to Sta1, the acceptor thread ends
+    deadline = time.monotonic() + wait
+    for assoc in pending:
+        assoc.join(max(deadline - time.monotonic(), 0))
 
 
 def install() -> bool:
