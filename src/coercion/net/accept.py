@@ -66,7 +66,9 @@ def _first_byte(sock: socket.socket, timeout: float) -> bool:
     if isinstance(sock, ssl.SSLSocket) and sock.pending():
         return True
     try:
-        if not select.select([sock], [], [], timeout)[0]:
+        poller = select.poll()  # not select(): descriptors past 1023 are fine
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(timeout * 1000):
             return False
         return tls or sock.recv(1, socket.MSG_PEEK) != b""  # a TLS record: the DUL reads it
     except (OSError, ValueError):

@@ -7,7 +7,7 @@ before every look at its message queue. A C-STORE therefore waits up to about
 going out), several times what storing a small object costs. The loops here
 do the same work in the same order, but wait on what they are waiting for:
 
-* the DUL thread waits in ``select()`` on the association's socket and on a
+* the DUL thread waits in ``poll()`` on the association's socket and on a
   wake-up pipe that :meth:`DULServiceProvider.send_pdu` writes to, so that
   incoming PDUs and outgoing primitives are handled at once;
 * an acceptor's reactor waits on its DIMSE message queue.
@@ -57,7 +57,7 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from coercion.net.receive import PduReader, policy
+from coercion.net.receive import PduReader, close_transport, policy
 
 __all__ = ["close_pending", "install", "start_server"]
 
@@ -123,7 +123,7 @@ def close_pending(ae: Any, wait: float = 2.0) -> None:
     for assoc in pending:
         sock = assoc.dul.socket
         if sock is not None and sock.socket is not None:
-            sock.close()  # Evt17: the DUL goes back to Sta1, the acceptor thread ends
+            close_transport(sock)  # Evt17: the DUL goes back to Sta1, the thread ends
     deadline = time.monotonic() + wait
     for assoc in pending:
         assoc.join(max(deadline - time.monotonic(), 0))
@@ -266,7 +266,10 @@ def _wait(dul: Any, wakeup: _Wakeup) -> None:
             return  # TLS data already decrypted: read it now
         readable.append(raw)
     try:
-        select.select(readable, [], [], _DUL_TICK)
+        poller = select.poll()  # not select(): descriptors past 1023 are fine
+        for sock in readable:
+            poller.register(sock, select.POLLIN)
+        poller.poll(_DUL_TICK * 1000)
     except (OSError, ValueError):
         threading.Event().wait(_TICK)  # the socket went away: the next loop sees it
     wakeup.drain()
@@ -280,7 +283,7 @@ def _abort(dul: Any) -> None:
     sock = dul.socket
     if sock is not None and sock.socket is not None:
         sock.send(pdu.encode())
-        sock.close()
+        close_transport(sock)
     dul.assoc.is_aborted = True
     dul.assoc.is_established = False
     dul.assoc._kill = True
@@ -357,7 +360,7 @@ def _await_request(self: Any) -> Any:
         if sock is None or sock.socket is None or not self.dul.is_alive():
             return None  # closed (port scan, ARTIM expiry, invalid first PDU)
         if time.monotonic() > deadline:
-            sock.close()  # the ARTIM timer should have done it: Evt17 brings the DUL to Sta1
+            close_transport(sock)  # ARTIM should have done it: Evt17, the DUL goes to Sta1
             return None
 
 

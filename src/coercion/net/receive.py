@@ -26,7 +26,7 @@ from typing import Any
 
 from coercion.net.limits import NetworkLimits
 
-__all__ = ["PduReader", "SpooledDataSet", "configure", "policy"]
+__all__ = ["PduReader", "SpooledDataSet", "close_transport", "configure", "policy"]
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class PduReader:
             if self.broken and not isinstance(sock.socket, ssl.SSLSocket):
                 return self._drain(sock)
             if self.broken or not sock.ready:
-                sock.close()  # awaiting the close: whatever is still to come is not read
+                close_transport(sock)  # awaiting the close: what is still to come is not read
                 return True
         elif self.broken:
             return False
@@ -146,7 +146,7 @@ class PduReader:
         if chunk is None:
             return False
         if not chunk:
-            sock.close()  # queues Evt17
+            close_transport(sock)  # queues Evt17
             return True
         self.buffer += chunk
         if self.length is None:
@@ -165,7 +165,7 @@ class PduReader:
                 sock.socket.shutdown(socket.SHUT_WR)
         chunk = _recv_now(sock.socket, _CHUNK)
         if chunk == b"":
-            sock.close()
+            close_transport(sock)
             return True
         return False
 
@@ -222,6 +222,19 @@ class PduReader:
             spooled.write(data.getbuffer())
             message.data_set = spooled  # type: ignore[union-attr]
             data.close()
+
+
+def close_transport(sock: Any) -> None:
+    """Close an association's socket (queues Evt17), even when its shutdown fails.
+
+    pynetdicom's ``AssociationSocket.close()`` skips closing the socket when
+    shutting it down raises (the peer is gone), and forgets it either way.
+    """
+    raw = sock.socket
+    sock.close()
+    if raw is not None:
+        with contextlib.suppress(OSError):
+            raw.close()
 
 
 def _p_data_cap(dul: Any, policy: Policy) -> int:
