@@ -32,10 +32,12 @@ from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
 from coercion.errors import InputError, MalformedDataError, RuleFailedError
+from coercion.net import reactor, receive
+from coercion.net.accept import request_handler
 from coercion.net.audit import AuditTrail
 from coercion.net.forward import Forwarder
+from coercion.net.limits import AssociationCounter, NetworkLimits, from_settings
 from coercion.net.paths import mpps_path, object_path, uid_component
-from coercion.net.reactor import install as install_reactors
 from coercion.net.worklist import Worklist
 from coercion.outputs import remove_stale_temporaries
 from coercion.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes
@@ -153,6 +155,8 @@ class Node:
         self.forwarder.tls_context = settings.client_tls()
         self._mpps_lock = threading.Lock()
         self._server: Any = None
+        self.limits: NetworkLimits = from_settings(configuration.device.settings)
+        self.associations = AssociationCounter()
         self.ae = self._make_ae()
 
     # -- configuration ----------------------------------------------------------------
@@ -161,6 +165,10 @@ class Node:
         self.configuration = configuration
         self.engine.replace_rules(configuration.rules)
         self.forwarder.configure(configuration, configuration.forward_rules)
+        limits = from_settings(configuration.device.settings)
+        if limits != self.limits:
+            self.limits = limits
+            self._apply_limits()
 
     @property
     def sync_writes(self) -> bool:
@@ -174,10 +182,9 @@ class Node:
 
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.ae_titles[0])
-        ae.maximum_pdu_size = 0
-        ae.network_timeout = 60
-        ae.dimse_timeout = 60
-        ae.maximum_associations = 32
+        # Associations are counted in _on_requested, once a whole A-ASSOCIATE-RQ is in;
+        # pynetdicom's own count includes connections that have not sent one yet.
+        ae.maximum_associations = 1 << 16
         ae.require_called_aet = True  # checked against the AE title set per association
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
@@ -185,13 +192,24 @@ class Node:
         ae.add_supported_context(_VERIFICATION)
         ae.add_supported_context(_WORKLIST_FIND)
         ae.add_supported_context(_MPPS)
+        self.ae = ae
+        self._apply_limits()
         return ae
+
+    def _apply_limits(self) -> None:
+        """Timeouts and sizes from the device's settings, for the associations to come."""
+        limits = self.limits
+        self.ae.maximum_pdu_size = limits.max_pdu_length
+        self.ae.acse_timeout = limits.acse_timeout
+        self.ae.dimse_timeout = limits.dimse_timeout
+        self.ae.network_timeout = limits.network_timeout
+        receive.configure(self.ae, limits, self.settings.data / "incoming")
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> tuple[str, int]:
         """Listen (in background threads); return the address actually bound."""
-        install_reactors()  # no 1 ms sleeps between a PDU and its handling
+        reactor.install()  # no 1 ms sleeps; bounded reads (see coercion.net.reactor)
         stale = remove_stale_temporaries(self.settings.data)  # a kill -9 left them
         if stale:
             log.info("removed %d temporary files an interrupted run left", len(stale))
@@ -203,11 +221,10 @@ class Node:
             (evt.EVT_N_CREATE, self._on_n_create),
             (evt.EVT_N_SET, self._on_n_set),
         ]
-        server: Any = self.ae.start_server(
-            (self.settings.host, self.settings.port),
-            block=False,
-            evt_handlers=handlers,
-            ssl_context=self.settings.server_tls(),
+        # TLS is set up in each connection's thread, not in the accept loop
+        handler = request_handler(self.settings.server_tls(), lambda: self.limits)
+        server: Any = reactor.start_server(
+            self.ae, (self.settings.host, self.settings.port), handlers, handler
         )
         # Without TCP_NODELAY every DIMSE exchange waits ~40 ms (Nagle and delayed ACK);
         # accepted sockets inherit the option from the listening one.
@@ -223,6 +240,7 @@ class Node:
         """Stop accepting, let running associations finish for *grace* seconds, abort the rest."""
         if self._server is not None:
             self._server.shutdown()
+            reactor.close_pending(self.ae)  # connections without an association yet: closed
             deadline = time.monotonic() + grace
             while self.ae.active_associations and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -248,9 +266,9 @@ class Node:
             calling, assoc.requestor.address
         ):
             log.warning("association from unknown calling AE %s refused", calling)
-            assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected permanent, calling AE unknown
-            evt.trigger(assoc, evt.EVT_REJECTED, {})
-            assoc.kill()
+            _reject(assoc, 0x01, 0x01, 0x03)  # rejected permanent, calling AE unknown
+        elif self.associations.admit(assoc, assoc.requestor.address, self.limits):
+            _reject(assoc, 0x02, 0x03, 0x02)  # rejected transient, local limit exceeded
 
     def _known(self, calling: str, address: str) -> bool:
         for device in self.configuration.devices.values():
@@ -534,6 +552,13 @@ class Node:
         extra = {"forwarded_to": forwarded} if forwarded else None
         self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra)
         return _SUCCESS, None
+
+
+def _reject(assoc: Any, result: int, source: int, reason: int) -> None:
+    """Send an A-ASSOCIATE-RJ and end the association."""
+    assoc.acse.send_reject(result, source, reason)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -1,0 +1,76 @@
+"""coercion.net.limits and the spooled data set of coercion.net.receive, in-process."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from coercion.net.limits import AssociationCounter, NetworkLimits, from_settings
+from coercion.net.receive import SpooledDataSet
+
+
+@contextmanager
+def running(count: int) -> Iterator[list[threading.Thread]]:
+    """*count* live threads standing in for associations; ended on exit."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=stop.wait) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield threads
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_settings_become_limits_with_defaults_for_the_rest() -> None:
+    """Integers from the directory become seconds (float) and counts (int); the rest default."""
+    limits = from_settings({"coercionNetworkTimeout": 5, "coercionMaxAssociations": "9"})
+    assert limits.network_timeout == 5.0
+    assert isinstance(limits.network_timeout, float)
+    assert limits.max_associations == 9
+    assert limits.request_timeout == NetworkLimits().request_timeout == 10
+
+
+def test_counter_refuses_per_address_then_in_total(caplog: pytest.LogCaptureFixture) -> None:
+    """Two per address and three in total: the third from one address and the fourth refused."""
+    limits = NetworkLimits(max_associations=3, max_associations_per_host=2)
+    counter = AssociationCounter()
+    with running(5) as threads:
+        assert counter.admit(threads[0], "10.0.0.1", limits) == ""
+        assert counter.admit(threads[1], "10.0.0.1", limits) == ""
+        assert counter.admit(threads[2], "10.0.0.1", limits) == "coercionMaxAssociationsPerHost"
+        assert counter.admit(threads[2], "10.0.0.2", limits) == ""
+        assert counter.admit(threads[3], "10.0.0.3", limits) == "coercionMaxAssociations"
+        assert counter.running() == 3
+    assert counter.running() == 0  # ended threads no longer count
+    with running(1) as threads:
+        assert counter.admit(threads[0], "10.0.0.1", limits) == ""
+    assert "association from 10.0.0.3 refused: 3 associations running" in caplog.text
+
+
+def test_spooled_data_set_reads_back_and_copies_in_chunks(tmp_path: Path) -> None:
+    """Bytes written to a spooled data set come back whole from getvalue() and copy_to()."""
+    data = os.urandom(700_000)
+    spooled = SpooledDataSet(tmp_path / "incoming")
+    for start in range(0, len(data), 65536):
+        spooled.write(data[start : start + 65536])
+    assert spooled.tell() == len(data)
+    assert spooled.getvalue() == data
+    assert spooled.getbuffer().nbytes == 0  # nothing held in memory
+    out = tmp_path / "copy"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT)
+    try:
+        spooled.copy_to(fd)
+    finally:
+        os.close(fd)
+    assert out.read_bytes() == data
+    assert spooled.tell() == len(data)  # writing can go on where it was
+    spooled.close()
+    assert list((tmp_path / "incoming").iterdir()) == []  # an unnamed temporary file
