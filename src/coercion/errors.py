@@ -134,8 +134,8 @@ def kind_of(exc: BaseException) -> str:
     """
     if isinstance(exc, CoercionError):
         return exc.kind
-    if isinstance(exc, OSError):
-        name = errno.errorcode.get(exc.errno or 0, exc.__class__.__name__)
+    if isinstance(exc, OSError) and exc.errno is not None:  # without: not the system's error
+        name = errno.errorcode.get(exc.errno, exc.__class__.__name__)
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         return f"{'disk full' if full else 'I/O error'} ({name})"
     if isinstance(exc, RecursionError):

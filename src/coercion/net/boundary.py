@@ -31,6 +31,7 @@ import re
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -166,7 +167,7 @@ def classify(service: Service, exc: BaseException) -> Failure:
         return Failure(_INPUT.get(service, 0xC000), comment, logging.WARNING)
     if isinstance(exc, RuleFailedError):
         return Failure(_RULE.get(service, 0xC001), exc.comment, logging.WARNING)
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and exc.errno is not None:  # pydicom raises some without
         return Failure(_RESOURCES.get(service, 0xA700), kind_of(exc), logging.ERROR)
     return Failure(_OTHER.get(service, 0xC002), kind_of(exc), logging.ERROR)
 
@@ -174,13 +175,24 @@ def classify(service: Service, exc: BaseException) -> Failure:
 def _describe(exc: BaseException) -> str:
     """The log text of *exc*: its class and what can be said without a value."""
     name = exc.__class__.__name__
+    cause = exc.__cause__
+    if isinstance(exc, RuleFailedError) and cause is not None:
+        name += f" from {cause.__class__.__name__}"
     if isinstance(exc, CoercionError | DataSetMismatchError):
         return f"{name}: {exc}"  # our messages name tags, rules and files, never values
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and exc.errno is not None:
         return f"{name}: {kind_of(exc)}"  # no file name: object paths are made of UIDs
     frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
-    return f"{name}{where}"  # a foreign message may quote a value
+    ours = [f for f in frames if "coercion" in Path(f.filename).parts]
+    where = [_frame(f) for f in (frames[-1:] + ours[-1:])]
+    # Where it was raised (and our last frame), but no message: a foreign one may quote a value.
+    return f"{name} at {' from '.join(dict.fromkeys(where))}" if where else name
+
+
+def _frame(frame: traceback.FrameSummary) -> str:
+    """``pydicom/filewriter.py:492 in write_text``."""
+    path = Path(frame.filename)
+    return f"{path.parent.name}/{path.name}:{frame.lineno} in {frame.name}"
 
 
 class Boundary:
