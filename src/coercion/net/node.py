@@ -33,7 +33,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
-from coercion.errors import MalformedDataError, RuleFailedError
+from coercion.errors import MalformedDataError
 from coercion.net.audit import AuditTrail
 from coercion.net.boundary import (
     Boundary,
@@ -363,12 +363,7 @@ class Node:
         request_ctx = EventContext(
             Dimse.C_FIND_RQ, Role.SCU, ctx.called_ae, upstream, host, "", ctx.sop_class_uid
         )
-        try:
-            request = self.engine.apply(query, request_ctx).dataset
-        except RuleFailedError as exc:
-            self.audit.record(request_ctx, _CANNOT_UNDERSTAND, None, "", str(exc))
-            yield _CANNOT_UNDERSTAND, None
-            return
+        request = self.engine.apply(query, request_ctx).dataset  # a failure: the boundary's
         ae = AE(ae_title=ctx.called_ae)
         ae.network_timeout = ae.acse_timeout = 30
         ae.dimse_timeout = 60
