@@ -38,7 +38,13 @@ from coercion.engine import (
     RuleSet,
     build_action,
 )
-from coercion.errors import CoercionError, ConfigError, OutputError, VerificationError
+from coercion.errors import (
+    CoercionError,
+    ConfigError,
+    OutputError,
+    RuleFailedError,
+    VerificationError,
+)
 from coercion.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
 from coercion.outputs import remove_stale_temporaries
 from coercion.part10 import atomic_output, encode_file, read_file, sniff
@@ -267,6 +273,9 @@ class _Worker:
             return FileResult(task.source, "skipped", reason="not a DICOM file")
         try:
             return self._process(task)
+        except RuleFailedError as exc:  # the file, the rule and the kind of failure: no value
+            what = f"rule {exc.rule}: {exc.kind}" if exc.rule else str(exc)
+            return FileResult(task.source, "failed", reason=f"{task.source}: {what}")
         except CoercionError as exc:
             return FileResult(task.source, "failed", reason=str(exc))
         except Exception as exc:  # any other failure names the file, never a value

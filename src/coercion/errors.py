@@ -14,10 +14,14 @@ and carries the exit status the command line uses for it::
         +-- VerificationError     (8)  an output still holds an identifying value
 
 Messages have the shape ``<where>: <what>; <hint>`` and never contain an
-element value: they name files, entries, attributes and tags instead.
+element value: they name files, entries, attributes and tags instead. Each
+error also has a ``kind``: a few words, never a value, fit for a DIMSE Error
+Comment or a batch failure line (:func:`kind_of` gives one for any exception).
 """
 
 from __future__ import annotations
+
+import errno
 
 __all__ = [
     "CoercionError",
@@ -29,31 +33,44 @@ __all__ = [
     "RuleFailedError",
     "StoreError",
     "VerificationError",
+    "kind_of",
 ]
 
 
 class CoercionError(Exception):
-    """Base class of every error raised by coercion."""
+    """Base class of every error raised by coercion.
+
+    *kind* (keyword) overrides the class's short description of the failure.
+    """
 
     exit_code: int = 1
+    kind: str = "failed"
+
+    def __init__(self, *args: object, kind: str | None = None) -> None:
+        super().__init__(*args)
+        if kind is not None:
+            self.kind = kind
 
 
 class ConfigError(CoercionError):
     """A configuration value is wrong: option name, URI, rule entry, key file."""
 
     exit_code = 2
+    kind = "configuration error"
 
 
 class DirectoryUnavailableError(CoercionError):
     """The configuration directory cannot be reached and no snapshot can stand in."""
 
     exit_code = 3
+    kind = "directory unavailable"
 
 
 class InputError(CoercionError):
     """A source object is missing, is not DICOM, or is malformed."""
 
     exit_code = 4
+    kind = "malformed input"
 
 
 class MalformedDataError(InputError):
@@ -65,29 +82,62 @@ class MalformedDataError(InputError):
     """
 
     def __init__(self, message: str, summary: str) -> None:
-        super().__init__(message)
+        super().__init__(message, kind=summary[:64])
         self.summary = summary[:64]
 
 
 class RuleFailedError(CoercionError):
-    """A coercion rule could not be applied to an object."""
+    """A coercion rule could not be applied to an object.
+
+    *rule* names the rule (its cn; the URI for a rule of the command line) when the engine
+    raised it; :attr:`comment` is ``rule <cn>: <kind>``, at most 64 characters.
+    """
 
     exit_code = 5
+    kind = "rule failed"
+
+    def __init__(self, message: str, kind: str | None = None, rule: str = "") -> None:
+        super().__init__(message, kind=kind)
+        self.rule = rule
+
+    @property
+    def comment(self) -> str:
+        """``rule <cn>: <kind>`` (or the kind alone), cut to 64 characters: no value in it."""
+        return (f"rule {self.rule}: {self.kind}" if self.rule else self.kind)[:64]
 
 
 class StoreError(CoercionError):
     """The pseudonym store could not be read or written."""
 
     exit_code = 6
+    kind = "pseudonym store failed"
 
 
 class OutputError(CoercionError):
     """An output file could not be written."""
 
     exit_code = 7
+    kind = "cannot write output"
 
 
 class VerificationError(OutputError):
     """An output still contains an identifying value of its source."""
 
     exit_code = 8
+    kind = "identifying value left"
+
+
+def kind_of(exc: BaseException) -> str:
+    """A short description of *exc* without any value: ours say it, others by class or errno.
+
+    ``disk full (ENOSPC)``, ``I/O error (EACCES)``, ``nested too deep``, ``unexpected KeyError``.
+    """
+    if isinstance(exc, CoercionError):
+        return exc.kind
+    if isinstance(exc, OSError) and exc.errno is not None:  # without: not the system's error
+        name = errno.errorcode.get(exc.errno, exc.__class__.__name__)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        return f"{'disk full' if full else 'I/O error'} ({name})"
+    if isinstance(exc, RecursionError):
+        return "nested too deep"
+    return f"unexpected {exc.__class__.__name__}"

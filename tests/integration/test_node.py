@@ -246,7 +246,7 @@ def test_rethrow_failure_gives_a_failure_status_and_stores_nothing(tmp_path: Pat
         node.stop()
     assert stored(data) == []
     audit = "".join(p.read_text() for p in (data / "audit").glob("*.jsonl"))
-    assert "always-fails" in audit and '"status":"0xC000"' in audit
+    assert "always-fails" in audit and '"status":"0xC001"' in audit
 
 
 # -- worklist ----------------------------------------------------------------------------------

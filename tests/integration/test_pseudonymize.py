@@ -255,7 +255,7 @@ def test_an_unknown_pseudonym_is_refused(tmp_path: Path, trial: Trial) -> None:
     dcmwrite(stranger / "x.dcm", make_dataset(patient_id="TA-NOTKNOWN"), enforce_file_format=True)
     result = trial.run(stranger, tmp_path / "stranger-out", called="RETURN")
     assert result.returncode == 1
-    assert "not a pseudonym of this scope; refused" in result.stderr.replace("\n", " ")
+    assert f"{stranger / 'x.dcm'}: rule reidentify-trial-a: unknown pseudonym" in result.stderr
     assert not list((tmp_path / "stranger-out").rglob("*.dcm"))
 
 

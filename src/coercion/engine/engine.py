@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 
 from coercion.engine.context import EventContext
 from coercion.engine.rules import OnFailure, Rule, RuleSet
-from coercion.errors import CoercionError, RuleFailedError
+from coercion.errors import CoercionError, RuleFailedError, kind_of
 from coercion.profile import Change
 
 __all__ = ["AppliedRule", "Engine", "Outcome"]
@@ -84,8 +84,9 @@ class Engine:
 
         Conditions are evaluated on the dataset as it arrived. Rules apply in
         order until a sufficient rule has applied. A rule that fails with
-        on-failure RETHROW raises :class:`RuleFailedError` (the operation
-        fails; the dataset must be discarded); CONTINUE goes on without that
+        on-failure RETHROW raises :class:`RuleFailedError` naming the rule and
+        the kind of failure (the operation fails; the dataset must be
+        discarded); CONTINUE goes on without that
         rule's changes; SUFFICIENT stops there, keeping earlier rules' changes.
         """
         outcome = Outcome(ds)
@@ -96,7 +97,9 @@ class Engine:
                 try:
                     applied.changes = rule.action.apply(outcome.dataset, ctx)
                 except Exception as exc:
-                    raise RuleFailedError(f"rule {rule.dn}: {_reason(exc)}") from exc
+                    raise RuleFailedError(
+                        f"rule {rule.dn}: {_reason(exc)}", kind=kind_of(exc), rule=rule.name
+                    ) from exc
             else:
                 # Work on a copy, so that a failure leaves no half-applied rule behind.
                 work = copy.deepcopy(outcome.dataset)

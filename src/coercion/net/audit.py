@@ -4,13 +4,20 @@ A line holds the time, the event context (DIMSE, role, AE titles, hosts,
 SOP class), the rules applied, the number of actions per letter, a keyed
 hash of the object's SOP Instance UID (so lines about one object can be
 matched without revealing it) and the status.
+
+Writing a line never raises: the operation it records has its status
+already. When the trail cannot be written (a full disk), one ERROR line says
+so for the whole burst of failures, and the first line written afterwards is
+preceded by a WARNING with the number of lines lost.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
+import logging
 import os
 import threading
 import time
@@ -22,6 +29,8 @@ from coercion.outputs import private_folders
 
 __all__ = ["AuditTrail"]
 
+log = logging.getLogger(__name__)
+
 
 class AuditTrail:
     """Append-only JSON lines under *folder*, one file per day (UTC)."""
@@ -30,6 +39,8 @@ class AuditTrail:
         self.folder = folder
         self._key = hmac.new(secret, b"coercion/audit", hashlib.sha256).digest()
         self._lock = threading.Lock()
+        #: Lines lost in the current burst of write failures (0: the trail is being written).
+        self.lost = 0
         private_folders(folder)
 
     def hashed(self, value: str) -> str:
@@ -49,7 +60,7 @@ class AuditTrail:
         detail: str = "",
         extra: Mapping[str, object] | None = None,
     ) -> None:
-        """Append one line."""
+        """Append one line; a failure to write it is logged (once per burst), never raised."""
         line: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "dimse": str(ctx.dimse),
@@ -71,10 +82,31 @@ class AuditTrail:
             line["detail"] = detail
         if extra:
             line.update(extra)
-        text = json.dumps(line, separators=(",", ":")) + "\n"
+        self._append((json.dumps(line, separators=(",", ":")) + "\n").encode())
+
+    def _append(self, data: bytes) -> None:
+        """Write *data* whole at the end of today's file, or count it lost."""
         with self._lock:
-            fd = os.open(self.path(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            path = self.path()
             try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                try:
+                    written = os.write(fd, data)
+                    if written != len(data):  # a short append: the disk filled up under it
+                        os.ftruncate(fd, os.fstat(fd).st_size - written)
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                if not self.lost:
+                    name = errno.errorcode.get(exc.errno or 0, exc.__class__.__name__)
+                    log.error(
+                        "audit trail %s: cannot write (%s); lines are lost until it can again",
+                        path,
+                        name,
+                    )
+                self.lost += 1
+                return
+            if self.lost:
+                log.warning("audit trail %s: written again; %d lines were lost", path, self.lost)
+                self.lost = 0

@@ -5,7 +5,9 @@ syntax (no transcoding); Modality Worklist SCP answering from a local
 folder; MPPS SCP (N-CREATE, N-SET). Every dataset is coerced for its event
 context before anything else happens to it; an object no rule applies to is
 stored from the bytes received, without decoding. The AE titles, the known
-peers and the rules come from the directory and follow its changes.
+peers and the rules come from the directory and follow its changes. Every
+handler runs inside the error boundary of :mod:`coercion.net.boundary`: any
+failure is answered with its service's failure status, logged once and audited.
 """
 
 from __future__ import annotations
@@ -31,10 +33,18 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
-from coercion.errors import InputError, MalformedDataError, RuleFailedError
+from coercion.errors import MalformedDataError
 from coercion.net import reactor, receive
 from coercion.net.accept import request_handler
 from coercion.net.audit import AuditTrail
+from coercion.net.boundary import (
+    Boundary,
+    DataSetMismatchError,
+    Operation,
+    Service,
+    guarded,
+)
+from coercion.net.boundary import status as _status
 from coercion.net.forward import Forwarder
 from coercion.net.limits import AssociationCounter, NetworkLimits, from_settings
 from coercion.net.paths import mpps_path, object_path, uid_component
@@ -52,7 +62,6 @@ _PENDING = 0xFF00
 _CANCEL = 0xFE00
 _CANNOT_UNDERSTAND = 0xC000
 _OUT_OF_RESOURCES = 0xA700
-_DOES_NOT_MATCH = 0xA900
 _DUPLICATE_INSTANCE = 0x0111
 _NO_SUCH_INSTANCE = 0x0112
 _PROCESSING_FAILURE = 0x0110
@@ -103,18 +112,6 @@ class NodeSettings:
         return context
 
 
-def _status(code: int, comment: str) -> Dataset:
-    """A status dataset with an error comment (no PHI: rule names and reasons only)."""
-    status = Dataset()
-    status.Status = code
-    status.ErrorComment = comment[:64]
-    return status
-
-
-class _MismatchError(Exception):
-    """A C-STORE data set that does not match its request (0xA900); the message names no value."""
-
-
 def _mismatch(ds: Dataset, sop_class: str, instance: str, negotiated: str) -> str:
     """Why a received data set does not match its C-STORE request, or "" (no value named)."""
     if sop_class != negotiated:
@@ -150,6 +147,7 @@ class Node:
         self.mpps = settings.data / "mpps"
         self.worklist = Worklist(settings.worklist or settings.data / "worklist")
         self.audit = AuditTrail(settings.data / "audit", settings.secret)
+        self.boundary = Boundary(self.audit)
         self.forwarder = Forwarder(settings.data, self.engine, self.audit)
         self.forwarder.configure(configuration, configuration.forward_rules)
         self.forwarder.tls_context = settings.client_tls()
@@ -285,21 +283,10 @@ class Node:
                     return True
         return False
 
-    def _context(self, event: evt.Event, dimse: Dimse, sop_class: str) -> EventContext:
-        assoc = event.assoc
-        return EventContext(
-            dimse,
-            Role.SCP,
-            calling_ae=str(assoc.requestor.ae_title).strip(),
-            called_ae=str(assoc.acceptor.ae_title).strip(),
-            remote_host=assoc.requestor.address,
-            local_host=assoc.acceptor.address,
-            sop_class_uid=sop_class,
-        )
-
     # -- services ----------------------------------------------------------------------------
 
-    def _on_echo(self, event: evt.Event) -> int:
+    @guarded(Service.C_ECHO)
+    def _on_echo(self, event: evt.Event, op: Operation) -> int:
         return _SUCCESS
 
     def _receive(
@@ -320,69 +307,42 @@ class Node:
         uid_component(ds.get("SOPInstanceUID"), "(0008,0018) SOPInstanceUID", label)
         mismatch = _mismatch(ds, sop_class, instance, str(event.context.abstract_syntax))
         if mismatch:
-            raise _MismatchError(mismatch)
+            raise DataSetMismatchError(mismatch)
         return data, ds, rules
 
-    def _on_store(self, event: evt.Event) -> int | Dataset:
-        request: Any = event.request
-        sop_class = str(request.AffectedSOPClassUID)
-        instance = str(request.AffectedSOPInstanceUID)
-        ctx = self._context(event, Dimse.C_STORE_RQ, sop_class)
-        label = f"C-STORE from {ctx.calling_ae}"
-        outcome: Outcome | None = None
-        try:
-            data, ds, rules = self._receive(event, ctx, label)
-            outcome = self.engine.apply(ds, ctx) if rules else Outcome(ds)
-            stored = outcome.dataset
-            path = object_path(self.objects, stored, label)
-            replaced = path.exists()  # a second copy replaces the first, whole or not at all
-            with atomic_output(path, sync=self.sync_writes) as fd:
-                if outcome.applied:
-                    encode_file(stored).write_to(fd)  # type: ignore[arg-type]
-                else:
-                    _write_all(fd, data)  # untouched: the bytes as received
-            forwarded = self.forwarder.enqueue(path, ctx, stored)
-        except _MismatchError as exc:
-            self.audit.record(ctx, _DOES_NOT_MATCH, None, instance, str(exc))
-            log.warning("%s refused: %s", label, exc)
-            return _status(_DOES_NOT_MATCH, str(exc))
-        except RuleFailedError as exc:
-            self.audit.record(ctx, _CANNOT_UNDERSTAND, outcome, instance, str(exc))
-            log.warning("C-STORE refused: %s", exc)
-            return _status(_CANNOT_UNDERSTAND, "coercion rule failed; object not stored")
-        except InputError as exc:
-            self.audit.record(ctx, _CANNOT_UNDERSTAND, None, instance, str(exc))
-            log.warning("C-STORE refused: %s", exc)
-            summary = exc.summary if isinstance(exc, MalformedDataError) else "malformed data set"
-            return _status(_CANNOT_UNDERSTAND, summary)
-        except RecursionError:
-            self.audit.record(ctx, _CANNOT_UNDERSTAND, outcome, instance, "nested too deep")
-            log.warning("%s refused: sequences nested too deep to process", label)
-            return _status(_CANNOT_UNDERSTAND, "sequences nested too deep")
-        except OSError as exc:
-            self.audit.record(ctx, _OUT_OF_RESOURCES, outcome, instance, exc.__class__.__name__)
-            log.error("cannot store an object: %s", exc.strerror)
-            return _status(_OUT_OF_RESOURCES, "cannot store")
+    @guarded(Service.C_STORE)
+    def _on_store(self, event: evt.Event, op: Operation) -> int | Dataset:
+        ctx, label = op.ctx, op.label
+        data, ds, rules = self._receive(event, ctx, label)
+        op.step = "coerce"
+        outcome = self.engine.apply(ds, ctx) if rules else Outcome(ds)
+        op.outcome = outcome
+        op.step = "write"
+        stored = outcome.dataset
+        path = object_path(self.objects, stored, label)
+        replaced = path.exists()  # a second copy replaces the first, whole or not at all
+        with atomic_output(path, sync=self.sync_writes) as fd:
+            if outcome.applied:
+                encode_file(stored).write_to(fd)  # type: ignore[arg-type]
+            else:
+                _write_all(fd, data)  # untouched: the bytes as received
+        op.step = "forward"
+        forwarded = self.forwarder.enqueue(path, ctx, stored)
+        op.step = "audit"
         extra: dict[str, object] = {"forwarded_to": forwarded} if forwarded else {}
         if replaced:
             extra["replaced"] = True
-        self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra or None)
+        self.audit.record(ctx, _SUCCESS, outcome, op.instance, extra=extra or None)
         return _SUCCESS
 
-    def _on_find(self, event: evt.Event) -> Any:
+    @guarded(Service.C_FIND)
+    def _on_find(self, event: evt.Event, op: Operation) -> Any:
         request: Any = event.request
-        sop_class = str(request.AffectedSOPClassUID)
-        ctx = self._context(event, Dimse.C_FIND_RQ, sop_class)
-        try:
-            label = f"C-FIND from {ctx.calling_ae}"
-            check_received(request.Identifier.getvalue(), str(event.context.transfer_syntax), label)
-            query = self.engine.apply(event.identifier, ctx).dataset
-        except (RuleFailedError, InputError) as exc:
-            self.audit.record(ctx, _CANNOT_UNDERSTAND, None, "", str(exc))
-            log.warning("C-FIND refused: %s", exc)
-            summary = exc.summary if isinstance(exc, MalformedDataError) else "query refused"
-            yield _status(_CANNOT_UNDERSTAND, summary), None
-            return
+        ctx = op.ctx
+        check_received(request.Identifier.getvalue(), str(event.context.transfer_syntax), op.label)
+        op.step = "coerce query"
+        query = self.engine.apply(event.identifier, ctx).dataset
+        op.step = "answers"
         upstream = self.configuration.device.settings.get("coercionWorklistAETitle")
         answers = (
             self._upstream_answers(event, query, ctx, str(upstream))
@@ -400,14 +360,12 @@ class Node:
                 self.audit.record(ctx, code, None, "", "upstream worklist failed")
                 yield code, None
                 return
-            try:
-                coerced = self.engine.apply(item, response_ctx).dataset
-            except RuleFailedError as exc:
-                self.audit.record(response_ctx, _CANNOT_UNDERSTAND, None, "", str(exc))
-                yield _CANNOT_UNDERSTAND, None
-                return
+            op.step = "coerce answer"
+            coerced = self.engine.apply(item, response_ctx).dataset
+            op.step = "answers"
             answered += 1
             yield code, coerced
+        op.step = "audit"
         self.audit.record(ctx, _SUCCESS, None, extra={"answers": answered})
 
     def _upstream_answers(
@@ -423,12 +381,7 @@ class Node:
         request_ctx = EventContext(
             Dimse.C_FIND_RQ, Role.SCU, ctx.called_ae, upstream, host, "", ctx.sop_class_uid
         )
-        try:
-            request = self.engine.apply(query, request_ctx).dataset
-        except RuleFailedError as exc:
-            self.audit.record(request_ctx, _CANNOT_UNDERSTAND, None, "", str(exc))
-            yield _CANNOT_UNDERSTAND, None
-            return
+        request = self.engine.apply(query, request_ctx).dataset  # a failure: the boundary's
         ae = AE(ae_title=ctx.called_ae)
         ae.network_timeout = ae.acse_timeout = 30
         ae.dimse_timeout = 60
@@ -460,28 +413,22 @@ class Node:
                 assoc.release()
 
     def _mpps_request(
-        self, event: evt.Event, ctx: EventContext, instance: str, received: Any
-    ) -> tuple[Path, int, str]:
+        self, event: evt.Event, op: Operation, received: Any
+    ) -> tuple[Path, Dataset | None]:
         """The record's path, after checks: the instance UID, then the received data set.
 
-        Returns (path, 0, "") or, when refused (logged and audited), (path, status, comment).
+        Returns (path, None) or, when refused (logged and audited), (path, status).
+        An invalid instance UID is 0x0117; a malformed data set raises (the boundary's 0x0110).
         """
-        label = f"{ctx.dimse} from {ctx.calling_ae}"
+        label = f"{op.ctx.dimse} from {op.ctx.calling_ae}"
         try:
-            path = mpps_path(self.mpps, instance, label)
+            path = mpps_path(self.mpps, op.instance, label)
         except MalformedDataError as exc:
-            self.audit.record(ctx, _INVALID_INSTANCE, None, instance, str(exc))
-            log.warning("%s", exc)
-            return self.mpps, _INVALID_INSTANCE, exc.summary
-        try:
-            raw = received.getvalue() if received is not None else b""
-            if raw:
-                check_received(raw, str(event.context.transfer_syntax), label)
-        except MalformedDataError as exc:
-            self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, str(exc))
-            log.warning("%s", exc)
-            return path, _PROCESSING_FAILURE, exc.summary
-        return path, 0, ""
+            return self.mpps, self.boundary.fail(op, exc, _INVALID_INSTANCE)
+        raw = received.getvalue() if received is not None else b""
+        if raw:
+            check_received(raw, str(event.context.transfer_syntax), label)
+        return path, None
 
     def _write_mpps(self, path: Path, ds: Dataset, instance: str) -> None:
         ds.file_meta = _file_meta(_MPPS, instance)
@@ -503,18 +450,18 @@ class Node:
         finally:
             staged.unlink(missing_ok=True)
 
-    def _on_n_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+    @guarded(Service.N_CREATE)
+    def _on_n_create(self, event: evt.Event, op: Operation) -> tuple[int | Dataset, Dataset | None]:
         request: Any = event.request
-        instance = str(request.AffectedSOPInstanceUID or generate_uid())
-        ctx = self._context(event, Dimse.N_CREATE_RQ, str(request.AffectedSOPClassUID))
-        path, refused, comment = self._mpps_request(event, ctx, instance, request.AttributeList)
-        if refused:
-            return _status(refused, comment), None
-        try:
-            outcome = self.engine.apply(event.attribute_list, ctx)
-        except RuleFailedError as exc:
-            self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, str(exc))
-            return _status(_PROCESSING_FAILURE, "coercion rule failed; not created"), None
+        op.instance = instance = op.instance or generate_uid()
+        ctx = op.ctx
+        path, refused = self._mpps_request(event, op, request.AttributeList)
+        if refused is not None:
+            return refused, None
+        op.step = "coerce"
+        outcome = self.engine.apply(event.attribute_list, ctx)
+        op.outcome = outcome
+        op.step = "write"
         with self._mpps_lock:
             if path.exists():
                 self.audit.record(ctx, _DUPLICATE_INSTANCE, outcome, instance)
@@ -525,18 +472,17 @@ class Node:
         self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra)
         return _SUCCESS, outcome.dataset
 
-    def _on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+    @guarded(Service.N_SET)
+    def _on_n_set(self, event: evt.Event, op: Operation) -> tuple[int | Dataset, Dataset | None]:
         request: Any = event.request
-        instance = str(request.RequestedSOPInstanceUID)
-        ctx = self._context(event, Dimse.N_SET_RQ, str(request.RequestedSOPClassUID))
-        path, refused, comment = self._mpps_request(event, ctx, instance, request.ModificationList)
-        if refused:
-            return _status(refused, comment), None
-        try:
-            outcome = self.engine.apply(event.modification_list, ctx)
-        except RuleFailedError as exc:
-            self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, str(exc))
-            return _status(_PROCESSING_FAILURE, "coercion rule failed; not changed"), None
+        instance, ctx = op.instance, op.ctx
+        path, refused = self._mpps_request(event, op, request.ModificationList)
+        if refused is not None:
+            return refused, None
+        op.step = "coerce"
+        outcome = self.engine.apply(event.modification_list, ctx)
+        op.outcome = outcome
+        op.step = "write"
         with self._mpps_lock:
             if not path.exists():
                 self.audit.record(ctx, _NO_SUCH_INSTANCE, None, instance)

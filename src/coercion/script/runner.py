@@ -280,7 +280,8 @@ class ScriptRunner:
                 numbers = [float(v) if vr in _FLOAT_VRS else int(v) for v in values]
             except ValueError:
                 raise RuleFailedError(
-                    f"{where}: the value set is not a number, as VR {vr} needs"
+                    f"{where}: the value set is not a number, as VR {vr} needs",
+                    kind=f"value for VR {vr} not a number",
                 ) from None
             number_value: object = (
                 numbers if len(numbers) > 1 else (numbers[0] if numbers else None)
@@ -288,7 +289,9 @@ class ScriptRunner:
             ds[key(tag)] = DataElement(key(tag), vr, number_value)
             return
         if vr == "SQ" or (vr not in ("UN",) and vr.startswith("O")):
-            raise RuleFailedError(f"{where}: a value cannot be written to VR {vr}")
+            raise RuleFailedError(
+                f"{where}: a value cannot be written to VR {vr}", kind=f"cannot write VR {vr}"
+            )
         text = "\\".join(values)
         if not text.isascii() and vr in _CHARSET_TEXT_VRS:
             _check_encodable(chain, text, where)
@@ -351,7 +354,8 @@ def _check_encodable(chain: tuple[Dataset, ...], text: str, where: str) -> None:
     if not any(key(_SPECIFIC_CHARACTER_SET) in level._dict for level in chain):
         raise RuleFailedError(
             f"{where}: the value is not ASCII and the object declares no Specific Character "
-            "Set (0008,0005); set (0008,0005) too, e.g. to ISO_IR 192"
+            "Set (0008,0005); set (0008,0005) too, e.g. to ISO_IR 192",
+            kind="non-ASCII value without character set",
         )
     codec = simple_codec(ds)
     try:
@@ -364,7 +368,8 @@ def _check_encodable(chain: tuple[Dataset, ...], text: str, where: str) -> None:
     except (UnicodeEncodeError, UserWarning, LookupError):
         raise RuleFailedError(
             f"{where}: the value cannot be written in the object's Specific Character Set "
-            "(0008,0005); set (0008,0005) to a set that holds it, e.g. ISO_IR 192"
+            "(0008,0005); set (0008,0005) to a set that holds it, e.g. ISO_IR 192",
+            kind="value not in the character set",
         ) from None
 
 

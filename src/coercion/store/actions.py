@@ -81,7 +81,8 @@ class PseudonymizeAction:
         patient_id = _text(ds, "PatientID")
         if not patient_id:
             raise RuleFailedError(
-                f"pseudonymize:{self.scope_name}: the object has no Patient ID to pseudonymise"
+                f"pseudonymize:{self.scope_name}: the object has no Patient ID to pseudonymise",
+                kind="no Patient ID",
             )
         scope = open_store(self.env, self.url).scope(self.scope_name, self.settings)
         demographics = {k: v for k in _DEMOGRAPHICS if (v := _text(ds, k))}
@@ -124,7 +125,8 @@ class ReidentifyAction:
         if known is None:
             raise RuleFailedError(
                 f"reidentify:{self.scope_name}: the object's Patient ID is not a pseudonym of "
-                "this scope; refused"
+                "this scope; refused",
+                kind="unknown pseudonym",
             )
         patient, originals = known
         study = scope.original_study(_text(ds, "StudyInstanceUID")) or {}
