@@ -32,11 +32,23 @@ if TYPE_CHECKING:
 # The directory modules (ldap3, jsonschema) are imported where they are used, so that
 # the commands that do not read the directory start quickly.
 
-__all__ = ["config", "directory_options", "explain", "open_source"]
+__all__ = ["config", "directory_options", "explain", "format_option", "open_source"]
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def format_option(function: _F) -> _F:
+    """Add ``--format table|json`` (as ``output_format``) to a command that prints a table."""
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="table: for people (full values when not on a terminal); json: for programs.",
+    )(function)
 
 
 def directory_options(function: _F) -> _F:
@@ -143,14 +155,7 @@ def validate_(**kwargs: Any) -> None:
 
 
 @config.command()
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table: for people (full values when not on a terminal); json: for programs.",
-)
+@format_option
 @_with_source
 def show(output_format: str, **kwargs: Any) -> None:
     """Print the node's rules as a table, in the order they apply, then its tag scripts."""

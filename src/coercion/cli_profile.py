@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from coercion.cli_config import format_option
 from coercion.profile import BASIC_PROFILE, EDITION, Option, parse_options
 from coercion.profile.conformance import conformance_rows, option_header
 
@@ -42,14 +43,7 @@ def profile() -> None:
         + ", ".join(option.name for option in Option)
     ),
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="A table to read, or JSON to process.",
-)
+@format_option
 def show(option_names: tuple[str, ...], output_format: str) -> None:
     """Every Table E.1-1 row: the standard's action for the options and the action taken.
 

@@ -20,24 +20,14 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from coercion.profile import EDITION, Deidentifier, Option, compile_profile
+from coercion.profile._table import OPTION_COLUMNS
 from coercion.profile.compiled import PatternRow
 from tests.helpers import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "standard" / "ps3.15" / "confidentiality-profile.json"
 ROWS = json.loads(TABLE.read_text(encoding="utf-8"))
-FIELDS = [
-    "retain_safe_private",
-    "retain_uids",
-    "retain_device_identity",
-    "retain_institution_identity",
-    "retain_patient_characteristics",
-    "retain_long_full_dates",
-    "retain_long_modified_dates",
-    "clean_descriptors",
-    "clean_structured_content",
-    "clean_graphics",
-]
+FIELDS = [column[0] for column in OPTION_COLUMNS]  # the JSON field of each option
 #: The documented choice for compound codes (README: "Compound action codes").
 COMPOUND = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U"}
 PATIENT = "ROWTEST^PATIENT"

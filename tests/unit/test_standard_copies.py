@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from coercion.profile._table import OPTION_COLUMNS
+
 ROOT = Path(__file__).resolve().parents[2]
 STANDARD = ROOT / "standard" / "ps3.15"
 SHARED = ROOT.parent / "shared" / "ps3.15"
@@ -34,18 +36,7 @@ PUBLISHED = {
     # sha256 of the file as the shared folder holds it
     "dicom-ldap-schema.schema": "bdbd7aaac3d0774617c0ea08068fe896ff5734eadae957bb3ba955bf52fc218b",
 }
-OPTION_FIELDS = (
-    "retain_safe_private",
-    "retain_uids",
-    "retain_device_identity",
-    "retain_institution_identity",
-    "retain_patient_characteristics",
-    "retain_long_full_dates",
-    "retain_long_modified_dates",
-    "clean_descriptors",
-    "clean_structured_content",
-    "clean_graphics",
-)
+OPTION_FIELDS = [column[0] for column in OPTION_COLUMNS]  # the JSON field of each option
 #: pymedphys's names for the two date columns; the other eight are spelled alike.
 PYMEDPHYS_FIELD = {
     "retain_long_full_dates": "retain_longitudinal_full_dates",
