@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
+from multiprocessing.synchronize import Barrier
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 
+from coercion.errors import StoreError
 from coercion.store import PseudonymStore
+from coercion.store.store import SCHEMA_VERSION
 from tests.helpers import SECRET
+from tests.postgres import Postgres, fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +69,80 @@ def test_overlapping_uid_sets_in_opposite_orders_never_fail(
     stats = two_stores[0].stats()
     assert all(stats[f"RACE{r}"]["uids"] == UIDS_PER_OBJECT for r in range(ROUNDS))
     assert "reachable" not in caplog.text
+    assert "deadlock" not in caplog.text  # the sorted order avoids them, not only the retries
+
+
+def _open(url: str, barrier: Barrier, queue: multiprocessing.Queue[str]) -> None:
+    """A worker: open the store at *url* together with the others; report the error or ""."""
+    barrier.wait(timeout=120)
+    try:
+        PseudonymStore(url, SECRET).close()
+    except StoreError as exc:
+        queue.put(str(exc))
+        return
+    queue.put("")
+
+
+def test_nodes_opening_a_new_postgresql_database_at_once_create_it_once(
+    postgres: Postgres,
+) -> None:
+    """Four processes open one new database together: no error here or in the server's log."""
+    url = fresh_database(postgres)
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    queue: multiprocessing.Queue[str] = context.Queue()
+    workers = [context.Process(target=_open, args=(url, barrier, queue)) for _ in range(4)]
+    try:
+        for worker in workers:
+            worker.start()
+        errors = [queue.get(timeout=120) for _ in workers]
+        for worker in workers:
+            worker.join(60)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+                worker.join(10)
+    assert errors == ["", "", "", ""]
+    assert "ERROR" not in postgres.log()
+    store = PseudonymStore(url, SECRET)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        with store.engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM coercion_meta")).scalar() == 1
+    finally:
+        store.close()
+
+
+class _DeadlockError(Exception):
+    """A DBAPI error as psycopg raises it for a deadlock (SQLSTATE 40P01)."""
+
+    sqlstate = "40P01"
+
+
+def test_a_deadlock_is_retried_and_logged_as_contention(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transaction the database ends for a deadlock runs again; the log names contention."""
+    caplog.set_level(logging.INFO, logger="coercion.store")
+    store = PseudonymStore(store_url, SECRET)
+    calls: list[int] = []
+
+    def work(connection: Connection) -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("INSERT", {}, _DeadlockError())
+        return int(connection.execute(text("SELECT 1")).scalar_one())
+
+    def always(connection: Connection) -> int:
+        raise OperationalError("INSERT", {}, _DeadlockError())
+
+    try:
+        assert store.run(work, "scope T") == 1 and len(calls) == 3
+        assert "store contention (deadlock), retry 1/" in caplog.text
+        assert "store contention (deadlock), retry 2/" in caplog.text
+        with pytest.raises(StoreError, match=r"contention \(deadlock\) persisted") as raised:
+            store.run(always, "scope T")
+    finally:
+        store.close()
+    assert "reachable" not in str(raised.value) and "reachable" not in caplog.text
