@@ -72,6 +72,44 @@ def test_overlapping_uid_sets_in_opposite_orders_never_fail(
     assert "deadlock" not in caplog.text  # the sorted order avoids them, not only the retries
 
 
+def test_two_objects_of_one_new_study_at_once_are_both_recorded(
+    two_stores: tuple[PseudonymStore, PseudonymStore],
+) -> None:
+    """A CT and an RT Struct of one new study, many rounds: no refusal, the study record merged."""
+    barrier = threading.Barrier(2, timeout=60)
+    failures: list[BaseException] = []
+    rounds = ROUNDS // 2
+    values = ({"StudyID": "1", "AccessionNumber": "QZXACC"}, {"StudyID": "1", "StudyDate": "D"})
+
+    def work(store: PseudonymStore, index: int) -> None:
+        for round_ in range(rounds):
+            scope = store.scope(f"STUDY{round_}")
+            study = f"1.2.826.0.1.3680043.99.13.{round_}"
+            uids = [study, f"{study}.1", f"{study}.1.{index}", f"{study}.2.1"]
+            try:
+                barrier.wait()
+                patient = scope.patient(f"QZXRACE-{round_}", "", {"PatientName": "QZX^RACE"})
+                scope.map_uids(reversed(uids) if index else uids)
+                scope.record_study(scope.derive_uid(study), patient, values[index])
+            except BaseException as exc:
+                failures.append(exc)
+                barrier.abort()
+                return
+
+    threads = [
+        threading.Thread(target=work, args=(store, index)) for index, store in enumerate(two_stores)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert not failures, f"refused: {[str(f) for f in failures][:3]}"
+    for round_ in range(rounds):
+        scope = two_stores[0].scope(f"STUDY{round_}")
+        study = scope.derive_uid(f"1.2.826.0.1.3680043.99.13.{round_}")
+        assert scope.original_study(study) == {**values[0], **values[1]}
+
+
 def _open(url: str, barrier: Barrier, queue: multiprocessing.Queue[str]) -> None:
     """A worker: open the store at *url* together with the others; report the error or ""."""
     barrier.wait(timeout=120)
