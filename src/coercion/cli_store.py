@@ -12,12 +12,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from coercion.cli_config import directory_options, open_source
 from coercion.errors import ConfigError, OutputError, StoreError
 from coercion.keys import load_or_create_secret
 from coercion.part10 import atomic_output
 
 if TYPE_CHECKING:
-    from coercion.store import PseudonymStore
+    from coercion.store import PseudonymStore, ScopeSettings
 
 __all__ = ["store"]
 
@@ -56,22 +57,55 @@ def store() -> None:
     """Work with the pseudonym store."""
 
 
+def _scope_settings(scope: str, secret: bytes, directory: dict[str, Any]) -> ScopeSettings:
+    """The settings of *scope* in the directory the options name; ConfigError when it has none."""
+    from coercion.directory.config import build_configuration
+    from coercion.engine import ActionEnv
+
+    device = directory.pop("device")
+    source = open_source(directory)
+    try:
+        entries, origin = source.entries(), source.origin
+    finally:
+        source.close()
+    env = ActionEnv(secret)
+    build_configuration(entries, origin, env, device)
+    settings: ScopeSettings | None = env.scopes.get(scope)
+    if settings is None:
+        known = ", ".join(sorted(env.scopes)) or "none"
+        raise ConfigError(
+            f"{origin}: no scope {scope!r} (coercionPseudonymScope entries: {known}); "
+            "registration takes the scope's date_offset_range from there"
+        )
+    return settings
+
+
 @store.command()
 @click.argument("scope")
 @click.argument("subjects", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @_store_options
-def register(scope: str, subjects: Path, url: str, key: Path | None) -> None:
-    """Pre-register SUBJECTS (CSV: PatientID, PseudonymID[, PseudonymName, IssuerOfPatientID])."""
+@directory_options
+def register(scope: str, subjects: Path, url: str, key: Path | None, **directory: Any) -> None:
+    """Pre-register SUBJECTS (CSV: PatientID, PseudonymID[, PseudonymName, IssuerOfPatientID]).
+
+    SCOPE is the directory's: its date_offset_range gives the subjects' offsets. A
+    subject registered without an issuer matches objects of its Patient ID with any
+    issuer; a registration that conflicts with a known subject is refused.
+    """
+    from coercion.store import PseudonymStore
+
     with open(subjects, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in SUBJECT_COLUMNS[:2] if c not in (reader.fieldnames or [])]
         if missing:
             raise ConfigError(f"{subjects}: columns {', '.join(missing)} missing (header row)")
         rows = list(reader)
-    opened = _open(url, key)
+    secret = load_or_create_secret(key)
+    settings = _scope_settings(scope, secret, directory)
+    opened = PseudonymStore(url, secret)
     added = known = 0
     try:
-        target = opened.scope(scope)
+        target = opened.scope(scope, settings)
         for number, row in enumerate(rows, start=2):
             patient_id, pseudonym = row["PatientID"].strip(), row["PseudonymID"].strip()
             if not patient_id or not pseudonym:

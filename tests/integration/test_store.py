@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from coercion.errors import StoreError
 from coercion.profile import Deidentifier, Option, compile_profile
@@ -15,6 +15,7 @@ from coercion.store import PseudonymStore, ScopeSettings
 from coercion.store.store import SCHEMA_VERSION
 from tests.helpers import SECRET, make_dataset
 from tests.postgres import Postgres, fresh_database
+from tests.store_legacy import OldPatient, make_legacy_store
 
 pytestmark = pytest.mark.integration
 
@@ -192,45 +193,17 @@ def test_a_postgresql_dump_holds_no_phi(postgres: Postgres) -> None:
         assert value not in dump  # ... but none of the originals in clear
 
 
-def _make_version_2(store_url: str, offsets: dict[str, int]) -> None:
-    """Turn the store at *store_url* back into schema 2: day offsets in ``date_offset``."""
-    engine = create_engine(store_url)
-    try:
-        with engine.begin() as connection:
-            if engine.dialect.name == "postgresql":
-                connection.execute(
-                    text("ALTER TABLE coercion_patients ALTER COLUMN date_offset_seconds TYPE INT")
-                )
-            connection.execute(
-                text(
-                    "ALTER TABLE coercion_patients RENAME COLUMN date_offset_seconds TO date_offset"
-                )
-            )
-            for pseudonym, days in offsets.items():
-                connection.execute(
-                    text("UPDATE coercion_patients SET date_offset = :d WHERE pseudonym_id = :p"),
-                    {"d": days, "p": pseudonym},
-                )
-            connection.execute(
-                text("UPDATE coercion_meta SET value = '2' WHERE name = 'schema_version'")
-            )
-    finally:
-        engine.dispose()
-
-
 def test_a_version_2_store_keeps_its_day_offsets_as_seconds(store_url: str) -> None:
-    """Schema 2 -> 3: each day offset becomes day * 86400 seconds; old subjects move as before."""
+    """Schema 2 -> 4: each day offset becomes day * 86400 seconds; old subjects move as before."""
+    make_legacy_store(
+        store_url,
+        2,
+        "TRIAL_A",
+        [OldPatient(PATIENT_ID, "SUBJ-001", -123, True), OldPatient("QZXSTORE-ID-2", "D-2", -45)],
+    )
     store = PseudonymStore(store_url, SECRET)
     try:
-        scope = store.scope("TRIAL_A")
-        assert scope.register(PATIENT_ID, "SUBJ-001")
-        derived = scope.patient("QZXSTORE-ID-2").pseudonym_id
-    finally:
-        store.close()
-    _make_version_2(store_url, {"SUBJ-001": -123, derived: -45})
-    store = PseudonymStore(store_url, SECRET)
-    try:
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         scope = store.scope("TRIAL_A")
         registered = scope.patient(PATIENT_ID)
         assert (registered.pseudonym_id, registered.date_offset_seconds) == (

@@ -17,6 +17,7 @@ from coercion.errors import StoreError
 from coercion.store import PseudonymStore, ScopeKeys
 from coercion.store.store import SCHEMA_VERSION
 from tests.helpers import SECRET
+from tests.store_legacy import OldPatient, make_legacy_store
 
 pytestmark = pytest.mark.integration
 
@@ -166,28 +167,19 @@ def test_two_processes_racing_on_the_same_originals_agree(store_url: str) -> Non
 
 
 def test_a_version_1_store_is_migrated(store_url: str) -> None:
-    """A version-1 store gets the counter values table (and offsets in seconds) when opened."""
-    PseudonymStore(store_url, SECRET).close()
+    """A version-1 store gets the counter values table (and sealed offsets) when opened."""
+    make_legacy_store(store_url, 1, "TRIAL_A", [OldPatient(PATIENT_ID, "SUBJ-1", -7, True)])
     engine = create_engine(store_url)
     try:
-        with engine.begin() as connection:
-            connection.execute(text("DROP TABLE coercion_counter_values"))
-            connection.execute(
-                text(
-                    "ALTER TABLE coercion_patients RENAME COLUMN date_offset_seconds TO date_offset"
-                )
-            )
-            connection.execute(
-                text("UPDATE coercion_meta SET value = '1' WHERE name = 'schema_version'")
-            )
         assert "coercion_counter_values" not in inspect(engine).get_table_names()
     finally:
         engine.dispose()
     store = PseudonymStore(store_url, SECRET)
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         assert "coercion_counter_values" in inspect(store.engine).get_table_names()
         scope = store.scope("TRIAL_A")
+        assert scope.patient(PATIENT_ID).date_offset_seconds == -7 * 86400
         assert [scope.number_for("subject", i) for i in (PATIENT_ID, OTHER_ID, PATIENT_ID)] == [
             1,
             2,

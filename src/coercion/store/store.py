@@ -9,6 +9,12 @@ idempotent (``ON CONFLICT DO NOTHING``) and reads back what is stored, so two
 processes or nodes working on one patient at the same moment end with one
 record and agree on it without locks.
 
+Contention is retried, never refused: rows of one transaction are written in
+a fixed order (sorted by key), so two transactions never wait on each other
+in a circle; a deadlock or serialization failure the database reports anyway
+is retried up to :data:`RETRIES` times after a random pause, logged as
+``store contention (...)``.
+
 Counters are the exception: a number must be handed out once, so a counter's
 transaction first writes the counter's row (on PostgreSQL a row lock, on
 SQLite the database's write lock) and holds it to the commit. Writing first
@@ -23,13 +29,13 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,11 +46,11 @@ from coercion.dates import offset_seconds
 from coercion.errors import StoreError
 from coercion.outputs import FILE_MODE, private_folders
 from coercion.store.crypto import ScopeKeys
+from coercion.store.schema import SCHEMA_VERSION, NewerSchemaError, create_or_migrate, seal_offset
 from coercion.store.tables import (
     counter_values,
     counters,
     meta,
-    metadata,
     patients,
     studies,
     uids,
@@ -52,17 +58,13 @@ from coercion.store.tables import (
 
 __all__ = ["SCHEMA_VERSION", "Patient", "PseudonymStore", "Scope", "ScopeSettings"]
 
-#: The schema version this code writes; older stores are migrated on open.
-#: 1: patients, UIDs, studies, counters; 2: adds coercion_counter_values;
-#: 3: date offsets in seconds (``date_offset_seconds``; day offsets became day * 86400).
-SCHEMA_VERSION = 3
 _MIGRATE_ATTEMPTS = 5
+#: Retries of a transaction the database ended for contention (deadlock, serialization).
+RETRIES = 6
+_CONTENTION = {"40P01": "deadlock", "40001": "serialization"}
 
 log = logging.getLogger(__name__)
-
-
-class _NewerSchemaError(StoreError):
-    """The store was written by a newer coercion: never retried."""
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ class PseudonymStore:
             try:
                 self._migrate_once()
                 return
-            except _NewerSchemaError:
+            except NewerSchemaError:
                 raise
             except StoreError:
                 if attempt == _MIGRATE_ATTEMPTS - 1:
@@ -180,41 +182,44 @@ class PseudonymStore:
     def _migrate_once(self) -> None:
         try:
             with self.engine.begin() as connection:
-                metadata.create_all(connection, checkfirst=True)
-                found = connection.execute(
-                    select(meta.c.value).where(meta.c.name == "schema_version")
-                ).scalar()
-                if found is None:
-                    connection.execute(
-                        self._insert(meta)
-                        .values(name="schema_version", value=str(SCHEMA_VERSION))
-                        .on_conflict_do_nothing()
-                    )
-                elif int(found) > SCHEMA_VERSION:
-                    raise _NewerSchemaError(
-                        f"store {_safe(self.url)}: schema version {found} is newer than this "
-                        f"coercion ({SCHEMA_VERSION}); upgrade coercion"
-                    )
-                elif int(found) < SCHEMA_VERSION:
-                    # 1 -> 2: coercion_counter_values, made by create_all above.
-                    if int(found) < 3:
-                        _offsets_to_seconds(connection)
-                    connection.execute(
-                        meta.update()
-                        .where(meta.c.name == "schema_version")
-                        .values(value=str(SCHEMA_VERSION))
-                    )
-                    log.info(
-                        "store %s: schema migrated from version %s to %s",
-                        _safe(self.url),
-                        found,
-                        SCHEMA_VERSION,
-                    )
+                create_or_migrate(connection, self._secret, _safe(self.url))
         except SQLAlchemyError as exc:
             raise StoreError(
                 f"store {_safe(self.url)}: cannot create or migrate the schema "
                 f"({exc.__class__.__name__})"
             ) from None
+
+    def run(self, work: Callable[[Connection], _T], where: str) -> _T:
+        """*work* in one transaction, run again after a deadlock or serialization failure.
+
+        Database errors become StoreError naming *where* (no statement, no
+        values); contention that outlasts :data:`RETRIES` retries is named as such.
+        """
+        for attempt in range(1, RETRIES + 2):
+            try:
+                with self.engine.begin() as connection:
+                    return work(connection)
+            except SQLAlchemyError as exc:
+                kind = _contention(exc)
+                if kind is None:
+                    hint = (
+                        "; is it reachable and writable?"
+                        if isinstance(exc, OperationalError)
+                        else ""
+                    )
+                    raise StoreError(
+                        f"store {_safe(self.url)}: {where}: transaction failed "
+                        f"({exc.__class__.__name__}){hint}"
+                    ) from None
+                if attempt > RETRIES:
+                    log.warning("store contention (%s), gave up after %d retries", kind, RETRIES)
+                    raise StoreError(
+                        f"store {_safe(self.url)}: {where}: contention ({kind}) persisted after "
+                        f"{RETRIES} retries; too many writers on the same rows"
+                    ) from None
+                log.info("store contention (%s), retry %d/%d", kind, attempt, RETRIES)
+                time.sleep(random.uniform(0.0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def schema_version(self) -> int:
         """The schema version recorded in the store."""
@@ -266,28 +271,13 @@ class PseudonymStore:
         self.engine.dispose()
 
 
-def _offsets_to_seconds(connection: Connection) -> None:
-    """2 -> 3: the patients' day offsets become seconds (day * 86400), in a BIGINT column."""
-    table = patients.name
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN date_offset TYPE BIGINT")
-    # SQLite's INTEGER column holds 64 bits already.
-    connection.exec_driver_sql(
-        f"ALTER TABLE {table} RENAME COLUMN date_offset TO date_offset_seconds"
-    )
-    connection.exec_driver_sql(
-        f"UPDATE {table} SET date_offset_seconds = date_offset_seconds * 86400"
-    )
-
-
-def _to_patient(row: Any) -> Patient:
-    return Patient(
-        row.pseudonym_id,
-        row.pseudonym_name,
-        row.date_offset_seconds,
-        row.patient_hash,
-        row.registered,
-    )
+def _contention(exc: SQLAlchemyError) -> str | None:
+    """ "deadlock" or "serialization" when the database ended the transaction for contention."""
+    original = getattr(exc, "orig", None)
+    kind = _CONTENTION.get(str(getattr(original, "sqlstate", "")))
+    if kind is None and isinstance(exc, OperationalError) and "locked" in str(original):
+        kind = "serialization"  # SQLite: another writer held the file past busy_timeout
+    return kind
 
 
 def _safe(url: str) -> str:
@@ -314,6 +304,7 @@ class Scope:
         self._uids: dict[str, str] = {}
         self._recorded: set[str] = set()
         self._numbers: dict[tuple[str, str], int] = {}
+        self._studies: dict[str, frozenset[str]] = {}
 
     # -- derivation (no I/O) -----------------------------------------------------------------
 
@@ -337,8 +328,12 @@ class Scope:
         )
 
     def patient_hash(self, patient_id: str, issuer: str = "") -> str:
-        """The keyed hash a patient is found by."""
+        """The keyed hash a patient is found by (Patient ID and issuer)."""
         return self.keys.lookup("patient", patient_id.strip(), issuer.strip())
+
+    def id_hash(self, patient_id: str) -> str:
+        """The keyed hash of the Patient ID alone (to match a side without an issuer)."""
+        return self.keys.lookup("patient-id", patient_id.strip())
 
     # -- patients ------------------------------------------------------------------------------
 
@@ -349,7 +344,9 @@ class Scope:
 
         *originals* (demographics replaced by the pseudonymisation) are kept
         sealed for re-identification. A pre-registered subject keeps the
-        pseudonym it was registered with.
+        pseudonym it was registered with; a registration matches on Patient ID
+        and issuer when both sides have an issuer, on the Patient ID alone
+        otherwise (StoreError when that is ambiguous).
         """
         patient_hash = self.patient_hash(patient_id, issuer)
         cached = self._patients.get(patient_hash)
@@ -359,21 +356,61 @@ class Scope:
         values.update(originals or {})
         pseudonym_id, pseudonym_name, offset = self._derived_patient(patient_hash)
         sealed = self.keys.seal(values, f"patient/{patient_hash}")
-        with self._begin() as connection:
-            self._insert_patient(
-                connection, patient_hash, pseudonym_id, pseudonym_name, offset, False, sealed
-            )
+        id_hash = self.id_hash(patient_id)
+
+        def work(connection: Connection) -> Any:
             row = self._patient_row(connection, patients.c.patient_hash, patient_hash)
+            if row is None:
+                row = self._registered_match(connection, patient_id, issuer)
+            if row is None:
+                self._insert_patient(
+                    connection,
+                    patient_hash,
+                    id_hash,
+                    (pseudonym_id, pseudonym_name, offset),
+                    False,
+                    sealed,
+                )
+                row = self._patient_row(connection, patients.c.patient_hash, patient_hash)
             assert row is not None  # inserted, or there already
             if row.registered and originals:  # a registered subject: keep what came with it
                 connection.execute(
                     patients.update()
-                    .where(patients.c.scope == self.name, patients.c.patient_hash == patient_hash)
-                    .values(sealed=sealed)
+                    .where(
+                        patients.c.scope == self.name, patients.c.patient_hash == row.patient_hash
+                    )
+                    .values(sealed=self.keys.seal(values, f"patient/{row.patient_hash}"))
                 )
-        patient = _to_patient(row)
+            return row
+
+        patient = self._to_patient(self.store.run(work, f"scope {self.name}"))
         self._patients[patient_hash] = patient
         return patient
+
+    def _registered_match(self, connection: Connection, patient_id: str, issuer: str) -> Any:
+        """The registered row an object without an exact match belongs to, or None.
+
+        An object with an issuer matches a registration without one; an object
+        without an issuer matches the one registration of its Patient ID.
+        """
+        if issuer.strip():
+            row = self._patient_row(
+                connection, patients.c.patient_hash, self.patient_hash(patient_id)
+            )
+            return row if row is not None and row.registered else None
+        rows = connection.execute(
+            select(patients).where(
+                patients.c.scope == self.name,
+                patients.c.id_hash == self.id_hash(patient_id),
+                patients.c.registered.is_(True),
+            )
+        ).all()
+        if len(rows) > 1:
+            raise StoreError(
+                f"scope {self.name}: the object has no Issuer of Patient ID and its Patient ID "
+                f"is registered under {len(rows)} issuers; refused (add the issuer)"
+            )
+        return rows[0] if rows else None
 
     def register(
         self,
@@ -384,38 +421,56 @@ class Scope:
     ) -> bool:
         """Pre-register a subject (original id -> chosen pseudonym); False when already so.
 
-        Raises StoreError when the patient already has another pseudonym, or
+        The date offset comes from the scope's settings. Raises StoreError when
+        the patient already has another pseudonym (matched on Patient ID and
+        issuer, or on the Patient ID alone when either side has no issuer), or
         the pseudonym belongs to another patient.
         """
         patient_hash = self.patient_hash(patient_id, issuer)
+        id_hash = self.id_hash(patient_id)
         _derived_id, _derived_name, offset = self._derived_patient(patient_hash)
         name = pseudonym_name or pseudonym_id
-        table = patients
-        with self._begin() as connection:
+        sealed = self.keys.seal(
+            {"PatientID": patient_id.strip(), "IssuerOfPatientID": issuer.strip()},
+            f"patient/{patient_hash}",
+        )
+        bare = self.patient_hash(patient_id)
+
+        def work(connection: Connection) -> bool:
             taken = connection.execute(
-                select(table.c.patient_hash).where(
-                    table.c.scope == self.name, table.c.pseudonym_id == pseudonym_id
+                select(patients.c.patient_hash, patients.c.id_hash).where(
+                    patients.c.scope == self.name, patients.c.pseudonym_id == pseudonym_id
                 )
-            ).scalar()
-            if taken is not None and taken != patient_hash:
-                raise StoreError(
-                    f"scope {self.name}: pseudonym {pseudonym_id} belongs to another subject"
-                )
-            existing = self._patient_row(connection, table.c.patient_hash, patient_hash)
-            if existing is not None:
-                if existing.pseudonym_id != pseudonym_id:
+            ).first()
+            if taken is not None and taken.patient_hash != patient_hash:
+                if taken.id_hash != id_hash or (issuer.strip() and taken.patient_hash != bare):
                     raise StoreError(
-                        f"scope {self.name}: subject {existing.pseudonym_id} is already known "
+                        f"scope {self.name}: pseudonym {pseudonym_id} belongs to another subject"
+                    )
+                return False  # the same Patient ID, registered without an issuer: it matches
+            same_id = connection.execute(
+                select(patients).where(patients.c.scope == self.name, patients.c.id_hash == id_hash)
+            ).all()
+            for row in same_id:
+                exact = row.patient_hash == patient_hash
+                if (exact or not issuer.strip() or row.patient_hash == bare) and (
+                    row.pseudonym_id != pseudonym_id
+                ):
+                    raise StoreError(
+                        f"scope {self.name}: subject {row.pseudonym_id} is already known "
                         "under another pseudonym; it cannot be registered again"
                     )
+            existing = self._patient_row(connection, patients.c.patient_hash, patient_hash)
+            if existing is not None:
                 return False
-            sealed = self.keys.seal(
-                {"PatientID": patient_id.strip(), "IssuerOfPatientID": issuer.strip()},
-                f"patient/{patient_hash}",
+            self._insert_patient(
+                connection, patient_hash, id_hash, (pseudonym_id, name, offset), True, sealed
             )
-            self._insert_patient(connection, patient_hash, pseudonym_id, name, offset, True, sealed)
-        self._patients.pop(patient_hash, None)
-        return True
+            return True
+
+        added = self.store.run(work, f"scope {self.name}")
+        self._patients.clear()  # a registration may change what an issuer's object matches
+        return added
 
     def known_patient(self, pseudonym_id: str) -> tuple[Patient, dict[str, str]] | None:
         """The patient known as *pseudonym_id* and its sealed originals, or None."""
@@ -424,7 +479,7 @@ class Scope:
         if row is None:
             return None
         originals = self.keys.open(row.sealed, f"patient/{row.patient_hash}") if row.sealed else {}
-        return _to_patient(row), originals
+        return self._to_patient(row), originals
 
     def original_patient(self, pseudonym_id: str) -> dict[str, str] | None:
         """The sealed originals of the patient known as *pseudonym_id*, or None."""
@@ -437,25 +492,36 @@ class Scope:
             select(patients).where(patients.c.scope == self.name, column == value)
         ).first()
 
+    def _to_patient(self, row: Any) -> Patient:
+        """A patient row as a Patient, its offset unsealed."""
+        sealed = self.keys.open(row.sealed_offset, f"offset/{row.patient_hash}")
+        return Patient(
+            row.pseudonym_id,
+            row.pseudonym_name,
+            int(sealed["seconds"]),
+            row.patient_hash,
+            row.registered,
+        )
+
     def _insert_patient(
         self,
         connection: Any,
         patient_hash: str,
-        pseudonym_id: str,
-        pseudonym_name: str,
-        offset: int,
+        id_hash: str,
+        pseudonym: tuple[str, str, int],
         registered: bool,
         sealed: bytes,
     ) -> None:
-        """Insert a patient row unless the scope has it already."""
+        """Insert a patient row (pseudonym id, name, offset) unless the scope has it already."""
         connection.execute(
             self.store._insert(patients)
             .values(
                 scope=self.name,
                 patient_hash=patient_hash,
-                pseudonym_id=pseudonym_id,
-                pseudonym_name=pseudonym_name,
-                date_offset_seconds=offset,
+                id_hash=id_hash,
+                pseudonym_id=pseudonym[0],
+                pseudonym_name=pseudonym[1],
+                sealed_offset=seal_offset(self.keys, patient_hash, pseudonym[2]),
                 registered=registered,
                 sealed=sealed,
             )
@@ -465,21 +531,30 @@ class Scope:
     # -- UIDs ----------------------------------------------------------------------------------
 
     def map_uids(self, originals: Iterable[str]) -> dict[str, str]:
-        """New UIDs for *originals*, recorded (one transaction for all that are new)."""
+        """New UIDs for *originals*, recorded (one transaction for all that are new).
+
+        The rows go in sorted by new UID: two objects of one study recording
+        overlapping UIDs at once then never wait on each other in a circle.
+        """
         mapping = {original: self.derive_uid(original) for original in originals}
-        new_rows: list[dict[str, Any]] = [
-            {
-                "scope": self.name,
-                "new_uid": new,
-                "original_hash": self.keys.lookup("uid", original),
-                "sealed": self.keys.seal({"uid": original}, f"uid/{new}"),
-            }
-            for original, new in mapping.items()
-            if new not in self._recorded
-        ]
+        new_rows: list[dict[str, Any]] = sorted(
+            (
+                {
+                    "scope": self.name,
+                    "new_uid": new,
+                    "original_hash": self.keys.lookup("uid", original),
+                    "sealed": self.keys.seal({"uid": original}, f"uid/{new}"),
+                }
+                for original, new in mapping.items()
+                if new not in self._recorded
+            ),
+            key=lambda row: str(row["new_uid"]),
+        )
         if new_rows:
-            with self._begin() as connection:
-                connection.execute(self.store._insert(uids).on_conflict_do_nothing(), new_rows)
+            statement = self.store._insert(uids).on_conflict_do_nothing()
+            self.store.run(
+                lambda connection: connection.execute(statement, new_rows), f"scope {self.name}"
+            )
             self._recorded.update(str(row["new_uid"]) for row in new_rows)
         return mapping
 
@@ -500,19 +575,46 @@ class Scope:
     def record_study(
         self, new_study_uid: str, patient: Patient, originals: Mapping[str, str]
     ) -> None:
-        """Keep a study's original study-level values (Accession Number, Study ID, date, time)."""
-        sealed = self.keys.seal(dict(originals), f"study/{new_study_uid}")
-        with self._begin() as connection:
-            connection.execute(
+        """Keep a study's original study-level values (Accession Number, Study ID, date, time).
+
+        The first object of a study records what it has; a later one fills in
+        what is still missing (an RT Struct without an Accession Number may come
+        first). A value once recorded is kept.
+        """
+        known = self._studies.get(new_study_uid)
+        if known is not None and set(originals) <= known:
+            return
+        context = f"study/{new_study_uid}"
+        where = (studies.c.scope == self.name, studies.c.new_study_uid == new_study_uid)
+
+        def work(connection: Connection) -> frozenset[str]:
+            inserted = connection.execute(
                 self.store._insert(studies)
                 .values(
                     scope=self.name,
                     new_study_uid=new_study_uid,
                     patient_hash=patient.patient_hash,
-                    sealed=sealed,
+                    sealed=self.keys.seal(dict(originals), context),
                 )
                 .on_conflict_do_nothing()
-            )
+                .returning(studies.c.new_study_uid)
+            ).first()
+            if inserted is not None:
+                return frozenset(originals)
+            locked = select(studies.c.sealed).where(*where)
+            if connection.dialect.name == "postgresql":
+                locked = locked.with_for_update()  # another object may fill in at the same time
+            stored = self.keys.open(connection.execute(locked).scalar_one(), context)
+            missing = {k: v for k, v in originals.items() if k not in stored}
+            if missing:
+                merged = {**stored, **missing}
+                connection.execute(
+                    studies.update().where(*where).values(sealed=self.keys.seal(merged, context))
+                )
+                return frozenset(merged)
+            return frozenset(stored)
+
+        self._studies[new_study_uid] = self.store.run(work, f"scope {self.name}")
 
     def original_study(self, new_study_uid: str) -> dict[str, str] | None:
         """The original study-level values of a pseudonymised study, or None."""
@@ -533,8 +635,9 @@ class Scope:
         given twice and none is skipped.
         """
         self._check_counter(counter)
-        with self._begin() as connection:
-            return self._bump(connection, counter, 1)
+        return self.store.run(
+            lambda connection: self._bump(connection, counter, 1), f"scope {self.name}"
+        )
 
     def number_for(self, counter: str, original: str) -> int:
         """The number *counter* gave *original*, or on first sight its next number, recorded.
@@ -550,7 +653,8 @@ class Scope:
         if found is not None:
             return found
         original_hash = self.keys.lookup("counter", counter, original)
-        with self._begin() as connection:
+
+        def work(connection: Connection) -> int:
             self._bump(connection, counter, 0)  # write first: the lock, held to the commit
             found = connection.execute(
                 select(counter_values.c.number).where(
@@ -569,7 +673,9 @@ class Scope:
                         number=found,
                     )
                 )
-        number = self._numbers[(counter, original)] = int(found)
+            return int(found)
+
+        number = self._numbers[(counter, original)] = self.store.run(work, f"scope {self.name}")
         return number
 
     def _bump(self, connection: Connection, counter: str, step: int) -> int:
@@ -606,21 +712,8 @@ class Scope:
             record: dict[str, str] = {
                 "pseudonym_id": str(row.pseudonym_id),
                 "pseudonym_name": str(row.pseudonym_name),
-                "date_offset_seconds": str(row.date_offset_seconds),
+                "date_offset_seconds": str(self._to_patient(row).date_offset_seconds),
                 "registered": "yes" if row.registered else "no",
             }
             record.update(originals)
             yield record
-
-    @contextmanager
-    def _begin(self) -> Iterator[Connection]:
-        """A transaction; database errors become StoreError (no statement, no values)."""
-        try:
-            with self.store.engine.begin() as connection:
-                yield connection
-        except SQLAlchemyError as exc:
-            hint = "; is it reachable and writable?" if isinstance(exc, OperationalError) else ""
-            raise StoreError(
-                f"store {_safe(self.store.url)}: scope {self.name}: transaction failed "
-                f"({exc.__class__.__name__}){hint}"
-            ) from None
