@@ -103,6 +103,7 @@ class ConfigurationWatcher:
             fingerprint = self.source.fingerprint()
             raw = self.source.entries()
         except DirectoryUnavailableError as exc:
+            self.last_error = str(exc)
             configuration = self._start_from_snapshot(exc, f"directory unreachable ({exc})")
         else:
             try:
@@ -125,7 +126,11 @@ class ConfigurationWatcher:
         if self.snapshot is None or not self.snapshot.exists():
             if isinstance(exc, ConfigError):
                 raise exc
-            where = f" ({self.snapshot} is absent)" if self.snapshot is not None else ""
+            where = (
+                f" ({self.snapshot} is absent; --data names the folder that holds it)"
+                if self.snapshot is not None
+                else ""
+            )
             raise DirectoryUnavailableError(
                 f"{exc}; no snapshot of an earlier good configuration to start from{where}"
             ) from None
