@@ -180,7 +180,7 @@ def test_serve_starts_from_the_snapshot_while_slapd_is_down_and_catches_up(
     slapd.stop()
     third = serve(None, *args, "--data", str(first.data))  # the last --data counts
     assert "STARTING FROM THE SNAPSHOT" in third.text()
-    assert "rules from snapshot" in third.text()
+    _wait(lambda: "rules from snapshot" in third.text())  # the banner follows the log line
     slapd.start()
     _wait(lambda: "configuration reloaded from ldap://" in third.text(), seconds=20)
 
