@@ -175,6 +175,9 @@ def test_serve_starts_from_the_snapshot_while_slapd_is_down_and_catches_up(
     first = serve(None, *args)
     snapshot = first.data / "directory-snapshot.json"
     assert stat.S_IMODE(snapshot.stat().st_mode) == 0o600  # written at start, not on a change
+    kept = [entry["dn"] for entry in json.loads(snapshot.read_text(encoding="utf-8"))["entries"]]
+    assert DEVICE in kept
+    assert not any(dn.startswith("dc=") for dn in kept)  # only the entries coercion reads
     first.process.terminate()
     assert first.process.wait(20) == 0
     slapd.stop()

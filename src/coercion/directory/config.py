@@ -426,7 +426,12 @@ def _network_ae(entry: EntryJSON, by_dn: dict[str, EntryJSON]) -> NetworkAE:
 
 
 def write_snapshot(path: Path, raw: Iterable[Entry]) -> None:
-    """Keep *raw* entries on disk (atomically) for a start while the directory is down."""
-    data = {"entries": [{"dn": dn, "attributes": attrs} for dn, attrs in raw]}
+    """Keep *raw* entries on disk (atomically, 0600) for a start while the directory is down.
+
+    Only the entries coercion reads are kept (no other entry of the directory, such as a
+    person with a ``userPassword``, ends up in the file).
+    """
+    kept = [(dn, attrs) for dn, attrs in raw if kind_of(attrs) is not None]
+    data = {"entries": [{"dn": dn, "attributes": attrs} for dn, attrs in kept]}
     with atomic_output(path) as fd, open(fd, "w", encoding="utf-8", closefd=False) as out:
         json.dump(data, out, indent=1)
