@@ -355,11 +355,14 @@ def serve(
     secret = load_or_create_secret(key)
     source = open_source(directory)
     env = ActionEnv(secret, data_directory=str(data) if data is not None else "")
-    # The snapshot of the last good configuration is read before the directory is: it stands
-    # in when the directory is down or invalid. Without --data, it is the default folder's.
+    # The snapshot of the last good configuration is known before the directory is read: it
+    # stands in when the directory is down or invalid. Without --data, the default folder's
+    # (only when it is there: the device may name another data folder).
     if data is not None:
         prepare_data_folder(data)
-    snapshot = (data or Path(DEFAULT_DATA)) / SNAPSHOT_NAME
+    snapshot: Path | None = (data or Path(DEFAULT_DATA)) / SNAPSHOT_NAME
+    if data is None and snapshot is not None and not snapshot.exists():
+        snapshot = None
     watcher = ConfigurationWatcher(source, env, device, poll_interval, snapshot)
     configuration = watcher.load_initial()
     settings = configuration.device.settings

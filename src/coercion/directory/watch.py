@@ -129,7 +129,7 @@ class ConfigurationWatcher:
             where = (
                 f" ({self.snapshot} is absent; --data names the folder that holds it)"
                 if self.snapshot is not None
-                else ""
+                else " (give --data, the folder that holds it)"
             )
             raise DirectoryUnavailableError(
                 f"{exc}; no snapshot of an earlier good configuration to start from{where}"
