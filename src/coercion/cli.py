@@ -341,7 +341,11 @@ def serve(
     **directory: Any,
 ) -> None:
     """Run the DICOM node: C-ECHO, storage, worklist and MPPS, coerced by the directory's rules."""
-    from coercion.directory.watch import ConfigurationWatcher
+    from coercion.directory.watch import (
+        DEFAULT_DATA,
+        SNAPSHOT_NAME,
+        ConfigurationWatcher,
+    )
     from coercion.net.node import Node, NodeSettings
 
     device = directory.pop("device")
@@ -351,13 +355,23 @@ def serve(
     secret = load_or_create_secret(key)
     source = open_source(directory)
     env = ActionEnv(secret, data_directory=str(data) if data is not None else "")
-    watcher = ConfigurationWatcher(source, env, device)
+    # The snapshot of the last good configuration is known before the directory is read: it
+    # stands in when the directory is down or invalid. Without --data, the default folder's
+    # (only when it is there: the device may name another data folder).
+    if data is not None:
+        prepare_data_folder(data)
+    snapshot: Path | None = (data or Path(DEFAULT_DATA)) / SNAPSHOT_NAME
+    if data is None and snapshot is not None and not snapshot.exists():
+        snapshot = None
+    watcher = ConfigurationWatcher(source, env, device, poll_interval, snapshot)
     configuration = watcher.load_initial()
     settings = configuration.device.settings
-    data = data or Path(str(settings.get("coercionDataDirectory", ".coercion/data")))
+    data = data or Path(str(settings.get("coercionDataDirectory", DEFAULT_DATA)))
     prepare_data_folder(data)
-    watcher.snapshot = data / "directory-snapshot.json"
-    watcher.interval = poll_interval or float(str(settings.get("coercionPollInterval", 2)))
+    if data / SNAPSHOT_NAME != snapshot:  # the device names another data folder
+        watcher.snapshot = data / SNAPSHOT_NAME
+        if not watcher.from_snapshot:
+            watcher.keep_snapshot(configuration)
     first = configuration.device.aes[0] if configuration.device.aes else None
     host = host or (first.hostname if first and first.hostname else "127.0.0.1")
     port = port if port is not None else (first.port if first and first.port else 11112)

@@ -244,3 +244,19 @@ def test_bad_uris_are_refused_with_a_hint(uri: str, params: dict[str, str], mess
 def test_bad_conditions_are_refused(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_condition(text)
+
+
+def test_a_derived_environment_shares_the_key_and_settings_but_nothing_loaded() -> None:
+    """ActionEnv.derive: same secret and store settings; its own scopes, scripts and cache."""
+    env = ActionEnv(SECRET, data_directory="/data", store_override="sqlite:///:memory:")
+    env.scopes["trial"] = object()
+    env.scripts["s"] = object()
+    build_action("deidentify:RetainUIDsOption", {}, env)
+    fresh = env.derive()
+    assert (fresh.secret, fresh.data_directory, fresh.store_override) == (
+        SECRET,
+        "/data",
+        "sqlite:///:memory:",
+    )
+    assert fresh.scopes == {} and fresh.scripts == {} and fresh.cache == {}
+    assert env.cache  # the original keeps what it made

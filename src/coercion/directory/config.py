@@ -93,6 +93,7 @@ class Configuration:
     raw: list[Entry]
     forward_rules: tuple[ForwardRule, ...] = ()
     scripts: dict[str, Script] = field(default_factory=dict)  # the tag scripts, by name
+    env: ActionEnv | None = None  # what the rules' actions use (one per load, never shared)
 
     def known_ae_titles(self) -> set[str]:
         """The AE titles of every device but the node."""
@@ -270,7 +271,12 @@ def build_configuration(
     syntaxes: Syntaxes | None = None,
     source: DirectorySource | None = None,
 ) -> Configuration:
-    """:func:`load_configuration` for entries already read."""
+    """:func:`load_configuration` for entries already read.
+
+    *env* is filled with the scopes, store URLs and scripts of *raw*: give a
+    fresh one (:meth:`ActionEnv.derive`), never the environment of a
+    configuration that serves; the result keeps it as ``env``.
+    """
     raw = list(raw)
     if syntaxes is None:
         schema = getattr(source, "schema", None) if isinstance(source, EmbeddedDirectory) else None
@@ -284,9 +290,6 @@ def build_configuration(
         problems.append(f"{origin}: no device {device_name!r} (devices found: {names})")
         raise ConfigError("\n".join(problems))
     device_dn = _norm(device.dn)
-    env.scopes.clear()  # a reload starts afresh: an entry removed is gone
-    env.store_urls.clear()
-    env.scripts.clear()
     _scopes(entries, device, env, problems, origin)
     _scripts(entries, env, problems, origin)
     ae_by_dn = {_norm(ae.dn): ae.title for ae in device.aes}
@@ -326,6 +329,7 @@ def build_configuration(
         raw,
         tuple(forwards),
         dict(env.scripts),
+        env,
     )
 
 
@@ -422,7 +426,12 @@ def _network_ae(entry: EntryJSON, by_dn: dict[str, EntryJSON]) -> NetworkAE:
 
 
 def write_snapshot(path: Path, raw: Iterable[Entry]) -> None:
-    """Keep *raw* entries on disk (atomically) for a start while the directory is down."""
-    data = {"entries": [{"dn": dn, "attributes": attrs} for dn, attrs in raw]}
+    """Keep *raw* entries on disk (atomically, 0600) for a start while the directory is down.
+
+    Only the entries coercion reads are kept (no other entry of the directory, such as a
+    person with a ``userPassword``, ends up in the file).
+    """
+    kept = [(dn, attrs) for dn, attrs in raw if kind_of(attrs) is not None]
+    data = {"entries": [{"dn": dn, "attributes": attrs} for dn, attrs in kept]}
     with atomic_output(path) as fd, open(fd, "w", encoding="utf-8", closefd=False) as out:
         json.dump(data, out, indent=1)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import ldap3
+from ldap3.core import exceptions as ldap3_errors
 from ldap3.core.exceptions import LDAPException
 
 from coercion.directory.ldifio import Entry, read_ldif_folder
@@ -185,6 +186,31 @@ class _Tls(ldap3.Tls):  # type: ignore[misc]  # ldap3 has no type hints
         )
 
 
+#: Binds the server answered and refused: a setting to fix, not a server to wait for.
+_REFUSED_BINDS = (
+    ldap3_errors.LDAPInvalidCredentialsResult,
+    ldap3_errors.LDAPInappropriateAuthenticationResult,
+    ldap3_errors.LDAPStrongerAuthRequiredResult,
+    ldap3_errors.LDAPConfidentialityRequiredResult,
+    ldap3_errors.LDAPAuthMethodNotSupportedResult,
+)
+
+
+def _bind_refused(settings: LdapSettings, exc: LDAPException) -> str:
+    """The message of a bind the server refused (never the password)."""
+    who = f"bind DN {settings.bind_dn}" if settings.bind_dn else "an anonymous bind"
+    if isinstance(exc, ldap3_errors.LDAPInvalidCredentialsResult):
+        where = settings.password_file or "the environment variable COERCION_LDAP_PASSWORD"
+        return (
+            f"{settings.url}: invalid credentials for {who}; check --bind-dn and the "
+            f"password in {where}"
+        )
+    return (
+        f"{settings.url}: the server refused {who} ({exc.__class__.__name__}); "
+        "give --bind-dn and a password, or use StartTLS/ldaps:// if the server requires it"
+    )
+
+
 class LdapDirectory(DirectorySource):
     """A live LDAP server, read through ldap3."""
 
@@ -227,6 +253,8 @@ class LdapDirectory(DirectorySource):
                 connection.unbind()
             if connection.socket is not None:
                 connection.socket.close()
+            if isinstance(exc, _REFUSED_BINDS):
+                raise ConfigError(_bind_refused(settings, exc)) from None
             raise DirectoryUnavailableError(
                 f"{settings.url}: cannot connect and bind ({exc.__class__.__name__}: {exc})"
             ) from None

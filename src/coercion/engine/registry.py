@@ -51,6 +51,11 @@ class ActionEnv:
     node's ``--data``): the default store lives there. ``store_override``, when
     set, replaces every store URL of the directory (``coercion explain`` uses a
     throwaway in-memory store, so that a preview numbers nothing for real).
+
+    One environment belongs to one loaded configuration: its actions keep a
+    reference to it, so it is never changed once those actions serve. A reload
+    builds in :meth:`derive` (a fresh one) and the old one is closed after the
+    swap.
     """
 
     secret: bytes
@@ -61,6 +66,15 @@ class ActionEnv:
     scripts: dict[str, Any] = field(default_factory=dict)
     data_directory: str = ""
     store_override: str = ""
+
+    def derive(self) -> ActionEnv:
+        """A fresh environment with this one's key and settings and nothing loaded or opened."""
+        return ActionEnv(
+            self.secret,
+            store_url=self.store_url,
+            data_directory=self.data_directory,
+            store_override=self.store_override,
+        )
 
     def close(self) -> None:
         """Release what the actions opened (the store's connections)."""
