@@ -18,19 +18,18 @@ nothing is lost or sent twice, and reports what happened. Per run (one run per
   (SIGKILL) and started again ``--outage`` seconds later on the same port and
   output folder; the node's forwarder has to retry and deliver everything.
 
-Printed per run: objects sent (Success responses counted in the storescu
-logs, and the storescu exit statuses), stored (files under DATA/objects),
-forwarded (distinct SOP Instance UIDs storescp received), failed (objects in
-DATA/queue/ARCHIVE/failed plus non-success storescu responses), duplicates
-(storescp files minus distinct UIDs), lost (stored UIDs never received),
-identified (received objects whose Patient ID is still the one sent), partial
-(storescp files that are not whole: cut by the kill), the time until every
-storescu exited and until the queue was empty, the node's retry and set-aside
-log lines, and its peak RSS (VmHWM of ``/proc/PID/status``, read before it is
-stopped) and peak thread count. A run that shows loss, duplicates or failures
-is printed with MISS; the exit status is 1 only when a run could not be
-carried out (a server does not start, a wait exceeds ``--limit``). Every wait is
-bounded and no process is left running on any exit path.
+Printed per run: objects sent (Success responses counted in the storescu logs, and the
+storescu exit statuses), stored (files under DATA/objects), forwarded (distinct SOP
+Instance UIDs storescp received), failed (objects in DATA/queue/ARCHIVE/failed plus
+non-success storescu responses), duplicates (storescp files minus distinct UIDs), lost
+(stored UIDs never received), identified (received objects whose Patient ID is still the
+one sent), partial (storescp files that are not whole: cut by the kill), the time until
+every storescu exited (with the files storescp had by then) and until the queue was
+empty, the node's retry and set-aside log lines, and its peak RSS (VmHWM of
+``/proc/PID/status``, read before it is stopped) and peak thread count. A run that shows
+loss, duplicates or failures is printed with MISS; the exit status is 1 only when a run
+could not be carried out (a server does not start, a wait exceeds ``--limit``). Every
+wait is bounded and no process is left running on any exit path.
 
 Usage::
 
@@ -195,6 +194,8 @@ class Outcome:
     lost: int = 0
     identified: int = 0
     store_seconds: float = 0.0
+    #: Files storescp had received when every storescu had exited.
+    early: int = 0
     drain_seconds: float = 0.0
     killed_at: int = 0
     outage: float = 0.0
@@ -361,6 +362,7 @@ def drive(args: argparse.Namespace, run: Run, folders: list[Path], outcome: Outc
         outcome.peak_threads = max(outcome.peak_threads, int(threads))
         if not outcome.store_seconds and not senders.running():
             outcome.store_seconds = time.perf_counter() - begin
+            outcome.early = sum(1 for _ in archive.out.iterdir())
 
     start_senders(run, folders)
     third = total // 3
@@ -431,7 +433,8 @@ def report(outcome: Outcome, total: int) -> None:
     )
     print(
         f"  all stored after {outcome.store_seconds:.1f} s "
-        f"({total / outcome.store_seconds:.0f} obj/s), queue drained after "
+        f"({total / outcome.store_seconds:.0f} obj/s; {outcome.early} forwarded by then), "
+        f"queue drained after "
         f"{outcome.drain_seconds:.1f} s"
     )
     print(
