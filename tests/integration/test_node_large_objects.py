@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import BaseTag
 from pydicom.uid import generate_uid
 
 from coercion.part10 import read_file
@@ -52,7 +54,8 @@ def large_ct(path: Path) -> Path:
 
 def pixel_digest(path: Path) -> str:
     """SHA-256 of the pixel data's value in the file at *path*, read in chunks."""
-    elem = read_file(path)._dict[0x7FE00010]  # deferred: its offset, nothing loaded
+    elem = read_file(path)._dict[BaseTag(0x7FE00010)]  # deferred: its offset, nothing loaded
+    assert isinstance(elem, RawDataElement)
     assert elem.value is None and elem.length == SIZE
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -66,21 +69,22 @@ def pixel_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def peak_rss(node: Served) -> int:
-    """The node process's peak resident memory (bytes), from /proc."""
+def memory(node: Served, field: str) -> int:
+    """A memory figure of the node process (``VmHWM``, ``VmRSS``) in bytes, from /proc."""
     status = Path(f"/proc/{node.process.pid}/status").read_text(encoding="ascii")
-    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    line = next(line for line in status.splitlines() if line.startswith(f"{field}:"))
     return int(line.split()[1]) * 1024
 
 
 def store(node: Served, called: str, path: Path) -> int:
     """Send *path* with storescu to *called*; return the node's peak RSS growth (bytes)."""
-    before = peak_rss(node)
+    Path(f"/proc/{node.process.pid}/clear_refs").write_text("5")  # peak := current
+    before = memory(node, "VmRSS")
     sent = dcmtk("storescu", "-to", 60, "-aec", called, "127.0.0.1", node.port, path)
     assert sent.returncode == 0, sent.stderr + node.text()
-    growth = peak_rss(node) - before
-    print(f"{called}: node peak RSS {peak_rss(node) >> 20} MiB (+{growth >> 20} MiB)")
-    return growth
+    peak = memory(node, "VmHWM")
+    print(f"{called}: node RSS {before >> 20} MiB, peak {peak >> 20} MiB while storing")
+    return peak - before
 
 
 def test_a_300_mib_object_is_stored_with_bounded_memory(serve: Start, tmp_path: Path) -> None:
