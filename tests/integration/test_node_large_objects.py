@@ -16,7 +16,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, _config
 
 from coercion.part10 import read_file
 from tests.helpers import Served, Start, dcmtk, make_dataset, stored
@@ -34,21 +35,26 @@ def _marker(index: int) -> bytes:
     return hashlib.sha256(str(index).encode()).digest() * (MARK // 32)
 
 
-def large_ct(path: Path) -> Path:
-    """A valid CT object with 300 MiB of pixel data, written as a sparse file."""
+def large_ct(path: Path, size: int = SIZE, meta_instance: str = "", cut: int = 0) -> Path:
+    """A valid CT object with *size* bytes of pixel data, written as a sparse file.
+
+    *meta_instance*: another SOP Instance UID in the file meta (pynetdicom
+    sends it as the request's); *cut*: bytes left off the end (cut short).
+    """
     ds = make_dataset()
     ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.Rows, ds.Columns = ROWS, COLUMNS
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(meta_instance or ds.SOPInstanceUID)
+    ds.Rows, ds.Columns = size // (2 * COLUMNS), COLUMNS
     del ds.PixelData
     ds.save_as(path, enforce_file_format=True)
     with path.open("r+b") as out:
         out.seek(0, 2)
-        out.write(struct.pack("<HH2s2xL", 0x7FE0, 0x0010, b"OW", SIZE))
+        out.write(struct.pack("<HH2s2xL", 0x7FE0, 0x0010, b"OW", size))
         start = out.tell()
         out.write(_marker(0))
-        out.seek(start + SIZE - MARK)
+        out.seek(start + size - MARK)
         out.write(_marker(1))  # the middle stays a hole: no disk used
+        out.truncate(start + size - cut)
     return path
 
 
@@ -56,11 +62,11 @@ def pixel_digest(path: Path) -> str:
     """SHA-256 of the pixel data's value in the file at *path*, read in chunks."""
     elem = read_file(path)._dict[BaseTag(0x7FE00010)]  # deferred: its offset, nothing loaded
     assert isinstance(elem, RawDataElement)
-    assert elem.value is None and elem.length == SIZE
+    assert elem.value is None  # not read
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         handle.seek(elem.value_tell)
-        remaining = SIZE
+        remaining = elem.length
         while remaining:
             chunk = handle.read(min(remaining, 8 << 20))
             assert chunk, f"{path}: pixel data cut short"
@@ -112,4 +118,32 @@ def test_a_300_mib_object_is_stored_with_bounded_memory(serve: Start, tmp_path: 
     assert pixel_digest(research) == expected
     assert growth < 100 << 20
     assert [p for p in (node.data / "incoming").iterdir()] == []  # no temporary file left
+    assert "Traceback" not in node.text()
+
+
+def test_spooled_objects_refused_leave_no_temporary_file(
+    serve: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """24 MiB objects (spooled) cut short or of another instance: refused, nothing left on disk."""
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # the file's bytes as is
+    node = serve()
+    size = 24 << 20
+    cut = large_ct(tmp_path / "cut.dcm", size, cut=2)
+    other = large_ct(tmp_path / "other.dcm", size, meta_instance=generate_uid())
+    whole = large_ct(tmp_path / "whole.dcm", size)
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    for called in ("COERCION", "RESEARCH"):
+        assoc = ae.associate("127.0.0.1", node.port, ae_title=called)
+        assert assoc.is_established
+        try:
+            statuses = [int(assoc.send_c_store(path).Status) for path in (cut, other, whole)]
+        finally:
+            assoc.release()
+        assert statuses == [0xC000, 0xA900, 0x0000], node.text()
+        [kept] = stored(node.data)
+        assert pixel_digest(kept) == pixel_digest(whole)
+        kept.unlink()
+    assert list((node.data / "incoming").iterdir()) == []
+    assert not list(node.data.rglob("*.part"))
     assert "Traceback" not in node.text()
