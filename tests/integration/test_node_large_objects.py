@@ -16,7 +16,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
-from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 
 from coercion.part10 import read_file
@@ -35,18 +35,24 @@ def _marker(index: int) -> bytes:
     return hashlib.sha256(str(index).encode()).digest() * (MARK // 32)
 
 
-def large_ct(path: Path, size: int = SIZE, meta_instance: str = "", cut: int = 0) -> Path:
+def large_ct(path: Path, size: int = SIZE, mismatch: bool = False, cut: int = 0) -> Path:
     """A valid CT object with *size* bytes of pixel data, written as a sparse file.
 
-    *meta_instance*: another SOP Instance UID in the file meta (pynetdicom
-    sends it as the request's); *cut*: bytes left off the end (cut short).
+    *mismatch*: the data set's SOP Instance UID differs from the file meta's
+    (pynetdicom sends that one in the request); *cut*: bytes left off the end.
     """
     ds = make_dataset()
     ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = UID(meta_instance or ds.SOPInstanceUID)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.Rows, ds.Columns = size // (2 * COLUMNS), COLUMNS
     del ds.PixelData
     ds.save_as(path, enforce_file_format=True)
+    if mismatch:
+        data = path.read_bytes()
+        uid = ds.SOPInstanceUID.encode()
+        at = data.index(uid, data.index(uid) + 1)  # the data set's, after the file meta's
+        other = b"1" if uid[-1:] != b"1" else b"2"
+        path.write_bytes(data[: at + len(uid) - 1] + other + data[at + len(uid) :])
     with path.open("r+b") as out:
         out.seek(0, 2)
         out.write(struct.pack("<HH2s2xL", 0x7FE0, 0x0010, b"OW", size))
@@ -129,7 +135,7 @@ def test_spooled_objects_refused_leave_no_temporary_file(
     node = serve()
     size = 24 << 20
     cut = large_ct(tmp_path / "cut.dcm", size, cut=2)
-    other = large_ct(tmp_path / "other.dcm", size, meta_instance=generate_uid())
+    other = large_ct(tmp_path / "other.dcm", size, mismatch=True)
     whole = large_ct(tmp_path / "whole.dcm", size)
     ae = AE(ae_title="CT01")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
