@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
@@ -44,6 +45,13 @@ def large_ct(path: Path, size: int = SIZE, mismatch: bool = False, cut: int = 0)
     ds = make_dataset()
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    other = Dataset()
+    other.PatientID = "PID-OTHER-1"
+    other.IssuerOfPatientIDQualifiersSequence = [Dataset()]
+    other.IssuerOfPatientIDQualifiersSequence[0].UniversalEntityID = "ISSUER-OTHER-2"
+    ds.OtherPatientIDsSequence = [other]  # identifiers two sequence levels down
+    block = ds.private_block(0x0009, "COERCION TEST", create=True)
+    block.add_new(0x10, "UT", "COMMENT-ABOUT-DOE " * 2048)  # 36 KiB: deferred when read
     ds.Rows, ds.Columns = size // (2 * COLUMNS), COLUMNS
     del ds.PixelData
     ds.save_as(path, enforce_file_format=True)
@@ -51,8 +59,8 @@ def large_ct(path: Path, size: int = SIZE, mismatch: bool = False, cut: int = 0)
         data = path.read_bytes()
         uid = ds.SOPInstanceUID.encode()
         at = data.index(uid, data.index(uid) + 1)  # the data set's, after the file meta's
-        other = b"1" if uid[-1:] != b"1" else b"2"
-        path.write_bytes(data[: at + len(uid) - 1] + other + data[at + len(uid) :])
+        digit = b"1" if uid[-1:] != b"1" else b"2"
+        path.write_bytes(data[: at + len(uid) - 1] + digit + data[at + len(uid) :])
     with path.open("r+b") as out:
         out.seek(0, 2)
         out.write(struct.pack("<HH2s2xL", 0x7FE0, 0x0010, b"OW", size))
@@ -62,6 +70,18 @@ def large_ct(path: Path, size: int = SIZE, mismatch: bool = False, cut: int = 0)
         out.write(_marker(1))  # the middle stays a hole: no disk used
         out.truncate(start + size - cut)
     return path
+
+
+#: Identifying values of :func:`large_ct` at the top level and in nested sequences.
+PHI = (b"DOE^JANE", b"PID-4711", b"PID-OTHER-1", b"ISSUER-OTHER-2", b"COMMENT-ABOUT", b"Saint")
+
+
+def header_bytes(path: Path) -> bytes:
+    """The bytes of the file at *path* before its pixel data's value."""
+    elem = read_file(path)._dict[BaseTag(0x7FE00010)]
+    assert isinstance(elem, RawDataElement)
+    with path.open("rb") as handle:
+        return handle.read(elem.value_tell)
 
 
 def pixel_digest(path: Path) -> str:
@@ -110,6 +130,7 @@ def test_a_300_mib_object_is_stored_with_bounded_memory(serve: Start, tmp_path: 
     assert kept.stat().st_mode & 0o777 == 0o600
     original = dcmread(kept, stop_before_pixels=True)
     assert original.PatientName == "DOE^JANE^Q"
+    assert all(value in header_bytes(kept) for value in PHI)  # stored as sent
     assert pixel_digest(kept) == expected
     assert growth < 100 << 20
     kept.unlink()  # bounded disk use in tmp
@@ -121,6 +142,8 @@ def test_a_300_mib_object_is_stored_with_bounded_memory(serve: Start, tmp_path: 
     assert ds.PatientName != "DOE^JANE^Q" and ds.PatientID != "PID-4711"
     assert "InstitutionName" not in ds or ds.InstitutionName != "Saint Example Hospital"
     assert ds.PatientIdentityRemoved == "YES"
+    head = header_bytes(research)
+    assert [value for value in PHI if value in head] == []  # at every depth, long values too
     assert pixel_digest(research) == expected
     assert growth < 100 << 20
     assert [p for p in (node.data / "incoming").iterdir()] == []  # no temporary file left
