@@ -21,7 +21,18 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 
 from coercion.part10 import read_file
-from tests.helpers import Served, Start, dcmtk, make_dataset, stored
+from tests.helpers import (
+    DEVICE,
+    Served,
+    Start,
+    config_dir,
+    dcmtk,
+    free_port,
+    make_dataset,
+    receive_at_archive,
+    remote_device,
+    stored,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -176,3 +187,24 @@ def test_spooled_objects_refused_leave_no_temporary_file(
     assert list((node.data / "incoming").iterdir()) == []
     assert not list(node.data.rglob("*.part"))
     assert "Traceback" not in node.text()
+
+
+def test_a_spooled_object_is_forwarded_from_its_stored_file(serve: Start, tmp_path: Path) -> None:
+    """A 24 MiB object (spooled, stored by rename) is queued by hard link and forwarded whole."""
+    port = free_port()
+    forward = f"""
+dn: cn=forward-all,dicomAETitle=COERCION,{DEVICE}
+objectClass: coercionForwardRule
+cn: forward-all
+coercionDestinationAETitle: ARCHIVE
+"""
+    node = serve(config_dir(tmp_path, extra=remote_device("archive", "ARCHIVE", port) + forward))
+    source = large_ct(tmp_path / "large.dcm", 24 << 20)
+    store(node, "COERCION", source)  # the archive is not up yet: queued
+    [kept] = stored(node.data)
+    [queued] = (node.data / "queue" / "ARCHIVE").glob("*.dcm")
+    assert queued.stat().st_ino == kept.stat().st_ino  # a hard link, no copy
+    [received] = receive_at_archive(port, 1)
+    assert received.SOPInstanceUID == dcmread(kept, stop_before_pixels=True).SOPInstanceUID
+    assert hashlib.sha256(received.PixelData).hexdigest() == pixel_digest(kept)
+    assert pixel_digest(kept) == pixel_digest(source)
