@@ -4,7 +4,8 @@ Services: C-ECHO; Storage SCP for every storage SOP class and transfer
 syntax (no transcoding); Modality Worklist SCP answering from a local
 folder; MPPS SCP (N-CREATE, N-SET). Every dataset is coerced for its event
 context before anything else happens to it; an object no rule applies to is
-stored from the bytes received, without decoding. The AE titles, the known
+stored from the bytes received, without decoding. An object large enough to be
+spooled while it came in stays on disk (see :mod:`coercion.net.incoming`). The AE titles, the known
 peers and the rules come from the directory and follow its changes. Every
 handler runs inside the error boundary of :mod:`coercion.net.boundary`: any
 failure is answered with its service's failure status, logged once and audited.
