@@ -157,6 +157,7 @@ def test_a_300_mib_object_is_stored_with_bounded_memory(serve: Start, tmp_path: 
     assert [value for value in PHI if value in head] == []  # at every depth, long values too
     assert pixel_digest(research) == expected
     assert growth < 100 << 20
+    research.unlink()  # bounded disk use in tmp
     assert [p for p in (node.data / "incoming").iterdir()] == []  # no temporary file left
     assert "Traceback" not in node.text()
 
