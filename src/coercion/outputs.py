@@ -33,9 +33,12 @@ __all__ = [
     "FOLDER_MODE",
     "STALE_TEMPORARY",
     "atomic_output",
+    "copy_descriptor",
     "private_folders",
+    "publish",
     "remove_stale_temporaries",
     "sync_folder",
+    "temporary_file",
 ]
 
 #: The name of a temporary file while it is written (``.NAME.XXXXXXXX.part``, see atomic_output).
@@ -206,8 +209,99 @@ def atomic_output(path: Path, mode: int = FILE_MODE, *, sync: bool = True) -> It
             os.unlink(tmp)
         raise
     if sync:
-        for folder in [*(f.parent for f in created), path.parent]:
-            sync_folder(folder)
+        _sync_folders(created, path)
+
+
+def _sync_folders(created: list[Path], path: Path) -> None:
+    """fsync the folders that now hold new entries: those *created* and *path*'s own."""
+    for folder in [*(f.parent for f in created), path.parent]:
+        sync_folder(folder)
+
+
+def temporary_file(folder: Path, name: str) -> tuple[int, Path]:
+    """A new empty private (0600) file in *folder* (made 0700 if missing): its descriptor, path.
+
+    It is named as :func:`atomic_output` names its temporary files
+    (``.NAME.XXXXXXXX.part``), so that one a killed process left is removed at
+    the next start (:func:`remove_stale_temporaries`). The caller removes it, or
+    hands it to :func:`publish`.
+    """
+    private_folders(folder)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, Path(tmp)
+
+
+def publish(tmp: Path, path: Path, *, sync: bool = True) -> None:
+    """Make the complete file *tmp* become *path*: renamed, so whole or not at all.
+
+    The guarantees of :func:`atomic_output` without copying the content: with
+    *sync* the content is fsynced before the rename and the folder after it;
+    missing folders are made 0700; the file keeps its mode. An existing *path*
+    that is not a regular file, or one on another file system, gets a copy
+    (written through, or atomically). *tmp* is gone afterwards, also on error.
+    """
+    try:
+        through = _through(path) is not None
+        if not through:
+            path = Path(os.path.realpath(path)) if path.is_symlink() else path
+            created = private_folders(path.parent)
+            if sync:
+                _fsync_file(tmp)
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                through = True
+            else:
+                if sync:
+                    _sync_folders(created, path)
+        if through:
+            with atomic_output(path, sync=sync) as fd:
+                _copy_file(tmp, fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_file(source: Path, fd: int) -> None:
+    """Append the content of *source* to the descriptor *fd*."""
+    with open(source, "rb") as handle:
+        copy_descriptor(handle.fileno(), fd)
+
+
+def copy_descriptor(src: int, dst: int) -> None:
+    """Append everything in the file open as *src* (from its start) to *dst*.
+
+    The kernel copies (``copy_file_range``) where it can, so the content never
+    passes through Python; otherwise it goes in 1 MiB chunks.
+    """
+    offset = 0
+    while True:
+        try:
+            copied = os.copy_file_range(src, dst, 1 << 30, offset)
+        except OSError:
+            chunk = os.pread(src, 1 << 20, offset)
+            copied = len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst, view) :]
+        if copied == 0:
+            return
+        offset += copied
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -102,17 +102,21 @@ def sniff(path: Path) -> str | None:
     return None
 
 
-def read_file(path: Path, *, defer: bool = True) -> FileDataset:
-    """Read a DICOM file, deferring large values; raise :class:`InputError` when malformed."""
+def read_file(path: Path, *, defer: bool = True, name: str = "") -> FileDataset:
+    """Read a DICOM file, deferring large values; raise :class:`InputError` when malformed.
+
+    Errors name *name* when given (a temporary file's label), else *path*.
+    """
+    where = name or str(path)
     if sniff(path) is None:
-        raise InputError(f"{path}: not a DICOM file")
+        raise InputError(f"{where}: not a DICOM file")
     silence_pydicom_validation()
     try:
-        ds = parse_file(path, DEFER_SIZE if defer else 0)
+        ds = parse_file(path, DEFER_SIZE if defer else 0, name)
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+        raise InputError(f"{where}: cannot read ({exc.strerror})") from exc
     if len(ds) == 0:
-        raise InputError(f"{path}: malformed DICOM: no data set")
+        raise InputError(f"{where}: malformed DICOM: no data set")
     return ds
 
 

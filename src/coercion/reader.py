@@ -336,13 +336,14 @@ def _parse(buf: bytes | mmap.mmap, path: Path, defer: int, stop: int = 0xFFFFFFF
     return ds
 
 
-def parse_file(path: Path, defer_size: int) -> FileDataset:
+def parse_file(path: Path, defer_size: int, name: str = "") -> FileDataset:
     """Read *path* into a :class:`FileDataset` of raw elements.
 
-    Raises :class:`InputError` naming the path (and the element, where known)
-    when the file is cut short or its structure cannot be followed.
+    Raises :class:`InputError` naming the path, or *name* when given (and the
+    element, where known) when the file is cut short or its structure cannot
+    be followed.
     """
-    with _reported(str(path), "file"), open(path, "rb") as handle:
+    with _reported(name or str(path), "file"), open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size >= _MMAP_THRESHOLD:
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:

@@ -31,6 +31,7 @@ element (tag) and its byte offset, never a value.
 from __future__ import annotations
 
 import functools
+import mmap
 import struct
 import zlib
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ _SHORT_VRS = frozenset(
 _FRAGMENT_VRS = frozenset({b"OB", b"OW"})
 _META_HEADER = struct.Struct("<HH2sH")
 _META_U32 = struct.Struct("<L")
+#: What a data set may be walked in: bytes, or a memory map of a file.
+Buffer = bytes | memoryview | mmap.mmap
 
 
 @functools.lru_cache(maxsize=4096)
@@ -103,7 +106,7 @@ class _Frame:
 class _Walk:
     """One walk over *buf*; :meth:`run` raises at the first structural fault."""
 
-    def __init__(self, buf: bytes | memoryview, name: str, max_depth: int) -> None:
+    def __init__(self, buf: Buffer, name: str, max_depth: int) -> None:
         self.buf = buf
         self.name = name
         self.max_depth = max_depth
@@ -264,7 +267,7 @@ class _Walk:
 
 
 def check_data_set(
-    data: bytes | memoryview,
+    data: Buffer,
     name: str,
     *,
     implicit: bool,
@@ -284,8 +287,12 @@ def check_data_set(
     _Walk(data, name, max_depth).run(start, len(data), _Encoding(implicit, little))
 
 
-def check_received(data: bytes, transfer_syntax: str, name: str) -> None:
-    """Check a data set received in *transfer_syntax* (a deflated one is inflated first)."""
+def check_received(data: Buffer, transfer_syntax: str, name: str) -> None:
+    """Check a data set received in *transfer_syntax* (a deflated one is inflated first).
+
+    *data* may be a memory map of a data set spooled to disk: the walk reads
+    element headers only, so the pages of long values are never touched.
+    """
     _check_encoded(data, 0, transfer_syntax, name)
 
 
@@ -307,7 +314,7 @@ def check_file(data: bytes, name: str) -> None:
     _check_encoded(data, pos, syntax, name)
 
 
-def _check_encoded(data: bytes, pos: int, transfer_syntax: str, name: str) -> None:
+def _check_encoded(data: Buffer, pos: int, transfer_syntax: str, name: str) -> None:
     """Walk from *pos* in the encoding *transfer_syntax* names.
 
     Data labelled explicit VR whose first element has no VR PS3.5 knows are
@@ -324,11 +331,11 @@ def _check_encoded(data: bytes, pos: int, transfer_syntax: str, name: str) -> No
         implicit, little, deflated = False, len(head) < 2 or head[0] != 0 or head[1] == 0, False
     if deflated:
         data, pos = _inflate(data[pos:], name), 0
-    implicit = implicit or data[pos + 4 : pos + 6] not in _LONG_VRS | _SHORT_VRS
+    implicit = implicit or bytes(data[pos + 4 : pos + 6]) not in _LONG_VRS | _SHORT_VRS
     check_data_set(data, name, implicit=implicit, little=little, start=pos)
 
 
-def _inflate(data: bytes, name: str) -> bytes:
+def _inflate(data: Buffer, name: str) -> bytes:
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
         plain = inflater.decompress(data, MAX_INFLATED)

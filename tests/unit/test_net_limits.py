@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 
+from coercion.net import incoming
 from coercion.net.limits import AssociationCounter, NetworkLimits, from_settings
 from coercion.net.receive import SpooledDataSet
 
@@ -74,3 +77,18 @@ def test_spooled_data_set_reads_back_and_copies_in_chunks(tmp_path: Path) -> Non
     assert spooled.tell() == len(data)  # writing can go on where it was
     spooled.close()
     assert list((tmp_path / "incoming").iterdir()) == []  # an unnamed temporary file
+
+
+def test_spooled_data_set_maps_without_reading(tmp_path: Path) -> None:
+    """mapped() gives the spooled bytes as a read-only map (b"" when empty); size() its length."""
+    spooled = SpooledDataSet(tmp_path)
+    with spooled.mapped() as empty:
+        assert empty == b""
+    data = os.urandom(300_000)
+    spooled.write(data)
+    assert incoming.size(spooled) == len(data)
+    assert incoming.size(BytesIO(b"12345")) == 5
+    with spooled.mapped() as view:
+        assert isinstance(view, mmap.mmap)
+        assert view[:] == data
+    spooled.close()

@@ -177,3 +177,87 @@ def test_dash_is_standard_output(capfd: pytest.CaptureFixture[str]) -> None:
         os.write(fd, b"to stdout\n")
     assert capfd.readouterr().out == "to stdout\n"
     assert not Path("-").exists()
+
+
+def test_a_temporary_file_is_private_and_named_to_be_cleaned_up(
+    tmp_path: Path, loose_umask: None
+) -> None:
+    """temporary_file: 0600 in a new 0700 folder, named as remove_stale_temporaries finds."""
+    fd, path = outputs.temporary_file(tmp_path / "incoming", "received")
+    os.close(fd)
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+    assert outputs.STALE_TEMPORARY.match(path.name)
+    assert outputs.remove_stale_temporaries(tmp_path) == [path]
+
+
+def test_publish_renames_the_file_and_syncs_it_and_its_folders(
+    tmp_path: Path, fsynced: list[str]
+) -> None:
+    """publish: the same file (inode) at its place, content fsynced before, folders after."""
+    fd, tmp = outputs.temporary_file(tmp_path / "incoming", "received")
+    os.write(fd, b"large object")
+    os.close(fd)
+    inode = tmp.stat().st_ino
+    target = tmp_path / "objects" / "study" / "object.dcm"
+    outputs.publish(tmp, target)
+    assert target.read_bytes() == b"large object"
+    assert target.stat().st_ino == inode  # renamed, not copied
+    assert mode(target) == 0o600
+    assert mode(target.parent) == 0o700
+    assert not tmp.exists()
+    assert Path(fsynced[0]).name.startswith(".received.")
+    assert fsynced[1:] == [str(tmp_path), str(tmp_path / "objects"), str(target.parent)]
+
+
+def test_publish_without_sync_replaces_an_existing_file(tmp_path: Path, fsynced: list[str]) -> None:
+    """publish(sync=False) replaces a previous copy whole, without any fsync."""
+    target = tmp_path / "object.dcm"
+    target.write_bytes(b"old")
+    fd, tmp = outputs.temporary_file(tmp_path, "received")
+    os.write(fd, b"new")
+    os.close(fd)
+    outputs.publish(tmp, target, sync=False)
+    assert target.read_bytes() == b"new"
+    assert fsynced == []
+
+
+def test_publish_writes_through_a_fifo_and_removes_the_temporary(tmp_path: Path) -> None:
+    """A FIFO at the target is written through (a copy), not replaced; the temporary goes."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    fd, tmp = outputs.temporary_file(tmp_path / "incoming", "received")
+    os.write(fd, b"x" * 100_000)
+    os.close(fd)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    outputs.publish(tmp, fifo)
+    reader.join(10)
+    assert got == [b"x" * 100_000]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert not tmp.exists()
+
+
+def test_publish_into_a_missing_place_fails_and_removes_the_temporary(tmp_path: Path) -> None:
+    """A target whose folder cannot be made: the error is raised, the temporary removed."""
+    (tmp_path / "file").write_bytes(b"")
+    fd, tmp = outputs.temporary_file(tmp_path / "incoming", "received")
+    os.close(fd)
+    with pytest.raises(NotADirectoryError):
+        outputs.publish(tmp, tmp_path / "file" / "object.dcm")
+    assert not tmp.exists()
+
+
+def test_copy_descriptor_copies_everything_from_the_start(tmp_path: Path) -> None:
+    """copy_descriptor copies the whole source (whatever its position) after what dst holds."""
+    source = tmp_path / "source"
+    data = os.urandom(3_000_000)
+    source.write_bytes(data)
+    out = tmp_path / "out"
+    with source.open("rb") as src, out.open("wb") as dst:
+        src.seek(1000)
+        dst.write(b"head")
+        dst.flush()
+        outputs.copy_descriptor(src.fileno(), dst.fileno())
+    assert out.read_bytes() == b"head" + data

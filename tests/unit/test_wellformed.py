@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import re
 import struct
 import zlib
@@ -285,3 +286,28 @@ def test_truncated_bundled_files_are_refused() -> None:
 def test_is_valid_uid_is_ps3_5_9_1(value: str, valid: bool) -> None:
     """Digits and dots, no empty or leading-zero component, at most 64 characters."""
     assert is_valid_uid(value) is valid
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"],
+)
+def test_a_memory_map_is_checked_as_its_bytes(syntax: str, tmp_path: Path) -> None:
+    """check_received over a memory map (a spooled data set): whole passes, cut refused."""
+    implicit = syntax == "1.2.840.10008.1.2"
+    data, _ = top_level(implicit, little=syntax != "1.2.840.10008.1.2.2")
+    if syntax.endswith(".99"):
+        data = _deflate(data)
+    for payload, whole in ((data, True), (data[:-3], False)):
+        path = tmp_path / "spooled"
+        path.write_bytes(payload)
+        with (
+            path.open("rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view,
+        ):
+            if whole:
+                check_received(view, syntax, "spooled")
+            else:
+                with pytest.raises(MalformedDataError) as caught:
+                    check_received(view, syntax, "spooled")
+                assert CANARY not in str(caught.value)

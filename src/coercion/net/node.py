@@ -4,7 +4,8 @@ Services: C-ECHO; Storage SCP for every storage SOP class and transfer
 syntax (no transcoding); Modality Worklist SCP answering from a local
 folder; MPPS SCP (N-CREATE, N-SET). Every dataset is coerced for its event
 context before anything else happens to it; an object no rule applies to is
-stored from the bytes received, without decoding. The AE titles, the known
+stored from the bytes received, without decoding. An object large enough to be
+spooled while it came in stays on disk (see :mod:`coercion.net.incoming`). The AE titles, the known
 peers and the rules come from the directory and follow its changes. Every
 handler runs inside the error boundary of :mod:`coercion.net.boundary`: any
 failure is answered with its service's failure status, logged once and audited.
@@ -20,6 +21,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
@@ -34,7 +36,7 @@ from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
 from coercion.errors import MalformedDataError
-from coercion.net import reactor, receive
+from coercion.net import incoming, reactor, receive
 from coercion.net.accept import request_handler
 from coercion.net.audit import AuditTrail
 from coercion.net.boundary import (
@@ -49,9 +51,8 @@ from coercion.net.forward import Forwarder
 from coercion.net.limits import AssociationCounter, NetworkLimits, from_settings
 from coercion.net.paths import mpps_path, object_path, uid_component
 from coercion.net.worklist import Worklist
-from coercion.outputs import remove_stale_temporaries
-from coercion.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes
-from coercion.wellformed import check_received
+from coercion.outputs import publish, remove_stale_temporaries
+from coercion.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes, read_file
 
 __all__ = ["Node", "NodeSettings"]
 
@@ -74,6 +75,10 @@ _MPPS = UID("1.2.840.10008.3.1.2.3.3")
 # Identifiers are PHI: pynetdicom must never log them.
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
+# Nor bind its standard logging handlers: their lines go nowhere (pynetdicom logs at WARNING,
+# see coercion.cli_logging), and the C-STORE one reads a received data set whole into memory,
+# spooled or not (``msg.data_set.getvalue()``), just to say "Present".
+_config.LOG_HANDLER_LEVEL = "none"
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,16 @@ def _mismatch(ds: Dataset, sop_class: str, instance: str, negotiated: str) -> st
     if str(ds.get("SOPInstanceUID", "")) != instance:
         return "(0008,0018) SOP Instance UID does not match the request"
     return ""
+
+
+@dataclass(frozen=True)
+class Received:
+    """A received object, read: in memory (*data*, its Part 10 bytes) or in a *file*."""
+
+    ds: FileDataset
+    rules: bool  # whether a rule may apply (then it was read whole)
+    data: bytes | None
+    file: Path | None
 
 
 def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
@@ -289,43 +304,64 @@ class Node:
     def _on_echo(self, event: evt.Event, op: Operation) -> int:
         return _SUCCESS
 
-    def _receive(
-        self, event: evt.Event, ctx: EventContext, label: str
-    ) -> tuple[bytes, FileDataset, bool]:
-        """The received object: its Part 10 bytes, read (whole when a rule may apply), and
-        whether a rule may apply. Raises when it is not whole or does not match its request.
+    @contextmanager
+    def _receive(self, event: evt.Event, ctx: EventContext, label: str) -> Iterator[Received]:
+        """The received object, checked and read; raises when it is not whole or does not
+        match its request. A large one is a temporary Part 10 file for the block's duration.
         """
         request: Any = event.request
         sop_class, instance = ctx.sop_class_uid, str(request.AffectedSOPInstanceUID)
         syntax = str(event.context.transfer_syntax)
-        received = request.DataSet.getvalue()
-        check_received(received, syntax, label)  # whole to its last byte, or refused
-        data = file_meta_bytes(sop_class, instance, syntax) + received
+        body = request.DataSet
+        incoming.check(body, syntax, label)  # whole to its last byte, or refused
+        meta = file_meta_bytes(sop_class, instance, syntax)
         rules = self.engine.may_apply(ctx)
+        if isinstance(body, receive.SpooledDataSet):  # on disk: it stays there
+            with incoming.part10_file(body, meta, self.settings.data / "incoming") as path:
+                body.close()  # the spooled copy is not needed any more
+                ds = read_file(path, name=label)  # long values (pixel data) deferred
+                self._match(ds, event, sop_class, instance, label)
+                yield Received(ds, rules, None, path)
+            return
+        data = meta + body.getvalue()
         # No rule can apply: read only what the checks, the path and forwarding need.
         ds = read_bytes(data, label, 0xFFFFFFFF if rules else self.forwarder.needs_up_to())
+        self._match(ds, event, sop_class, instance, label)
+        yield Received(ds, rules, data, None)
+
+    @staticmethod
+    def _match(ds: Dataset, event: evt.Event, sop_class: str, instance: str, label: str) -> None:
+        """Raise unless *ds* is the object its C-STORE request announced."""
         uid_component(ds.get("SOPInstanceUID"), "(0008,0018) SOPInstanceUID", label)
         mismatch = _mismatch(ds, sop_class, instance, str(event.context.abstract_syntax))
         if mismatch:
             raise DataSetMismatchError(mismatch)
-        return data, ds, rules
 
     @guarded(Service.C_STORE)
     def _on_store(self, event: evt.Event, op: Operation) -> int | Dataset:
-        ctx, label = op.ctx, op.label
-        data, ds, rules = self._receive(event, ctx, label)
+        with self._receive(event, op.ctx, op.label) as received:
+            return self._store(received, op)
+
+    def _store(self, received: Received, op: Operation) -> int:
+        """Coerce, write, forward and audit a received object."""
+        ctx, ds = op.ctx, received.ds
         op.step = "coerce"
-        outcome = self.engine.apply(ds, ctx) if rules else Outcome(ds)
+        outcome = self.engine.apply(ds, ctx) if received.rules else Outcome(ds)
         op.outcome = outcome
         op.step = "write"
         stored = outcome.dataset
-        path = object_path(self.objects, stored, label)
+        path = object_path(self.objects, stored, op.label)
         replaced = path.exists()  # a second copy replaces the first, whole or not at all
-        with atomic_output(path, sync=self.sync_writes) as fd:
-            if outcome.applied:
-                encode_file(stored).write_to(fd)  # type: ignore[arg-type]
-            else:
-                _write_all(fd, data)  # untouched: the bytes as received
+        if outcome.applied:
+            with atomic_output(path, sync=self.sync_writes) as fd:
+                # long values not read are copied from the received file
+                encode_file(stored, source=received.file).write_to(fd)  # type: ignore[arg-type]
+        elif received.file is not None:
+            publish(received.file, path, sync=self.sync_writes)  # untouched: renamed into place
+            stored.filename = str(path)  # where its deferred values now are
+        else:
+            with atomic_output(path, sync=self.sync_writes) as fd:
+                _write_all(fd, received.data or b"")  # untouched: the bytes as received
         op.step = "forward"
         forwarded = self.forwarder.enqueue(path, ctx, stored)
         op.step = "audit"
@@ -339,7 +375,7 @@ class Node:
     def _on_find(self, event: evt.Event, op: Operation) -> Any:
         request: Any = event.request
         ctx = op.ctx
-        check_received(request.Identifier.getvalue(), str(event.context.transfer_syntax), op.label)
+        incoming.check(request.Identifier, str(event.context.transfer_syntax), op.label)
         op.step = "coerce query"
         query = self.engine.apply(event.identifier, ctx).dataset
         op.step = "answers"
@@ -425,9 +461,8 @@ class Node:
             path = mpps_path(self.mpps, op.instance, label)
         except MalformedDataError as exc:
             return self.mpps, self.boundary.fail(op, exc, _INVALID_INSTANCE)
-        raw = received.getvalue() if received is not None else b""
-        if raw:
-            check_received(raw, str(event.context.transfer_syntax), label)
+        if received is not None and incoming.size(received):
+            incoming.check(received, str(event.context.transfer_syntax), label)
         return path, None
 
     def _write_mpps(self, path: Path, ds: Dataset, instance: str) -> None:

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import socket
 import ssl
 import struct
 import tempfile
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from coercion.net.limits import NetworkLimits
+from coercion.outputs import copy_descriptor
 
 __all__ = ["PduReader", "SpooledDataSet", "close_transport", "configure", "policy"]
 
@@ -66,7 +69,8 @@ class SpooledDataSet(BytesIO):
 
     It passes for the :class:`~io.BytesIO` that pynetdicom's primitives require;
     its in-memory buffer stays empty. :meth:`getvalue` reads the whole file;
-    :meth:`copy_to` writes it to a file descriptor in chunks, without holding it.
+    :meth:`copy_to` writes it to a file descriptor and :meth:`mapped` maps it,
+    without holding it in memory.
     """
 
     def __init__(self, folder: Path | None) -> None:
@@ -101,16 +105,19 @@ class SpooledDataSet(BytesIO):
             self.file.seek(end)
 
     def copy_to(self, fd: int) -> None:
-        """Write the whole data set to *fd*."""
-        end = self.file.tell()
-        self.file.seek(0)
-        try:
-            while chunk := self.file.read(_CHUNK):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-        finally:
-            self.file.seek(end)
+        """Write the whole data set to *fd* (copied by the kernel, never held in memory)."""
+        self.file.flush()
+        copy_descriptor(self.file.fileno(), fd)
+
+    @contextlib.contextmanager
+    def mapped(self) -> Iterator[mmap.mmap | bytes]:
+        """The whole data set as a read-only memory map: pages are read where touched."""
+        self.file.flush()
+        if os.fstat(self.file.fileno()).st_size == 0:
+            yield b""  # an empty file cannot be mapped
+            return
+        with mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            yield view
 
     def close(self) -> None:
         """Delete the file."""
