@@ -42,7 +42,7 @@ from coercion.directory.config import Configuration
 from coercion.engine import Dimse, Engine, EventContext, ForwardRule, Outcome, Role
 from coercion.errors import CoercionError, RuleFailedError
 from coercion.net.audit import AuditTrail
-from coercion.outputs import atomic_output, private_folders
+from coercion.outputs import atomic_output, private_folders, sync_folder
 from coercion.part10 import read_file
 
 __all__ = ["Forwarder", "enable_tcp_nodelay"]
@@ -400,15 +400,22 @@ class Forwarder:
                 sender.start()
             return sender
 
-    def enqueue(self, stored: Path, ctx: EventContext, ds: Dataset) -> list[str]:
-        """Queue a stored object for every destination whose rule matches; return them."""
+    def enqueue(
+        self, stored: Path, ctx: EventContext, ds: Dataset, *, sync: bool = True
+    ) -> list[str]:
+        """Queue a stored object for every destination whose rule matches; return them.
+
+        With *sync* (the device's ``coercionSyncWrites``), each queue entry is on
+        disk (its folder fsynced) before this returns, so that an object answered
+        with success is forwarded after a crash too.
+        """
         destinations: list[str] = []
         for rule in sorted(self.rules, key=lambda r: -r.priority):
             if rule.matches(ctx, ds):
                 destinations.extend(d for d in rule.destinations if d not in destinations)
         for destination in destinations:
             folder = self.queue / destination
-            private_folders(folder)
+            created = private_folders(folder)
             kind = {Dimse.N_CREATE_RQ: ".ncreate", Dimse.N_SET_RQ: ".nset"}.get(ctx.dimse, "")
             name = f"{ctx.local_ae}--{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{kind}.dcm"
             temporary = folder / f".{name}.part"
@@ -416,21 +423,27 @@ class Forwarder:
                 os.link(stored, temporary)  # the stored file's mode (0600) comes along
             except OSError:
                 with (
-                    atomic_output(temporary, sync=False) as fd,
+                    atomic_output(temporary, sync=sync) as fd,
                     open(fd, "wb", closefd=False) as out,
                 ):
                     out.write(stored.read_bytes())  # a private copy (mode 0600)
             os.replace(temporary, folder / name)
+            if sync:
+                for new_folder in created:
+                    sync_folder(new_folder.parent)
+                sync_folder(folder)
             self._sender(destination).wake.set()
         return destinations
 
-    def enqueue_message(self, message: Path, ctx: EventContext, ds: Dataset) -> list[str]:
+    def enqueue_message(
+        self, message: Path, ctx: EventContext, ds: Dataset, *, sync: bool = True
+    ) -> list[str]:
         """Queue an MPPS message (a file written by the node) for the destinations that match.
 
         *ctx* is the N_CREATE_RQ or N_SET_RQ context it arrived in; the message
         goes to rules that name N_CREATE_RQ (which covers the N-SETs that follow).
         """
-        return self.enqueue(message, ctx, ds)
+        return self.enqueue(message, ctx, ds, sync=sync)
 
     def pending(self) -> int:
         """Objects waiting in all queues."""

@@ -363,7 +363,7 @@ class Node:
             with atomic_output(path, sync=self.sync_writes) as fd:
                 _write_all(fd, received.data or b"")  # untouched: the bytes as received
         op.step = "forward"
-        forwarded = self.forwarder.enqueue(path, ctx, stored)
+        forwarded = self.forwarder.enqueue(path, ctx, stored, sync=self.sync_writes)
         op.step = "audit"
         extra: dict[str, object] = {"forwarded_to": forwarded} if forwarded else {}
         if replaced:
@@ -481,7 +481,9 @@ class Node:
         staged = self.mpps / ".outgoing" / f"{time.time_ns()}.dcm"
         self._write_mpps(staged, copy.deepcopy(message), instance)
         try:
-            return self.forwarder.enqueue_message(staged, ctx, dcmread(record))
+            return self.forwarder.enqueue_message(
+                staged, ctx, dcmread(record), sync=self.sync_writes
+            )
         finally:
             staged.unlink(missing_ok=True)
 
