@@ -34,11 +34,13 @@ __all__ = [
     "STALE_TEMPORARY",
     "atomic_output",
     "copy_descriptor",
+    "copy_range",
     "private_folders",
     "publish",
     "remove_stale_temporaries",
     "sync_folder",
     "temporary_file",
+    "write_all",
 ]
 
 #: The name of a temporary file while it is written (``.NAME.XXXXXXXX.part``, see atomic_output).
@@ -137,8 +139,9 @@ class _FolderSync:
             del self._rounds[key]
 
 
-def _fsync_path(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync_path(path: Path, flags: int = os.O_DIRECTORY) -> None:
+    """fsync the folder (or, with *flags* 0, the file) *path*."""
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:
@@ -252,7 +255,7 @@ def publish(tmp: Path, path: Path, *, sync: bool = True) -> None:
             path = Path(os.path.realpath(path)) if path.is_symlink() else path
             created = private_folders(path.parent)
             if sync:
-                _fsync_file(tmp)
+                _fsync_path(tmp, 0)
             try:
                 os.replace(tmp, path)
             except OSError as exc:
@@ -269,39 +272,43 @@ def publish(tmp: Path, path: Path, *, sync: bool = True) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _copy_file(source: Path, fd: int) -> None:
     """Append the content of *source* to the descriptor *fd*."""
     with open(source, "rb") as handle:
         copy_descriptor(handle.fileno(), fd)
 
 
-def copy_descriptor(src: int, dst: int) -> None:
-    """Append everything in the file open as *src* (from its start) to *dst*.
+def copy_range(src: int, dst: int, offset: int, length: int) -> int:
+    """Append *length* bytes of the file open as *src*, from *offset*, to *dst*.
 
     The kernel copies (``copy_file_range``) where it can, so the content never
-    passes through Python; otherwise it goes in 1 MiB chunks.
+    passes through Python; otherwise it goes in 1 MiB chunks. Returns the bytes
+    copied: fewer than *length* when *src* ends first.
     """
-    offset = 0
-    while True:
+    done = 0
+    while done < length:
         try:
-            copied = os.copy_file_range(src, dst, 1 << 30, offset)
+            copied = os.copy_file_range(src, dst, length - done, offset + done)
         except OSError:
-            chunk = os.pread(src, 1 << 20, offset)
+            chunk = os.pread(src, min(length - done, 1 << 20), offset + done)
             copied = len(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(dst, view) :]
+            write_all(dst, chunk)
         if copied == 0:
-            return
-        offset += copied
+            break
+        done += copied
+    return done
+
+
+def copy_descriptor(src: int, dst: int) -> None:
+    """Append everything in the file open as *src* (from its start) to *dst*."""
+    copy_range(src, dst, 0, os.fstat(src).st_size)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of *data* to *fd* (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -36,7 +36,7 @@ from pydicom.valuerep import IS, DSfloat, PersonName
 from coercion.elements import key as tag_key
 from coercion.elements import text_values
 from coercion.errors import InputError, OutputError
-from coercion.outputs import atomic_output
+from coercion.outputs import atomic_output, copy_range, write_all
 from coercion.pydicom_config import silence_pydicom_validation
 from coercion.reader import parse_bytes, parse_file
 
@@ -184,37 +184,20 @@ class EncodedFile:
                         if self.source is None:
                             raise OutputError("deferred value without a source file")
                         source_fd = os.open(self.source, os.O_RDONLY)
-                    _write_all(fd, b"".join(pending))
+                    write_all(fd, b"".join(pending))
                     pending.clear()
                     _copy_range(source_fd, fd, part, self.source)
                 else:
                     pending.append(part.data if isinstance(part, _Bulk) else part)
-            _write_all(fd, b"".join(pending))
+            write_all(fd, b"".join(pending))
         finally:
             if source_fd >= 0:
                 os.close(source_fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def _copy_range(src: int, dst: int, segment: _Segment, source: Path | None) -> None:
-    offset, remaining = segment.offset, segment.length
-    while remaining:
-        try:
-            copied = os.copy_file_range(src, dst, remaining, offset)
-        except OSError:
-            chunk = os.pread(src, min(remaining, 1 << 20), offset)
-            copied = len(chunk)
-            _write_all(dst, chunk)
-        if copied == 0:
-            raise InputError(f"{source}: malformed DICOM: file is truncated")
-        offset += copied
-        remaining -= copied
+    if copy_range(src, dst, segment.offset, segment.length) < segment.length:
+        raise InputError(f"{source}: malformed DICOM: file is truncated")
 
 
 _STRING_VRS = frozenset(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import socket
 import ssl
 import threading
@@ -51,7 +50,7 @@ from coercion.net.forward import Forwarder
 from coercion.net.limits import AssociationCounter, NetworkLimits, from_settings
 from coercion.net.paths import mpps_path, object_path, uid_component
 from coercion.net.worklist import Worklist
-from coercion.outputs import publish, remove_stale_temporaries
+from coercion.outputs import publish, remove_stale_temporaries, write_all
 from coercion.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes, read_file
 
 __all__ = ["Node", "NodeSettings"]
@@ -361,7 +360,7 @@ class Node:
             stored.filename = str(path)  # where its deferred values now are
         else:
             with atomic_output(path, sync=self.sync_writes) as fd:
-                _write_all(fd, received.data or b"")  # untouched: the bytes as received
+                write_all(fd, received.data or b"")  # untouched: the bytes as received
         op.step = "forward"
         forwarded = self.forwarder.enqueue(path, ctx, stored, sync=self.sync_writes)
         op.step = "audit"
@@ -470,7 +469,7 @@ class Node:
         buffer = BytesIO()
         dcmwrite(buffer, ds, enforce_file_format=True)
         with atomic_output(path, sync=self.sync_writes) as fd:
-            _write_all(fd, buffer.getvalue())
+            write_all(fd, buffer.getvalue())
 
     def _forward_message(
         self, ctx: EventContext, message: Dataset, instance: str, record: Path
@@ -542,10 +541,3 @@ def _reject(assoc: Any, result: int, source: int, reason: int) -> None:
     assoc.acse.send_reject(result, source, reason)
     evt.trigger(assoc, evt.EVT_REJECTED, {})
     assoc.kill()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
