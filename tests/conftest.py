@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 
 from tests.helpers import SECRET
@@ -15,3 +18,13 @@ pytest_plugins = ["tests.slapd", "tests.postgres"]
 def secret() -> bytes:
     """A fixed secret, so results are repeatable inside one test."""
     return SECRET
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """Run the test under umask 000 (files 0666 and folders 0777 unless set explicitly)."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)

@@ -104,6 +104,16 @@ def config_dir(tmp_path: Path, extra: str = "", restrict: bool = False) -> Path:
     return folder
 
 
+def forward_rule(destination: str, name: str = "forward-all", ae_title: str = "COERCION") -> str:
+    """LDIF of a forward rule sending everything *ae_title* stores to *destination*."""
+    return f"""
+dn: cn={name},dicomAETitle={ae_title},{DEVICE}
+objectClass: coercionForwardRule
+cn: {name}
+coercionDestinationAETitle: {destination}
+"""
+
+
 def remote_device(name: str, ae_title: str, port: int) -> str:
     """LDIF of a known remote device with one AE title listening on 127.0.0.1:*port*."""
     dn = f"dicomDeviceName={name},cn=Devices,cn=DICOM Configuration,{BASE}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from tests.helpers import (
     Start,
     config_dir,
     dcmtk,
+    forward_rule,
     free_port,
     make_dataset,
     remote_device,
@@ -41,12 +41,9 @@ MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
 
 #: A forward rule to a destination that is down (objects stay queued), and a
 #: pseudonymisation scope whose store is the default SQLite file in the data folder.
-EXTRA = f"""
-dn: cn=forward-all,dicomAETitle=COERCION,{DEVICE}
-objectClass: coercionForwardRule
-cn: forward-all
-coercionDestinationAETitle: ARCHIVE
-
+EXTRA = (
+    forward_rule("ARCHIVE")
+    + f"""
 dn: cn=TRIAL_A,{DEVICE}
 objectClass: coercionPseudonymScope
 cn: TRIAL_A
@@ -60,16 +57,7 @@ dicomTransferRole: SCP
 coercionCondition: SendingApplicationEntityTitle=TRIALCT
 coercionURI: pseudonymize:TRIAL_A
 """
-
-
-@pytest.fixture
-def loose_umask() -> Iterator[None]:
-    """Start what the test starts under umask 000."""
-    previous = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(previous)
+)
 
 
 def ct_file(path: Path, index: int) -> Path:

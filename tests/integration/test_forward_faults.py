@@ -31,11 +31,11 @@ from coercion.net import forward, reactor
 from coercion.net.node import Node, NodeSettings
 from tests.helpers import (
     DCMTK_ENV,
-    DEVICE,
     SECRET,
     Start,
     config_dir,
     dcmtk,
+    forward_rule,
     free_port,
     make_dataset,
     remote_device,
@@ -47,12 +47,7 @@ pytestmark = pytest.mark.integration
 UID_ROOT = "1.2.826.0.1.3680043.99.8"
 CANARY_NAME = "QZXCANARY^PHIMARKER"
 #: Forward everything the COERCION AE stores to ARCHIVE.
-FORWARD_RULE = f"""
-dn: cn=forward-all,dicomAETitle=COERCION,{DEVICE}
-objectClass: coercionForwardRule
-cn: forward-all
-coercionDestinationAETitle: ARCHIVE
-"""
+FORWARD_RULE = forward_rule("ARCHIVE")
 
 
 def write_objects(folder: Path, count: int, tag: str, modality: str = "CT") -> list[str]:

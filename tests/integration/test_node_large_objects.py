@@ -22,11 +22,11 @@ from pynetdicom import AE, _config
 
 from coercion.part10 import read_file
 from tests.helpers import (
-    DEVICE,
     Served,
     Start,
     config_dir,
     dcmtk,
+    forward_rule,
     free_port,
     make_dataset,
     receive_at_archive,
@@ -193,13 +193,8 @@ def test_spooled_objects_refused_leave_no_temporary_file(
 def test_a_spooled_object_is_forwarded_from_its_stored_file(serve: Start, tmp_path: Path) -> None:
     """A 24 MiB object (spooled, stored by rename) is queued by hard link and forwarded whole."""
     port = free_port()
-    forward = f"""
-dn: cn=forward-all,dicomAETitle=COERCION,{DEVICE}
-objectClass: coercionForwardRule
-cn: forward-all
-coercionDestinationAETitle: ARCHIVE
-"""
-    node = serve(config_dir(tmp_path, extra=remote_device("archive", "ARCHIVE", port) + forward))
+    extra = remote_device("archive", "ARCHIVE", port) + forward_rule("ARCHIVE")
+    node = serve(config_dir(tmp_path, extra=extra))
     source = large_ct(tmp_path / "large.dcm", 24 << 20)
     store(node, "COERCION", source)  # the archive is not up yet: queued
     [kept] = stored(node.data)

@@ -25,6 +25,7 @@ from tests.helpers import (
     Start,
     config_dir,
     dcmtk,
+    forward_rule,
     free_port,
     make_dataset,
     receive_at_archive,
@@ -158,11 +159,7 @@ def test_script_on_arrival_numbers_patients_and_leaves_no_marker(
 def test_script_on_forwarding_runs_for_the_destination_only(serve: Start, tmp_path: Path) -> None:
     """A forwarded copy is scripted for the destination's section; the stored object is not."""
     port = free_port()
-    forward = f"""dn: cn=forward-to-partner,dicomAETitle=COERCION,{DEVICE}
-objectClass: coercionForwardRule
-cn: forward-to-partner
-coercionDestinationAETitle: AZ_PARTNER
-"""
+    forward = forward_rule("AZ_PARTNER", "forward-to-partner")
     rules = remote_device("partner", "AZ_PARTNER", port) + "\n" + forward + "\n"
     node = serve(script_config(tmp_path, rules + rule("script-on-forward", "SCU")))
     source = patient_file(tmp_path / "in", "c1.dcm", "CAROL", 3, 1)

@@ -6,23 +6,12 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from coercion import outputs
 from coercion.outputs import atomic_output, private_folders, sync_folder
-
-
-@pytest.fixture
-def loose_umask() -> Iterator[None]:
-    """Run the test under umask 000 (files 0666 and folders 0777 unless set explicitly)."""
-    previous = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 @pytest.fixture
