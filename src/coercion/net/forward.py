@@ -42,7 +42,7 @@ from coercion.directory.config import Configuration
 from coercion.engine import Dimse, Engine, EventContext, ForwardRule, Outcome, Role
 from coercion.errors import CoercionError, RuleFailedError
 from coercion.net.audit import AuditTrail
-from coercion.outputs import atomic_output, private_folders, sync_folder
+from coercion.outputs import atomic_output, private_folders, sync_folder, write_all
 from coercion.part10 import read_file
 
 __all__ = ["Forwarder", "enable_tcp_nodelay"]
@@ -303,7 +303,7 @@ class _Sender(threading.Thread):
         target = self.failed / path.name
         text = f"{self.destination}: {reason}\n"
         with atomic_output(target.with_name(target.name + _REASON)) as fd:
-            os.write(fd, text.encode())
+            write_all(fd, text.encode())
         os.replace(path, target)  # after its reason: an object in failed/ always has one
         log.error("forwarding to %s: %s set aside (%s)", self.destination, path.name, reason)
 
