@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from coercion.cli import main as coercion_main
+from coercion.cli.main import main as coercion_main
 
 
 def main(argv: list[str]) -> int:

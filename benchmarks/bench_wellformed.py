@@ -1,4 +1,4 @@
-"""Benchmark the structural check of received data sets (``coercion.wellformed``).
+"""Benchmark the structural check of received data sets (``coercion.dicom.wellformed``).
 
 The node walks every received data set to its end before it stores or answers
 it. This times that walk per object, in this process, on the objects of
@@ -36,8 +36,8 @@ from pydicom.filewriter import write_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from coercion.part10 import file_meta_bytes, read_bytes
-from coercion.wellformed import check_received
+from coercion.dicom.part10 import file_meta_bytes, read_bytes
+from coercion.dicom.wellformed import check_received
 from make_data import iter_ct_files, iter_mr_files
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"

@@ -1,5 +1,5 @@
 """``python -m coercion``: the command line."""
 
-from coercion.cli import main
+from coercion.cli.main import main
 
 main()

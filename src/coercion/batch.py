@@ -25,9 +25,11 @@ from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileDataset
 
-from coercion.dicomdir import is_directory, write_directory_file
+from coercion.dicom.dicomdir import is_directory, write_directory_file
+from coercion.dicom.elements import text_values
+from coercion.dicom.outputs import remove_stale_temporaries
+from coercion.dicom.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.directory import DEFAULT_DEVICE
-from coercion.elements import text_values
 from coercion.engine import (
     ActionEnv,
     Dimse,
@@ -45,13 +47,11 @@ from coercion.errors import (
     RuleFailedError,
     VerificationError,
 )
-from coercion.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
-from coercion.outputs import remove_stale_temporaries
-from coercion.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
 from coercion.profile.identifiers import collect_identifiers
-from coercion.uids import UIDRemapper
-from coercion.verify import Retention, find_leaks
+from coercion.profile.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
+from coercion.profile.uids import UIDRemapper
+from coercion.profile.verify import Retention, find_leaks
 
 if TYPE_CHECKING:
     from coercion.directory.ldifio import Entry

@@ -27,8 +27,8 @@ from pydicom.fileset import FileSet
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from coercion.batch import KEY_FILE_COLUMNS
-from coercion.cli import main
-from coercion.dicomdir import MEDIA_STORAGE_DIRECTORY
+from coercion.cli.main import main
+from coercion.dicom.dicomdir import MEDIA_STORAGE_DIRECTORY
 from coercion.profile import compile_profile
 from tests.helpers import coercion, make_dataset
 

@@ -9,7 +9,7 @@ import pytest
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 
-from coercion.cli import main
+from coercion.cli.main import main
 from coercion.resources import default_ldif_dir
 from tests.helpers import DEVICE, make_dataset
 

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, MRImageStorage
 from pynetdicom import AE, _config
 
-from coercion.part10 import file_meta_bytes
+from coercion.dicom.part10 import file_meta_bytes
 from tests.helpers import Served, Start, dcmtk, make_dataset, start_node, stored
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 
-from coercion.part10 import read_file
+from coercion.dicom.part10 import read_file
 from tests.helpers import (
     Served,
     Start,

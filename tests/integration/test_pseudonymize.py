@@ -13,7 +13,7 @@ import pytest
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 
-from coercion.keys import load_or_create_secret
+from coercion.profile.keys import load_or_create_secret
 from coercion.resources import default_ldif_dir
 from coercion.store import PseudonymStore, ScopeSettings
 from tests.helpers import make_dataset

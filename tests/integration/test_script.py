@@ -22,9 +22,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from coercion.dicom.part10 import encode_file, read_bytes
 from coercion.engine import ActionEnv, Dimse, EventContext, Role, build_action
 from coercion.errors import RuleFailedError
-from coercion.part10 import encode_file, read_bytes
 from coercion.script import parse_script
 from coercion.script.action import ScriptAction, log_assignments
 from coercion.script.language import REQUIRED

@@ -15,8 +15,8 @@ from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 
 from coercion.directory.config import Configuration, load_configuration
+from coercion.directory.convert.mercure import convert_mercure
 from coercion.directory.ldifio import format_ldif, read_ldif
-from coercion.directory.mercure import convert_mercure
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
 from coercion.errors import ConfigError
 from coercion.resources import default_ldif_dir

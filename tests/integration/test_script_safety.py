@@ -22,9 +22,9 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
+from coercion.dicom.part10 import encode_file, read_bytes, read_file
 from coercion.engine import ActionEnv, Dimse, EventContext, Role, build_action
 from coercion.errors import ConfigError, RuleFailedError
-from coercion.part10 import encode_file, read_bytes, read_file
 from coercion.resources import default_ldif_dir
 from coercion.script import parse_script
 from coercion.script.action import ScriptAction

@@ -8,7 +8,8 @@ import pytest
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
-from coercion.dates import (
+from coercion.profile import Deidentifier, Option, compile_profile
+from coercion.profile.dates import (
     DATE_TIME_PAIRS,
     day_offset,
     offset_seconds,
@@ -17,7 +18,6 @@ from coercion.dates import (
     shift_tm,
     shift_values,
 )
-from coercion.profile import Deidentifier, Option, compile_profile
 from tests.helpers import SECRET, make_dataset
 
 MODIFIED = Option.RetainLongitudinalTemporalInformationModifiedDatesOption

@@ -11,9 +11,9 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from coercion.errors import ConfigError
-from coercion.keys import KeyScope
 from coercion.profile import Deidentifier, Option, compile_profile, parse_options
-from coercion.uids import UIDRemapper
+from coercion.profile.keys import KeyScope
+from coercion.profile.uids import UIDRemapper
 from tests.helpers import SECRET, make_dataset
 
 MODIFIED = Option.RetainLongitudinalTemporalInformationModifiedDatesOption

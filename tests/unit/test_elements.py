@@ -6,7 +6,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from coercion.elements import encode_text, new_dataset, raw_element, simple_codec, text_values
+from coercion.dicom.elements import encode_text, new_dataset, raw_element, simple_codec, text_values
 
 PATIENT_NAME = BaseTag(0x00100010)
 CHARSET = BaseTag(0x00080005)

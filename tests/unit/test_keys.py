@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from coercion.errors import ConfigError
-from coercion.keys import KeyScope, fingerprint, load_or_create_secret
 from coercion.profile import Deidentifier, compile_profile
+from coercion.profile.keys import KeyScope, fingerprint, load_or_create_secret
 from tests.helpers import make_dataset
 
 

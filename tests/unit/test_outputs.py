@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from coercion import outputs
-from coercion.outputs import atomic_output, private_folders, sync_folder
+from coercion.dicom import outputs
+from coercion.dicom.outputs import atomic_output, private_folders, sync_folder
 
 
 @pytest.fixture

@@ -20,8 +20,14 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from coercion.dicom.part10 import (
+    IMPLEMENTATION_CLASS_UID,
+    atomic_output,
+    encode_file,
+    read_file,
+    sniff,
+)
 from coercion.errors import InputError
-from coercion.part10 import IMPLEMENTATION_CLASS_UID, atomic_output, encode_file, read_file, sniff
 from tests.helpers import make_dataset
 
 #: Values above this size stay in the source file until written (part10.DEFER_SIZE).

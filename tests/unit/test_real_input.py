@@ -13,9 +13,9 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.tag import BaseTag
 from pydicom.uid import CTImageStorage, MRImageStorage
 
-from coercion.elements import vr_of
+from coercion.dicom.elements import vr_of
+from coercion.dicom.part10 import atomic_output, encode_file, read_bytes, read_file
 from coercion.errors import InputError
-from coercion.part10 import atomic_output, encode_file, read_bytes, read_file
 from coercion.profile import Deidentifier, compile_profile
 from tests.helpers import SECRET, make_dataset
 

@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset
 
 from coercion.profile import Option, compile_profile
 from coercion.profile.identifiers import collect_identifiers
-from coercion.verify import find_leaks
+from coercion.profile.verify import find_leaks
 from tests.helpers import make_dataset
 
 BASIC = compile_profile()

@@ -14,9 +14,9 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 
+from coercion.dicom.wellformed import MAX_DEPTH, check_data_set, check_file, check_received
 from coercion.errors import InputError, MalformedDataError
-from coercion.uids import is_valid_uid
-from coercion.wellformed import MAX_DEPTH, check_data_set, check_file, check_received
+from coercion.profile.uids import is_valid_uid
 
 CANARY = "QZXCANARY^SECRET"
 UNDEFINED = 0xFFFFFFFF
@@ -247,7 +247,7 @@ def test_deflated_data_sets() -> None:
 
 def test_deflate_bomb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stream inflating past MAX_INFLATED is refused before it is all in memory."""
-    monkeypatch.setattr("coercion.wellformed.MAX_INFLATED", 1 << 20)
+    monkeypatch.setattr("coercion.dicom.wellformed.MAX_INFLATED", 1 << 20)
     bomb = _deflate(header(0x7FE00010, "OB", 8 << 20) + bytes(8 << 20))
     with pytest.raises(MalformedDataError, match="inflates to more than"):
         check_received(bomb, "1.2.840.10008.1.2.1.99", "dfl")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from coercion.dicom.outputs import atomic_output
 from coercion.directory import DEFAULT_DEVICE
 from coercion.directory.entries import (
     SCRIPT_BODY_SCHEMA,
@@ -41,7 +42,6 @@ from coercion.engine import (
     parse_condition,
 )
 from coercion.errors import ConfigError
-from coercion.outputs import atomic_output
 
 if TYPE_CHECKING:
     from coercion.script.language import Script

@@ -16,19 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from pydicom.dataset import Dataset
-
-from coercion.engine.context import EventContext
 from coercion.engine.rules import RuleAction
-from coercion.errors import ConfigError
-from coercion.keys import DEFAULT_KEY_SCOPE, deidentify_scope
-from coercion.profile import (
-    Change,
-    CompiledProfile,
-    Deidentifier,
-    compile_profile,
-    parse_options,
-)
 
 __all__ = [
     "ActionEnv",
@@ -90,6 +78,7 @@ NamedActionFactory = Callable[[str, Mapping[str, str], ActionEnv, str], RuleActi
 _SCHEMES: dict[str, NamedActionFactory] = {}
 #: Schemes whose module (and its dependencies) is imported on first use.
 _PLUGINS = {
+    "deidentify": "coercion.profile.action",
     "pseudonymize": "coercion.store.actions",
     "reidentify": "coercion.store.actions",
     "script": "coercion.script.action",
@@ -128,52 +117,3 @@ def build_action(uri: str, params: Mapping[str, str], env: ActionEnv, rule: str 
             f"unknown URI scheme {scheme!r}; known schemes: {', '.join(schemes())}{hint}"
         )
     return factory(rest, params, env, rule)
-
-
-# -- deidentify: ---------------------------------------------------------------------
-
-
-class DeidentifyAction:
-    """``deidentify:Opt1,Opt2``: the PS3.15 Basic Profile with the named options.
-
-    Tokens, new UIDs and date offsets are derived in the key scope
-    ``deidentify/NAME``: NAME is the rule's ``key=`` parameter, else the rule's
-    name (the default scope for a rule of the command line).
-    """
-
-    def __init__(self, deidentifier: Deidentifier) -> None:
-        self.deidentifier = deidentifier
-
-    def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
-        """De-identify *ds* in place."""
-        return self.deidentifier.apply(ds).changes
-
-    def retention(self, ctx: EventContext) -> CompiledProfile:
-        """What the output keeps on purpose (for verification): the compiled options."""
-        return self.deidentifier.profile
-
-
-def _deidentify(spec: str, params: Mapping[str, str], env: ActionEnv, rule: str) -> RuleAction:
-    unknown = sorted(set(params) - {"key"})
-    if unknown:
-        raise ValueError(
-            f"deidentify: unknown parameter {', '.join(unknown)}; it takes key=NAME (a shared "
-            "key scope); name the PS3.15 options in the URI, e.g. deidentify:RetainUIDsOption"
-        )
-    if "key" in params and not params["key"].strip():
-        raise ValueError("deidentify: key= needs a scope name, e.g. key=trial-a")
-    scope = deidentify_scope(params.get("key", rule).strip() or DEFAULT_KEY_SCOPE)
-    names = [name.strip() for name in spec.split(",") if name.strip()]
-    try:
-        options = parse_options(names, where="deidentify")
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
-    key = ("deidentify", options, scope)
-    deidentifier = env.cache.get(key)
-    if not isinstance(deidentifier, Deidentifier):
-        deidentifier = Deidentifier(compile_profile(options), env.secret, scope)
-        env.cache[key] = deidentifier
-    return DeidentifyAction(deidentifier)
-
-
-register_scheme("deidentify", _deidentify, named=True)

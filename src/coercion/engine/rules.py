@@ -12,7 +12,7 @@ from typing import Protocol
 from pydicom.datadict import keyword_dict, tag_for_keyword
 from pydicom.dataset import Dataset
 
-from coercion.elements import text_values
+from coercion.dicom.elements import text_values
 from coercion.engine.context import Dimse, EventContext, Role
 from coercion.profile import Change
 

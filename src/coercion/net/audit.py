@@ -24,8 +24,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from coercion.dicom.outputs import private_folders
 from coercion.engine import EventContext, Outcome
-from coercion.outputs import private_folders
 
 __all__ = ["AuditTrail"]
 

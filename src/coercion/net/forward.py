@@ -38,12 +38,12 @@ from pynetdicom import AE
 from pynetdicom import transport as _transport
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
+from coercion.dicom.outputs import atomic_output, private_folders, sync_folder, write_all
+from coercion.dicom.part10 import read_file
 from coercion.directory.config import Configuration
 from coercion.engine import Dimse, Engine, EventContext, ForwardRule, Outcome, Role
 from coercion.errors import CoercionError, RuleFailedError
 from coercion.net.audit import AuditTrail
-from coercion.outputs import atomic_output, private_folders, sync_folder, write_all
-from coercion.part10 import read_file
 
 __all__ = ["Forwarder", "enable_tcp_nodelay"]
 

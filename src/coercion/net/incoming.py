@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
+from coercion.dicom.outputs import temporary_file
+from coercion.dicom.wellformed import check_received
 from coercion.net.receive import SpooledDataSet
-from coercion.outputs import temporary_file
-from coercion.wellformed import check_received
 
 __all__ = ["check", "part10_file", "size"]
 
@@ -36,7 +36,7 @@ def size(data: BytesIO) -> int:
 def check(data: BytesIO, transfer_syntax: str, name: str) -> None:
     """Check a received data set (in memory, or spooled: over a memory map); raise if not whole.
 
-    See :func:`coercion.wellformed.check_received`.
+    See :func:`coercion.dicom.wellformed.check_received`.
     """
     if isinstance(data, SpooledDataSet):
         with data.mapped() as view:

@@ -31,6 +31,8 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 
+from coercion.dicom.outputs import publish, remove_stale_temporaries, write_all
+from coercion.dicom.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes, read_file
 from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
@@ -50,8 +52,6 @@ from coercion.net.forward import Forwarder
 from coercion.net.limits import AssociationCounter, NetworkLimits, from_settings
 from coercion.net.paths import mpps_path, object_path, uid_component
 from coercion.net.worklist import Worklist
-from coercion.outputs import publish, remove_stale_temporaries, write_all
-from coercion.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes, read_file
 
 __all__ = ["Node", "NodeSettings"]
 
@@ -75,7 +75,7 @@ _MPPS = UID("1.2.840.10008.3.1.2.3.3")
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
 # Nor bind its standard logging handlers: their lines go nowhere (pynetdicom logs at WARNING,
-# see coercion.cli_logging), and the C-STORE one reads a received data set whole into memory,
+# see coercion.cli.logs), and the C-STORE one reads a received data set whole into memory,
 # spooled or not (``msg.data_set.getvalue()``), just to say "Present".
 _config.LOG_HANDLER_LEVEL = "none"
 

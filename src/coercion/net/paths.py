@@ -14,7 +14,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from coercion.errors import MalformedDataError
-from coercion.uids import is_valid_uid
+from coercion.profile.uids import is_valid_uid
 
 __all__ = ["inside", "mpps_path", "object_path", "uid_component"]
 

@@ -26,8 +26,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from coercion.dicom.outputs import copy_descriptor
 from coercion.net.limits import NetworkLimits
-from coercion.outputs import copy_descriptor
 
 __all__ = ["PduReader", "SpooledDataSet", "close_transport", "configure", "policy"]
 

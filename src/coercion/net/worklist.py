@@ -19,9 +19,9 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 
+from coercion.dicom.wellformed import check_file
 from coercion.errors import InputError
 from coercion.net.paths import inside
-from coercion.wellformed import check_file
 
 __all__ = ["Worklist", "answer", "matches"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR
 
-from coercion.elements import BINARY_VRS, NUMBER_SIZE
+from coercion.dicom.elements import BINARY_VRS, NUMBER_SIZE
 from coercion.profile._table import OPTION_COLUMNS, PROFILE_ROWS
 from coercion.profile.compiled import Action, PatternRow, compile_profile, resolve
 from coercion.profile.options import Option

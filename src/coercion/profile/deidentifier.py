@@ -23,14 +23,8 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from coercion.dates import (
-    DATE_TIME_PAIRS,
-    MAX_OFFSET_DAYS,
-    TIME_DATE_PAIRS,
-    offset_seconds,
-    shift_values,
-)
-from coercion.elements import (
+from coercion.dicom.config import silence_pydicom_validation
+from coercion.dicom.elements import (
     BINARY_VRS,
     NUMBER_SIZE,
     dictionary_vr,
@@ -40,14 +34,20 @@ from coercion.elements import (
     text_values,
     vr_of,
 )
-from coercion.elements import key as tag_key
-from coercion.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
+from coercion.dicom.elements import key as tag_key
 from coercion.profile.cleaning import Scrubber
 from coercion.profile.compiled import Action, CompiledProfile, PatternRow
+from coercion.profile.dates import (
+    DATE_TIME_PAIRS,
+    MAX_OFFSET_DAYS,
+    TIME_DATE_PAIRS,
+    offset_seconds,
+    shift_values,
+)
 from coercion.profile.identifiers import removed_values
+from coercion.profile.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
 from coercion.profile.options import BASIC_PROFILE, Option
-from coercion.pydicom_config import silence_pydicom_validation
-from coercion.uids import UIDRemapper
+from coercion.profile.uids import UIDRemapper
 
 __all__ = ["Change", "Deidentifier", "Record"]
 
@@ -162,7 +162,7 @@ class Deidentifier:
     UID cache is shared; results never depend on call order.
 
     Every token, new UID and date offset is derived in the key scope *scope*
-    (:class:`~coercion.keys.KeyScope`): recipients of different scopes cannot
+    (:class:`~coercion.profile.keys.KeyScope`): recipients of different scopes cannot
     link their outputs. The default is the scope of ``coercion deidentify``
     without ``--key-scope``.
     """

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from coercion.elements import dictionary_vr, text_values, vr_of
+from coercion.dicom.elements import dictionary_vr, text_values, vr_of
 from coercion.profile.compiled import Action, CompiledProfile, compile_profile
 from coercion.profile.options import Option
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR
 
-from coercion.elements import dictionary_vr
+from coercion.dicom.elements import dictionary_vr
 from coercion.errors import ConfigError
 from coercion.profile import Action, compile_profile
 

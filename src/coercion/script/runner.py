@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import generate_uid
 
-from coercion.elements import dictionary_vr, key, put_value, simple_codec, text_values, vr_of
+from coercion.dicom.elements import dictionary_vr, key, put_value, simple_codec, text_values, vr_of
 from coercion.errors import RuleFailedError
 from coercion.profile import Action, Change
 from coercion.script.language import Assignment, Command, Counter, Kind, Macro, Template

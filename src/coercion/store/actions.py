@@ -18,8 +18,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from coercion.dates import DATE_TIME_PAIRS, TIME_DATE_PAIRS, shift_values
-from coercion.elements import text_values
+from coercion.dicom.elements import text_values
 from coercion.engine.context import EventContext
 from coercion.engine.registry import ActionEnv, register_scheme
 from coercion.engine.rules import RuleAction
@@ -33,6 +32,7 @@ from coercion.profile import (
     compile_profile,
     parse_options,
 )
+from coercion.profile.dates import DATE_TIME_PAIRS, TIME_DATE_PAIRS, shift_values
 from coercion.store.store import PseudonymStore, ScopeSettings
 
 __all__ = ["PseudonymizeAction", "ReidentifyAction", "open_store"]

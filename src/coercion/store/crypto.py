@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from coercion.errors import StoreError
-from coercion.keys import KeyScope
+from coercion.profile.keys import KeyScope
 
 __all__ = ["ScopeKeys"]
 
@@ -30,7 +30,7 @@ _NONCE = 12
 
 
 class ScopeKeys(KeyScope):
-    """The keys of one scope (:class:`~coercion.keys.KeyScope`) and its sealing key."""
+    """The keys of one scope (:class:`~coercion.profile.keys.KeyScope`) and its sealing key."""
 
     def __init__(self, secret: bytes, scope: str) -> None:
         super().__init__(secret, scope)

@@ -42,9 +42,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from coercion.dates import offset_seconds
+from coercion.dicom.outputs import FILE_MODE, private_folders
 from coercion.errors import StoreError
-from coercion.outputs import FILE_MODE, private_folders
+from coercion.profile.dates import offset_seconds
 from coercion.store.crypto import ScopeKeys
 from coercion.store.schema import SCHEMA_VERSION, NewerSchemaError, create_or_migrate, seal_offset
 from coercion.store.tables import (
@@ -74,7 +74,7 @@ class ScopeSettings:
     Templates take ``{scope}`` and ``{hash}`` (12 upper-case hex digits
     derived from the patient); an offset's day part is in
     ``offset_min..offset_max`` (days), plus a part below a day in the same
-    direction (see :func:`coercion.dates.offset_seconds`).
+    direction (see :func:`coercion.profile.dates.offset_seconds`).
     """
 
     id_template: str = "{scope}-{hash}"

@@ -2,7 +2,7 @@
 
 A new UID is ``2.25.`` followed by the integer of a version-8 UUID whose 122
 free bits come from an HMAC-SHA256 of the original UID under a scope's key
-(:meth:`coercion.keys.KeyScope.uid`). The same original always gives the same
+(:meth:`coercion.profile.keys.KeyScope.uid`). The same original always gives the same
 new UID under the same secret and scope, and nobody without the secret can
 recompute or reverse the mapping.
 """

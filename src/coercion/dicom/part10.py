@@ -33,12 +33,12 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import IS, DSfloat, PersonName
 
-from coercion.elements import key as tag_key
-from coercion.elements import text_values
+from coercion.dicom.config import silence_pydicom_validation
+from coercion.dicom.elements import key as tag_key
+from coercion.dicom.elements import text_values
+from coercion.dicom.outputs import atomic_output, copy_range, write_all
+from coercion.dicom.reader import parse_bytes, parse_file
 from coercion.errors import InputError, OutputError
-from coercion.outputs import atomic_output, copy_range, write_all
-from coercion.pydicom_config import silence_pydicom_validation
-from coercion.reader import parse_bytes, parse_file
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",

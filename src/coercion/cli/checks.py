@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from coercion.dicom.outputs import private_folders
 from coercion.errors import CoercionError, ConfigError, OutputError
-from coercion.outputs import private_folders
 
 __all__ = ["bind_error", "check_ldap_url", "check_tls", "prepare_data_folder"]
 

@@ -23,15 +23,20 @@ from rich.progress import (
 )
 
 from coercion import __version__, batch
-from coercion.cli_checks import bind_error, check_tls, prepare_data_folder
-from coercion.cli_config import config, directory_options, explain, open_source
-from coercion.cli_logging import configure_logging
-from coercion.cli_profile import profile
-from coercion.cli_store import store
+from coercion.cli.checks import bind_error, check_tls, prepare_data_folder
+from coercion.cli.config import config, directory_options, explain, open_source
+from coercion.cli.logs import configure_logging
+from coercion.cli.profile import profile
+from coercion.cli.store import store
 from coercion.engine import ActionEnv
 from coercion.errors import CoercionError
-from coercion.keys import DEFAULT_KEY_PATH, DEFAULT_KEY_SCOPE, fingerprint, load_or_create_secret
 from coercion.profile import EDITION, Option, parse_options
+from coercion.profile.keys import (
+    DEFAULT_KEY_PATH,
+    DEFAULT_KEY_SCOPE,
+    fingerprint,
+    load_or_create_secret,
+)
 
 __all__ = ["cli", "main"]
 

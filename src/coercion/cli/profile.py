@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from coercion.cli_config import format_option
+from coercion.cli.config import format_option
 from coercion.profile import BASIC_PROFILE, EDITION, Option, parse_options
 from coercion.profile.conformance import conformance_rows, option_header
 

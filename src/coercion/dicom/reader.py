@@ -35,8 +35,8 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.valuerep import STANDARD_VR, VR
 
-from coercion.elements import key as tag_key
-from coercion.elements import new_dataset
+from coercion.dicom.elements import key as tag_key
+from coercion.dicom.elements import new_dataset
 from coercion.errors import InputError
 
 __all__ = ["parse_bytes", "parse_file"]

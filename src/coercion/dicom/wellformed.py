@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from pydicom.uid import UID
 
-from coercion.elements import dictionary_vr
+from coercion.dicom.elements import dictionary_vr
 from coercion.errors import MalformedDataError
 
 __all__ = ["MAX_DEPTH", "MAX_INFLATED", "check_data_set", "check_file", "check_received"]

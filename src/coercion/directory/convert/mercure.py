@@ -35,10 +35,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from coercion.dicom.elements import dictionary_vr
 from coercion.directory.config import script_body
 from coercion.directory.entries import default_syntaxes, to_json, validate
 from coercion.directory.ldifio import Entry, escape_rdn_value
-from coercion.elements import dictionary_vr
 from coercion.errors import ConfigError
 from coercion.script.language import (
     GENERAL,

@@ -21,9 +21,9 @@ import secrets
 import stat
 from pathlib import Path
 
+from coercion.dicom.outputs import FILE_MODE, private_folders
 from coercion.errors import ConfigError
-from coercion.outputs import FILE_MODE, private_folders
-from coercion.uids import uuid_uid
+from coercion.profile.uids import uuid_uid
 
 __all__ = [
     "DEFAULT_KEY_PATH",

@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from coercion.cli_checks import check_ldap_url
+from coercion.cli.checks import check_ldap_url
+from coercion.dicom.outputs import atomic_output
+from coercion.dicom.part10 import read_file
 from coercion.directory import DEFAULT_DEVICE
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
 from coercion.errors import ConfigError, OutputError
-from coercion.outputs import atomic_output
-from coercion.part10 import read_file
 from coercion.resources import default_ldif_dir
 
 if TYPE_CHECKING:
@@ -374,7 +374,7 @@ def _write_converted(
 @_conversion_options("the converted rules go")
 def import_dcm4chee(ldif_file: Path, parent_dn: str, out_path: Path | None) -> None:
     """Convert dcm4chee-arc dcmArchiveAttributeCoercion2 entries into coercion rules (LDIF)."""
-    from coercion.directory.dcm4chee import convert_dcm4chee
+    from coercion.directory.convert.dcm4chee import convert_dcm4chee
     from coercion.directory.ldifio import read_ldif
 
     converted, report = convert_dcm4chee(read_ldif(ldif_file), parent_dn)
@@ -410,7 +410,7 @@ def import_mercure(
     Exits 2 and writes nothing when a command mercure runs has no counterpart here,
     unless --lenient.
     """
-    from coercion.directory.mercure import convert_mercure
+    from coercion.directory.convert.mercure import convert_mercure
 
     try:
         text = settings_file.read_text(encoding="utf-8")

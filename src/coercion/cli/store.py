@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from coercion.cli_config import directory_options, open_source
+from coercion.cli.config import directory_options, open_source
+from coercion.dicom.part10 import atomic_output
 from coercion.errors import ConfigError, OutputError, StoreError
-from coercion.keys import load_or_create_secret
-from coercion.part10 import atomic_output
+from coercion.profile.keys import load_or_create_secret
 
 if TYPE_CHECKING:
     from coercion.store import PseudonymStore, ScopeSettings

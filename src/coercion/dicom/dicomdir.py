@@ -28,11 +28,11 @@ from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet
 from pydicom.uid import UID, generate_uid
 
-from coercion.elements import text_values
+from coercion.dicom.elements import text_values
+from coercion.dicom.part10 import atomic_output, quiet_pydicom, read_file
 from coercion.errors import OutputError, VerificationError
-from coercion.part10 import atomic_output, quiet_pydicom, read_file
 from coercion.profile.identifiers import Identifiers, collect_identifiers
-from coercion.verify import Retention, find_leaks
+from coercion.profile.verify import Retention, find_leaks
 
 log = logging.getLogger(__name__)
 
