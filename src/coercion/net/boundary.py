@@ -41,6 +41,9 @@ from coercion.engine import Dimse, EventContext, Outcome, Role
 from coercion.errors import CoercionError, InputError, RuleFailedError, kind_of
 from coercion.net.audit import AuditTrail
 
+#: The package's folder: frames under it are ours.
+_PACKAGE = Path(__file__).resolve().parents[1]
+
 __all__ = [
     "Boundary",
     "DataSetMismatchError",
@@ -183,16 +186,20 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"{name}: {kind_of(exc)}"  # no file name: object paths are made of UIDs
     frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if "coercion" in Path(f.filename).parts]
+    ours = [f for f in frames if Path(f.filename).is_relative_to(_PACKAGE)]
     where = [_frame(f) for f in (frames[-1:] + ours[-1:])]
     # Where it was raised (and our last frame), but no message: a foreign one may quote a value.
     return f"{name} at {' from '.join(dict.fromkeys(where))}" if where else name
 
 
 def _frame(frame: traceback.FrameSummary) -> str:
-    """``pydicom/filewriter.py:492 in write_text``."""
+    """``pydicom/filewriter.py:492 in write_text``, ours as ``coercion/dicom/part10.py:316``."""
     path = Path(frame.filename)
-    return f"{path.parent.name}/{path.name}:{frame.lineno} in {frame.name}"
+    if path.is_relative_to(_PACKAGE):
+        where = f"coercion/{path.relative_to(_PACKAGE).as_posix()}"
+    else:
+        where = f"{path.parent.name}/{path.name}"
+    return f"{where}:{frame.lineno} in {frame.name}"
 
 
 class Boundary:
