@@ -56,7 +56,7 @@ def _attributes(parent: etree._Element, ds: Dataset, keywords: bool) -> None:
 
 def _values(node: etree._Element, elem: DataElement, vr: str, keywords: bool) -> None:
     value = elem.value
-    if value is None or value in {"", b""}:
+    if value is None or (isinstance(value, str | bytes) and not value):
         return
     if vr == "SQ":
         for number, item in enumerate(value, 1):
@@ -123,7 +123,7 @@ def _value_of(node: etree._Element, vr: str, tag: int) -> Any:
     except ValueError:
         raise ValueError(f"DicomAttribute {tag:08X}: a value is not a valid {vr}") from None
     if not values:
-        return None if vr in _INTEGER_VRS | _FLOAT_VRS | {"AT"} else ""
+        return None if vr in _INTEGER_VRS | _FLOAT_VRS | {"AT", "DS", "IS"} else ""
     return values if len(values) > 1 else values[0]
 
 
