@@ -231,7 +231,9 @@ def test_sup_from_dev_from_the_directory(tmp_path: Path) -> None:
     assert out.InstitutionName == "General Hospital"
     assert out.StationName == "CT-7"
     assert out.InstitutionalDepartmentName == "Radiology"
-    assert list(out.SoftwareVersions) == ["1.0", "2.0"] or out.SoftwareVersions == ds.SoftwareVersions
+    assert (
+        list(out.SoftwareVersions) == ["1.0", "2.0"] or out.SoftwareVersions == ds.SoftwareVersions
+    )
     assert out.Manufacturer == manufacturer  # present: kept
     assert changes
     with pytest.raises(RuleFailedError, match="calling AE title"):
