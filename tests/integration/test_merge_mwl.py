@@ -180,7 +180,7 @@ def test_upstream_worklist_scp_by_accession(
     """mwl-scp=RIS: the item comes by C-FIND from the known device's worklist SCP."""
     port, queries = ris
     env = ActionEnv(SECRET)
-    env.peers["RIS"] = PeerDevice("ris", {"RIS": ("127.0.0.1", port)})
+    env.peers = {"RIS": PeerDevice("ris", {"RIS": ("127.0.0.1", port)})}
     action = build_action(
         f"merge-mwl:{stylesheet}",
         {"mwl-scp": "RIS", "match-by": "AccessionNumber", "filter-by-scu": "true"},
@@ -198,7 +198,7 @@ def test_upstream_worklist_scp_by_accession(
 def test_upstream_unreachable_fails_the_rule(stylesheet: Path) -> None:
     """A worklist SCP that does not answer fails the rule (no value in the message)."""
     env = ActionEnv(SECRET)
-    env.peers["RIS"] = PeerDevice("ris", {"RIS": ("127.0.0.1", free_port())})
+    env.peers = {"RIS": PeerDevice("ris", {"RIS": ("127.0.0.1", free_port())})}
     action = build_action(f"merge-mwl:{stylesheet}", {"mwl-scp": "RIS"}, env)
     with pytest.raises(RuleFailedError, match="unreachable") as caught:
         action.apply(_object(step_id="SPS-1"), CTX)
@@ -221,6 +221,6 @@ def test_merge_mwl_validates_at_load(
 ) -> None:
     """Bad parameters are refused when the rules load, saying what is accepted."""
     env = ActionEnv(SECRET)
-    env.peers["RIS"] = PeerDevice("ris", {"RIS": ("127.0.0.1", 104)})
+    env.peers = {"RIS": PeerDevice("ris", {"RIS": ("127.0.0.1", 104)})}
     with pytest.raises(ValueError, match=message):
         build_action(f"merge-mwl:{stylesheet}", params, env)

@@ -220,7 +220,9 @@ def test_sup_from_dev_from_the_directory(tmp_path: Path) -> None:
     source = EmbeddedDirectory(config_dir(tmp_path, extra=extra))
     env = ActionEnv(SECRET)
     configuration = build_configuration(source.entries(), source.origin, env, "coercion")
-    assert configuration.env is env and env.peers["MODALITY1"].name == "modality1"
+    assert configuration.env is env and env.peers is not None
+    assert env.peers["MODALITY1"].name == "modality1"
+    assert env.worklist_directory.endswith("/worklist")
     ds = _file("CT_small.dcm")
     del ds.InstitutionName
     del ds.StationName
@@ -245,7 +247,7 @@ def test_sup_from_dev_from_the_directory(tmp_path: Path) -> None:
 def test_sup_from_dev_named_device() -> None:
     """device=NAME (a converted dcmSupplementFromDeviceReference) picks the device by name."""
     env = ActionEnv(SECRET)
-    env.peers["X"] = PeerDevice("storescu", {}, {"dicomInstitutionName": ("Clinic",)})
+    env.peers = {"X": PeerDevice("storescu", {}, {"dicomInstitutionName": ("Clinic",)})}
     ds = _file("MR_small.dcm")
     del ds.InstitutionName
     build_action("sup-from-dev:", {"device": "storescu"}, env).apply(ds, CTX)

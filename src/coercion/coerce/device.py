@@ -71,12 +71,13 @@ class SupplementFromDeviceAction:
 
     def peer(self, ctx: EventContext) -> PeerDevice:
         """The device to supplement from: the named one, else the calling AE title's."""
+        peers = self.env.peers or {}
         if self.device is not None:
-            for peer in self.env.peers.values():
+            for peer in peers.values():
                 if peer.name == self.device:
                     return peer
         else:
-            found = self.env.peers.get(ctx.calling_ae)
+            found = peers.get(ctx.calling_ae)
             if found is not None:
                 return found
         raise RuleFailedError(
@@ -116,7 +117,7 @@ def _sup_from_dev(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleA
             "(a device of the directory; default: the one with the calling AE title)"
         )
     device = params.get("device")
-    if device is not None and env.peers:  # a bare environment (a converter) knows no devices
+    if device is not None and env.peers is not None:  # None: devices unknown (URI check only)
         names = sorted({peer.name for peer in env.peers.values()})
         if device not in names:
             raise ValueError(

@@ -30,11 +30,11 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from lxml import etree
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from coercion.coerce.xslt import (
+    Stylesheet,
     context_params,
     load_stylesheet,
     merge_result,
@@ -45,6 +45,7 @@ from coercion.dicom.elements import text_values
 from coercion.engine.context import EventContext
 from coercion.engine.registry import ActionEnv, register_scheme
 from coercion.engine.rules import RuleAction
+from coercion.errors import RuleFailedError
 from coercion.profile import Change
 
 __all__ = ["MATCH_KEYS", "MergeMWLAction", "worklist_query"]
@@ -192,7 +193,7 @@ def _start(item: Dataset) -> str:
 class MergeMWLAction:
     """The action of ``merge-mwl:``."""
 
-    def __init__(self, env: ActionEnv, stylesheet: etree.XSLT | None, settings: dict[str, str]):
+    def __init__(self, env: ActionEnv, stylesheet: Stylesheet | None, settings: dict[str, str]):
         self.env = env
         self.stylesheet = stylesheet
         self.match_by = settings["match-by"]
@@ -207,10 +208,8 @@ class MergeMWLAction:
         from coercion.net.worklist import Worklist, matches
 
         if not self.scp:
-            folder = self.env.worklist_directory or str(
-                Path(self.env.data_directory or ".coercion/data") / "worklist"
-            )
-            found = [i for i in Worklist(Path(folder)).items() if matches(keys, i)]
+            folder = Path(self.env.worklist_directory or ".coercion/data/worklist")
+            found = [i for i in Worklist(folder).items() if matches(keys, i)]
             if self.statuses:
                 found = [
                     i
@@ -220,7 +219,15 @@ class MergeMWLAction:
             return found
         from coercion.net.mwlscu import find_worklist_items
 
-        host, port = self.env.peers[self.scp].addresses[self.scp]
+        peer = (self.env.peers or {}).get(self.scp)
+        address = peer.addresses.get(self.scp) if peer is not None else None
+        if address is None:
+            raise RuleFailedError(
+                f"merge-mwl: mwl-scp={self.scp} is not the AE title of a known device with host "
+                "and port; add the worklist SCP's device to the directory",
+                kind="worklist SCP unknown",
+            )
+        host, port = address
         found = find_worklist_items(ctx.local_ae, self.scp, host, port, _with_return_keys(keys))
         return [i for i in found if matches(keys, i)] if self.filter else found
 
@@ -270,7 +277,11 @@ def _merge_mwl(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleActi
     for flag in ("filter-by-scu", "xsl-no-keyword"):
         settings[flag] = "true" if parse_flag("merge-mwl", params, flag) else "false"
     scp = settings.get("mwl-scp", "")
-    if scp and env.peers and scp not in {t for t, p in env.peers.items() if t in p.addresses}:
+    if (
+        scp
+        and env.peers is not None
+        and scp not in {t for t, p in env.peers.items() if t in p.addresses}
+    ):
         raise ValueError(
             f"merge-mwl: mwl-scp={scp!r} is not the AE title of a known device with host and port"
         )

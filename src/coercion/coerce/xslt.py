@@ -16,6 +16,7 @@ folder); it is compiled when the rules load. The parameter
 from __future__ import annotations
 
 import logging
+import threading
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +31,15 @@ from coercion.engine.rules import RuleAction
 from coercion.errors import RuleFailedError
 from coercion.profile import Action, Change
 
-__all__ = ["XsltAction", "load_stylesheet", "merge_result", "parse_flag", "transform"]
+__all__ = [
+    "Stylesheet",
+    "XsltAction",
+    "context_params",
+    "load_stylesheet",
+    "merge_result",
+    "parse_flag",
+    "transform",
+]
 
 log = logging.getLogger(__name__)
 _SPECIFIC_CHARACTER_SET = 0x00080005
@@ -44,7 +53,17 @@ def parse_flag(scheme: str, params: Mapping[str, str], name: str) -> bool:
     return value == "true"
 
 
-def load_stylesheet(scheme: str, uri: str, env: ActionEnv) -> etree.XSLT:
+class Stylesheet:
+    """A compiled stylesheet; one transformation at a time (lxml's XSLT objects are not
+    documented as safe to run from several threads at once)."""
+
+    def __init__(self, path: Path, xslt: etree.XSLT) -> None:
+        self.path = path
+        self.xslt = xslt
+        self.lock = threading.Lock()
+
+
+def load_stylesheet(scheme: str, uri: str, env: ActionEnv) -> Stylesheet:
     """The compiled stylesheet at *uri* (once per environment); ValueError saying what is wrong."""
     text = uri.strip()
     if "${" in text:
@@ -63,7 +82,7 @@ def load_stylesheet(scheme: str, uri: str, env: ActionEnv) -> etree.XSLT:
     path = Path(text).resolve()
     key = ("xslt", str(path))
     found = env.cache.get(key)
-    if isinstance(found, etree.XSLT):
+    if isinstance(found, Stylesheet):
         return found
     try:
         compiled = etree.XSLT(etree.parse(str(path)))
@@ -71,17 +90,20 @@ def load_stylesheet(scheme: str, uri: str, env: ActionEnv) -> etree.XSLT:
         raise ValueError(f"{scheme}: cannot read the stylesheet {path}") from None
     except (etree.XMLSyntaxError, etree.XSLTParseError) as exc:
         raise ValueError(f"{scheme}: {path} is not an XSLT 1.0 stylesheet ({exc})") from None
-    env.cache[key] = compiled
-    return compiled
+    stylesheet = Stylesheet(path, compiled)
+    env.cache[key] = stylesheet
+    return stylesheet
 
 
 def transform(
-    ds: Dataset, stylesheet: etree.XSLT, keywords: bool, params: Mapping[str, str], what: str
+    ds: Dataset, stylesheet: Stylesheet, keywords: bool, params: Mapping[str, str], what: str
 ) -> Dataset:
     """*ds* through *stylesheet*: the attributes of the result."""
     quoted = {name: etree.XSLT.strparam(value) for name, value in params.items() if value}
+    document = etree.ElementTree(to_xml(ds, keywords))
     try:
-        result = stylesheet(etree.ElementTree(to_xml(ds, keywords)), **quoted)
+        with stylesheet.lock:
+            result = stylesheet.xslt(document, **quoted)
     except etree.XSLTApplyError:
         raise RuleFailedError(f"{what}: the stylesheet failed", kind="stylesheet failed") from None
     root = result.getroot()
@@ -123,7 +145,7 @@ def context_params(ctx: EventContext) -> dict[str, str]:
 class XsltAction:
     """The action of ``xslt:``."""
 
-    def __init__(self, uri: str, stylesheet: etree.XSLT, keywords: bool) -> None:
+    def __init__(self, uri: str, stylesheet: Stylesheet, keywords: bool) -> None:
         self.uri = uri
         self.stylesheet = stylesheet
         self.keywords = keywords

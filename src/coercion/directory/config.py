@@ -142,13 +142,18 @@ def _norm(dn: str) -> str:
     return ",".join(part.strip() for part in dn.lower().split(","))
 
 
+def _data_folder(env: ActionEnv, device: Device) -> str:
+    """The device's data folder: the node's ``--data``, else the device's setting."""
+    return env.data_directory or str(device.settings.get("coercionDataDirectory", ".coercion/data"))
+
+
 def _scopes(
     entries: list[EntryJSON], device: Device, env: ActionEnv, problems: list[str], origin: str
 ) -> None:
     """Put the pseudonymisation scopes and the store URLs into *env* (for ``pseudonymize:``)."""
     from coercion.store.store import ScopeSettings
 
-    data = env.data_directory or str(device.settings.get("coercionDataDirectory", ".coercion/data"))
+    data = _data_folder(env, device)
     device_url = device.settings.get("coercionStoreURL") or f"sqlite:///{data}/store.db"
     env.store_url = env.store_override or str(device_url)
     for entry in entries:
@@ -316,6 +321,7 @@ def build_configuration(
         raise ConfigError("\n".join(problems))
     device_dn = _norm(device.dn)
     env.peers = {ae.title: d.peer() for d in devices.values() if d is not device for ae in d.aes}
+    env.worklist_directory = env.worklist_directory or f"{_data_folder(env, device)}/worklist"
     _scopes(entries, device, env, problems, origin)
     _scripts(entries, env, problems, origin)
     ae_by_dn = {_norm(ae.dn): ae.title for ae in device.aes}

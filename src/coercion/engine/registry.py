@@ -54,8 +54,9 @@ class ActionEnv:
     ``data_directory``, when set, stands for the device's data folder (the
     node's ``--data``): the default store lives there; ``worklist_directory``
     the node's local worklist (default: the data folder's ``worklist``).
-    ``peers`` are the directory's other devices by AE title (filled when a
-    configuration loads, for ``sup-from-dev:`` and ``merge-mwl:``).
+    ``peers`` are the directory's other devices by AE title (set when a
+    configuration loads, for ``sup-from-dev:`` and ``merge-mwl:``; None in an
+    environment that only checks URIs, where device names cannot be checked).
     ``store_override``, when
     set, replaces every store URL of the directory (``coercion explain`` uses a
     throwaway in-memory store, so that a preview numbers nothing for real).
@@ -75,7 +76,7 @@ class ActionEnv:
     data_directory: str = ""
     store_override: str = ""
     worklist_directory: str = ""
-    peers: dict[str, PeerDevice] = field(default_factory=dict)
+    peers: dict[str, PeerDevice] | None = None
 
     def derive(self) -> ActionEnv:
         """A fresh environment with this one's key and settings and nothing loaded or opened."""
