@@ -18,7 +18,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from coercion.engine import ActionEnv, Dimse, EventContext, PeerDevice, Role, build_action
 from coercion.errors import RuleFailedError
 from coercion.net.worklist import answer, matches
-from tests.helpers import free_port
+from tests.helpers import DEVICE, Start, config_dir, dcmtk, free_port, stored
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +224,51 @@ def test_merge_mwl_validates_at_load(
     env.peers = {"RIS": PeerDevice("ris", {"RIS": ("127.0.0.1", 104)})}
     with pytest.raises(ValueError, match=message):
         build_action(f"merge-mwl:{stylesheet}", params, env)
+
+
+def test_node_merges_worklist_and_supplements_from_device(
+    serve: Start, tmp_path: Path, stylesheet: Path
+) -> None:
+    """storescu -> node: merge-mwl from the node's worklist folder, then sup-from-dev from CT01's
+    device entry (its dicomInstitutionName), as a user configures them."""
+    rules = f"""
+dn: cn=merge-mwl,dicomAETitle=COERCION,{DEVICE}
+objectClass: coercionRule
+cn: merge-mwl
+coercionURI: merge-mwl:{stylesheet}
+coercionDIMSE: C_STORE_RQ
+dicomTransferRole: SCP
+coercionPriority: 2
+coercionParam: match-by=StudyInstanceUID
+coercionParam: xsl-no-keyword=true
+
+dn: cn=sup-from-dev,dicomAETitle=COERCION,{DEVICE}
+objectClass: coercionRule
+cn: sup-from-dev
+coercionURI: sup-from-dev:
+coercionDIMSE: C_STORE_RQ
+dicomTransferRole: SCP
+coercionPriority: 1
+"""
+    config = config_dir(tmp_path, extra=rules)
+    default = config / "10-default-config.ldif"
+    text = default.read_text(encoding="utf-8").replace(
+        "dicomPrimaryDeviceType: CT\n",
+        "dicomPrimaryDeviceType: CT\ndicomInstitutionName: Example Hospital\n",
+        1,
+    )
+    default.write_text(text, encoding="utf-8")
+    node = serve(config)
+    _write_worklist(node.data / "worklist")
+    source = tmp_path / "in.dcm"
+    ds = _object()
+    del ds.InstitutionName
+    ds.save_as(source, enforce_file_format=True)
+    sent = dcmtk("storescu", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port, source)
+    assert sent.returncode == 0, sent.stderr
+    [output] = stored(node.data)
+    out = dcmread(output)
+    assert out.PatientID == "WL-001" and out.StudyDescription == "CT CHEST"
+    assert [i.ScheduledProcedureStepID for i in out.RequestAttributesSequence] == ["SPS-2", "SPS-1"]
+    assert out.InstitutionName == "Example Hospital"
+    assert "WORKLIST^PATIENT" not in node.text()

@@ -320,3 +320,39 @@ def test_dcm4chee_only_schemes_say_why(scheme: str) -> None:
     with pytest.raises(ValueError, match="is not implemented here") as caught:
         _action(f"{scheme}:X")
     assert "dicomInstalled: FALSE" in str(caught.value)
+
+
+GREEK = f"""{XSL_HEAD}
+  <xsl:template match="/NativeDicomModel">
+    <NativeDicomModel>
+      <DicomAttribute tag="00081030" vr="LO"><Value number="1">Ωmega study</Value></DicomAttribute>
+    </NativeDicomModel>
+  </xsl:template>
+</xsl:stylesheet>
+"""
+
+
+def test_xslt_value_outside_the_charset_moves_object_to_utf8(tmp_path: Path) -> None:
+    """A stylesheet value the object's character set cannot hold switches it to ISO_IR 192."""
+    sheet = tmp_path / "greek.xsl"
+    sheet.write_text(GREEK, encoding="utf-8")
+    ds = _file("MR_small.dcm")  # no Specific Character Set: the default repertoire
+    _action(f"xslt:{sheet}").apply(ds, CTX)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    assert "Ωmega".encode() in buffer.getvalue()
+    out = dcmread(io.BytesIO(buffer.getvalue()))
+    assert out.SpecificCharacterSet == "ISO_IR 192" and out.StudyDescription == "Ωmega study"
+
+
+def test_merge_attrs_nested_item_uses_object_charset() -> None:
+    """A new sequence item's text is written in the object's character set (here Latin-1)."""
+    ds = _file("CT_small.dcm")  # ISO_IR 100
+    _action(
+        "merge-attrs:", {"RequestAttributesSequence.RequestedProcedureDescription": "Thorax é"}
+    ).apply(ds, CTX)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    assert "Thorax é".encode("latin-1") in buffer.getvalue()
+    out = dcmread(io.BytesIO(buffer.getvalue()))
+    assert out.RequestAttributesSequence[0].RequestedProcedureDescription == "Thorax é"

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from pydicom.charset import convert_encodings, python_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from coercion.dicom.elements import vr_of
 from coercion.engine.context import EventContext
@@ -27,7 +28,7 @@ from coercion.engine.rules import RuleAction
 from coercion.errors import RuleFailedError
 from coercion.profile import Action, Change
 
-__all__ = ["ChangeCharsetAction", "TrimISO2022Action"]
+__all__ = ["ChangeCharsetAction", "TrimISO2022Action", "adopt_character_set"]
 
 #: The VRs whose values are written in the Specific Character Set.
 TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
@@ -88,39 +89,68 @@ def _label(where: Where, tag: int) -> str:
     return f"{steps}({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
+def _values(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple | MultiValue) else [value]
+
+
+def _first_unencodable(ds: Dataset, codecs: list[str]) -> tuple[Where, int] | None:
+    """The first text element with a value *codecs* cannot encode (decoding every one)."""
+    for where, item, tag, _elem in list(_text_elements(ds)):
+        for text in _values(item[tag].value):
+            if text is not None and not _encodable(str(text), codecs):
+                return where, tag
+    return None
+
+
+def _adopt(ds: Dataset, codecs: list[str]) -> None:
+    """Every item of *ds* encodes its text in *codecs* (unless it names its own set)."""
+    for item in _items(ds):
+        item._parent_encoding = codecs
+
+
+def adopt_character_set(ds: Dataset) -> list[Change]:
+    """After values came from elsewhere (a stylesheet, a worklist item): make *ds* encodable.
+
+    Items get the object's character set; when a text value does not fit it,
+    the object moves to UTF-8 (ISO_IR 192), as dcm4che unifies the character
+    sets of merged data.
+    """
+    found = ds._character_set
+    codecs = [found] if isinstance(found, str) else list(found)
+    _adopt(ds, codecs)
+    if _first_unencodable(ds, codecs) is None:
+        return []
+    return ChangeCharsetAction(["ISO_IR 192"]).change(ds)
+
+
 class ChangeCharsetAction:
     """The action of ``change-charset:``."""
 
     def __init__(self, terms: list[str]) -> None:
         self.terms = terms
         self.codecs = convert_encodings(terms)
+        self.target = "\\".join(terms)
 
     def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
         """Decode every text value, check it fits the target, then switch the character set."""
-        elements = list(_text_elements(ds))
-        target = "\\".join(self.terms)
-        for where, item, tag, _elem in elements:  # decoded in the current character set
-            value = item[tag].value
-            values = (
-                value if isinstance(value, list | tuple) or hasattr(value, "append") else [value]
+        found = _first_unencodable(ds, self.codecs)
+        if found is not None:
+            raise RuleFailedError(
+                f"change-charset: {_label(*found)} has characters that "
+                f"{self.target} cannot encode; choose a character set that can (ISO_IR 192 "
+                "holds every character)",
+                kind="value not encodable in target charset",
             )
-            for text in values:
-                if text is not None and not _encodable(str(text), self.codecs):
-                    raise RuleFailedError(
-                        f"change-charset: {_label(where, tag)} has characters that "
-                        f"{target} cannot encode; choose a character set that "
-                        "can (ISO_IR 192 holds every character)",
-                        kind="value not encodable in target charset",
-                    )
-        for item in _items(ds):
-            item._parent_encoding = self.codecs
+        return self.change(ds)
+
+    def change(self, ds: Dataset) -> list[Change]:
+        """Switch *ds* to the target set (every value is known to fit)."""
+        elements = list(_text_elements(ds))
+        _adopt(ds, self.codecs)
         old = ds.get(_SPECIFIC_CHARACTER_SET)
         ds.SpecificCharacterSet = self.terms if len(self.terms) > 1 else self.terms[0]
-        changes = (
-            []
-            if old is not None and list(_terms(old.value)) == self.terms
-            else [Change((), _SPECIFIC_CHARACTER_SET, Action.D)]
-        )
+        same = old is not None and [t.strip() for t in _terms(old.value)] == self.terms
+        changes = [] if same else [Change((), _SPECIFIC_CHARACTER_SET, Action.D)]
         return changes + [Change(where, tag, Action.C) for where, _i, tag, _e in elements]
 
 
@@ -153,8 +183,7 @@ class TrimISO2022Action:
         plain = _trimmed(terms[0]) if terms[0] else ("" if len(terms) > 1 else None)
         if plain is None:
             return []
-        for item in _items(ds):
-            item._parent_encoding = convert_encodings([plain])
+        _adopt(ds, convert_encodings([plain]))
         ds.SpecificCharacterSet = plain
         return [Change((), _SPECIFIC_CHARACTER_SET, Action.D)]
 

@@ -69,7 +69,9 @@ class TagPath:
             seq = elem.value
             position = index or 0
             while len(seq) <= position:
-                seq.append(Dataset())
+                item = Dataset()
+                item._parent_encoding = ds._character_set  # its text in the object's set
+                seq.append(item)
             ds = seq[position]
         return ds
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from lxml import etree
 from pydicom.dataset import Dataset
 
+from coercion.coerce.charset import adopt_character_set
 from coercion.coerce.nativexml import from_xml, to_xml
 from coercion.engine.context import EventContext
 from coercion.engine.registry import ActionEnv, register_scheme
@@ -121,7 +122,11 @@ def transform(
 
 
 def merge_result(ds: Dataset, new: Dataset) -> list[Change]:
-    """Every attribute of *new* replaces *ds*'s; the character set stays *ds*'s."""
+    """Every attribute of *new* replaces *ds*'s, in *ds*'s character set.
+
+    A value that set cannot encode moves the object to UTF-8
+    (:func:`~coercion.coerce.charset.adopt_character_set`).
+    """
     changes = []
     for elem in new:
         tag = int(elem.tag)
@@ -129,6 +134,8 @@ def merge_result(ds: Dataset, new: Dataset) -> list[Change]:
             continue
         ds[tag] = elem
         changes.append(Change((), tag, Action.D))
+    if changes:
+        changes += adopt_character_set(ds)
     return changes
 
 
