@@ -156,6 +156,9 @@ def test_nullify_pixel_data_keeps_the_rest() -> None:
     assert not out.PixelData  # read back empty
     assert len(out) == before and out.PatientID == "1CT1"
     assert [hex(c.tag) for c in changes] == ["0x7fe00010"]
+    for uri in ("nullify-pixel-data:all", "trim-ISO2022:x"):
+        with pytest.raises(ValueError, match="takes nothing after the colon"):
+            _action(uri)
 
 
 def test_use_calling_aet_as_station_and_series() -> None:

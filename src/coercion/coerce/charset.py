@@ -23,7 +23,7 @@ from pydicom.multival import MultiValue
 
 from coercion.dicom.elements import vr_of
 from coercion.engine.context import EventContext
-from coercion.engine.registry import ActionEnv, register_scheme
+from coercion.engine.registry import ActionEnv, register_fixed_scheme, register_scheme
 from coercion.engine.rules import RuleAction
 from coercion.errors import RuleFailedError
 from coercion.profile import Action, Change
@@ -213,11 +213,5 @@ def _change_charset(spec: str, params: Mapping[str, str], env: ActionEnv) -> Rul
     return ChangeCharsetAction(terms)
 
 
-def _trim_iso2022(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
-    if spec.strip() or params:
-        raise ValueError("trim-ISO2022: takes no argument and no parameter")
-    return TrimISO2022Action()
-
-
 register_scheme("change-charset", _change_charset)
-register_scheme("trim-ISO2022", _trim_iso2022)
+register_fixed_scheme("trim-ISO2022", TrimISO2022Action)

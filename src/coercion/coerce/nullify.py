@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from coercion.coerce.paths import TagPath, parse_path
 from coercion.dicom.elements import key, put_value, vr_of
 from coercion.engine.context import EventContext
-from coercion.engine.registry import ActionEnv, register_scheme
+from coercion.engine.registry import ActionEnv, register_fixed_scheme, register_scheme
 from coercion.engine.rules import RuleAction
 from coercion.profile import Action, Change
 
@@ -82,11 +82,5 @@ def _nullify_tag(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAc
     return NullifyAction(tuple(paths))
 
 
-def _nullify_pixel_data(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
-    if spec.strip() or params:
-        raise ValueError("nullify-pixel-data: takes no argument and no parameter")
-    return NullifyPixelDataAction()
-
-
 register_scheme("nullify-tag", _nullify_tag)
-register_scheme("nullify-pixel-data", _nullify_pixel_data)
+register_fixed_scheme("nullify-pixel-data", NullifyPixelDataAction)

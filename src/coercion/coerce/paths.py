@@ -20,13 +20,13 @@ from pydicom.sequence import Sequence
 
 from coercion.dicom.elements import dictionary_vr
 
-__all__ = ["TagPath", "parse_path", "parse_tag"]
+__all__ = ["TagPath", "parse_path", "tag_for_name"]
 
 _HEX = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
 _ITEM = re.compile(r"^(?P<name>[^\[\]]+)(?:\[(?P<number>\d+)\])?$")
 
 
-def parse_tag(name: str) -> int:
+def tag_for_name(name: str) -> int:
     """The tag of a keyword, ``ggggeeee`` or ``(gggg,eeee)``; ValueError saying what is wrong."""
     name = name.strip()
     found = _HEX.match(name)
@@ -102,7 +102,7 @@ def parse_path(text: str, *, every_item: bool = False) -> TagPath:
         found = _ITEM.match(part.strip())
         if found is None:
             raise ValueError(f"{text!r}: {part!r} is not NAME or NAME[n]")
-        tag = parse_tag(found["name"])
+        tag = tag_for_name(found["name"])
         number = found["number"]
         if position == len(names) - 1:
             if number is not None:

@@ -24,6 +24,7 @@ __all__ = [
     "NamedActionFactory",
     "PeerDevice",
     "build_action",
+    "register_fixed_scheme",
     "register_scheme",
     "schemes",
 ]
@@ -138,6 +139,17 @@ def register_scheme(
         return
     plain = cast(ActionFactory, factory)
     _SCHEMES[scheme] = lambda spec, params, env, _rule: plain(spec, params, env)
+
+
+def register_fixed_scheme(scheme: str, make: Callable[[], RuleAction]) -> None:
+    """Make *scheme* available for an action that takes no argument and no parameter."""
+
+    def factory(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
+        if spec.strip() or params:
+            raise ValueError(f"{scheme}: takes nothing after the colon and no parameter")
+        return make()
+
+    register_scheme(scheme, factory)
 
 
 def schemes() -> list[str]:
