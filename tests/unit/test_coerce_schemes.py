@@ -359,3 +359,26 @@ def test_merge_attrs_nested_item_uses_object_charset() -> None:
     assert "Thorax é".encode("latin-1") in buffer.getvalue()
     out = dcmread(io.BytesIO(buffer.getvalue()))
     assert out.RequestAttributesSequence[0].RequestedProcedureDescription == "Thorax é"
+
+
+def test_merge_mwl_keys_as_dcm4chee_builds_them() -> None:
+    """match-by keys: PatientID adds the accession when present; MPPS keys come from its
+    Scheduled Step Attributes; the default asks for the step ID with the study."""
+    from coercion.coerce.mwl import worklist_query
+
+    ds = _file("CT_small.dcm")
+    ds.AccessionNumber = "A1"
+    ds.IssuerOfPatientID = "SITE"
+    keys = worklist_query(ds, "PatientID", mpps=False)
+    assert (keys.PatientID, keys.IssuerOfPatientID, keys.AccessionNumber) == ("1CT1", "SITE", "A1")
+    ds.AccessionNumber = ""
+    keys = worklist_query(ds, "AccessionNumber", mpps=False)
+    assert "AccessionNumber" not in keys and keys.StudyInstanceUID == ds.StudyInstanceUID
+    mpps = Dataset()
+    step = Dataset()
+    step.StudyInstanceUID = "1.2.3"
+    step.ScheduledProcedureStepID = "S9"
+    mpps.ScheduledStepAttributesSequence = [step]
+    keys = worklist_query(mpps, "ScheduledProcedureStepID", mpps=True)
+    assert keys.StudyInstanceUID == "1.2.3"
+    assert keys.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID == "S9"

@@ -151,7 +151,12 @@ class ChangeCharsetAction:
         ds.SpecificCharacterSet = self.terms if len(self.terms) > 1 else self.terms[0]
         same = old is not None and [t.strip() for t in _terms(old.value)] == self.terms
         changes = [] if same else [Change((), _SPECIFIC_CHARACTER_SET, Action.D)]
-        return changes + [Change(where, tag, Action.C) for where, _i, tag, _e in elements]
+        recoded = [
+            Change(where, tag, Action.C)
+            for where, item, tag, _e in elements
+            if not all(str(v).isascii() for v in _values(item[tag].value) if v is not None)
+        ]  # ASCII is written the same in every set
+        return changes + recoded
 
 
 def _terms(value: object) -> list[str]:
