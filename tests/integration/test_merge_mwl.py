@@ -148,6 +148,10 @@ def test_local_worklist_by_step_id_and_status(stylesheet: Path, local_env: Actio
     other = _object(step_id="SPS-1")
     assert arrived_only.apply(other, CTX) == []  # SPS-1 is SCHEDULED: no match, no change
     assert other.AccessionNumber == ""
+    keyless = _object()
+    del keyless.StudyInstanceUID
+    by_study = build_action(f"merge-mwl:{stylesheet}", {"match-by": "StudyInstanceUID"}, local_env)
+    assert by_study.apply(keyless, CTX) == []  # no key to match by: never "every item"
 
 
 @pytest.fixture

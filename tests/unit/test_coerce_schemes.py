@@ -379,6 +379,7 @@ def test_merge_mwl_keys_as_dcm4chee_builds_them() -> None:
     step.StudyInstanceUID = "1.2.3"
     step.ScheduledProcedureStepID = "S9"
     mpps.ScheduledStepAttributesSequence = [step]
+    assert len(worklist_query(Dataset(), "PatientIDOnly", mpps=False)) == 0  # no key: no query
     keys = worklist_query(mpps, "ScheduledProcedureStepID", mpps=True)
     assert keys.StudyInstanceUID == "1.2.3"
     assert keys.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID == "S9"

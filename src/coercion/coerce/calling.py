@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from coercion.dicom.elements import dictionary_vr
 from coercion.engine.context import EventContext
 from coercion.engine.registry import ActionEnv, register_scheme
 from coercion.engine.rules import RuleAction
@@ -84,20 +83,11 @@ def _station(ds: Dataset, calling_ae: str) -> list[Change]:
     item = seq[0]
     if _STATION_AE in item and item[_STATION_AE].value:
         return []
-    if len(item) == 0:
+    if len(item) == 0:  # a new item: the return keys of a worklist query, empty
         for keyword in _SPS_KEYS:
-            vr = dictionary_vr(_tag(keyword))
-            item.add_new(_tag(keyword), vr, Sequence() if vr == "SQ" else None)
+            setattr(item, keyword, [] if keyword.endswith("Sequence") else None)
     item.add_new(_STATION_AE, "AE", calling_ae)
     return [Change(((_SPS_SEQUENCE, 0),), _STATION_AE, Action.D)]
-
-
-def _tag(keyword: str) -> int:
-    from pydicom.datadict import tag_for_keyword
-
-    tag = tag_for_keyword(keyword)
-    assert tag is not None, keyword
-    return int(tag)
 
 
 def _use_calling_aet_as(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:

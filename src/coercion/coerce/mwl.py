@@ -139,28 +139,34 @@ def _item(ds: Dataset, tag: int) -> Dataset | None:
 
 
 def worklist_query(ds: Dataset, match_by: str, mpps: bool) -> Dataset:
-    """The matching keys for *ds* as dcm4chee-arc's MergeMWLQueryParam takes them."""
+    """The matching keys for *ds* as dcm4chee-arc's MergeMWLQueryParam takes them.
+
+    Only keys the object has a value for are set: an empty data set means no key at all.
+    """
     source = _item(ds, _SCHEDULED_STEP_ATTRIBUTES) if mpps else ds
-    keys = Dataset()
+    wanted: dict[str, str] = {}
     if match_by == "PatientID":
         match_by = "PatientIDAccessionNumber" if _first(ds, "AccessionNumber") else "PatientIDOnly"
     if match_by in ("PatientIDOnly", "PatientIDAccessionNumber"):
-        keys.PatientID = _first(ds, "PatientID")
-        if _first(ds, "IssuerOfPatientID"):
-            keys.IssuerOfPatientID = _first(ds, "IssuerOfPatientID")
+        wanted["PatientID"] = _first(ds, "PatientID")
+        wanted["IssuerOfPatientID"] = _first(ds, "IssuerOfPatientID")
     if match_by in ("PatientIDAccessionNumber", "AccessionNumber"):
-        accession = _first(source, "AccessionNumber")
-        if accession:
-            keys.AccessionNumber = accession
-        else:
-            keys.StudyInstanceUID = _first(source, "StudyInstanceUID")
+        wanted["AccessionNumber"] = _first(source, "AccessionNumber")
+        if not wanted["AccessionNumber"]:
+            wanted["StudyInstanceUID"] = _first(source, "StudyInstanceUID")
     if match_by in ("ScheduledProcedureStepID", "StudyInstanceUID"):
-        if match_by == "ScheduledProcedureStepID":
-            request = source if mpps else _item(ds, _REQUEST_ATTRIBUTES)
+        wanted["StudyInstanceUID"] = _first(source, "StudyInstanceUID")
+    keys = Dataset()
+    for keyword, value in wanted.items():
+        if value:
+            setattr(keys, keyword, value)
+    if match_by == "ScheduledProcedureStepID":
+        request = source if mpps else _item(ds, _REQUEST_ATTRIBUTES)
+        step_id = _first(request, "ScheduledProcedureStepID")
+        if step_id:
             step = Dataset()
-            step.ScheduledProcedureStepID = _first(request, "ScheduledProcedureStepID")
+            step.ScheduledProcedureStepID = step_id
             keys.ScheduledProcedureStepSequence = Sequence([step])
-        keys.StudyInstanceUID = _first(source, "StudyInstanceUID")
     return keys
 
 
@@ -234,6 +240,9 @@ class MergeMWLAction:
     def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
         """Merge the matching worklist items into *ds*; nothing when none matches."""
         keys = worklist_query(ds, self.match_by, self.mpps)
+        if len(keys) == 0:  # nothing to match by: every item would match
+            log.info("merge-mwl: the object has none of the keys of match-by=%s", self.match_by)
+            return []
         items = sorted(self.items(keys, ctx), key=_start, reverse=True)
         log.info("merge-mwl: %d matching worklist items", len(items))
         if not items:
