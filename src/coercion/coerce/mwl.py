@@ -48,7 +48,7 @@ from coercion.engine.rules import RuleAction
 from coercion.errors import RuleFailedError
 from coercion.profile import Change
 
-__all__ = ["MATCH_KEYS", "MergeMWLAction", "worklist_query"]
+__all__ = ["MATCH_KEYS", "PARAMETERS", "MergeMWLAction", "worklist_query"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ MATCH_KEYS = (
     "StudyInstanceUID",
     "ScheduledProcedureStepID",
 )
-_PARAMETERS = (
+#: The coercionParam names merge-mwl: takes (dcm4chee-arc's dcmCoercionParam names).
+PARAMETERS = (
     "match-by",
     "mwl-scp",
     "local-mwl-status",
@@ -264,10 +265,10 @@ class MergeMWLAction:
 
 
 def _merge_mwl(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
-    unknown = sorted(set(params) - set(_PARAMETERS))
+    unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
         raise ValueError(
-            f"merge-mwl: unknown parameter {', '.join(unknown)}; it takes {', '.join(_PARAMETERS)}"
+            f"merge-mwl: unknown parameter {', '.join(unknown)}; it takes {', '.join(PARAMETERS)}"
         )
     settings = dict(params)
     settings.setdefault("match-by", "ScheduledProcedureStepID")
