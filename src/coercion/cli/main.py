@@ -359,7 +359,11 @@ def serve(
     check_tls(tls_cert, tls_key, tls_ca)
     secret = load_or_create_secret(key)
     source = open_source(directory)
-    env = ActionEnv(secret, data_directory=str(data) if data is not None else "")
+    env = ActionEnv(
+        secret,
+        data_directory=str(data) if data is not None else "",
+        worklist_directory=str(worklist) if worklist is not None else "",
+    )
     # The snapshot of the last good configuration is known before the directory is read: it
     # stands in when the directory is down or invalid. Without --data, the default folder's
     # (only when it is there: the device may name another data folder).

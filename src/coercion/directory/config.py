@@ -35,6 +35,7 @@ from coercion.engine import (
     Dimse,
     ForwardRule,
     OnFailure,
+    PeerDevice,
     Role,
     Rule,
     RuleSet,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_DEVICE",
+    "DEVICE_INFO",
     "Configuration",
     "Device",
     "NetworkAE",
@@ -70,15 +72,38 @@ class NetworkAE:
     tls: bool = False  # its connection names TLS cipher suites (PS3.15 H.4.3)
 
 
+#: The descriptive attributes of a device (PS3.15 H.4.1) that actions may use.
+DEVICE_INFO = (
+    "dicomManufacturer",
+    "dicomManufacturerModelName",
+    "dicomSoftwareVersion",
+    "dicomStationName",
+    "dicomDeviceSerialNumber",
+    "dicomInstitutionName",
+    "dicomInstitutionAddress",
+    "dicomInstitutionDepartmentName",
+    "dicomIssuerOfPatientID",
+)
+
+
 @dataclass(frozen=True)
 class Device:
-    """A device of the directory: the node itself or a known remote one."""
+    """A device of the directory: the node itself or a known remote one.
+
+    ``info`` holds its descriptive attributes (:data:`DEVICE_INFO`) that have values.
+    """
 
     name: str
     dn: str
     description: str = ""
     aes: tuple[NetworkAE, ...] = ()
     settings: dict[str, object] = field(default_factory=dict)
+    info: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def peer(self) -> PeerDevice:
+        """This device as rules' actions see it."""
+        addresses = {ae.title: (ae.hostname, ae.port) for ae in self.aes if ae.hostname and ae.port}
+        return PeerDevice(self.name, addresses, dict(self.info))
 
 
 @dataclass(frozen=True)
@@ -117,13 +142,18 @@ def _norm(dn: str) -> str:
     return ",".join(part.strip() for part in dn.lower().split(","))
 
 
+def _data_folder(env: ActionEnv, device: Device) -> str:
+    """The device's data folder: the node's ``--data``, else the device's setting."""
+    return env.data_directory or str(device.settings.get("coercionDataDirectory", ".coercion/data"))
+
+
 def _scopes(
     entries: list[EntryJSON], device: Device, env: ActionEnv, problems: list[str], origin: str
 ) -> None:
     """Put the pseudonymisation scopes and the store URLs into *env* (for ``pseudonymize:``)."""
     from coercion.store.store import ScopeSettings
 
-    data = env.data_directory or str(device.settings.get("coercionDataDirectory", ".coercion/data"))
+    data = _data_folder(env, device)
     device_url = device.settings.get("coercionStoreURL") or f"sqlite:///{data}/store.db"
     env.store_url = env.store_override or str(device_url)
     for entry in entries:
@@ -290,6 +320,8 @@ def build_configuration(
         problems.append(f"{origin}: no device {device_name!r} (devices found: {names})")
         raise ConfigError("\n".join(problems))
     device_dn = _norm(device.dn)
+    env.peers = {ae.title: d.peer() for d in devices.values() if d is not device for ae in d.aes}
+    env.worklist_directory = env.worklist_directory or f"{_data_folder(env, device)}/worklist"
     _scopes(entries, device, env, problems, origin)
     _scripts(entries, env, problems, origin)
     ae_by_dn = {_norm(ae.dn): ae.title for ae in device.aes}
@@ -396,12 +428,18 @@ def _devices(entries: list[EntryJSON]) -> dict[str, Device]:
             and _norm(_parent(child["dn"])) == _norm(entry["dn"])
         ]
         settings = {k: v for k, v in entry.items() if k.startswith("coercion")}
+        info = {
+            name: tuple(str(v) for v in (value if isinstance(value, list) else [value]))
+            for name in DEVICE_INFO
+            if (value := entry.get(name))
+        }
         devices[entry["dicomDeviceName"]] = Device(
             entry["dicomDeviceName"],
             entry["dn"],
             entry.get("dicomDescription", ""),
             tuple(sorted(aes, key=lambda ae: ae.title)),
             settings,
+            info,
         )
     return devices
 

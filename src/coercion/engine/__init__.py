@@ -2,7 +2,13 @@
 
 from coercion.engine.context import Dimse, EventContext, Role
 from coercion.engine.engine import AppliedRule, Engine, Outcome
-from coercion.engine.registry import ActionEnv, build_action, register_scheme, schemes
+from coercion.engine.registry import (
+    ActionEnv,
+    PeerDevice,
+    build_action,
+    register_scheme,
+    schemes,
+)
 from coercion.engine.rules import (
     Condition,
     ForwardRule,
@@ -23,6 +29,7 @@ __all__ = [
     "ForwardRule",
     "OnFailure",
     "Outcome",
+    "PeerDevice",
     "Role",
     "Rule",
     "RuleAction",

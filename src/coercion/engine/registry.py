@@ -22,10 +22,27 @@ __all__ = [
     "ActionEnv",
     "ActionFactory",
     "NamedActionFactory",
+    "PeerDevice",
     "build_action",
+    "register_fixed_scheme",
     "register_scheme",
     "schemes",
 ]
+
+
+@dataclass(frozen=True)
+class PeerDevice:
+    """A remote device of the directory as actions see it.
+
+    ``addresses`` gives the host and port of each of its AE titles that has a
+    connection; ``info`` its descriptive attributes by LDAP name
+    (``dicomInstitutionName``, ``dicomManufacturer``, ``dicomStationName``...),
+    each as a tuple of values.
+    """
+
+    name: str
+    addresses: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    info: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -36,7 +53,12 @@ class ActionEnv:
     name); ``scripts`` its tag scripts (parsed, by name); ``store_url`` is the
     pseudonym store (``store_urls`` per scope, where a scope names its own).
     ``data_directory``, when set, stands for the device's data folder (the
-    node's ``--data``): the default store lives there. ``store_override``, when
+    node's ``--data``): the default store lives there; ``worklist_directory``
+    the node's local worklist (default: the data folder's ``worklist``).
+    ``peers`` are the directory's other devices by AE title (set when a
+    configuration loads, for ``sup-from-dev:`` and ``merge-mwl:``; None in an
+    environment that only checks URIs, where device names cannot be checked).
+    ``store_override``, when
     set, replaces every store URL of the directory (``coercion explain`` uses a
     throwaway in-memory store, so that a preview numbers nothing for real).
 
@@ -54,6 +76,8 @@ class ActionEnv:
     scripts: dict[str, Any] = field(default_factory=dict)
     data_directory: str = ""
     store_override: str = ""
+    worklist_directory: str = ""
+    peers: dict[str, PeerDevice] | None = None
 
     def derive(self) -> ActionEnv:
         """A fresh environment with this one's key and settings and nothing loaded or opened."""
@@ -62,6 +86,7 @@ class ActionEnv:
             store_url=self.store_url,
             data_directory=self.data_directory,
             store_override=self.store_override,
+            worklist_directory=self.worklist_directory,
         )
 
     def close(self) -> None:
@@ -82,6 +107,26 @@ _PLUGINS = {
     "pseudonymize": "coercion.store.actions",
     "reidentify": "coercion.store.actions",
     "script": "coercion.script.action",
+    "merge-attrs": "coercion.coerce.merge",
+    "nullify-tag": "coercion.coerce.nullify",
+    "nullify-pixel-data": "coercion.coerce.nullify",
+    "use-calling-aet-as": "coercion.coerce.calling",
+    "change-charset": "coercion.coerce.charset",
+    "trim-ISO2022": "coercion.coerce.charset",
+    "sup-from-dev": "coercion.coerce.device",
+    "merge-mwl": "coercion.coerce.mwl",
+    "xslt": "coercion.coerce.xslt",
+}
+#: dcm4chee-arc schemes that need an archive's own services: why they are not available here.
+_NOT_IMPLEMENTED = {
+    "leading-arc": (
+        "it takes study attributes from a leading archive's C-FIND and its query cache, "
+        "a service of dcm4chee-arc"
+    ),
+    "retrieve-as-received": (
+        "it returns objects as the archive stored them on receipt, a service of "
+        "dcm4chee-arc's retrieve"
+    ),
 }
 
 
@@ -94,6 +139,17 @@ def register_scheme(
         return
     plain = cast(ActionFactory, factory)
     _SCHEMES[scheme] = lambda spec, params, env, _rule: plain(spec, params, env)
+
+
+def register_fixed_scheme(scheme: str, make: Callable[[], RuleAction]) -> None:
+    """Make *scheme* available for an action that takes no argument and no parameter."""
+
+    def factory(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
+        if spec.strip() or params:
+            raise ValueError(f"{scheme}: takes nothing after the colon and no parameter")
+        return make()
+
+    register_scheme(scheme, factory)
 
 
 def schemes() -> list[str]:
@@ -110,6 +166,12 @@ def build_action(uri: str, params: Mapping[str, str], env: ActionEnv, rule: str 
     if factory is None and scheme in _PLUGINS:
         importlib.import_module(_PLUGINS[scheme])  # registers the scheme
         factory = _SCHEMES.get(scheme)
+    if factory is None and scheme in _NOT_IMPLEMENTED:
+        raise ValueError(
+            f"the dcm4chee-arc scheme {scheme}: is not implemented here: "
+            f"{_NOT_IMPLEMENTED[scheme]}; leave the rule disabled (dicomInstalled: FALSE) "
+            "or remove it"
+        )
     if factory is None:
         close = difflib.get_close_matches(scheme, schemes(), n=1)
         hint = f"; did you mean {close[0]}:?" if close else ""
