@@ -28,6 +28,7 @@ from coercion.directory.entries import (
     validate_value,
 )
 from coercion.directory.ldifio import Entry
+from coercion.directory.settings import DeviceSettings, device_settings
 from coercion.directory.sources import DirectorySource, EmbeddedDirectory
 from coercion.engine import (
     ActionEnv,
@@ -94,6 +95,8 @@ class Configuration:
     forward_rules: tuple[ForwardRule, ...] = ()
     scripts: dict[str, Script] = field(default_factory=dict)  # the tag scripts, by name
     env: ActionEnv | None = None  # what the rules' actions use (one per load, never shared)
+    #: The node device's settings, typed (read once per load).
+    settings: DeviceSettings = field(default_factory=DeviceSettings)
 
     def known_ae_titles(self) -> set[str]:
         """The AE titles of every device but the node."""
@@ -118,14 +121,17 @@ def _norm(dn: str) -> str:
 
 
 def _scopes(
-    entries: list[EntryJSON], device: Device, env: ActionEnv, problems: list[str], origin: str
+    entries: list[EntryJSON],
+    device: DeviceSettings,
+    env: ActionEnv,
+    problems: list[str],
+    origin: str,
 ) -> None:
     """Put the pseudonymisation scopes and the store URLs into *env* (for ``pseudonymize:``)."""
     from coercion.store.store import ScopeSettings
 
-    data = env.data_directory or str(device.settings.get("coercionDataDirectory", ".coercion/data"))
-    device_url = device.settings.get("coercionStoreURL") or f"sqlite:///{data}/store.db"
-    env.store_url = env.store_override or str(device_url)
+    data = env.data_directory or device.data_directory
+    env.store_url = env.store_override or device.store_url or f"sqlite:///{data}/store.db"
     for entry in entries:
         if kind_of(entry) != "coercionPseudonymScope" or entry.get("dicomInstalled") is False:
             continue
@@ -290,7 +296,8 @@ def build_configuration(
         problems.append(f"{origin}: no device {device_name!r} (devices found: {names})")
         raise ConfigError("\n".join(problems))
     device_dn = _norm(device.dn)
-    _scopes(entries, device, env, problems, origin)
+    settings = device_settings(device.settings)
+    _scopes(entries, settings, env, problems, origin)
     _scripts(entries, env, problems, origin)
     ae_by_dn = {_norm(ae.dn): ae.title for ae in device.aes}
     rules = []
@@ -330,6 +337,7 @@ def build_configuration(
         tuple(forwards),
         dict(env.scripts),
         env,
+        settings,
     )
 
 
