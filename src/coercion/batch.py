@@ -297,7 +297,8 @@ class _Worker:
         )
         if self.settings.resume and output.exists():
             return FileResult(task.source, "resumed", relative, key_row=key_row)
-        encoded = prepared.encode()  # whether or not a rule changed it; verified
+        encoded = prepared.encode()  # whether or not a rule changed it
+        prepared.verify(encoded)
         try:
             # Not fsynced: a batch can be run again from its sources (the node's objects are).
             write(encoded, output, sync=False)

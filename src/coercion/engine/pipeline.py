@@ -1,20 +1,21 @@
-"""One pipeline for every object coercion writes: coerce -> verify -> encode -> write.
+"""One pipeline for every object coercion writes: coerce -> encode -> verify -> write.
 
 The node's storage, the forwarder and the batch read an object (with
 :mod:`coercion.dicom.part10`: long values deferred, so pixel data stays on
 disk) and hand it here with the step that coerces it:
 
-1. **coerce**: the rules for the event (or a batch's options) change the
-   data set; the step says what the de-identification keeps on purpose (its
-   :class:`~coercion.profile.verify.Retention`), or None when no
-   de-identifying rule applied;
-2. **verify** (on by default): the encoded output is searched for the
-   source's identifying values (:mod:`coercion.profile.verify`); a leak raises
-   :class:`~coercion.errors.VerificationError` naming the attributes, never a
-   value, and nothing is written;
-3. **encode**: elements no rule touched are copied as the bytes that were
-   read, deferred ones straight from the source file;
-4. **write**: atomically (:func:`~coercion.dicom.outputs.atomic_output`).
+1. **coerce** (:func:`prepare`): the rules for the event (or a batch's
+   options) change the data set; the step says what the de-identification
+   keeps on purpose (its :class:`~coercion.profile.verify.Retention`), or None
+   when no de-identifying rule applied. With verification on, the source's
+   identifying values are collected first;
+2. **encode** (:meth:`Prepared.encode`): elements no rule touched are copied
+   as the bytes that were read, deferred ones straight from the source file;
+3. **verify** (:meth:`Prepared.verify`, on by default): the encoded output is
+   searched for the source's identifying values (:mod:`coercion.profile.verify`);
+   a leak raises :class:`~coercion.errors.VerificationError` naming the
+   attributes, never a value, and nothing is written;
+4. **write** (:func:`write`): atomically (:func:`~coercion.dicom.outputs.atomic_output`).
 
 An object nothing changed need not be encoded again (:attr:`Prepared.changed`):
 the node stores, and the forwarder sends, the bytes it read as they are.
@@ -77,16 +78,18 @@ class Prepared:
         return self.coerced.changed
 
     def encode(self) -> EncodedFile:
-        """The output, encoded and verified; :class:`VerificationError` on a leak (no value).
-
-        Elements no rule touched are the bytes that were read; deferred values
-        stay references to the source file.
+        """The output: elements no rule touched are the bytes that were read, deferred
+        values stay references to the source file.
         """
-        encoded = encode_file(self.dataset, self.source)
+        return encode_file(self.dataset, self.source)
+
+    def verify(self, encoded: EncodedFile) -> None:
+        """Raise :class:`VerificationError` when *encoded* holds an identifying value of the
+        source its de-identification does not keep on purpose (the message names no value).
+        """
         keeps = self.coerced.retention
         if self.identifiers is not None and keeps is not None:
             check(encoded, self.identifiers, keeps, self.dataset, self.name)
-        return encoded
 
 
 def retention(outcome: Outcome, ctx: EventContext) -> Retention | None:
@@ -126,7 +129,9 @@ def prepare(
     name: str,
     source: Path | None = None,
 ) -> Prepared:
-    """Coerce *ds* (its identifying values collected first when *verify*); encode it next.
+    """Coerce *ds* (its identifying values collected first when *verify*).
+
+    Then :meth:`Prepared.encode` it, :meth:`Prepared.verify` the encoding and :func:`write` it.
 
     *name* is what messages call the object (a file or ``C-STORE from CT01``);
     *source* is the file its deferred values are in (default: the file it was read from).

@@ -28,7 +28,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import pynetdicom
 from pynetdicom import _config, evt
@@ -134,7 +134,7 @@ class _Server(ThreadedAssociationServer):
         if self.adopted is None:
             super().server_bind()
             return
-        self.socket.close()
+        cast(socket.socket, self.socket).close()
         self.socket = self.adopted
         if self.ae.network_timeout is not None:  # as pynetdicom's own server_bind does
             self.socket.settimeout(self.ae.network_timeout)
@@ -163,7 +163,7 @@ def start_server(
         address, evt_handlers=handlers, server_class=server_class, request_handler=handler
     )
     server.contexts = _SharedContexts(server.contexts)
-    server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cast(socket.socket, server.socket).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     ae._servers.append(server)  # so that ae.shutdown() and server.shutdown() know it
     thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
     thread.start()
