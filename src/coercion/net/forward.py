@@ -19,9 +19,10 @@ An object that cannot go (a failure status, no accepted presentation context,
 no SOP Class UID, a failed rule, an output that failed verification, or no
 answer within the DIMSE timeout on ``max_attempts`` tries) is moved to
 ``failed/`` with a ``.reason`` file naming the destination and the status or
-exception class; one object never stops a queue, and a sender thread that dies is started again. Delivery is exactly
-once unless an answer never came (a crash between the answer and the dequeue,
-a timeout, a dropped connection): then the object is sent again, at least once.
+exception class; one object never stops a queue, and a sender thread that
+dies is started again. Delivery is exactly once unless an answer never came
+(a crash between the answer and the dequeue, a timeout, a dropped
+connection): then the object is sent again, at least once.
 """
 
 from __future__ import annotations
