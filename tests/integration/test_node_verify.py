@@ -20,11 +20,11 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
 from tests.helpers import (
-    DEVICE,
     Served,
     Start,
     config_dir,
     dcmtk,
+    deidentify_outgoing,
     forward_rule,
     free_port,
     make_dataset,
@@ -193,16 +193,9 @@ def test_an_outgoing_rule_that_leaks_sets_the_object_aside(
 ) -> None:
     """A de-identifying SCU rule whose output fails verification: set aside, nothing sent."""
     port = int(destination.server.server_address[1])
-    outgoing = f"""
-dn: cn=deidentify-to-archive,{DEVICE}
-objectClass: coercionRule
-cn: deidentify-to-archive
-coercionDIMSE: C_STORE_RQ
-dicomTransferRole: SCU
-coercionCondition: ReceivingApplicationEntityTitle=ARCHIVE
-coercionURI: deidentify:RetainUIDsOption
-"""
-    extra = remote_device("archive", "ARCHIVE", port) + forward_rule("ARCHIVE") + outgoing
+    extra = (
+        remote_device("archive", "ARCHIVE", port) + forward_rule("ARCHIVE") + deidentify_outgoing()
+    )
     node = serve(config_dir(tmp_path, extra=extra))
     leaky = leaky_file(tmp_path / "in" / "leaky.dcm", "2")
     clean = tmp_path / "in" / "clean.dcm"
