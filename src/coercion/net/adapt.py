@@ -164,7 +164,9 @@ def start_server(
     )
     server.contexts = _SharedContexts(server.contexts)
     cast(socket.socket, server.socket).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    ae._servers.append(server)  # so that ae.shutdown() and server.shutdown() know it
+    servers = getattr(ae, "_servers", None)  # pynetdicom's list: ae.shutdown() stops them
+    if isinstance(servers, list):
+        servers.append(server)
     thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
     thread.start()
     return server
