@@ -114,6 +114,19 @@ coercionDestinationAETitle: {destination}
 """
 
 
+def deidentify_outgoing(destination: str = "ARCHIVE") -> str:
+    """LDIF of a rule de-identifying (RetainUIDsOption) what is sent to *destination*."""
+    return f"""
+dn: cn=deidentify-to-{destination.lower()},{DEVICE}
+objectClass: coercionRule
+cn: deidentify-to-{destination.lower()}
+coercionDIMSE: C_STORE_RQ
+dicomTransferRole: SCU
+coercionCondition: ReceivingApplicationEntityTitle={destination}
+coercionURI: deidentify:RetainUIDsOption
+"""
+
+
 def remote_device(name: str, ae_title: str, port: int) -> str:
     """LDIF of a known remote device with one AE title listening on 127.0.0.1:*port*."""
     dn = f"dicomDeviceName={name},cn=Devices,cn=DICOM Configuration,{BASE}"

@@ -19,16 +19,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataset import Dataset
 
 from coercion.dicom.dicomdir import is_directory, write_directory_file
 from coercion.dicom.elements import text_values
-from coercion.dicom.outputs import remove_stale_temporaries
-from coercion.dicom.part10 import atomic_output, encode_file, read_file, sniff
+from coercion.dicom.outputs import atomic_output, remove_stale_temporaries
+from coercion.dicom.part10 import read_file, sniff
 from coercion.directory import DEFAULT_DEVICE
 from coercion.engine import (
     ActionEnv,
@@ -40,18 +39,17 @@ from coercion.engine import (
     RuleSet,
     build_action,
 )
+from coercion.engine.pipeline import Coerced, apply_rules, prepare, write
 from coercion.errors import (
     CoercionError,
     ConfigError,
     OutputError,
     RuleFailedError,
-    VerificationError,
 )
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
-from coercion.profile.identifiers import collect_identifiers
 from coercion.profile.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
 from coercion.profile.uids import UIDRemapper
-from coercion.profile.verify import Retention, find_leaks
+from coercion.profile.verify import Retention
 
 if TYPE_CHECKING:
     from coercion.directory.ldifio import Entry
@@ -245,11 +243,11 @@ class _Worker:
                 rules = RuleSet([command_line_rule(settings.uri, env)])
             self.engine = Engine(rules)
 
-    def _coerce(self, ds: Dataset) -> tuple[Dataset, dict[str, int], Retention | None]:
-        """Apply the rules or the options; return the dataset, counts and the profile to verify."""
+    def _coerce(self, ds: Dataset) -> Coerced:
+        """Apply the rules or the options; say what the de-identification keeps (to verify)."""
         if self.engine is None:
             record = self.deidentifier.apply(ds)
-            return ds, dict(record.counts), self.profile
+            return Coerced(ds, True, self.profile, counts=dict(record.counts))
         ctx = EventContext(
             Dimse.C_STORE_RQ,
             Role.SCP,
@@ -257,16 +255,7 @@ class _Worker:
             self.settings.called_ae,
             sop_class_uid=_text(ds, "SOPClassUID"),
         )
-        outcome = self.engine.apply(ds, ctx)
-        # Verify against what the de-identifying rules that applied keep on purpose
-        # (deidentify:, pseudonymize: and script: say so through retention()).
-        retentions = [
-            retention(ctx)
-            for a in outcome.applied
-            if a.failure is None
-            and callable(retention := getattr(a.rule.action, "retention", None))
-        ]
-        return outcome.dataset, dict(outcome.counts()), (retentions[-1] if retentions else None)
+        return apply_rules(self.engine, ctx)(ds)
 
     def process(self, task: Task) -> FileResult:
         if sniff(task.source) is None:
@@ -291,9 +280,10 @@ class _Worker:
             relative = Path(DICOMDIR) if self.settings.rename else task.relative
             return FileResult(task.source, DIRECTORY, relative)
         originals = [_text(ds, keyword) for keyword in _KEY_KEYWORDS]
-        identifiers = collect_identifiers(ds) if self.settings.verify else None
-        coerced, counts, verify_profile = self._coerce(ds)
-        ds = cast(FileDataset, coerced)  # rules work on (copies of) the file's dataset
+        prepared = prepare(
+            ds, self._coerce, verify=self.settings.verify, name=str(task.source), source=task.source
+        )
+        ds, counts = prepared.dataset, prepared.coerced.counts
         relative = self._output_path(ds, task)
         output = self.settings.destination / relative
         key_row = (
@@ -307,18 +297,11 @@ class _Worker:
         )
         if self.settings.resume and output.exists():
             return FileResult(task.source, "resumed", relative, key_row=key_row)
-        encoded = encode_file(ds, task.source)
-        if identifiers is not None and verify_profile is not None:
-            leaks = find_leaks(encoded.scannable(), identifiers, verify_profile, _encodings(ds))
-            if leaks:
-                raise VerificationError(
-                    f"{task.source}: output still holds identifying values of "
-                    f"{', '.join(leaks)}; nothing written"
-                )
+        encoded = prepared.encode()  # whether or not a rule changed it
+        prepared.verify(encoded)
         try:
             # Not fsynced: a batch can be run again from its sources (the node's objects are).
-            with atomic_output(output, sync=False) as fd:
-                encoded.write_to(fd)
+            write(encoded, output, sync=False)
         except OSError as exc:
             raise OutputError(f"{output}: cannot write ({exc.strerror})") from exc
         return FileResult(task.source, "written", relative, key_row=key_row, counts=counts)
@@ -364,15 +347,6 @@ def _path_component(value: str) -> str:
 def _text(ds: Dataset, keyword: str) -> str:
     tag = tag_for_keyword(keyword)
     return "" if tag is None else "\\".join(text_values(ds, tag))
-
-
-def _encodings(ds: Dataset) -> list[str]:
-    charset = ds.get("SpecificCharacterSet")
-    try:
-        codecs = convert_encodings(charset) if charset else []
-    except LookupError:
-        codecs = []
-    return ["ascii", *codecs, "utf-8", "latin-1"]
 
 
 _WORKER: _Worker | None = None

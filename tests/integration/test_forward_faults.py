@@ -27,7 +27,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from coercion.directory.sources import EmbeddedDirectory
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import ActionEnv
-from coercion.net import forward, reactor
+from coercion.net import adapt, forward
 from coercion.net.node import Node, NodeSettings
 from tests.helpers import (
     DCMTK_ENV,
@@ -340,17 +340,18 @@ def test_2000_c_stores_over_the_event_driven_loops_to_storescp_none_lost(
     storescp: tuple[int, Path],
 ) -> None:
     """A requestor's loop never takes a C-STORE response its send_c_store waits for."""
-    assert reactor.install()
+    assert adapt.install()
     port, out = storescp
     ds = make_dataset()
     ae = AE(ae_title="COERCION")
     ae.dimse_timeout = 2  # a response taken by the wrong thread shows as a 2 s timeout
     ae.add_requested_context(CTImageStorage, str(ds.file_meta.TransferSyntaxUID))
-    forward.enable_tcp_nodelay()
     answered = unanswered = 0
     started = time.monotonic()
     for batch in range(32):
-        assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVE")
+        assoc = ae.associate(
+            "127.0.0.1", port, ae_title="ARCHIVE", evt_handlers=adapt.requestor_handlers()
+        )
         assert assoc.is_established
         try:
             for index in range(64):
@@ -392,7 +393,7 @@ def test_2000_objects_forwarded_to_storescp_without_stall_or_duplicate(
 
 def test_a_requestor_association_left_idle_still_times_out() -> None:
     """The requestor's loop still watches the network timeout (and so release and abort)."""
-    assert reactor.install()
+    assert adapt.install()
     acceptor = AE(ae_title="ARCHIVE")
     acceptor.add_supported_context(CTImageStorage)
     server: Any = acceptor.start_server(("127.0.0.1", 0), block=False)

@@ -34,6 +34,7 @@ from tests.helpers import (
     Start,
     config_dir,
     dcmtk,
+    deidentify_outgoing,
     free_port,
     make_dataset,
     receive_at_archive,
@@ -348,15 +349,8 @@ objectClass: coercionForwardRule
 cn: forward-clinical
 coercionDestinationAETitle: ARCHIVE
 coercionCondition: Modality=CT
-
-dn: cn=deidentify-to-archive,{DEVICE}
-objectClass: coercionRule
-cn: deidentify-to-archive
-coercionDIMSE: C_STORE_RQ
-dicomTransferRole: SCU
-coercionCondition: ReceivingApplicationEntityTitle=ARCHIVE
-coercionURI: deidentify:RetainUIDsOption
 """
+        + deidentify_outgoing("ARCHIVE")
     )
 
 

@@ -59,6 +59,13 @@ _OPTION_HELP = (
 )
 
 
+_VERIFY_OPTION = click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Check each de-identified output for its source's identifying values: one that "
+    "still holds any fails and is not written.",
+)
 _KEY_OPTION = click.option(
     "--key",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -85,12 +92,7 @@ _KEY_OPTION = click.option(
     "--workers", type=click.IntRange(min=0), default=0, help="Processes (0: one per core)."
 )
 @click.option("--resume", is_flag=True, help="Skip outputs that already exist.")
-@click.option(
-    "--verify/--no-verify",
-    default=True,
-    show_default=True,
-    help="Fail any output that still holds its source's identifying values.",
-)
+@_VERIFY_OPTION
 @click.option(
     "--key-scope",
     default=DEFAULT_KEY_SCOPE,
@@ -311,6 +313,7 @@ def reidentify(
     help="Worklist items (*.dcm) answered by the worklist SCP (default: DATA/worklist).",
 )
 @_KEY_OPTION
+@_VERIFY_OPTION
 @click.option(
     "--poll-interval",
     type=click.FloatRange(min=0.1),
@@ -339,6 +342,7 @@ def serve(
     data: Path | None,
     worklist: Path | None,
     key: Path | None,
+    verify: bool,
     poll_interval: float | None,
     tls_cert: Path | None,
     tls_key: Path | None,
@@ -346,11 +350,8 @@ def serve(
     **directory: Any,
 ) -> None:
     """Run the DICOM node: C-ECHO, storage, worklist and MPPS, coerced by the directory's rules."""
-    from coercion.directory.watch import (
-        DEFAULT_DATA,
-        SNAPSHOT_NAME,
-        ConfigurationWatcher,
-    )
+    from coercion.directory.settings import DEFAULT_DATA
+    from coercion.directory.watch import SNAPSHOT_NAME, ConfigurationWatcher
     from coercion.net.node import Node, NodeSettings
 
     device = directory.pop("device")
@@ -374,8 +375,7 @@ def serve(
         snapshot = None
     watcher = ConfigurationWatcher(source, env, device, poll_interval, snapshot)
     configuration = watcher.load_initial()
-    settings = configuration.device.settings
-    data = data or Path(str(settings.get("coercionDataDirectory", DEFAULT_DATA)))
+    data = data or Path(configuration.settings.data_directory)
     prepare_data_folder(data)
     if data / SNAPSHOT_NAME != snapshot:  # the device names another data folder
         watcher.snapshot = data / SNAPSHOT_NAME
@@ -395,6 +395,7 @@ def serve(
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_ca=tls_ca,
+            verify=verify,
         ),
     )
     stopping = threading.Event()

@@ -28,6 +28,7 @@ from coercion.directory.entries import (
     validate_value,
 )
 from coercion.directory.ldifio import Entry
+from coercion.directory.settings import DeviceSettings, device_settings
 from coercion.directory.sources import DirectorySource, EmbeddedDirectory
 from coercion.engine import (
     ActionEnv,
@@ -119,6 +120,8 @@ class Configuration:
     forward_rules: tuple[ForwardRule, ...] = ()
     scripts: dict[str, Script] = field(default_factory=dict)  # the tag scripts, by name
     env: ActionEnv | None = None  # what the rules' actions use (one per load, never shared)
+    #: The node device's settings, typed (read once per load).
+    settings: DeviceSettings = field(default_factory=DeviceSettings)
 
     def known_ae_titles(self) -> set[str]:
         """The AE titles of every device but the node."""
@@ -142,20 +145,23 @@ def _norm(dn: str) -> str:
     return ",".join(part.strip() for part in dn.lower().split(","))
 
 
-def _data_folder(env: ActionEnv, device: Device) -> str:
+def _data_folder(env: ActionEnv, device: DeviceSettings) -> str:
     """The device's data folder: the node's ``--data``, else the device's setting."""
-    return env.data_directory or str(device.settings.get("coercionDataDirectory", ".coercion/data"))
+    return env.data_directory or device.data_directory
 
 
 def _scopes(
-    entries: list[EntryJSON], device: Device, env: ActionEnv, problems: list[str], origin: str
+    entries: list[EntryJSON],
+    device: DeviceSettings,
+    env: ActionEnv,
+    problems: list[str],
+    origin: str,
 ) -> None:
     """Put the pseudonymisation scopes and the store URLs into *env* (for ``pseudonymize:``)."""
     from coercion.store.store import ScopeSettings
 
     data = _data_folder(env, device)
-    device_url = device.settings.get("coercionStoreURL") or f"sqlite:///{data}/store.db"
-    env.store_url = env.store_override or str(device_url)
+    env.store_url = env.store_override or device.store_url or f"sqlite:///{data}/store.db"
     for entry in entries:
         if kind_of(entry) != "coercionPseudonymScope" or entry.get("dicomInstalled") is False:
             continue
@@ -320,9 +326,10 @@ def build_configuration(
         problems.append(f"{origin}: no device {device_name!r} (devices found: {names})")
         raise ConfigError("\n".join(problems))
     device_dn = _norm(device.dn)
+    settings = device_settings(device.settings)
     env.peers = {ae.title: d.peer() for d in devices.values() if d is not device for ae in d.aes}
-    env.worklist_directory = env.worklist_directory or f"{_data_folder(env, device)}/worklist"
-    _scopes(entries, device, env, problems, origin)
+    env.worklist_directory = env.worklist_directory or f"{_data_folder(env, settings)}/worklist"
+    _scopes(entries, settings, env, problems, origin)
     _scripts(entries, env, problems, origin)
     ae_by_dn = {_norm(ae.dn): ae.title for ae in device.aes}
     rules = []
@@ -362,6 +369,7 @@ def build_configuration(
         tuple(forwards),
         dict(env.scripts),
         env,
+        settings,
     )
 
 

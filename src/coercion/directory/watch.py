@@ -28,6 +28,7 @@ from pathlib import Path
 
 from coercion.directory.config import Configuration, build_configuration, write_snapshot
 from coercion.directory.ldifio import Entry
+from coercion.directory.settings import DEFAULT_DATA, DEFAULT_INTERVAL
 from coercion.directory.sources import DirectorySource, SnapshotDirectory
 from coercion.engine import ActionEnv
 from coercion.errors import ConfigError, DirectoryUnavailableError
@@ -37,10 +38,6 @@ __all__ = ["DEFAULT_DATA", "DEFAULT_INTERVAL", "SNAPSHOT_NAME", "ConfigurationWa
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 60.0
-#: Seconds between two checks when neither the caller nor the device says.
-DEFAULT_INTERVAL = 2.0
-#: The node's data folder when neither ``--data`` nor the device's coercionDataDirectory says.
-DEFAULT_DATA = ".coercion/data"
 #: The snapshot of the last good configuration, in the data folder.
 SNAPSHOT_NAME = "directory-snapshot.json"
 
@@ -161,8 +158,7 @@ class ConfigurationWatcher:
         """Take the device's coercionPollInterval, unless the caller fixed the interval."""
         if self.fixed_interval is not None:
             return
-        value = configuration.device.settings.get("coercionPollInterval", DEFAULT_INTERVAL)
-        interval = max(float(str(value)), 0.1)
+        interval = configuration.settings.poll_interval
         if interval != self.interval:
             log.info("directory poll interval: %g s (coercionPollInterval)", interval)
             self.interval = interval

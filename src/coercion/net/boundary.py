@@ -15,6 +15,7 @@ failure                        C-STORE   C-FIND    N-CREATE / N-SET
 data set / request mismatch    0xA900    --        --
 malformed data set             0xC000    0xC000    0x0110
 coercion rule failed           0xC001    0xC001    0x0110
+output failed verification     0xC003    --        --
 disk full, other I/O error     0xA700    0xA700    0x0213
 anything else (a bug)          0xC002    0xC002    0x0110
 =============================  ========  ========  =====================
@@ -38,7 +39,13 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 
 from coercion.engine import Dimse, EventContext, Outcome, Role
-from coercion.errors import CoercionError, InputError, RuleFailedError, kind_of
+from coercion.errors import (
+    CoercionError,
+    InputError,
+    RuleFailedError,
+    VerificationError,
+    kind_of,
+)
 from coercion.net.audit import AuditTrail
 
 #: The package's folder: frames under it are ours.
@@ -170,6 +177,8 @@ def classify(service: Service, exc: BaseException) -> Failure:
         return Failure(_INPUT.get(service, 0xC000), comment, logging.WARNING)
     if isinstance(exc, RuleFailedError):
         return Failure(_RULE.get(service, 0xC001), exc.comment, logging.WARNING)
+    if isinstance(exc, VerificationError):  # a de-identified output still names the patient
+        return Failure(_RULE.get(service, 0xC003), "output failed verification", logging.WARNING)
     if isinstance(exc, OSError) and exc.errno is not None:  # pydicom raises some without
         return Failure(_RESOURCES.get(service, 0xA700), kind_of(exc), logging.ERROR)
     return Failure(_OTHER.get(service, 0xC002), kind_of(exc), logging.ERROR)

@@ -6,26 +6,29 @@ and the AE title the object was received on. A stored object that matches is
 linked into ``DATA/queue/<AE title>/``; one sender thread per destination
 takes the queue in order, coerces each object for the outgoing context
 (C_STORE_RQ, SCU, calling = the AE it was received on, called = the
-destination) and sends it. An object leaves the queue only after the
+destination) through :mod:`coercion.engine.pipeline` and sends it. An object
+no outgoing rule changes is sent as the stored file's data set bytes, read in
+chunks and never decoded; one a rule changed is encoded (untouched elements as
+they were stored), verified when a de-identifying rule applied (unless
+``serve --no-verify``) and sent from a temporary file. An object leaves the queue only after the
 destination answered success or a warning, so a stopped destination (or a
 stopped node) loses nothing: the queue is retried with backoff and read again
 at start.
 
 An object that cannot go (a failure status, no accepted presentation context,
-no SOP Class UID, a failed rule, or no answer within the DIMSE timeout on
-``max_attempts`` tries) is moved to ``failed/`` with a ``.reason`` file naming
-the destination and the status or exception class; one object never stops a
-queue, and a sender thread that dies is started again. Delivery is exactly
-once unless an answer never came (a crash between the answer and the dequeue,
-a timeout, a dropped connection): then the object is sent again, at least once.
+no SOP Class UID, a failed rule, an output that failed verification, or no
+answer within the DIMSE timeout on ``max_attempts`` tries) is moved to
+``failed/`` with a ``.reason`` file naming the destination and the status or
+exception class; one object never stops a queue, and a sender thread that
+dies is started again. Delivery is exactly once unless an answer never came
+(a crash between the answer and the dequeue, a timeout, a dropped
+connection): then the object is sent again, at least once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
-import ssl
 import threading
 import time
 import uuid
@@ -35,17 +38,24 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom import transport as _transport
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
-from coercion.dicom.outputs import atomic_output, private_folders, sync_folder, write_all
+from coercion.dicom.outputs import (
+    atomic_output,
+    private_folders,
+    sync_folder,
+    temporary_file,
+    write_all,
+)
 from coercion.dicom.part10 import read_file
-from coercion.directory.config import Configuration
 from coercion.engine import Dimse, Engine, EventContext, ForwardRule, Outcome, Role
-from coercion.errors import CoercionError, RuleFailedError
+from coercion.engine.pipeline import Prepared, apply_rules, prepare
+from coercion.errors import CoercionError, RuleFailedError, VerificationError
+from coercion.net import adapt
 from coercion.net.audit import AuditTrail
+from coercion.net.peers import Peers
 
-__all__ = ["Forwarder", "enable_tcp_nodelay"]
+__all__ = ["Forwarder"]
 
 log = logging.getLogger(__name__)
 
@@ -72,28 +82,14 @@ _SEND_ERRORS = {
 _WATCH_INTERVAL = 5.0
 
 
-def enable_tcp_nodelay() -> None:
-    """Make every socket pynetdicom opens as a requestor set TCP_NODELAY.
-
-    pynetdicom never sets it; without it each DIMSE exchange on an
-    association waits on Nagle's algorithm and delayed ACKs (~40 ms).
-    """
-    original = _transport.AssociationSocket._create_socket
-    if getattr(original, "_coercion_nodelay", False):
-        return
-
-    def create(self: Any, address: Any) -> socket.socket:
-        sock = original(self, address)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-    create._coercion_nodelay = True  # type: ignore[attr-defined]
-    _transport.AssociationSocket._create_socket = create  # type: ignore[method-assign]
-
-
 @dataclass
 class _Item:
-    """A queued object, coerced for its destination."""
+    """A queued object, coerced for its destination.
+
+    A stored object is sent from a file: the queued one itself when no rule
+    changed it (its bytes as they are), else a temporary one (*temporary*).
+    An MPPS message is sent as its data set.
+    """
 
     path: Path
     ctx: EventContext
@@ -101,6 +97,8 @@ class _Item:
     dataset: Dataset
     syntax: str
     instance: str
+    source: Path | None = None
+    temporary: bool = False
 
     @property
     def kind(self) -> str:
@@ -157,20 +155,25 @@ class _Sender(threading.Thread):
         if address is None:
             raise RuntimeError(f"{self.destination} is not a known AE title with a host and port")
         prepared = self._prepare(batch, address[0])
-        if prepared:
-            self._deliver(prepared, *address)
+        try:
+            if prepared:
+                self._deliver(prepared, *address)
+        finally:
+            for item in prepared:
+                if item.temporary and item.source is not None:
+                    item.source.unlink(missing_ok=True)
 
     def _prepare(self, batch: list[Path], host: str) -> list[_Item]:
         """Read and coerce each queued object for the outgoing context."""
         prepared = []
         for path in batch:
             local_ae = path.name.split("--", 1)[0]
-            try:
-                ds = read_file(path, defer=False)
+            kind = _kind(path)
+            try:  # a stored object is sent from a file: its long values stay there
+                ds = read_file(path, defer=kind == "store")
             except CoercionError as exc:
                 self._give_up(path, f"unreadable: {exc}")
                 continue
-            kind = _kind(path)
             if kind == "store":
                 dimse = Dimse.C_STORE_RQ
                 sop_class = str(ds.get("SOPClassUID", ""))
@@ -183,19 +186,56 @@ class _Sender(threading.Thread):
                 sop_class = _MPPS
                 instance = str(ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
             ctx = EventContext(dimse, Role.SCU, local_ae, self.destination, host, "", sop_class)
-            try:
-                outcome = self.forwarder.engine.apply(ds, ctx)
-            except RuleFailedError as exc:
-                self.forwarder.audit.record(ctx, _NOT_SENT, None, instance, str(exc))
-                self._give_up(path, f"a rule failed: {exc}")
-                continue
-            except Exception as exc:  # one object stops no queue
-                self.forwarder.audit.record(ctx, _NOT_SENT, None, instance, type(exc).__name__)
-                self._give_up(path, f"{type(exc).__name__} while coercing")
-                continue
-            syntax = str(ds.file_meta.TransferSyntaxUID)
-            prepared.append(_Item(path, ctx, outcome, outcome.dataset, syntax, instance))
+            item = self._coerce(path, ds, ctx, instance)
+            if item is not None:
+                prepared.append(item)
         return prepared
+
+    def _coerce(self, path: Path, ds: Any, ctx: EventContext, instance: str) -> _Item | None:
+        """The item for *ds* coerced (encoded and verified when a rule changed a stored
+        object); None when it was set aside.
+        """
+        forwarder = self.forwarder
+        engine = forwarder.engine
+        verify = forwarder.verify and engine.may_apply(ctx)
+        name = f"forwarding to {self.destination}: {path.name}"
+        temporary: Path | None = None
+        try:
+            prepared = prepare(ds, apply_rules(engine, ctx), verify=verify, name=name, source=path)
+            if _kind(path) == "store" and prepared.changed:
+                temporary = self._encoded(prepared)
+        except RuleFailedError as exc:
+            forwarder.audit.record(ctx, _NOT_SENT, None, instance, str(exc))
+            self._give_up(path, f"a rule failed: {exc}")
+            return None
+        except VerificationError as exc:
+            forwarder.audit.record(ctx, _NOT_SENT, None, instance, str(exc))
+            self._give_up(path, f"output failed verification: {exc}")
+            return None
+        except Exception as exc:  # one object stops no queue
+            forwarder.audit.record(ctx, _NOT_SENT, None, instance, type(exc).__name__)
+            self._give_up(path, f"{type(exc).__name__} while coercing")
+            return None
+        outcome = prepared.coerced.outcome or Outcome(prepared.dataset)
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+        source = temporary or path  # untouched: the stored file's bytes as they are
+        return _Item(
+            path, ctx, outcome, prepared.dataset, syntax, instance, source, temporary is not None
+        )
+
+    def _encoded(self, prepared: Prepared) -> Path:
+        """*prepared* encoded, verified and written to a temporary file beside the queue."""
+        encoded = prepared.encode()
+        prepared.verify(encoded)
+        fd, temporary = temporary_file(self.folder, "sending")
+        try:
+            encoded.write_to(fd)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        return temporary
 
     def _associate(
         self, prepared: list[_Item], host: str, port: int
@@ -220,7 +260,8 @@ class _Sender(threading.Thread):
             host,
             port,
             ae_title=self.destination,
-            tls_args=forwarder.tls_args(self.destination, host),
+            tls_args=forwarder.peers.tls_args(self.destination, host),
+            evt_handlers=adapt.requestor_handlers(),
         )
         if not assoc.is_established:
             raise ConnectionError(f"association with {self.destination} at {host}:{port} failed")
@@ -266,7 +307,6 @@ class _Sender(threading.Thread):
             forwarder.audit.record(item.ctx, code, item.outcome, item.instance)
             item.path.unlink()
             forwarder.attempts.pop(item.path, None)
-            forwarder.delivered += 1
         else:
             forwarder.audit.record(
                 item.ctx, code, item.outcome, item.instance, "refused by destination"
@@ -292,8 +332,8 @@ class _Sender(threading.Thread):
             status, _ = assoc.send_n_create(ds, _MPPS, item.instance)
         elif item.kind == "nset":
             status, _ = assoc.send_n_set(ds, _MPPS, item.instance)
-        else:
-            status = assoc.send_c_store(ds)
+        else:  # the file's data set bytes, read in chunks (see coercion.net.adapt)
+            status = assoc.send_c_store(item.source)
         return int(getattr(status, "Status", -1))
 
     def _give_up(self, path: Path, reason: str) -> None:
@@ -311,18 +351,17 @@ class _Sender(threading.Thread):
 class Forwarder:
     """The forwarding queues of a node and their sender threads."""
 
-    def __init__(self, data: Path, engine: Engine, audit: AuditTrail) -> None:
-        enable_tcp_nodelay()
+    def __init__(
+        self, data: Path, engine: Engine, audit: AuditTrail, *, verify: bool = True
+    ) -> None:
         self.queue = data / "queue"
         self.engine = engine
         self.audit = audit
+        #: Verify what a de-identifying outgoing rule made (see coercion.engine.pipeline).
+        self.verify = verify
         self.rules: tuple[ForwardRule, ...] = ()
-        self.addresses: dict[str, tuple[str, int]] = {}
-        self.tls_peers: set[str] = set()
-        #: The client TLS context for peers whose connection uses TLS (set by the node).
-        self.tls_context: ssl.SSLContext | None = None
+        self.peers = Peers()
         self.stopping = threading.Event()
-        self.delivered = 0
         #: Seconds a sender waits for each answer; the tries of an object never answered.
         self.dimse_timeout: float = 60.0
         self.max_attempts = 3
@@ -332,26 +371,10 @@ class Forwarder:
         self._lock = threading.Lock()
         self._watch: threading.Thread | None = None
 
-    def configure(self, configuration: Configuration, rules: tuple[ForwardRule, ...]) -> None:
-        """Take the rules and the known AEs' addresses of a (new) configuration."""
+    def configure(self, rules: tuple[ForwardRule, ...], peers: Peers) -> None:
+        """Take the rules and the peers of a (new) configuration."""
         self.rules = rules
-        self.addresses = {
-            ae.title: (ae.hostname, ae.port)
-            for device in configuration.devices.values()
-            if device is not configuration.device
-            for ae in device.aes
-            if ae.hostname and ae.port
-        }
-        self.tls_peers = {
-            ae.title for device in configuration.devices.values() for ae in device.aes if ae.tls
-        }
-
-    def tls_args(self, ae_title: str, host: str) -> tuple[ssl.SSLContext, str] | None:
-        """pynetdicom's ``tls_args`` for an association with *ae_title*, or None for plain TCP."""
-        if ae_title not in self.tls_peers:
-            return None
-        context = self.tls_context or ssl.create_default_context()
-        return context, host
+        self.peers = peers
 
     def needs_up_to(self) -> int:
         """The last top-level tag the forward rules' conditions (and the storage path) read."""
@@ -360,7 +383,7 @@ class Forwarder:
 
     def address(self, ae_title: str) -> tuple[str, int] | None:
         """Host and port of a known AE title."""
-        return self.addresses.get(ae_title)
+        return self.peers.address(ae_title)
 
     def start(self) -> None:
         """Start senders for every queue that holds objects (left from an earlier run).
@@ -444,12 +467,6 @@ class Forwarder:
         goes to rules that name N_CREATE_RQ (which covers the N-SETs that follow).
         """
         return self.enqueue(message, ctx, ds, sync=sync)
-
-    def pending(self) -> int:
-        """Objects waiting in all queues."""
-        if not self.queue.is_dir():
-            return 0
-        return sum(1 for _ in self.queue.glob("*/*.dcm"))
 
     def stop(self) -> None:
         """Stop the senders (what is queued stays for the next start)."""

@@ -1,7 +1,8 @@
 """The node's network limits: timeouts, association counts, PDU and object sizes.
 
-Every limit is a setting of the node's device entry (``coercionDevice``); a
-setting left out takes the default here. The defaults let a port scan, a load
+Every limit is a setting of the node's device entry (``coercionDevice``),
+read with the others in :mod:`coercion.directory.settings` (re-exported here);
+this module counts associations against them. The defaults let a port scan, a load
 balancer's health checks or a few dozen idle or half-open connections pass
 without locking out a legitimate sender: a connection that has not sent its
 whole A-ASSOCIATE-RQ within :attr:`NetworkLimits.request_timeout` seconds is
@@ -14,62 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+
+from coercion.directory.settings import LIMIT_SETTINGS as SETTINGS
+from coercion.directory.settings import NetworkLimits
+from coercion.directory.settings import limits_from as from_settings
 
 __all__ = ["SETTINGS", "AssociationCounter", "NetworkLimits", "from_settings"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NetworkLimits:
-    """What a peer may take of the node; times in seconds, sizes in bytes."""
-
-    #: From the TCP connection to the whole A-ASSOCIATE-RQ (the ARTIM timer of PS3.8 9.1.5).
-    request_timeout: float = 10
-    #: A TLS handshake, from the TCP connection on.
-    tls_handshake_timeout: float = 10
-    #: Waiting for an A-ASSOCIATE, A-RELEASE or A-ABORT answer.
-    acse_timeout: float = 30
-    #: Waiting for a DIMSE message.
-    dimse_timeout: float = 60
-    #: An established association that receives no whole PDU for this long is aborted.
-    network_timeout: float = 60
-    #: Associations at the same time, from every peer together.
-    max_associations: int = 64
-    #: Associations at the same time from one remote address.
-    max_associations_per_host: int = 48
-    #: The Maximum Length Received the node announces; a longer P-DATA-TF PDU is aborted.
-    max_pdu_length: int = 1 << 20
-    #: A received data set beyond this size aborts the association.
-    max_object_size: int = 4 << 30
-
-
-#: Device attribute -> field of :class:`NetworkLimits`.
-SETTINGS: dict[str, str] = {
-    "coercionAssociationRequestTimeout": "request_timeout",
-    "coercionTLSHandshakeTimeout": "tls_handshake_timeout",
-    "coercionACSETimeout": "acse_timeout",
-    "coercionDIMSETimeout": "dimse_timeout",
-    "coercionNetworkTimeout": "network_timeout",
-    "coercionMaxAssociations": "max_associations",
-    "coercionMaxAssociationsPerHost": "max_associations_per_host",
-    "coercionMaxPDULength": "max_pdu_length",
-    "coercionMaxObjectSize": "max_object_size",
-}
-
-
-def from_settings(settings: Mapping[str, object]) -> NetworkLimits:
-    """The limits a device entry's settings give (validated by its schema beforehand)."""
-    types = {f.name: f.type for f in fields(NetworkLimits)}
-    values: dict[str, Any] = {}
-    for attribute, name in SETTINGS.items():
-        value = settings.get(attribute)
-        if value is not None:
-            values[name] = float(str(value)) if types[name] == "float" else int(str(value))
-    return NetworkLimits(**values)
 
 
 class AssociationCounter:

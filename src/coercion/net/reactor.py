@@ -35,9 +35,8 @@ Against hostile peers (see :mod:`coercion.net.limits` for the settings):
   and at most the association request timeout, so closed and idle connections
   end their threads at once or soon.
 
-:func:`install` replaces the loops of pynetdicom 3.0.x only; with another
-version it leaves pynetdicom as it is (correct, only slower and without these
-bounds).
+:func:`install` replaces the loops; :func:`coercion.net.adapt.install` calls it
+for the pynetdicom versions these were written for only.
 """
 
 from __future__ import annotations
@@ -58,11 +57,10 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE
-from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from coercion.net.receive import PduReader, close_transport, policy
 
-__all__ = ["close_pending", "install", "start_server"]
+__all__ = ["install"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +68,6 @@ log = logging.getLogger(__name__)
 _TICK = 0.005
 #: The longest the DUL thread waits before it checks its timers again (seconds).
 _DUL_TICK = 0.05
-_SUPPORTED = ("3.0.",)
 #: Where a DUL provider keeps its wake-up pipe while its thread runs.
 _WAKEUP = "_coercion_wakeup"
 _lock = threading.Lock()
@@ -79,68 +76,12 @@ _installed = False
 _READER = "_coercion_reader"
 
 
-class _SharedContexts(list[Any]):
-    """The server's supported contexts, given to each association as they are.
-
-    pynetdicom deep-copies them for every connection (about 170 ms of CPU for
-    every storage SOP class in every transfer syntax); an acceptor only reads
-    them while it negotiates, so one list serves every association.
-    """
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
-        return list(self)
-
-
-class _Server(ThreadedAssociationServer):
-    """pynetdicom's server with a listen backlog for bursts of connections (it has 5).
-
-    Its connection threads (waiting for a TLS handshake or a first byte) do not
-    hold up the end of the process.
-    """
-
-    request_queue_size = socket.SOMAXCONN
-    daemon_threads = True
-
-
-def start_server(
-    ae: Any, address: tuple[str, int], handlers: list[Any], handler: type[RequestHandler]
-) -> ThreadedAssociationServer:
-    """``ae.start_server(address, block=False, ...)`` with the request handler class *handler*.
-
-    pynetdicom's ``start_server`` takes no request handler; this does what it
-    does with one (``make_server`` passes it on to the server class).
-    """
-    server: ThreadedAssociationServer = ae.make_server(
-        address, evt_handlers=handlers, server_class=_Server, request_handler=handler
-    )
-    server.contexts = _SharedContexts(server.contexts)
-    ae._servers.append(server)  # so that ae.shutdown() and server.shutdown() know it
-    thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
-    thread.start()
-    return server
-
-
-def close_pending(ae: Any, wait: float = 2.0) -> None:
-    """Close the connections *ae* accepted that have no association yet; wait for their threads."""
-    pending = [a for a in ae.active_associations if a.is_acceptor and not a.is_established]
-    for assoc in pending:
-        sock = assoc.dul.socket
-        if sock is not None and sock.socket is not None:
-            close_transport(sock)  # Evt17: the DUL goes back to Sta1, the thread ends
-    deadline = time.monotonic() + wait
-    for assoc in pending:
-        assoc.join(max(deadline - time.monotonic(), 0))
-
-
 def install() -> bool:
-    """Use the event-driven loops for every association from now on; False if not supported."""
+    """Use the event-driven loops for every association from now on (see :mod:`.adapt`)."""
     global _installed  # noqa: PLW0603 - once per process
     with _lock:
         if _installed:
             return True
-        if not pynetdicom.__version__.startswith(_SUPPORTED):
-            log.info("pynetdicom %s: its polling reactor loops are kept", pynetdicom.__version__)
-            return False
         original_send = DULServiceProvider.send_pdu
         original_run = Association.run_reactor
         DULServiceProvider.run_reactor = _run_dul  # type: ignore[method-assign]

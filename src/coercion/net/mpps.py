@@ -1,0 +1,162 @@
+"""The MPPS SCP (N-CREATE, N-SET): records kept in ``DATA/mpps/``, coerced, forwarded, audited.
+
+An N-CREATE writes the coerced attributes as a new record (0x0111 when one
+exists); an N-SET merges the coerced modifications into it (0x0112 when there
+is none; 0x0110 once it is COMPLETED or DISCONTINUED). An invalid instance UID
+is 0x0117. Records are written whole or not at all, one at a time; each
+message is queued for the forward rules that name N_CREATE_RQ.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread, dcmwrite
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import evt
+
+from coercion.dicom.outputs import atomic_output, write_all
+from coercion.directory.settings import DeviceSettings
+from coercion.engine import Engine, EventContext
+from coercion.errors import MalformedDataError
+from coercion.net import incoming
+from coercion.net.audit import AuditTrail
+from coercion.net.boundary import Boundary, Operation, Service, guarded
+from coercion.net.boundary import status as _status
+from coercion.net.forward import Forwarder
+from coercion.net.paths import mpps_path
+
+__all__ = ["MPPS_SOP_CLASS", "Mpps"]
+
+MPPS_SOP_CLASS = UID("1.2.840.10008.3.1.2.3.3")
+_SUCCESS = 0x0000
+_DUPLICATE_INSTANCE = 0x0111
+_NO_SUCH_INSTANCE = 0x0112
+_PROCESSING_FAILURE = 0x0110
+_INVALID_INSTANCE = 0x0117
+_FINAL_MPPS = ("COMPLETED", "DISCONTINUED")
+
+
+def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return meta
+
+
+class Mpps:
+    """The N-CREATE and N-SET handlers of a node (:meth:`on_n_create`, :meth:`on_n_set`)."""
+
+    def __init__(
+        self,
+        data: Path,
+        engine: Engine,
+        forwarder: Forwarder,
+        audit: AuditTrail,
+        settings: Callable[[], DeviceSettings],
+    ) -> None:
+        self.folder = data / "mpps"
+        self.engine = engine
+        self.forwarder = forwarder
+        self.audit = audit
+        self.boundary = Boundary(audit)
+        self.settings = settings
+        self._lock = threading.Lock()
+
+    def _request(
+        self, event: evt.Event, op: Operation, received: Any
+    ) -> tuple[Path, Dataset | None]:
+        """The record's path, after checks: the instance UID, then the received data set.
+
+        Returns (path, None) or, when refused (logged and audited), (path, status).
+        An invalid instance UID is 0x0117; a malformed data set raises (the boundary's 0x0110).
+        """
+        label = f"{op.ctx.dimse} from {op.ctx.calling_ae}"
+        try:
+            path = mpps_path(self.folder, op.instance, label)
+        except MalformedDataError as exc:
+            return self.folder, self.boundary.fail(op, exc, _INVALID_INSTANCE)
+        if received is not None and incoming.size(received):
+            incoming.check(received, str(event.context.transfer_syntax), label)
+        return path, None
+
+    def _write(self, path: Path, ds: Dataset, instance: str) -> None:
+        ds.file_meta = _file_meta(MPPS_SOP_CLASS, instance)
+        buffer = BytesIO()
+        dcmwrite(buffer, ds, enforce_file_format=True)
+        with atomic_output(path, sync=self.settings().sync_writes) as fd:
+            write_all(fd, buffer.getvalue())
+
+    def _forward(
+        self, ctx: EventContext, message: Dataset, instance: str, record: Path
+    ) -> list[str]:
+        """Queue an MPPS message (the coerced N-CREATE attributes or N-SET changes)."""
+        if not self.forwarder.rules:
+            return []
+        staged = self.folder / ".outgoing" / f"{time.time_ns()}.dcm"
+        self._write(staged, copy.deepcopy(message), instance)
+        try:
+            return self.forwarder.enqueue_message(
+                staged, ctx, dcmread(record), sync=self.settings().sync_writes
+            )
+        finally:
+            staged.unlink(missing_ok=True)
+
+    @guarded(Service.N_CREATE)
+    def on_n_create(self, event: evt.Event, op: Operation) -> tuple[int | Dataset, Dataset | None]:
+        """Create a record; the status and the attributes as stored."""
+        request: Any = event.request
+        op.instance = instance = op.instance or generate_uid()
+        ctx = op.ctx
+        path, refused = self._request(event, op, request.AttributeList)
+        if refused is not None:
+            return refused, None
+        op.step = "coerce"
+        outcome = self.engine.apply(event.attribute_list, ctx)
+        op.outcome = outcome
+        op.step = "write"
+        with self._lock:
+            if path.exists():
+                self.audit.record(ctx, _DUPLICATE_INSTANCE, outcome, instance)
+                return _DUPLICATE_INSTANCE, None
+            self._write(path, outcome.dataset, instance)
+            forwarded = self._forward(ctx, outcome.dataset, instance, path)
+        extra = {"forwarded_to": forwarded} if forwarded else None
+        self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra)
+        return _SUCCESS, outcome.dataset
+
+    @guarded(Service.N_SET)
+    def on_n_set(self, event: evt.Event, op: Operation) -> tuple[int | Dataset, Dataset | None]:
+        """Merge modifications into a record; the status."""
+        request: Any = event.request
+        instance, ctx = op.instance, op.ctx
+        path, refused = self._request(event, op, request.ModificationList)
+        if refused is not None:
+            return refused, None
+        op.step = "coerce"
+        outcome = self.engine.apply(event.modification_list, ctx)
+        op.outcome = outcome
+        op.step = "write"
+        with self._lock:
+            if not path.exists():
+                self.audit.record(ctx, _NO_SUCH_INSTANCE, None, instance)
+                return _NO_SUCH_INSTANCE, None
+            current = dcmread(path)
+            if str(current.get("PerformedProcedureStepStatus", "")) in _FINAL_MPPS:
+                self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, "already final")
+                return _status(_PROCESSING_FAILURE, "procedure step already final"), None
+            for elem in outcome.dataset:  # iterating converts raw elements (VR known)
+                current[elem.tag] = elem
+            self._write(path, current, instance)
+            forwarded = self._forward(ctx, outcome.dataset, instance, path)
+        extra = {"forwarded_to": forwarded} if forwarded else None
+        self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra)
+        return _SUCCESS, None
