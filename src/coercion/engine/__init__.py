@@ -11,6 +11,7 @@ from coercion.engine.rules import (
     RuleAction,
     RuleSet,
     parse_condition,
+    parse_conditions,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "RuleSet",
     "build_action",
     "parse_condition",
+    "parse_conditions",
     "register_scheme",
     "schemes",
 ]
