@@ -292,7 +292,7 @@ def _conditions(attrs: dict[str, list[str]], rule: _Rule) -> None:
         try:
             parse_condition(prop)
         except ValueError as exc:
-            rule.missing.append(f"dcmProperty {prop!r} ({exc})")
+            rule.missing.append(f"dcmProperty '{prop}' ({exc})")
             if "=" in prop and not prop.startswith(("=", "!")):
                 kept.append(prop)  # kept on the inactive entry, to be corrected there
             continue
@@ -321,7 +321,7 @@ def _scheme_attributes(
             for item in values:
                 key, sep, value = item.partition("=")
                 if not sep or key.strip() in rule.params:
-                    rule.missing.append(f"dcmCoercionParam {item!r} (not one key=value)")
+                    rule.missing.append(f"dcmCoercionParam '{item}' (not one key=value)")
                 rule.params[key.strip()] = value
             continue
         param = _AS_PARAMS[name]
@@ -342,7 +342,7 @@ def _check_action(uri: str, scheme: str, rule: _Rule, env: ActionEnv) -> None:
     try:
         build_action(uri, rule.params, env, rule.attrs["cn"][0])
     except Exception as exc:  # a factory's refusal names what is wrong, whatever its class
-        rule.missing.append(f"coercionURI {uri!r} as given ({exc})")
+        rule.missing.append(f"coercionURI '{uri}' as given ({exc})")
 
 
 def _values(attrs: Mapping[str, list[str]], name: str) -> list[str]:
