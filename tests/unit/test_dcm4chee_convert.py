@@ -22,7 +22,9 @@ def convert(*entries: Entry, placement: Placement = PLACEMENT) -> Conversion:
     return convert_dcm4chee(list(entries), placement)
 
 
-def v2(cn: str, parent: str = ARC, **attrs: list[str]) -> Entry:
+def v2(
+    cn: str, parent: str = ARC, given: dict[str, list[str]] | None = None, **attrs: list[str]
+) -> Entry:
     values = {
         "objectClass": ["dcmArchiveAttributeCoercion2"],
         "cn": [cn],
@@ -30,6 +32,7 @@ def v2(cn: str, parent: str = ARC, **attrs: list[str]) -> Entry:
         "dicomTransferRole": ["SCU"],
         "dcmURI": ["deidentify:RetainUIDsOption"],
     }
+    values.update(given or {})
     values.update(attrs)
     return f"cn={cn},{parent}", values
 
@@ -133,7 +136,7 @@ def test_what_cannot_be_carried_over_makes_the_rule_inactive(
     attrs: dict[str, list[str]], reason: str
 ) -> None:
     """A condition, URI, attribute or DIMSE that cannot be carried over: inactive, reported."""
-    conversion = convert(v2("anon", **attrs))
+    conversion = convert(v2("anon", given=attrs))
     assert not conversion.complete
     [(_dn, written)] = conversion.entries
     assert written["dicomInstalled"] == ["FALSE"]
