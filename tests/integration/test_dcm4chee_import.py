@@ -166,3 +166,12 @@ def test_config_import_refuses_a_dn_given_twice(slapd: Slapd, tmp_path: Path) ->
     result = coercion("config", "import", twice, *ldap_args(slapd, tmp_path))
     assert result.returncode == 2
     assert f"entry cn=twice,{DEVICE}: given more than once" in result.stderr.replace("\n", "")
+
+
+def test_a_file_without_coercion_entries_is_refused(tmp_path: Path) -> None:
+    """A file without any coercion entry (the wrong export?) is an error, not an empty success."""
+    empty = tmp_path / "devices.ldif"
+    empty.write_text(f"dn: {ARC}\nobjectClass: dicomDevice\ndicomDeviceName: dcm4chee-arc\n")
+    result = coercion("config", "import-dcm4chee", empty)
+    assert result.returncode == 2
+    assert "no dcmArchiveAttributeCoercion2 or dcmArchiveAttributeCoercion entry" in result.stderr

@@ -4,6 +4,9 @@ paths, value positions, codes, Java regular expressions, host names, the same ke
 from __future__ import annotations
 
 import datetime
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 
 from coercion.dicom.part10 import read_file
-from coercion.engine import Dimse, EventContext, Role, parse_condition, parse_conditions
+from coercion.engine import Dimse, EventContext, Role, hostnames, parse_condition, parse_conditions
 from coercion.engine.javaregex import compile_java
 from tests.helpers import make_dataset
 
@@ -214,3 +217,39 @@ def test_conditions_without_an_exact_meaning_are_refused(text: str, message: str
     """What cannot keep dcm4chee-arc's meaning is refused with a message naming it."""
     with pytest.raises(ValueError, match=message):
         parse_condition(text)
+
+
+def test_a_slow_reverse_lookup_is_not_waited_for_and_serves_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lookup slower than the timeout: the address alone now, the name once it came."""
+    answered = threading.Event()
+    monkeypatch.setattr(hostnames, "_reverse", lambda _address: answered.wait(5) and "slow.example")
+    monkeypatch.setattr(hostnames, "LOOKUP_TIMEOUT", 0.05)
+    monkeypatch.setattr(hostnames, "_cache", OrderedDict())
+    started = time.monotonic()
+    assert hostnames.host_names("192.0.2.7") == ("192.0.2.7",)
+    assert time.monotonic() - started < 2
+    answered.set()
+    deadline = time.monotonic() + 5
+    while "192.0.2.7" not in hostnames._cache and time.monotonic() < deadline:
+        answered.wait(0.01)
+    assert hostnames.host_names("192.0.2.7") == ("192.0.2.7", "slow.example")
+    assert parse_condition(r"SendingHostname=slow\.example").holds(
+        EventContext(Dimse.C_STORE_RQ, Role.SCP, "A", "B", "192.0.2.7", ""), dataset()
+    )
+
+
+def test_the_lookup_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No more than CACHE_SIZE addresses are kept; the oldest go first."""
+    monkeypatch.setattr(hostnames, "_reverse", lambda address: f"h{address.split('.')[-1]}")
+    monkeypatch.setattr(hostnames, "CACHE_SIZE", 3)
+    monkeypatch.setattr(hostnames, "_cache", OrderedDict())
+    wanted = ["192.0.2.3", "192.0.2.4", "192.0.2.5"]
+    for last in range(1, 6):
+        assert hostnames.host_names(f"192.0.2.{last}") == (f"192.0.2.{last}", f"h{last}")
+    deadline = time.monotonic() + 5  # the answer is kept by the lookup's thread, just after
+    while set(hostnames._cache) != set(wanted) and time.monotonic() < deadline:
+        threading.Event().wait(0.01)
+    assert set(hostnames._cache) == set(wanted)
+    assert hostnames.host_names("not-an-address") == ("not-an-address",)

@@ -401,6 +401,11 @@ def import_dcm4chee(ldif_file: Path, strict: bool, out_path: Path | None, **kwar
     device = _load(kwargs).device
     placement = Placement(device.dn, {ae.title: ae.dn for ae in device.aes})
     conversion = convert_dcm4chee(entries, placement, changes)
+    if not conversion.entries and not conversion.report:
+        raise ConfigError(
+            f"{ldif_file}: no dcmArchiveAttributeCoercion2 or dcmArchiveAttributeCoercion "
+            "entry; give an LDIF export of dcm4chee-arc's configuration"
+        )
     active = sum(1 for _dn, attrs in conversion.entries if "dicomInstalled" not in attrs)
     summary = (
         f"{len(conversion.entries)} rules written ({active} active, "
