@@ -63,8 +63,10 @@ def test_shipped_sample_config_keeps_places_and_widens_nothing() -> None:
     assert supplement["coercionCondition"] == ["IssuerOfPatientID!=.+"]  # never dropped
     assert supplement["dicomTransferRole"] == ["SCP"]  # the peer's SCU is our SCP
     assert supplement["coercionParam"] == [
-        "merge-attribute.1=IssuerOfPatientID=DCM4CHEE.{PatientName,hash}.{PatientBirthDate,hash}"
+        "IssuerOfPatientID=DCM4CHEE.{PatientName,hash}.{PatientBirthDate,hash}"
     ]
+    removal = by_cn(conversion)["RemoveEncapsulatedPixelDataValueTotalLength"][1]
+    assert removal["coercionParam"] == ["EncapsulatedPixelDataValueTotalLength!="]
     assert by_cn(conversion)["Supplement MPPS"][1]["coercionParam"] == ["device=mppsscu"]
     merge = by_cn(conversion)["Merge MWL MPPS"][1]
     assert merge["coercionParam"] == [

@@ -27,7 +27,7 @@ from coercion.directory.entries import (
     validate,
     validate_value,
 )
-from coercion.directory.ldifio import Entry, normalize_dn, parent_dn
+from coercion.directory.ldifio import Entry
 from coercion.directory.sources import DirectorySource, EmbeddedDirectory
 from coercion.engine import (
     ActionEnv,
@@ -99,6 +99,23 @@ class Configuration:
     def known_ae_titles(self) -> set[str]:
         """The AE titles of every device but the node."""
         return {ae.title for d in self.devices.values() if d is not self.device for ae in d.aes}
+
+
+def _parent(dn: str) -> str:
+    """The parent DN (after the first unescaped comma)."""
+    escaped = False
+    for index, char in enumerate(dn):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            return dn[index + 1 :].strip()
+    return ""
+
+
+def _norm(dn: str) -> str:
+    return ",".join(part.strip() for part in dn.lower().split(","))
 
 
 def _scopes(
@@ -278,15 +295,15 @@ def build_configuration(
         names = ", ".join(sorted(devices)) or "none"
         problems.append(f"{origin}: no device {device_name!r} (devices found: {names})")
         raise ConfigError("\n".join(problems))
-    device_dn = normalize_dn(device.dn)
+    device_dn = _norm(device.dn)
     _scopes(entries, device, env, problems, origin)
     _scripts(entries, env, problems, origin)
-    ae_by_dn = {normalize_dn(ae.dn): ae.title for ae in device.aes}
+    ae_by_dn = {_norm(ae.dn): ae.title for ae in device.aes}
     rules = []
     for entry in entries:
         if kind_of(entry) != "coercionRule" or entry.get("dicomInstalled") is False:
             continue
-        parent = normalize_dn(parent_dn(entry["dn"]))
+        parent = _norm(_parent(entry["dn"]))
         if parent == device_dn:
             ae_title = None
         elif parent in ae_by_dn:
@@ -301,7 +318,7 @@ def build_configuration(
     for entry in entries:
         if kind_of(entry) != "coercionForwardRule" or entry.get("dicomInstalled") is False:
             continue
-        parent = normalize_dn(parent_dn(entry["dn"]))
+        parent = _norm(_parent(entry["dn"]))
         if parent != device_dn and parent not in ae_by_dn:
             continue
         forward = _forward_rule(entry, ae_by_dn.get(parent), known, problems, origin)
@@ -373,7 +390,7 @@ def _valid_entries(
 
 def _devices(entries: list[EntryJSON]) -> dict[str, Device]:
     """Every device with its network AEs (AE titles in order)."""
-    by_dn = {normalize_dn(e["dn"]): e for e in entries}
+    by_dn = {_norm(e["dn"]): e for e in entries}
     devices: dict[str, Device] = {}
     for entry in entries:
         if kind_of(entry) != "dicomDevice":
@@ -382,7 +399,7 @@ def _devices(entries: list[EntryJSON]) -> dict[str, Device]:
             _network_ae(child, by_dn)
             for child in entries
             if kind_of(child) == "dicomNetworkAE"
-            and normalize_dn(parent_dn(child["dn"])) == normalize_dn(entry["dn"])
+            and _norm(_parent(child["dn"])) == _norm(entry["dn"])
         ]
         settings = {k: v for k, v in entry.items() if k.startswith("coercion")}
         devices[entry["dicomDeviceName"]] = Device(
@@ -398,7 +415,7 @@ def _devices(entries: list[EntryJSON]) -> dict[str, Device]:
 def _network_ae(entry: EntryJSON, by_dn: dict[str, EntryJSON]) -> NetworkAE:
     hostname, port, tls = "", None, False
     for reference in entry.get("dicomNetworkConnectionReference", []):
-        connection = by_dn.get(normalize_dn(reference))
+        connection = by_dn.get(_norm(reference))
         if connection is not None:
             hostname, port = connection.get("dicomHostname", ""), connection.get("dicomPort")
             tls = bool(connection.get("dicomTLSCipherSuite"))

@@ -6,6 +6,8 @@ import io
 from collections.abc import Iterable
 from pathlib import Path
 
+from ldap3.core.exceptions import LDAPInvalidDnError
+from ldap3.utils.dn import parse_dn
 from ldif import LDIFParser, LDIFWriter
 
 from coercion.errors import ConfigError
@@ -15,10 +17,7 @@ __all__ = [
     "Entry",
     "duplicate_dns",
     "escape_rdn_value",
-    "first_rdn",
     "format_ldif",
-    "normalize_dn",
-    "parent_dn",
     "read_ldif",
     "read_ldif_folder",
     "read_ldif_update",
@@ -101,48 +100,15 @@ def _parse(path: Path, text: str) -> list[Entry]:
         raise ConfigError(f"{path}: line {parser.line_counter}: not valid LDIF ({exc})") from None
 
 
-def parent_dn(dn: str) -> str:
-    """The parent DN of *dn* (after its first unescaped comma); '' for a single RDN."""
-    return _split(dn)[1]
-
-
-def first_rdn(dn: str) -> tuple[str, str]:
-    """The attribute name and the (unescaped) value of the first RDN of *dn*."""
-    name, _, value = _split(dn)[0].partition("=")
-    out = []
-    escaped = False
-    for char in value.strip():
-        if escaped or char != "\\":
-            out.append(char)
-            escaped = False
-        else:
-            escaped = True
-    return name.strip(), "".join(out)
-
-
-def _split(dn: str) -> tuple[str, str]:
-    escaped = False
-    for index, char in enumerate(dn):
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ",":
-            return dn[:index], dn[index + 1 :].strip()
-    return dn, ""
-
-
-def normalize_dn(dn: str) -> str:
-    """*dn* in the form two DNs are compared in: lower case, no spaces around the commas."""
-    return ",".join(part.strip() for part in dn.lower().split(","))
-
-
 def duplicate_dns(entries: Iterable[Entry]) -> list[str]:
     """The DNs that more than one of *entries* has (compared as LDAP does: case and spaces)."""
-    seen: set[str] = set()
+    seen: set[object] = set()
     twice: list[str] = []
     for dn, _attrs in entries:
-        normal = normalize_dn(dn)
+        try:
+            normal: object = tuple((t.lower(), v.lower()) for t, v, _ in parse_dn(dn, escape=True))
+        except LDAPInvalidDnError:
+            normal = dn
         if normal in seen and dn not in twice:
             twice.append(dn)
         seen.add(normal)

@@ -17,17 +17,14 @@ tables below; the URI schemes come from the engine's registry
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from coercion.directory.ldifio import (
-    Change,
-    Entry,
-    escape_rdn_value,
-    first_rdn,
-    normalize_dn,
-    parent_dn,
-)
+from ldap3.core.exceptions import LDAPInvalidDnError
+from ldap3.utils.dn import parse_dn
+
+from coercion.directory.ldifio import Change, Entry, escape_rdn_value
 from coercion.engine import ActionEnv, Dimse, build_action, parse_condition, schemes
 
 __all__ = ["Conversion", "Placement", "convert_dcm4chee"]
@@ -48,19 +45,20 @@ _SCHEME_READS: dict[str, frozenset[str]] = {
     "nullify-pixel-data": frozenset(),
     "retrieve-as-received": frozenset(),
 }
-#: Attributes the conversion carries into our rule's ``coercionParam`` (NAME=value; a
-#: multi-valued one as NAME.1=..., NAME.2=...), for the scheme that reads them.
-_AS_PARAMS = {
-    "dcmMergeAttribute": "merge-attribute",
+#: Attributes carried into our rule's ``coercionParam``, for the scheme that reads them: as a
+#: parameter of the name given, or (None) each value being a parameter itself: ``KEY=VALUE``, or
+#: ``KEY!`` (a merge attribute that removes; written ``KEY!=``).
+_AS_PARAMS: dict[str, str | None] = {
+    "dcmCoercionParam": None,
+    "dcmMergeAttribute": None,
     "dcmSupplementFromDeviceReference": "device",
     "dcmAttributeUpdatePolicy": "update-policy",
 }
-_MULTI_VALUED = frozenset({"dcmMergeAttribute"})
 #: Attributes every entry may have that are converted field by field below.
 _FIELDS = frozenset(
     {"objectClass", "cn", "dicomDescription", "description", "dcmURI", "dcmDIMSE"}
     | {"dicomTransferRole", "dcmRulePriority", "dcmSOPClass", "dcmProperty"}
-    | {"dcmCoercionSufficient", "dcmCoercionOnFailure", "dcmCoercionParam"}
+    | {"dcmCoercionSufficient", "dcmCoercionOnFailure"}
 )
 #: The legacy entry's operations: attribute -> the scheme and the URI's specific part.
 _LEGACY_OPERATIONS: dict[str, tuple[str, Callable[[list[str]], str]]] = {
@@ -156,7 +154,8 @@ def convert_dcm4chee(
 def _finish(rule: _Rule, written: set[str], result: Conversion) -> None:
     for note in rule.notes:
         result.report.append(f"{rule.source}: {note}")
-    if normalize_dn(rule.dn) in written:
+    key = ",".join(f"{name.lower()}={value.lower()}" for name, value in _rdns(rule.dn))
+    if key in written:
         result.report.append(f"{rule.source}: a second rule as {rule.dn}; not written")
         result.not_carried_over += 1
         return
@@ -172,7 +171,7 @@ def _finish(rule: _Rule, written: set[str], result: Conversion) -> None:
         given = rule.attrs.get("description", [""])[0]
         why = "Not active: imported from dcm4chee-arc without " + "; ".join(rule.missing)
         rule.attrs["description"] = [f"{why}. {given}".strip()]
-    written.add(normalize_dn(rule.dn))
+    written.add(key)
     result.entries.append((rule.dn, rule.attrs))
 
 
@@ -180,7 +179,7 @@ def _convert(
     dn: str, attrs: dict[str, list[str]], v2: bool, placement: Placement, env: ActionEnv
 ) -> _Rule | None:
     """The entry converted; None for a legacy entry that does nothing."""
-    cn = (_values(attrs, "cn") or [first_rdn(dn)[1]])[0]
+    cn = (_values(attrs, "cn") or [_rdns(dn)[0][1]])[0]
     parent, ae_missing = _place(dn, placement)
     if ae_missing:  # kept apart from the device's own rules of the same name
         cn = f"{cn} ({ae_missing})"
@@ -212,7 +211,8 @@ def _place(dn: str, placement: Placement) -> tuple[str, str]:
 
     An entry that is under neither a device nor a network AE is placed under our device.
     """
-    name, value = first_rdn(parent_dn(dn))
+    rdns = _rdns(dn)
+    name, value = rdns[1] if len(rdns) > 1 else ("", "")
     if name.lower() == "dicomaetitle" and value not in placement.ae_dns:
         return placement.device_dn, value
     if name.lower() == "dicomaetitle":
@@ -305,34 +305,32 @@ def _scheme_attributes(
     attrs: dict[str, list[str]], scheme: str, used: set[str], rule: _Rule
 ) -> None:
     """Carry the attributes the scheme reads into parameters; report the others."""
-    reads = _SCHEME_READS.get(scheme, frozenset({"dcmCoercionParam", *_AS_PARAMS}))
+    reads = _SCHEME_READS.get(scheme, frozenset(_AS_PARAMS))
     known = {k.lower(): k for k in (*_FIELDS, *_AS_PARAMS, *used)}
     for written_name, values in attrs.items():
         name = known.get(written_name.lower(), written_name)
-        if name in used or (name in _FIELDS and name != "dcmCoercionParam") or not values:
+        if name in used or name in _FIELDS or not values:
             continue
         if name not in reads:
-            if name in _AS_PARAMS or name == "dcmCoercionParam":
+            if name in _AS_PARAMS:
                 rule.notes.append(f"{name}: dcm4chee-arc ignores it for {scheme}:, so do we")
             else:
                 rule.missing.append(f"{name} (no equivalent here)")
             continue
-        if name == "dcmCoercionParam":
-            for item in values:
-                key, sep, value = item.partition("=")
-                if not sep or key.strip() in rule.params:
-                    rule.missing.append(f"dcmCoercionParam '{item}' (not one key=value)")
-                rule.params[key.strip()] = value
-            continue
         param = _AS_PARAMS[name]
-        if name == "dcmSupplementFromDeviceReference":
-            carried = [first_rdn(v)[1] for v in values]  # the device's name
-        else:
-            carried = values
-        if name in _MULTI_VALUED:
-            rule.params.update({f"{param}.{i}": v for i, v in enumerate(carried, 1)})
-        else:
-            rule.params[param] = carried[0]
+        if param is not None:
+            value = values[0]
+            if name == "dcmSupplementFromDeviceReference":
+                value = _rdns(value)[0][1]  # the device's name
+            rule.params[param] = value
+            continue
+        for item in values:
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not (sep or key.endswith("!")) or key in rule.params:
+                rule.missing.append(f"{name} '{item}' (not one KEY=VALUE or KEY!)")
+                continue
+            rule.params[key] = value
 
 
 def _check_action(uri: str, scheme: str, rule: _Rule, env: ActionEnv) -> None:
@@ -350,3 +348,20 @@ def _values(attrs: Mapping[str, list[str]], name: str) -> list[str]:
         if key.lower() == name.lower():
             return [str(v) for v in values]
     return []
+
+
+_ESCAPE = re.compile(r"\\([0-9A-Fa-f]{2}|.)")
+
+
+def _rdns(dn: str) -> list[tuple[str, str]]:
+    """The (type, unescaped value) of each RDN of *dn*; [("", dn)] when it is not a DN."""
+    try:
+        parts = parse_dn(dn, escape=True)
+    except LDAPInvalidDnError:
+        return [("", dn)]
+    return [(name, _ESCAPE.sub(_unescaped, value)) for name, value, _sep in parts]
+
+
+def _unescaped(found: re.Match[str]) -> str:
+    text = found[1]
+    return bytes.fromhex(text).decode("utf-8", "replace") if len(text) == 2 else text
