@@ -7,6 +7,8 @@ import datetime
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -189,6 +191,7 @@ def test_the_same_key_twice_the_later_counts() -> None:
         (r"(?<x>a)\k<x>", "aa", "ab"),
         (r"\x{41}", "A", "B"),
         (r"ab\z", "ab", "ab\n"),
+        (r"\0101", "A", "\x081"),  # Java's octal escape takes three digits
     ],
 )
 def test_java_expressions_keep_their_meaning(java: str, matches: str, misses: str) -> None:
@@ -209,6 +212,7 @@ def test_java_expressions_keep_their_meaning(java: str, matches: str, misses: st
         (r"Modality=(?u)ct", r"invalid regular expression"),
         ("ImageType[0]=X", r"counts from 1"),
         ("SendingApplicationEntityTitle[1]=X", r"no position"),
+        ("SendingApplicationEntityTitle=", r"needs an expression"),
         ("ProcedureCodeSequence.NoSuchKeyword=X", r"unknown condition name 'NoSuchKeyword'"),
         ("Modality", r"expected NAME=REGEX"),
     ],
@@ -253,3 +257,25 @@ def test_the_lookup_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         threading.Event().wait(0.01)
     assert set(hostnames._cache) == set(wanted)
     assert hostnames.host_names("not-an-address") == ("not-an-address",)
+
+
+def test_a_lookup_done_before_its_callback_is_added_does_not_deadlock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An answer already there when the lookup starts is kept, without waiting on the lock."""
+
+    def done_at_once(function: Callable[[str], str], address: str) -> Future[str]:
+        future: Future[str] = Future()
+        future.set_result(function(address))
+        return future
+
+    monkeypatch.setattr(hostnames, "_reverse", lambda _address: "quick.example")
+    monkeypatch.setattr(hostnames._pool, "submit", done_at_once)
+    monkeypatch.setattr(hostnames, "_cache", OrderedDict())
+    answers: list[tuple[str, ...]] = []
+    worker = threading.Thread(target=lambda: answers.append(hostnames.host_names("192.0.2.9")))
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert answers == [("192.0.2.9", "quick.example")]
+    assert "192.0.2.9" in hostnames._cache

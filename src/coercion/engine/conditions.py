@@ -204,6 +204,10 @@ def parse_condition(text: str) -> Condition:
             raise ValueError(f"{path_text} has one value: no position")
         if codes:
             raise ValueError(f"{path_text} is not a code sequence")
+        if matcher is None:
+            raise ValueError(
+                f"{path_text} needs an expression to match (dcm4chee-arc fails on none)"
+            )
         return Condition(text, name_part.strip(), negate, (), 0, path_text, matcher)
     path = tuple(_tag(part.strip()) for part in path_text.split("."))
     return Condition(text, name_part.strip(), negate, path, position, "", matcher, codes)

@@ -50,9 +50,11 @@ def _lookup(address: str) -> str:
             _cache.move_to_end(address)
             return cached[1]
         future = _pending.get(address)
+        started = future is None
         if future is None:
             future = _pending[address] = _pool.submit(_reverse, address)
-            future.add_done_callback(lambda done: _keep(address, done))
+    if started:  # outside the lock: a lookup done already calls back at once, in this thread
+        future.add_done_callback(lambda done: _keep(address, done))
     try:
         return future.result(timeout=LOOKUP_TIMEOUT)
     except concurrent.futures.TimeoutError:

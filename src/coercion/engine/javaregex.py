@@ -48,6 +48,7 @@ _DOT = "[^\\n\\r\\x85\\u2028\\u2029]"
 _NAMED_GROUP = re.compile(r"\(\?<([A-Za-z][A-Za-z0-9]*)>")
 _BACK_REFERENCE = re.compile(r"\\k<([A-Za-z][A-Za-z0-9]*)>")
 _PROPERTY = re.compile(r"\\([pP])(\{[^}]*\}|[A-Za-z])")
+_OCTAL = re.compile(r"\\0([0-3][0-7]{2}|[0-7]{1,2})")
 _HEX = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 
 
@@ -139,6 +140,9 @@ def _escape(source: str, index: int, in_class: bool) -> tuple[str, int]:
     hexa = _HEX.match(source, index)
     if hexa:
         return re.escape(chr(int(hexa[1], 16))), hexa.end()
+    octal = _OCTAL.match(source, index)
+    if octal:  # Java's \0n, \0nn, \0mnn (Python reads \0 with at most two digits)
+        return re.escape(chr(int(octal[1], 8))), octal.end()
     if letter == "z":
         return "\\Z", index + 2
     if letter == "Z":
