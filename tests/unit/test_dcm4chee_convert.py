@@ -204,7 +204,10 @@ def test_update_files_add_records_convert_and_modifications_are_reported(tmp_pat
         "objectClass: dcmArchiveAttributeCoercion2\ncn: anon\ndcmDIMSE: C_STORE_RQ\n"
         "dicomTransferRole: SCU\ndcmURI: deidentify:RetainUIDsOption\n\n"
         f"dn: cn=other,dicomAETitle=DCM4CHEE,{ARC}\nchangetype: modify\n"
+        "add: dcmCoercionParam\ndcmCoercionParam: a=b\n-\n\n"
+        f"dn: cn=anon,dicomAETitle=DCM4CHEE,{ARC}\nchangetype: modify\n"
         "add: dcmProperty\ndcmProperty: Modality=CT\n-\n\n"
+        f"dn: dcmStorageID=fs1,{ARC}\nchangetype: modify\nreplace: dcmURI\ndcmURI: file:/x\n-\n\n"
         f"dn: {ARC}\nchangetype: modify\nreplace: dcmQidoMaxNumberOfResults\n"
         "dcmQidoMaxNumberOfResults: 10\n-\n",
         encoding="utf-8",
@@ -214,9 +217,10 @@ def test_update_files_add_records_convert_and_modifications_are_reported(tmp_pat
     [(dn, attrs)] = conversion.entries
     assert dn == f"cn=anon,dicomAETitle=DCM4CHEE,{OURS}" and "changetype" not in attrs
     assert conversion.report == [
-        f"cn=other,dicomAETitle=DCM4CHEE,{ARC}: a modify record of coercion attributes; not applied"
-    ]
-    assert conversion.not_carried_over == 1
+        f"cn=other,dicomAETitle=DCM4CHEE,{ARC}: a modify record of a coercion entry; not applied",
+        f"cn=anon,dicomAETitle=DCM4CHEE,{ARC}: a modify record of a coercion entry; not applied",
+    ]  # a storage's dcmURI is no coercion's
+    assert conversion.not_carried_over == 2
 
 
 def test_same_key_twice_is_written_as_given() -> None:

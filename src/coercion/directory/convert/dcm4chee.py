@@ -60,6 +60,33 @@ _FIELDS = frozenset(
     | {"dicomTransferRole", "dcmRulePriority", "dcmSOPClass", "dcmProperty"}
     | {"dcmCoercionSufficient", "dcmCoercionOnFailure"}
 )
+#: The attributes of dcm4chee-arc's schema that only its coercion entries have: a change record
+#: touching one changes a coercion.
+_COERCION_ONLY = frozenset(
+    name.lower()
+    for name in (
+        "dcmDIMSE",
+        "dcmHostname",
+        "dcmSOPClass",
+        "dcmRetrieveAsReceived",
+        "dcmDeIdentification",
+        "dcmMergeMWLMatchingKey",
+        "dcmMergeMWLTemplateURI",
+        "dcmMergeLocalMWLSCP",
+        "dcmMergeLocalMWLWorklistLabel",
+        "dcmMergeLocalMWLWithStatus",
+        "dcmLeadingCFindSCP",
+        "dcmTrimISO2022CharacterSet",
+        "dcmUseCallingAETitleAs",
+        "dcmMergeAttribute",
+        "dcmNullifyTag",
+        "dcmIssuerOfPatientIDFormat",
+        "dcmSupplementFromDeviceReference",
+        "dcmCoercionParam",
+        "dcmCoercionSufficient",
+        "dcmCoercionOnFailure",
+    )
+)
 #: The legacy entry's operations: attribute -> the scheme and the URI's specific part.
 _LEGACY_OPERATIONS: dict[str, tuple[str, Callable[[list[str]], str]]] = {
     "dcmDeIdentification": ("deidentify", ",".join),
@@ -143,10 +170,10 @@ def convert_dcm4chee(
             _finish(rule, written, result)
     finally:
         env.close()
-    coercion_attributes = {a.lower() for a in _FIELDS | set(_LEGACY_OPERATIONS) | set(_AS_PARAMS)}
+    converted = {_key(dn) for dn, _attrs in entries}
     for dn, kind, touched in changes or []:
-        if {t.lower() for t in touched} & coercion_attributes:
-            result.report.append(f"{dn}: a {kind} record of coercion attributes; not applied")
+        if _key(dn) in converted or {t.lower() for t in touched} & _COERCION_ONLY:
+            result.report.append(f"{dn}: a {kind} record of a coercion entry; not applied")
             result.not_carried_over += 1
     return result
 
@@ -154,7 +181,7 @@ def convert_dcm4chee(
 def _finish(rule: _Rule, written: set[str], result: Conversion) -> None:
     for note in rule.notes:
         result.report.append(f"{rule.source}: {note}")
-    key = ",".join(f"{name.lower()}={value.lower()}" for name, value in _rdns(rule.dn))
+    key = _key(rule.dn)
     if key in written:
         result.report.append(f"{rule.source}: a second rule as {rule.dn}; not written")
         result.not_carried_over += 1
@@ -351,6 +378,11 @@ def _values(attrs: Mapping[str, list[str]], name: str) -> list[str]:
 
 
 _ESCAPE = re.compile(r"\\([0-9A-Fa-f]{2}|.)")
+
+
+def _key(dn: str) -> str:
+    """*dn* as two DNs are compared: types and values in lower case, escapes resolved."""
+    return ",".join(f"{name.lower()}={value.lower()}" for name, value in _rdns(dn))
 
 
 def _rdns(dn: str) -> list[tuple[str, str]]:
