@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from coercion.directory.convert.dcm4chee import Conversion, Placement, convert_dcm4chee
+from coercion.directory.convert.dcm4chee import Conversion, Placement, convert_dcm4chee, settle
 from coercion.directory.ldifio import Entry, read_ldif_update
 from coercion.engine import schemes
+from coercion.errors import ConfigError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dcm4chee"
 ARC = "dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration,dc=dcm4che,dc=org"
@@ -228,3 +229,38 @@ def test_same_key_twice_is_written_as_given() -> None:
     conversion = convert(v2("anon", dcmProperty=["Modality=MR", "Modality=CT"]))
     assert conversion.complete
     assert conversion.entries[0][1]["coercionCondition"] == ["Modality=MR", "Modality=CT"]
+
+
+def test_rules_the_directory_would_refuse_are_made_inactive() -> None:
+    """An active rule the load refuses becomes inactive; a fault of the directory is raised."""
+    conversion = convert(v2("a"), v2("b"))
+    refused = f"cn=b,{OURS}"
+
+    def load(entries: list[Entry]) -> None:
+        active = [dn for dn, attrs in entries if "dicomInstalled" not in attrs]
+        if refused in active:
+            raise ConfigError(f"ldif {refused}: attribute coercionURI: wrong here")
+
+    settle(conversion, load)
+    rules = by_cn(conversion)
+    assert "dicomInstalled" not in rules["a"][1]
+    assert rules["b"][1]["dicomInstalled"] == ["FALSE"]
+    assert "attribute coercionURI: wrong here" in rules["b"][1]["description"][0]
+    assert conversion.not_carried_over == 1
+
+    def broken(_entries: list[Entry]) -> None:
+        raise ConfigError(f"ldif cn=x,{OURS}: attribute cn: wrong")
+
+    with pytest.raises(ConfigError, match="cn=x"):
+        settle(convert(v2("a")), broken)
+
+
+def test_a_device_we_do_not_know_is_reported() -> None:
+    """sup-from-dev's device must be a device of the directory."""
+    reference = f"dicomDeviceName=storescu,{ARC.split(',', 1)[1]}"
+    entry = v2("sup", dcmURI=["sup-from-dev:"], dcmSupplementFromDeviceReference=[reference])
+    known = Placement(OURS, {}, frozenset({"storescu"}))
+    assert by_cn(convert(entry, placement=known))["sup"][1]["coercionParam"] == ["device=storescu"]
+    unknown = convert(entry, placement=Placement(OURS, {}, frozenset({"coercion"})))
+    description = by_cn(unknown)["sup"][1]["description"][0]
+    assert "the device storescu (none here by that name)" in description

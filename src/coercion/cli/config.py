@@ -394,18 +394,32 @@ def import_dcm4chee(ldif_file: Path, strict: bool, out_path: Path | None, **kwar
     exactly is written inactive (dicomInstalled: FALSE) with a description of
     what is missing; the command then exits 9 (with --strict, writing nothing).
     """
-    from coercion.directory.convert.dcm4chee import Placement, convert_dcm4chee
+    from coercion.directory.config import build_configuration
+    from coercion.directory.convert.dcm4chee import Placement, convert_dcm4chee, settle
     from coercion.directory.ldifio import read_ldif_update
 
     entries, changes = read_ldif_update(ldif_file)
-    device = _load(kwargs).device
-    placement = Placement(device.dn, {ae.title: ae.dn for ae in device.aes})
+    device_name = kwargs["device"]
+    ours = _load(kwargs)
+    device = ours.device
+    placement = Placement(
+        device.dn, {ae.title: ae.dn for ae in device.aes}, frozenset(ours.devices)
+    )
     conversion = convert_dcm4chee(entries, placement, changes)
     if not conversion.entries and not conversion.report:
         raise ConfigError(
             f"{ldif_file}: no dcmArchiveAttributeCoercion2 or dcmArchiveAttributeCoercion "
             "entry; give an LDIF export of dcm4chee-arc's configuration"
         )
+
+    def load(converted: list[Entry]) -> None:
+        env = ActionEnv(secrets.token_bytes(32), store_override="sqlite:///:memory:")
+        try:
+            build_configuration([*ours.raw, *converted], ours.origin, env, device_name)
+        finally:
+            env.close()
+
+    settle(conversion, load)  # what the node would refuse to load is not written active
     active = sum(1 for _dn, attrs in conversion.entries if "dicomInstalled" not in attrs)
     summary = (
         f"{len(conversion.entries)} rules written ({active} active, "

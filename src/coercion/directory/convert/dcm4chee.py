@@ -26,8 +26,9 @@ from ldap3.utils.dn import parse_dn
 
 from coercion.directory.ldifio import Change, Entry, escape_rdn_value
 from coercion.engine import ActionEnv, Dimse, build_action, parse_condition, schemes
+from coercion.errors import ConfigError
 
-__all__ = ["Conversion", "Placement", "convert_dcm4chee"]
+__all__ = ["Conversion", "Placement", "convert_dcm4chee", "settle"]
 
 _FLIP = {"SCU": "SCP", "SCP": "SCU"}
 _V2, _V1 = "dcmarchiveattributecoercion2", "dcmarchiveattributecoercion"
@@ -119,6 +120,7 @@ class Placement:
 
     device_dn: str
     ae_dns: Mapping[str, str] = field(default_factory=dict)
+    devices: frozenset[str] = frozenset()  # the devices of the directory, by name
 
 
 @dataclass
@@ -194,12 +196,45 @@ def _finish(rule: _Rule, written: set[str], result: Conversion) -> None:
         return
     if rule.missing:
         result.not_carried_over += 1
-        rule.attrs["dicomInstalled"] = ["FALSE"]
-        given = rule.attrs.get("description", [""])[0]
-        why = "Not active: imported from dcm4chee-arc without " + "; ".join(rule.missing)
-        rule.attrs["description"] = [f"{why}. {given}".strip()]
+        _deactivate(rule.attrs, rule.missing)
     written.add(key)
     result.entries.append((rule.dn, rule.attrs))
+
+
+def _deactivate(attrs: dict[str, list[str]], missing: list[str]) -> None:
+    """Make the rule *attrs* inactive, its description saying what is *missing*."""
+    attrs["dicomInstalled"] = ["FALSE"]
+    given = attrs.get("description", [""])[0]
+    why = "Not active: imported from dcm4chee-arc without " + "; ".join(missing)
+    attrs["description"] = [f"{why}. {given}".strip()]
+
+
+def settle(conversion: Conversion, load: Callable[[list[Entry]], None]) -> None:
+    """Make inactive each active rule that the directory would refuse to load.
+
+    *load* loads the converted entries with the directory they are for, raising
+    :class:`ConfigError` with one problem a line, each naming its entry's DN (as
+    the loader does). A problem that names no converted rule is the directory's
+    own: it is raised.
+    """
+    for _round in range(len(conversion.entries) + 1):
+        try:
+            load(conversion.entries)
+        except ConfigError as exc:
+            lines = str(exc).splitlines()
+        else:
+            return
+        refused = False
+        for dn, attrs in conversion.entries:
+            found = [line.split(dn, 1)[1].lstrip(": ") for line in lines if dn in line]
+            if found and "dicomInstalled" not in attrs:
+                reason = "; ".join(found)
+                _deactivate(attrs, [f"a load with the directory ({reason})"])
+                conversion.report.append(f"{dn}: refused when loaded with the directory: {reason}")
+                conversion.not_carried_over += 1
+                refused = True
+        if not refused:
+            raise ConfigError("\n".join(lines))
 
 
 def _convert(
@@ -225,7 +260,7 @@ def _convert(
     _simple_fields(attrs, rule)
     _conditions(attrs, rule)
     scheme = uri.partition(":")[0]
-    _scheme_attributes(attrs, scheme, used, rule)
+    _scheme_attributes(attrs, scheme, used, rule, placement.devices)
     rule.attrs["coercionURI"] = [uri]
     if rule.params:
         rule.attrs["coercionParam"] = [f"{k}={v}" for k, v in rule.params.items()]
@@ -329,7 +364,7 @@ def _conditions(attrs: dict[str, list[str]], rule: _Rule) -> None:
 
 
 def _scheme_attributes(
-    attrs: dict[str, list[str]], scheme: str, used: set[str], rule: _Rule
+    attrs: dict[str, list[str]], scheme: str, used: set[str], rule: _Rule, devices: frozenset[str]
 ) -> None:
     """Carry the attributes the scheme reads into parameters; report the others."""
     reads = _SCHEME_READS.get(scheme, frozenset(_AS_PARAMS))
@@ -349,6 +384,8 @@ def _scheme_attributes(
             value = values[0]
             if name == "dcmSupplementFromDeviceReference":
                 value = _rdns(value)[0][1]  # the device's name
+                if devices and value not in devices:
+                    rule.missing.append(f"the device {value} (none here by that name)")
             rule.params[param] = value
             continue
         for item in values:
