@@ -160,11 +160,13 @@ def convert_dcm4chee(
     result = Conversion()
     env = ActionEnv(b"\0" * 32, store_override="sqlite:///:memory:")  # URIs are only checked
     written: set[str] = set()
+    coercions: set[str] = set()
     try:
         for dn, attrs in entries:
             classes = {c.lower() for c in _values(attrs, "objectClass")}
             if _V2 not in classes and _V1 not in classes:
                 continue
+            coercions.add(_key(dn))
             rule = _convert(dn, attrs, _V2 in classes, placement, env)
             if rule is None:
                 result.report.append(f"{dn}: names no operation, so does nothing; not converted")
@@ -172,9 +174,8 @@ def convert_dcm4chee(
             _finish(rule, written, result)
     finally:
         env.close()
-    converted = {_key(dn) for dn, _attrs in entries}
     for dn, kind, touched in changes or []:
-        if _key(dn) in converted or {t.lower() for t in touched} & _COERCION_ONLY:
+        if _key(dn) in coercions or {t.lower() for t in touched} & _COERCION_ONLY:
             result.report.append(f"{dn}: a {kind} record of a coercion entry; not applied")
             result.not_carried_over += 1
     return result
