@@ -12,6 +12,7 @@ and carries the exit status the command line uses for it::
     +-- StoreError                (6)  the pseudonym store failed
     +-- OutputError               (7)  an output could not be written
         +-- VerificationError     (8)  an output still holds an identifying value
+    +-- IncompleteConversionError (9)  an imported configuration was not carried over whole
 
 Messages have the shape ``<where>: <what>; <hint>`` and never contain an
 element value: they name files, entries, attributes and tags instead. Each
@@ -27,6 +28,7 @@ __all__ = [
     "CoercionError",
     "ConfigError",
     "DirectoryUnavailableError",
+    "IncompleteConversionError",
     "InputError",
     "MalformedDataError",
     "OutputError",
@@ -125,6 +127,17 @@ class VerificationError(OutputError):
 
     exit_code = 8
     kind = "identifying value left"
+
+
+class IncompleteConversionError(CoercionError):
+    """A conversion from another product left something out (reported item by item).
+
+    What could be written was written (rules not carried over exactly are
+    inactive), unless the command was told to be strict.
+    """
+
+    exit_code = 9
+    kind = "conversion incomplete"
 
 
 def kind_of(exc: BaseException) -> str:

@@ -147,52 +147,6 @@ def test_validate_against_an_unreachable_server_says_so(tmp_path: Path) -> None:
     assert "ldap://127.0.0.1:9: cannot connect" in result.stderr
 
 
-ARC_AE = "dicomAETitle=DCM4CHEE,dicomDeviceName=dcm4chee-arc,cn=Devices,cn=DICOM Configuration"
-DCM4CHEE = f"""dn: cn=anonymize,{ARC_AE},dc=dcm4che,dc=org
-objectClass: dcmArchiveAttributeCoercion2
-cn: anonymize
-dcmDIMSE: C_STORE_RQ
-dcmDIMSE: C_GET_RQ
-dicomTransferRole: SCU
-dcmURI: deidentify:RetainUIDsOption
-dcmRulePriority: 3
-dcmProperty: SendingApplicationEntityTitle=MOD.*
-dcmProperty: NoSuchThing=1
-dcmSOPClass: 1.2.840.10008.5.1.4.1.1.2
-dcmCoercionSufficient: TRUE
-dcmCoercionOnFailure: CONTINUE
-
-dn: cn=xslt,{ARC_AE},dc=dcm4che,dc=org
-objectClass: dcmArchiveAttributeCoercion2
-cn: xslt
-dcmDIMSE: C_FIND_RSP
-dicomTransferRole: SCP
-dcmURI: xslt:${{jboss.server.temp.url}}/dcm4chee-arc/mwl2dcm.xsl
-"""
-
-
-def test_import_dcm4chee_converts_and_reports(tmp_path: Path) -> None:
-    source = tmp_path / "dcm4chee.ldif"
-    source.write_text(DCM4CHEE, encoding="utf-8")
-    out = tmp_path / "converted.ldif"
-    result = coercion("config", "import-dcm4chee", source, "--out", out)
-    assert result.returncode == 0, result.stderr
-    report = result.stderr.replace("\n", " ")
-    assert "dcmDIMSE 'C_GET_RQ'" in report
-    assert "dcmProperty 'NoSuchThing=1'" in report
-    assert "dcmURI 'xslt:" in report and "entry skipped" in report
-    [(dn, attrs)] = read_ldif(out)
-    assert dn == f"cn=anonymize,{DEVICE}"
-    assert attrs["dicomTransferRole"] == ["SCP"]  # the peer's SCU is our SCP
-    assert attrs["coercionDIMSE"] == ["C_STORE_RQ"]
-    assert attrs["coercionCondition"] == ["SendingApplicationEntityTitle=MOD.*"]
-    assert attrs["coercionOnFailure"] == ["CONTINUE"]
-    # The converted rule loads in a configuration.
-    folder = config_copy(tmp_path)
-    shutil.copy(out, folder / "20-converted.ldif")
-    assert coercion("config", "validate", "--config-dir", folder).returncode == 0
-
-
 def test_explain_shows_rules_and_actions_but_no_values() -> None:
     sample = sorted(SAMPLES.rglob("*.dcm"))[0]
     ds = dcmread(sample)

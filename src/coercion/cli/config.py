@@ -21,7 +21,7 @@ from coercion.dicom.outputs import atomic_output
 from coercion.dicom.part10 import read_file
 from coercion.directory import DEFAULT_DEVICE
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
-from coercion.errors import ConfigError, OutputError
+from coercion.errors import ConfigError, IncompleteConversionError, OutputError
 from coercion.resources import default_ldif_dir
 
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ def import_(ldif_file: Path, **kwargs: Any) -> None:
     """Validate FILE.ldif, then add or update its entries in the --ldap directory."""
     from coercion.directory.config import load_configuration
     from coercion.directory.entries import default_syntaxes, kind_of, to_json, validate
-    from coercion.directory.ldifio import read_ldif
+    from coercion.directory.ldifio import duplicate_dns, read_ldif
     from coercion.directory.sources import LdapDirectory
     from coercion.directory.update import import_entries
 
@@ -311,7 +311,10 @@ def import_(ldif_file: Path, **kwargs: Any) -> None:
         raise click.UsageError("import writes to a live directory: give --ldap URL")
     entries = read_ldif(ldif_file)
     syntaxes = default_syntaxes()
-    problems = []
+    problems = [
+        f"{ldif_file}: entry {dn}: given more than once; give each entry once"
+        for dn in duplicate_dns(entries)
+    ]
     for dn, attrs in entries:
         if kind_of(attrs) is not None:
             problems.extend(validate(to_json(dn, attrs, syntaxes), str(ldif_file)))
@@ -333,23 +336,27 @@ def import_(ldif_file: Path, **kwargs: Any) -> None:
     )
 
 
+def _out_option(function: _F) -> _F:
+    """``--out``: where a command that converts into LDIF writes it (default: stdout)."""
+    return click.option(
+        "--out",
+        "out_path",
+        type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+        help="Write the LDIF here instead of stdout (- for stdout).",
+    )(function)
+
+
 def _conversion_options(goes: str) -> Callable[[_F], _F]:
     """The options of the import-... commands that convert into LDIF: --parent-dn and --out."""
 
     def decorate(function: _F) -> _F:
-        function = click.option(
-            "--out",
-            "out_path",
-            type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-            help="Write the LDIF here instead of stdout (- for stdout).",
-        )(function)
         return click.option(
             "--parent-dn",
             default=f"dicomDeviceName={DEFAULT_DEVICE},cn=Devices,cn=DICOM Configuration,"
             "dc=coercion,dc=local",
             show_default=True,
             help=f"Where {goes} (the node's device or one of its network AEs).",
-        )(function)
+        )(_out_option(function))
 
     return decorate
 
@@ -371,15 +378,69 @@ def _write_converted(
 
 @config.command(name="import-dcm4chee")
 @click.argument("ldif_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@_conversion_options("the converted rules go")
-def import_dcm4chee(ldif_file: Path, parent_dn: str, out_path: Path | None) -> None:
-    """Convert dcm4chee-arc dcmArchiveAttributeCoercion2 entries into coercion rules (LDIF)."""
-    from coercion.directory.convert.dcm4chee import convert_dcm4chee
-    from coercion.directory.ldifio import read_ldif
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Write nothing unless every rule is carried over exactly.",
+)
+@_out_option
+@_with_source
+def import_dcm4chee(ldif_file: Path, strict: bool, out_path: Path | None, **kwargs: Any) -> None:
+    """Convert dcm4chee-arc attribute coercion entries (FILE.ldif) into coercion rules (LDIF).
 
-    converted, report = convert_dcm4chee(read_ldif(ldif_file), parent_dn)
-    _write_converted(converted, report, "not mapped", out_path)
-    _err.print(f"{len(converted)} rules converted, {len(report)} items not mapped")
+    Rules keep their place: under a dcm4chee-arc network AE they go under the
+    node's network AE of that title, under the device under the node's device
+    (both read from the directory the options name). A rule not carried over
+    exactly is written inactive (dicomInstalled: FALSE) with a description of
+    what is missing; the command then exits 9 (with --strict, writing nothing).
+    """
+    from coercion.directory.config import build_configuration
+    from coercion.directory.convert.dcm4chee import Placement, convert_dcm4chee, settle
+    from coercion.directory.ldifio import read_ldif_update
+
+    entries, changes = read_ldif_update(ldif_file)
+    device_name = kwargs["device"]
+    ours = _load(kwargs)
+    device = ours.device
+    placement = Placement(
+        device.dn, {ae.title: ae.dn for ae in device.aes}, frozenset(ours.devices)
+    )
+    conversion = convert_dcm4chee(entries, placement, changes)
+    if not conversion.entries and not conversion.report:
+        raise ConfigError(
+            f"{ldif_file}: no dcmArchiveAttributeCoercion2 or dcmArchiveAttributeCoercion "
+            "entry; give an LDIF export of dcm4chee-arc's configuration"
+        )
+
+    def load(converted: list[Entry]) -> None:
+        env = ActionEnv(secrets.token_bytes(32), store_override="sqlite:///:memory:")
+        try:
+            build_configuration([*ours.raw, *converted], ours.origin, env, device_name)
+        finally:
+            env.close()
+
+    settle(conversion, load)  # what the node would refuse to load is not written active
+    active = sum(1 for _dn, attrs in conversion.entries if "dicomInstalled" not in attrs)
+    summary = (
+        f"{len(conversion.entries)} rules written ({active} active, "
+        f"{len(conversion.entries) - active} inactive), {conversion.not_carried_over} not "
+        f"carried over exactly, {len(conversion.report)} items reported"
+    )
+    if strict and not conversion.complete:
+        for line in conversion.report:
+            _err.print(f"[yellow]not carried over:[/] {escape(line)}")
+        raise IncompleteConversionError(
+            f"{ldif_file}: {conversion.not_carried_over} rules not carried over exactly; "
+            "nothing written (--strict); run without --strict to write them inactive"
+        )
+    _write_converted(conversion.entries, conversion.report, "not carried over", out_path)
+    _err.print(summary)
+    if not conversion.complete:
+        raise IncompleteConversionError(
+            f"{ldif_file}: {conversion.not_carried_over} rules not carried over exactly; "
+            "they are written inactive (dicomInstalled: FALSE) with a description of what is "
+            "missing: correct them and set dicomInstalled: TRUE"
+        )
 
 
 def _script_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:

@@ -42,6 +42,7 @@ from coercion.engine import (
     RuleSet,
     build_action,
     parse_condition,
+    parse_conditions,
 )
 from coercion.errors import ConfigError
 
@@ -236,15 +237,20 @@ def script_body(text: str, where: str, problems: list[str]) -> dict[str, Any] | 
     return None if found else cast(dict[str, Any], data)
 
 
-def _conditions(entry: EntryJSON, where: str, problems: list[str]) -> list[Condition]:
-    """The entry's parsed conditions; a problem is noted for each one that does not parse."""
-    conditions = []
-    for text in entry.get("coercionCondition", []):
+def _conditions(entry: EntryJSON, where: str, problems: list[str]) -> list[Condition] | None:
+    """The entry's conditions (of two with the same key, the later one); None when one is wrong.
+
+    A problem is noted for each condition that does not parse.
+    """
+    texts = entry.get("coercionCondition", [])
+    ok = True
+    for text in texts:
         try:
-            conditions.append(parse_condition(text))
+            parse_condition(text)
         except ValueError as exc:
             problems.append(f"{where}: attribute coercionCondition: {text!r}: {exc}")
-    return conditions
+            ok = False
+    return list(parse_conditions(texts)) if ok else None
 
 
 def _rule(
@@ -263,7 +269,7 @@ def _rule(
     except (ValueError, ConfigError) as exc:
         problems.append(f"{where}: attribute coercionURI: {exc}")
         return None
-    if len(conditions) != len(entry.get("coercionCondition", [])):
+    if conditions is None:
         return None
     return Rule(
         name=entry["cn"],
@@ -388,7 +394,7 @@ def _forward_rule(
             )
             ok = False
     conditions = _conditions(entry, where, problems)
-    if not ok or len(conditions) != len(entry.get("coercionCondition", [])):
+    if not ok or conditions is None:
         return None
     return ForwardRule(
         name=entry["cn"],

@@ -17,6 +17,7 @@ from coercion.engine.rules import (
     RuleAction,
     RuleSet,
     parse_condition,
+    parse_conditions,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "RuleSet",
     "build_action",
     "parse_condition",
+    "parse_conditions",
     "register_scheme",
     "schemes",
 ]

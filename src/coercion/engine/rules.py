@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import difflib
 import enum
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pydicom.datadict import keyword_dict, tag_for_keyword
 from pydicom.dataset import Dataset
 
-from coercion.dicom.elements import text_values
+from coercion.engine.conditions import (
+    CONTEXT_CONDITIONS,
+    Condition,
+    parse_condition,
+    parse_conditions,
+)
 from coercion.engine.context import Dimse, EventContext, Role
 from coercion.profile import Change
 
@@ -25,18 +27,10 @@ __all__ = [
     "RuleAction",
     "RuleSet",
     "parse_condition",
+    "parse_conditions",
 ]
 
-#: Conditions on the event context rather than on a DICOM attribute.
-CONTEXT_CONDITIONS = (
-    "SendingApplicationEntityTitle",
-    "ReceivingApplicationEntityTitle",
-    "SendingHostname",
-    "ReceivingHostname",
-)
-_CONDITION_RE = re.compile(r"^\s*(?P<name>[^=!]+?)\s*(?P<op>!=|=)(?P<pattern>.*)$", re.DOTALL)
 _NO_DATASET = Dataset()
-_TAG_RE = re.compile(r"^\(?\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)?$")
 
 
 class OnFailure(enum.StrEnum):
@@ -53,68 +47,6 @@ class RuleAction(Protocol):
     def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
         """Coerce *ds* in place; return what changed (tags and action letters, no values)."""
         ...
-
-
-@dataclass(frozen=True)
-class Condition:
-    """``NAME=REGEX`` or ``NAME!=REGEX``: the whole value must match the expression.
-
-    For a DICOM attribute the condition holds when any of its values matches
-    (an absent attribute has the one value ``""``); ``!=`` negates.
-    """
-
-    text: str
-    name: str
-    pattern: re.Pattern[str]
-    negate: bool
-    tag: int | None = None
-
-    def holds(self, ctx: EventContext, ds: Dataset) -> bool:
-        """Whether the condition holds for *ctx* and *ds*."""
-        if self.tag is None:
-            values = [_context_value(ctx, self.name)]
-        else:
-            values = text_values(ds, self.tag) or [""]
-        matched = any(self.pattern.fullmatch(v) for v in values)
-        return matched != self.negate
-
-
-def _context_value(ctx: EventContext, name: str) -> str:
-    if name == "SendingApplicationEntityTitle":
-        return ctx.calling_ae
-    if name == "ReceivingApplicationEntityTitle":
-        return ctx.called_ae
-    if name == "SendingHostname":
-        return ctx.sending_hostname
-    return ctx.receiving_hostname
-
-
-def parse_condition(text: str) -> Condition:
-    """Parse ``NAME=REGEX`` / ``NAME!=REGEX``; raise ValueError saying what is wrong."""
-    found = _CONDITION_RE.match(text)
-    if found is None:
-        raise ValueError("expected NAME=REGEX or NAME!=REGEX")
-    name, op, source = found["name"], found["op"], found["pattern"]
-    try:
-        pattern = re.compile(source)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression ({exc})") from None
-    tag: int | None = None
-    if name not in CONTEXT_CONDITIONS:
-        by_tag = _TAG_RE.match(name)
-        if by_tag:
-            tag = int(by_tag[1], 16) << 16 | int(by_tag[2], 16)
-        else:
-            tag = tag_for_keyword(name)
-            if tag is None:
-                known = [*CONTEXT_CONDITIONS, *keyword_dict]
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f"; did you mean {close[0]}?" if close else ""
-                raise ValueError(
-                    f"unknown condition name {name!r}: not one of "
-                    f"{', '.join(CONTEXT_CONDITIONS)}, a DICOM keyword or (gggg,eeee){hint}"
-                )
-    return Condition(text, name, pattern, op == "!=", tag)
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,10 @@ class _Sender(threading.Thread):
                 dimse = _MESSAGE_DIMSE[kind]
                 sop_class = _MPPS
                 instance = str(ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
-            ctx = EventContext(dimse, Role.SCU, local_ae, self.destination, host, "", sop_class)
+            sending = self.forwarder.peers.local_host(local_ae)
+            ctx = EventContext(
+                dimse, Role.SCU, local_ae, self.destination, host, sending, sop_class
+            )
             item = self._coerce(path, ds, ctx, instance)
             if item is not None:
                 prepared.append(item)

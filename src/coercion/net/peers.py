@@ -76,6 +76,17 @@ class Peers:
         """Host and port of a known AE title."""
         return self.addresses.get(ae_title)
 
+    def local_host(self, ae_title: str) -> str:
+        """The configured host name of this node's AE *ae_title* ('' when it has none).
+
+        It is the sending host of what the node sends from that AE (forwarding,
+        upstream queries), as dcm4chee-arc takes its connection's host name.
+        """
+        if self.configuration is None:
+            return ""
+        hosts = [ae.hostname for ae in self.configuration.device.aes if ae.title == ae_title]
+        return next((host for host in hosts if host), "")
+
     def tls_args(self, ae_title: str, host: str) -> tuple[ssl.SSLContext, str] | None:
         """pynetdicom's ``tls_args`` for an association with *ae_title*, or None for plain TCP."""
         if ae_title not in self.tls_peers:

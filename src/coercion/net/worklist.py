@@ -236,7 +236,13 @@ class WorklistSCP:
             return
         host, port = address
         request_ctx = EventContext(
-            Dimse.C_FIND_RQ, Role.SCU, ctx.called_ae, upstream, host, "", ctx.sop_class_uid
+            Dimse.C_FIND_RQ,
+            Role.SCU,
+            ctx.called_ae,
+            upstream,
+            host,
+            ctx.local_host,
+            ctx.sop_class_uid,
         )
         request = self.engine.apply(query, request_ctx).dataset  # a failure: the boundary's
         ae = AE(ae_title=ctx.called_ae)
