@@ -21,12 +21,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from pydicom.charset import convert_encodings
-from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileDataset
 
 from coercion.dicom.dicomdir import is_directory, write_directory_file
-from coercion.dicom.elements import text_values
+from coercion.dicom.elements import joined_text, python_encodings
 from coercion.dicom.outputs import remove_stale_temporaries
 from coercion.dicom.part10 import atomic_output, encode_file, read_file, sniff
 from coercion.directory import DEFAULT_DEVICE
@@ -255,7 +253,7 @@ class _Worker:
             Role.SCP,
             self.settings.calling_ae,
             self.settings.called_ae,
-            sop_class_uid=_text(ds, "SOPClassUID"),
+            sop_class_uid=joined_text(ds, "SOPClassUID"),
         )
         outcome = self.engine.apply(ds, ctx)
         # Verify against what the de-identifying rules that applied keep on purpose
@@ -290,7 +288,7 @@ class _Worker:
             # Its records copy the files it references: rebuilt once they are written.
             relative = Path(DICOMDIR) if self.settings.rename else task.relative
             return FileResult(task.source, DIRECTORY, relative)
-        originals = [_text(ds, keyword) for keyword in _KEY_KEYWORDS]
+        originals = [joined_text(ds, keyword) for keyword in _KEY_KEYWORDS]
         identifiers = collect_identifiers(ds) if self.settings.verify else None
         coerced, counts, verify_profile = self._coerce(ds)
         ds = cast(FileDataset, coerced)  # rules work on (copies of) the file's dataset
@@ -301,7 +299,7 @@ class _Worker:
             str(relative),
             *(
                 v
-                for pair in zip(originals, (_text(ds, k) for k in _KEY_KEYWORDS), strict=True)
+                for pair in zip(originals, (joined_text(ds, k) for k in _KEY_KEYWORDS), strict=True)
                 for v in pair
             ),
         )
@@ -327,10 +325,10 @@ class _Worker:
         if not self.settings.rename:
             return task.relative
         parts = [
-            _text(ds, k) or "UNKNOWN"
+            joined_text(ds, k) or "UNKNOWN"
             for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
         ]
-        name = (_text(ds, "SOPInstanceUID") or task.source.name) + ".dcm"
+        name = (joined_text(ds, "SOPInstanceUID") or task.source.name) + ".dcm"
         return Path(*map(_path_component, [*parts, name]))
 
 
@@ -361,17 +359,9 @@ def _path_component(value: str) -> str:
     return "_" + safe[1:] if safe.startswith(".") else safe
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    tag = tag_for_keyword(keyword)
-    return "" if tag is None else "\\".join(text_values(ds, tag))
-
-
 def _encodings(ds: Dataset) -> list[str]:
     charset = ds.get("SpecificCharacterSet")
-    try:
-        codecs = convert_encodings(charset) if charset else []
-    except LookupError:
-        codecs = []
+    codecs = (python_encodings(charset) if charset else None) or []
     return ["ascii", *codecs, "utf-8", "latin-1"]
 
 

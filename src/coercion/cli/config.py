@@ -19,6 +19,7 @@ from rich.table import Table
 from coercion.cli.checks import check_ldap_url
 from coercion.dicom.outputs import atomic_output
 from coercion.dicom.part10 import read_file
+from coercion.dicom.tags import format_tag
 from coercion.directory import DEFAULT_DEVICE
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
 from coercion.errors import ConfigError, OutputError
@@ -475,9 +476,9 @@ def explain(
         tags.add_column(column)
     for applied in outcome.applied:
         for change in applied.changes:
-            where = "".join(f"{_tag(t)}[{i}]." for t, i in change.path)
+            where = "".join(f"{format_tag(t)}[{i}]." for t, i in change.path)
             tags.add_row(
-                where + _tag(change.tag),
+                where + format_tag(change.tag),
                 keyword_for_tag(change.tag) or ("(private)" if change.tag >> 16 & 1 else "-"),
                 change.action.value,
                 escape(applied.rule.name),
@@ -487,7 +488,3 @@ def explain(
         from coercion.script.language import NESTING_RULE
 
         _out.print(escape(NESTING_RULE))
-
-
-def _tag(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

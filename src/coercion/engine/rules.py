@@ -13,6 +13,7 @@ from pydicom.datadict import keyword_dict, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from coercion.dicom.elements import text_values
+from coercion.dicom.tags import parse_tag
 from coercion.engine.context import Dimse, EventContext, Role
 from coercion.profile import Change
 
@@ -36,7 +37,6 @@ CONTEXT_CONDITIONS = (
 )
 _CONDITION_RE = re.compile(r"^\s*(?P<name>[^=!]+?)\s*(?P<op>!=|=)(?P<pattern>.*)$", re.DOTALL)
 _NO_DATASET = Dataset()
-_TAG_RE = re.compile(r"^\(?\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)?$")
 
 
 class OnFailure(enum.StrEnum):
@@ -101,10 +101,8 @@ def parse_condition(text: str) -> Condition:
         raise ValueError(f"invalid regular expression ({exc})") from None
     tag: int | None = None
     if name not in CONTEXT_CONDITIONS:
-        by_tag = _TAG_RE.match(name)
-        if by_tag:
-            tag = int(by_tag[1], 16) << 16 | int(by_tag[2], 16)
-        else:
+        tag = parse_tag(name, parentheses=False)
+        if tag is None:
             tag = tag_for_keyword(name)
             if tag is None:
                 known = [*CONTEXT_CONDITIONS, *keyword_dict]
