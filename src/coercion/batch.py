@@ -44,6 +44,7 @@ from coercion.errors import (
     OutputError,
     RuleFailedError,
     VerificationError,
+    map_errors,
 )
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
 from coercion.profile.identifiers import collect_identifiers
@@ -313,12 +314,12 @@ class _Worker:
                     f"{task.source}: output still holds identifying values of "
                     f"{', '.join(leaks)}; nothing written"
                 )
-        try:
-            # Not fsynced: a batch can be run again from its sources (the node's objects are).
-            with atomic_output(output, sync=False) as fd:
-                encoded.write_to(fd)
-        except OSError as exc:
-            raise OutputError(f"{output}: cannot write ({exc.strerror})") from exc
+        # Not fsynced: a batch can be run again from its sources (the node's objects are).
+        with (
+            map_errors({OSError: OutputError}, f"{output}: cannot write", chain=True),
+            atomic_output(output, sync=False) as fd,
+        ):
+            encoded.write_to(fd)
         return FileResult(task.source, "written", relative, key_row=key_row, counts=counts)
 
     def _output_path(self, ds: Dataset, task: Task) -> Path:
@@ -549,9 +550,10 @@ def write_key_file(path: Path, results: Iterable[FileResult]) -> int:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(KEY_FILE_COLUMNS)
     writer.writerows(rows)
-    try:
-        with atomic_output(path, mode=0o600) as fd, open(fd, "wb", closefd=False) as handle:
-            handle.write(buffer.getvalue().encode("utf-8"))
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write key file ({exc.strerror})") from exc
+    with (
+        map_errors({OSError: OutputError}, f"{path}: cannot write key file", chain=True),
+        atomic_output(path, mode=0o600) as fd,
+        open(fd, "wb", closefd=False) as handle,
+    ):
+        handle.write(buffer.getvalue().encode("utf-8"))
     return len(rows)

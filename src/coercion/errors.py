@@ -173,14 +173,16 @@ def map_errors(
     where: str,
     *,
     reason: Callable[[BaseException], str] = reason_of,
+    hint: str = "",
     chain: bool = False,
 ) -> Iterator[None]:
     """Translate the exceptions of a library into the project's, in one place.
 
     An exception of a class in *mapping* (its first key that matches) leaving
-    the block becomes that key's error, with the message ``<where> (<reason>)``:
-    *where* says what was being done to what (``store sqlite:///x.db: cannot
-    open``), *reason* (:func:`reason_of` unless told) says why without a value.
+    the block becomes that key's error, with the message ``<where> (<reason>)``
+    and ``; <hint>`` when given: *where* says what was being done to what
+    (``store sqlite:///x.db: cannot open``), *reason* (:func:`reason_of` unless
+    told) says why without a value, *hint* what to do about it.
     With *chain* the original stays the error's ``__cause__`` (a log names its
     class); otherwise it is dropped, so that its text is never shown.
     Exceptions not in *mapping*, ours among them, pass unchanged.
@@ -192,6 +194,6 @@ def map_errors(
     except BaseException as exc:
         for foreign, ours in mapping.items():
             if isinstance(exc, foreign):
-                error = ours(f"{where} ({reason(exc)})")
+                error = ours(f"{where} ({reason(exc)})" + (f"; {hint}" if hint else ""))
                 raise error from (exc if chain else None)
         raise

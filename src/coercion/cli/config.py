@@ -22,7 +22,7 @@ from coercion.dicom.part10 import read_file
 from coercion.dicom.tags import format_tag
 from coercion.directory import DEFAULT_DEVICE
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
-from coercion.errors import ConfigError, OutputError
+from coercion.errors import ConfigError, OutputError, map_errors
 from coercion.resources import default_ldif_dir
 
 if TYPE_CHECKING:
@@ -284,17 +284,13 @@ def export(out_path: Path | None, **kwargs: Any) -> None:
 
 def _write_output(path: Path, text: str) -> None:
     """Write *text* to *path* atomically (``-``: stdout; a device or FIFO: written through)."""
-    try:
-        with (
-            atomic_output(path) as fd,
-            open(fd, "w", encoding="utf-8", closefd=False) as out,
-        ):
-            out.write(text)
-    except OSError as exc:
-        raise OutputError(
-            f"{path}: cannot write ({exc.strerror or exc.__class__.__name__}); "
-            "give a path in a folder you can write"
-        ) from None
+    hint = "give a path in a folder you can write"
+    with (
+        map_errors({OSError: OutputError}, f"{path}: cannot write", hint=hint),
+        atomic_output(path) as fd,
+        open(fd, "w", encoding="utf-8", closefd=False) as out,
+    ):
+        out.write(text)
 
 
 @config.command(name="import")
@@ -413,10 +409,9 @@ def import_mercure(
     """
     from coercion.directory.convert.mercure import convert_mercure
 
-    try:
+    failures = (OSError, UnicodeDecodeError)
+    with map_errors({failures: ConfigError}, f"{settings_file}: cannot read", reason=str):
         text = settings_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{settings_file}: cannot read ({exc})") from None
     entry, report = convert_mercure(text, name, parent_dn, str(settings_file), lenient=lenient)
     _write_converted([entry], report, "mapped", out_path)
     _err.print(f"1 script converted, {len(report)} items mapped or dropped")

@@ -30,7 +30,7 @@ from pydicom.uid import UID, generate_uid
 
 from coercion.dicom.elements import text_values
 from coercion.dicom.part10 import atomic_output, quiet_pydicom, read_file
-from coercion.errors import OutputError, VerificationError
+from coercion.errors import OutputError, VerificationError, map_errors
 from coercion.profile.identifiers import Identifiers, collect_identifiers
 from coercion.profile.verify import Retention, find_leaks
 
@@ -248,9 +248,10 @@ def write_directory_file(
                 f"{target}: DICOMDIR records still hold identifying values of "
                 f"{', '.join(leaks)}; nothing written"
             )
-    try:
-        with atomic_output(target) as fd, open(fd, "wb", closefd=False) as handle:
-            handle.write(data)
-    except OSError as exc:
-        raise OutputError(f"{target}: cannot write ({exc.strerror})") from exc
+    with (
+        map_errors({OSError: OutputError}, f"{target}: cannot write", chain=True),
+        atomic_output(target) as fd,
+        open(fd, "wb", closefd=False) as handle,
+    ):
+        handle.write(data)
     return "written"

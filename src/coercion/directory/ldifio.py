@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ldif import LDIFParser, LDIFWriter
 
-from coercion.errors import ConfigError
+from coercion.errors import ConfigError, map_errors
 
 __all__ = ["Entry", "escape_rdn_value", "format_ldif", "read_ldif", "read_ldif_folder"]
 
@@ -18,17 +18,14 @@ Entry = tuple[str, dict[str, list[str]]]
 
 def read_ldif(path: Path) -> list[Entry]:
     """The content records of *path*; a ConfigError names the file and line of a fault."""
-    try:
-        with open(path, "rb") as handle:
-            parser = LDIFParser(handle, strict=True)
-            try:
-                records = [(dn, dict(attrs)) for dn, attrs in parser.parse() if dn is not None]
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise ConfigError(
-                    f"{path}: line {parser.line_counter}: not valid LDIF ({exc})"
-                ) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    with map_errors({OSError: ConfigError}, f"{path}: cannot read"), open(path, "rb") as handle:
+        parser = LDIFParser(handle, strict=True)
+        try:
+            records = [(dn, dict(attrs)) for dn, attrs in parser.parse() if dn is not None]
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"{path}: line {parser.line_counter}: not valid LDIF ({exc})"
+            ) from None
     for dn, attrs in records:
         if "changetype" in {name.lower() for name in attrs}:
             raise ConfigError(

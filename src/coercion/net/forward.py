@@ -38,7 +38,7 @@ from pynetdicom import AE
 from pynetdicom import transport as _transport
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
-from coercion.dicom.outputs import atomic_output, private_folders, sync_folder, write_all
+from coercion.dicom.outputs import atomic_output, private_folders, publish_copy, write_all
 from coercion.dicom.part10 import read_file
 from coercion.directory.config import Configuration
 from coercion.engine import Dimse, Engine, EventContext, ForwardRule, Outcome, Role
@@ -414,24 +414,9 @@ class Forwarder:
             if rule.matches(ctx, ds):
                 destinations.extend(d for d in rule.destinations if d not in destinations)
         for destination in destinations:
-            folder = self.queue / destination
-            created = private_folders(folder)
             kind = {Dimse.N_CREATE_RQ: ".ncreate", Dimse.N_SET_RQ: ".nset"}.get(ctx.dimse, "")
             name = f"{ctx.local_ae}--{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{kind}.dcm"
-            temporary = folder / f".{name}.part"
-            try:
-                os.link(stored, temporary)  # the stored file's mode (0600) comes along
-            except OSError:
-                with (
-                    atomic_output(temporary, sync=sync) as fd,
-                    open(fd, "wb", closefd=False) as out,
-                ):
-                    out.write(stored.read_bytes())  # a private copy (mode 0600)
-            os.replace(temporary, folder / name)
-            if sync:
-                for new_folder in created:
-                    sync_folder(new_folder.parent)
-                sync_folder(folder)
+            publish_copy(stored, self.queue / destination / name, sync=sync)
             self._sender(destination).wake.set()
         return destinations
 
