@@ -34,8 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom import transport as _transport
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import, unseen by mypy
+    ModalityPerformedProcedureStep,
+)
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from coercion.dicom.outputs import atomic_output, private_folders, publish_copy, write_all
@@ -50,10 +54,10 @@ __all__ = ["Forwarder", "enable_tcp_nodelay"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 60.0
-_MPPS = "1.2.840.10008.3.1.2.3.3"
+_MPPS = ModalityPerformedProcedureStep
 #: Queued MPPS messages: file-name kind -> the DIMSE they are sent as.
 _MESSAGE_DIMSE = {"ncreate": Dimse.N_CREATE_RQ, "nset": Dimse.N_SET_RQ}
-_MPPS_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+_MPPS_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: Series Instance UID: the last of the UIDs the storage path is made of.
 _INSTANCE_UIDS_END = 0x0020000E
 _BATCH = 64

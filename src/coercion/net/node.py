@@ -30,6 +30,11 @@ from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import: mypy cannot see them
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    Verification,
+)
 
 from coercion.dicom.outputs import publish, remove_stale_temporaries, write_all
 from coercion.dicom.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes, read_file
@@ -67,9 +72,9 @@ _NO_SUCH_INSTANCE = 0x0112
 _PROCESSING_FAILURE = 0x0110
 _INVALID_INSTANCE = 0x0117
 _FINAL_MPPS = ("COMPLETED", "DISCONTINUED")
-_VERIFICATION = UID("1.2.840.10008.1.1")
-_WORKLIST_FIND = UID("1.2.840.10008.5.1.4.31")
-_MPPS = UID("1.2.840.10008.3.1.2.3.3")
+_VERIFICATION = Verification
+_WORKLIST_FIND = ModalityWorklistInformationFind
+_MPPS = ModalityPerformedProcedureStep
 
 # Identifiers are PHI: pynetdicom must never log them.
 _config.LOG_REQUEST_IDENTIFIERS = False
