@@ -25,8 +25,8 @@ from pydicom.dataset import Dataset, FileDataset
 
 from coercion.dicom.dicomdir import is_directory, write_directory_file
 from coercion.dicom.elements import joined_text, python_encodings
-from coercion.dicom.outputs import remove_stale_temporaries
-from coercion.dicom.part10 import atomic_output, encode_file, read_file, sniff
+from coercion.dicom.outputs import output_file, remove_stale_temporaries
+from coercion.dicom.part10 import encode_file, read_file, sniff
 from coercion.directory import DEFAULT_DEVICE
 from coercion.engine import (
     ActionEnv,
@@ -41,10 +41,8 @@ from coercion.engine import (
 from coercion.errors import (
     CoercionError,
     ConfigError,
-    OutputError,
     RuleFailedError,
     VerificationError,
-    map_errors,
 )
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
 from coercion.profile.identifiers import collect_identifiers
@@ -315,10 +313,7 @@ class _Worker:
                     f"{', '.join(leaks)}; nothing written"
                 )
         # Not fsynced: a batch can be run again from its sources (the node's objects are).
-        with (
-            map_errors({OSError: OutputError}, f"{output}: cannot write", chain=True),
-            atomic_output(output, sync=False) as fd,
-        ):
+        with output_file(output, sync=False) as fd:
             encoded.write_to(fd)
         return FileResult(task.source, "written", relative, key_row=key_row, counts=counts)
 
@@ -551,8 +546,7 @@ def write_key_file(path: Path, results: Iterable[FileResult]) -> int:
     writer.writerow(KEY_FILE_COLUMNS)
     writer.writerows(rows)
     with (
-        map_errors({OSError: OutputError}, f"{path}: cannot write key file", chain=True),
-        atomic_output(path, mode=0o600) as fd,
+        output_file(path, 0o600, what="cannot write key file") as fd,
         open(fd, "wb", closefd=False) as handle,
     ):
         handle.write(buffer.getvalue().encode("utf-8"))

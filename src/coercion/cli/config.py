@@ -17,12 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from coercion.cli.checks import check_ldap_url
-from coercion.dicom.outputs import atomic_output
+from coercion.dicom.outputs import output_file
 from coercion.dicom.part10 import read_file
 from coercion.dicom.tags import format_tag
 from coercion.directory import DEFAULT_DEVICE
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
-from coercion.errors import ConfigError, OutputError, map_errors
+from coercion.errors import ConfigError, map_errors
 from coercion.resources import default_ldif_dir
 
 if TYPE_CHECKING:
@@ -286,8 +286,7 @@ def _write_output(path: Path, text: str) -> None:
     """Write *text* to *path* atomically (``-``: stdout; a device or FIFO: written through)."""
     hint = "give a path in a folder you can write"
     with (
-        map_errors({OSError: OutputError}, f"{path}: cannot write", hint=hint),
-        atomic_output(path) as fd,
+        output_file(path, hint=hint) as fd,
         open(fd, "w", encoding="utf-8", closefd=False) as out,
     ):
         out.write(text)

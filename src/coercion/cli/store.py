@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from coercion.cli.config import directory_options, open_source
-from coercion.dicom.part10 import atomic_output
-from coercion.errors import ConfigError, OutputError, StoreError, map_errors
+from coercion.dicom.outputs import output_file
+from coercion.errors import ConfigError, StoreError
 from coercion.profile.keys import load_or_create_secret
 
 if TYPE_CHECKING:
@@ -149,8 +149,7 @@ def export(scope: str, out_path: Path, url: str, key: Path | None) -> None:
     writer.writeheader()
     writer.writerows(rows)
     with (
-        map_errors({OSError: OutputError}, f"{out_path}: cannot write the key"),
-        atomic_output(out_path) as fd,
+        output_file(out_path, what="cannot write the key") as fd,
         open(fd, "wb", closefd=False) as handle,
     ):
         handle.write(buffer.getvalue().encode("utf-8"))

@@ -28,6 +28,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from coercion.errors import OutputError, map_errors
+
 __all__ = [
     "FILE_MODE",
     "FOLDER_MODE",
@@ -36,6 +38,7 @@ __all__ = [
     "copy_descriptor",
     "copy_range",
     "create_private",
+    "output_file",
     "private_folders",
     "publish",
     "publish_copy",
@@ -233,6 +236,27 @@ def create_private(path: Path) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+@contextmanager
+def output_file(
+    path: Path,
+    mode: int = FILE_MODE,
+    *,
+    sync: bool = True,
+    what: str = "cannot write",
+    hint: str = "",
+) -> Iterator[int]:
+    """:func:`atomic_output` for an output the user asked for: a failure is an OutputError.
+
+    Its message names *path*, *what* failed and why (``out.csv: cannot write
+    (No space left on device)``), then *hint*.
+    """
+    with (
+        map_errors({OSError: OutputError}, f"{path}: {what}", hint=hint, chain=True),
+        atomic_output(path, mode, sync=sync) as fd,
+    ):
+        yield fd
 
 
 def _sync_folders(created: list[Path], path: Path) -> None:

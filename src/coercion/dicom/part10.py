@@ -36,7 +36,7 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, IS, STR_VR, DSfloat, PersonN
 from coercion.dicom.config import silence_pydicom_validation
 from coercion.dicom.elements import codec_for, text_values
 from coercion.dicom.elements import key as tag_key
-from coercion.dicom.outputs import atomic_output, copy_range, write_all
+from coercion.dicom.outputs import copy_range, write_all
 from coercion.dicom.reader import parse_bytes, parse_file
 from coercion.dicom.tags import ITEM, ITEM_END, SEQUENCE_END, format_tag
 from coercion.errors import InputError, OutputError, map_errors
@@ -44,7 +44,6 @@ from coercion.errors import InputError, OutputError, map_errors
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "EncodedFile",
-    "atomic_output",
     "encode_file",
     "file_meta_bytes",
     "quiet_pydicom",

@@ -36,8 +36,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at impo
     Verification,
 )
 
-from coercion.dicom.outputs import publish, remove_stale_temporaries, write_all
-from coercion.dicom.part10 import atomic_output, encode_file, file_meta_bytes, read_bytes, read_file
+from coercion.dicom.outputs import atomic_output, publish, remove_stale_temporaries, write_all
+from coercion.dicom.part10 import encode_file, file_meta_bytes, read_bytes, read_file
 from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
