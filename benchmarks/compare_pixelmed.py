@@ -45,6 +45,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from bench_deidentify import write_key
+from coercion.dicom.tags import format_tag
 from make_data import ensure_data
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -104,8 +105,8 @@ def name_of(element: DataElement, ds: Dataset) -> str:
         owner = "" if creator is None else f" {str(creator.value).strip()}"
         return f"private ({tag.group:04X},xx{tag.element & 0xFF:02X}){owner}"
     if tag.is_private:
-        return f"private creator ({tag.group:04X},{tag.element:04X})"
-    return keyword_for_tag(tag) or f"({tag.group:04X},{tag.element:04X})"
+        return f"private creator {format_tag(tag)}"
+    return keyword_for_tag(tag) or format_tag(tag)
 
 
 def is_empty(element: DataElement) -> bool:

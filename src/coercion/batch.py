@@ -21,11 +21,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from coercion.dicom.dicomdir import is_directory, write_directory_file
-from coercion.dicom.elements import text_values
+from coercion.dicom.elements import joined_text
 from coercion.dicom.outputs import atomic_output, remove_stale_temporaries
 from coercion.dicom.part10 import read_file, sniff
 from coercion.directory import DEFAULT_DEVICE
@@ -253,7 +252,7 @@ class _Worker:
             Role.SCP,
             self.settings.calling_ae,
             self.settings.called_ae,
-            sop_class_uid=_text(ds, "SOPClassUID"),
+            sop_class_uid=joined_text(ds, "SOPClassUID"),
         )
         return apply_rules(self.engine, ctx)(ds)
 
@@ -279,7 +278,7 @@ class _Worker:
             # Its records copy the files it references: rebuilt once they are written.
             relative = Path(DICOMDIR) if self.settings.rename else task.relative
             return FileResult(task.source, DIRECTORY, relative)
-        originals = [_text(ds, keyword) for keyword in _KEY_KEYWORDS]
+        originals = [joined_text(ds, keyword) for keyword in _KEY_KEYWORDS]
         prepared = prepare(
             ds, self._coerce, verify=self.settings.verify, name=str(task.source), source=task.source
         )
@@ -291,7 +290,7 @@ class _Worker:
             str(relative),
             *(
                 v
-                for pair in zip(originals, (_text(ds, k) for k in _KEY_KEYWORDS), strict=True)
+                for pair in zip(originals, (joined_text(ds, k) for k in _KEY_KEYWORDS), strict=True)
                 for v in pair
             ),
         )
@@ -310,10 +309,10 @@ class _Worker:
         if not self.settings.rename:
             return task.relative
         parts = [
-            _text(ds, k) or "UNKNOWN"
+            joined_text(ds, k) or "UNKNOWN"
             for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
         ]
-        name = (_text(ds, "SOPInstanceUID") or task.source.name) + ".dcm"
+        name = (joined_text(ds, "SOPInstanceUID") or task.source.name) + ".dcm"
         return Path(*map(_path_component, [*parts, name]))
 
 
@@ -342,11 +341,6 @@ def _path_component(value: str) -> str:
     """
     safe = _SAFE_COMPONENT.sub("_", value)
     return "_" + safe[1:] if safe.startswith(".") else safe
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    tag = tag_for_keyword(keyword)
-    return "" if tag is None else "\\".join(text_values(ds, tag))
 
 
 _WORKER: _Worker | None = None

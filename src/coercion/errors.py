@@ -18,11 +18,19 @@ Messages have the shape ``<where>: <what>; <hint>`` and never contain an
 element value: they name files, entries, attributes and tags instead. Each
 error also has a ``kind``: a few words, never a value, fit for a DIMSE Error
 Comment or a batch failure line (:func:`kind_of` gives one for any exception).
+
+Third-party exceptions become these at the boundary that calls the library,
+through :func:`map_errors`, never by hand::
+
+    with map_errors({SQLAlchemyError: StoreError}, f"store {url}: cannot open"):
+        engine = create_engine(url)
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Callable, Iterator, Mapping
 
 __all__ = [
     "CoercionError",
@@ -36,6 +44,8 @@ __all__ = [
     "StoreError",
     "VerificationError",
     "kind_of",
+    "map_errors",
+    "reason_of",
 ]
 
 
@@ -154,3 +164,49 @@ def kind_of(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deep"
     return f"unexpected {exc.__class__.__name__}"
+
+
+def reason_of(exc: BaseException) -> str:
+    """What went wrong, without a value: the system's words for an OSError, else the class name.
+
+    ``No such file or directory``, ``OperationalError``: a library's own message
+    may quote a value (a statement's parameters, a file's content), so it is left out.
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return exc.__class__.__name__
+
+
+_Foreign = type[BaseException] | tuple[type[BaseException], ...]
+
+
+@contextlib.contextmanager
+def map_errors(
+    mapping: Mapping[_Foreign, type[CoercionError]],
+    where: str,
+    *,
+    reason: Callable[[BaseException], str] = reason_of,
+    hint: str = "",
+    chain: bool = False,
+) -> Iterator[None]:
+    """Translate the exceptions of a library into the project's, in one place.
+
+    An exception of a class in *mapping* (its first key that matches) leaving
+    the block becomes that key's error, with the message ``<where> (<reason>)``
+    and ``; <hint>`` when given: *where* says what was being done to what
+    (``store sqlite:///x.db: cannot open``), *reason* (:func:`reason_of` unless
+    told) says why without a value, *hint* what to do about it.
+    With *chain* the original stays the error's ``__cause__`` (a log names its
+    class); otherwise it is dropped, so that its text is never shown.
+    Exceptions not in *mapping*, ours among them, pass unchanged.
+    """
+    try:
+        yield
+    except CoercionError:
+        raise
+    except BaseException as exc:
+        for foreign, ours in mapping.items():
+            if isinstance(exc, foreign):
+                error = ours(f"{where} ({reason(exc)})" + (f"; {hint}" if hint else ""))
+                raise error from (exc if chain else None)
+        raise

@@ -271,7 +271,7 @@ def test_a_dead_sender_is_noticed_and_restarted(
 KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from coercion.dicom.part10 import atomic_output
+from coercion.dicom.outputs import atomic_output
 with atomic_output(Path(sys.argv[1])) as fd:
     os.write(fd, b"half an object")
     os.kill(os.getpid(), signal.SIGKILL)

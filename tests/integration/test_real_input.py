@@ -12,7 +12,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
-from coercion.dicom.part10 import atomic_output, encode_file, read_file
+from coercion.dicom.outputs import atomic_output
+from coercion.dicom.part10 import encode_file, read_file
 from coercion.engine import ActionEnv, Dimse, EventContext, Role, build_action
 from coercion.script import parse_script
 from tests.helpers import SECRET, Start, make_dataset, stored

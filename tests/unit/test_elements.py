@@ -6,7 +6,19 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from coercion.dicom.elements import encode_text, new_dataset, raw_element, simple_codec, text_values
+from coercion.dicom.elements import (
+    LONG_VR_BYTES,
+    SHORT_VR_BYTES,
+    codec_for,
+    dictionary_vr,
+    encode_text,
+    joined_text,
+    new_dataset,
+    python_encodings,
+    raw_element,
+    simple_codec,
+    text_values,
+)
 
 PATIENT_NAME = BaseTag(0x00100010)
 CHARSET = BaseTag(0x00080005)
@@ -68,3 +80,48 @@ def test_text_values_leaves_code_extensions_to_pydicom() -> None:
     ds = new_dataset(elements, "iso8859", False, True)
     assert simple_codec(ds) is None
     assert text_values(ds, 0x00100010) == ["Yamada^Tarou=山田^太郎"]
+
+
+def test_dictionary_vr_says_what_the_dictionary_says_or_the_default() -> None:
+    """The first of an ambiguous VR; UN (or what the caller asks) for a tag nobody defines."""
+    assert dictionary_vr(0x00100010) == "PN"
+    assert dictionary_vr(0x00280106) == "US"  # US or SS
+    assert dictionary_vr(0x60003000) == "OB"  # a repeating group: OB or OW
+    assert dictionary_vr(0x00190010) == "UN"
+    assert dictionary_vr(0x00190010, None) is None
+    assert dictionary_vr(0x00190010, "") == ""
+    assert dictionary_vr(0x0072006D, None) == "UN"  # Selector UN Value: UN by definition
+
+
+def test_codec_for_names_one_codec_or_none() -> None:
+    """A DICOM term, its values, or pydicom's conversion: one codec, or None for ISO 2022."""
+    assert codec_for(None) == codec_for("") == "latin_1"
+    assert codec_for("ISO_IR 192") == codec_for(["ISO_IR 192"]) == "utf_8"
+    assert codec_for(["UTF8"]) == "utf_8"
+    assert codec_for(["iso8859"]) == codec_for("ISO_IR 100") == "latin_1"
+    assert codec_for(["", "ISO 2022 IR 87"]) is None
+    assert codec_for(["iso8859", "iso2022_jp"]) is None
+
+
+def test_python_encodings_converts_or_says_none() -> None:
+    """Backslash-separated text or values become pydicom's Python codecs."""
+    assert python_encodings("ISO_IR 100") == ["latin_1"]
+    assert python_encodings("\\ISO 2022 IR 87") == ["iso8859", "iso2022_jp"]
+    assert python_encodings(["ISO_IR 192"]) == ["UTF8"]
+
+
+def test_joined_text_by_tag_or_keyword() -> None:
+    """Values joined by backslash; '' when absent or the keyword is unknown."""
+    elements: Elements = {PATIENT_NAME: raw(0x00100010, "PN", b"Doe^Jane\\Roe^Rick ")}
+    ds = new_dataset(elements, "iso8859", False, True)
+    assert joined_text(ds, 0x00100010) == joined_text(ds, "PatientName") == "Doe^Jane\\Roe^Rick"
+    assert joined_text(ds, "PatientID") == ""
+    assert joined_text(ds, "NoSuchKeyword") == ""
+
+
+def test_vr_header_tables_are_pydicoms() -> None:
+    """Explicit VR headers: 4-byte lengths for OB, SQ, UT...; 2-byte ones for the rest."""
+    assert {b"OB", b"OW", b"SQ", b"UN", b"UT", b"UC", b"UR", b"SV", b"UV"} <= LONG_VR_BYTES
+    assert {b"PN", b"US", b"AT", b"UI"} <= SHORT_VR_BYTES
+    assert not LONG_VR_BYTES & SHORT_VR_BYTES
+    assert len(LONG_VR_BYTES | SHORT_VR_BYTES) == 34

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from coercion.dicom import outputs
-from coercion.dicom.outputs import atomic_output, private_folders, sync_folder
+from coercion.dicom.outputs import (
+    atomic_output,
+    create_private,
+    private_folders,
+    publish_copy,
+    sync_folder,
+)
 
 
 @pytest.fixture
@@ -250,3 +256,45 @@ def test_copy_descriptor_copies_everything_from_the_start(tmp_path: Path) -> Non
         dst.flush()
         outputs.copy_descriptor(src.fileno(), dst.fileno())
     assert out.read_bytes() == b"head" + data
+
+
+def test_create_private_makes_a_new_private_file_once(tmp_path: Path, loose_umask: None) -> None:
+    """A new file is 0600 whatever the umask; an existing one is left alone (None)."""
+    path = tmp_path / "secret.key"
+    fd = create_private(path)
+    assert fd is not None
+    os.write(fd, b"first")
+    os.close(fd)
+    assert mode(path) == 0o600
+    assert create_private(path) is None
+    assert path.read_bytes() == b"first"
+
+
+def test_publish_copy_links_and_keeps_the_source(tmp_path: Path, fsynced: list[str]) -> None:
+    """The target is the source's inode (no copy), the source stays, new folders are synced."""
+    source = tmp_path / "stored.dcm"
+    source.write_bytes(b"object")
+    target = tmp_path / "queue" / "peer" / "entry.dcm"
+    publish_copy(source, target)
+    assert target.read_bytes() == b"object" and source.exists()
+    assert os.path.samefile(source, target)
+    assert [p.name for p in target.parent.iterdir()] == ["entry.dcm"]  # no temporary left
+    assert str(tmp_path / "queue") in fsynced and str(target.parent) in fsynced
+
+
+def test_publish_copy_copies_where_no_link_can_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without hard links (another file system), a private copy is renamed into place."""
+    source = tmp_path / "stored.dcm"
+    source.write_bytes(b"object")
+
+    def refuse(*_args: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refuse)
+    target = tmp_path / "queue" / "entry.dcm"
+    publish_copy(source, target, sync=False)
+    assert target.read_bytes() == b"object"
+    assert not os.path.samefile(source, target)
+    assert mode(target) == 0o600

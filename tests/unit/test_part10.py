@@ -20,13 +20,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from coercion.dicom.part10 import (
-    IMPLEMENTATION_CLASS_UID,
-    atomic_output,
-    encode_file,
-    read_file,
-    sniff,
-)
+from coercion.dicom.outputs import atomic_output
+from coercion.dicom.part10 import IMPLEMENTATION_CLASS_UID, encode_file, read_file, sniff
 from coercion.errors import InputError
 from tests.helpers import make_dataset
 

@@ -19,6 +19,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from coercion.dicom.tags import format_tag
 from coercion.profile import EDITION, Deidentifier, Option, compile_profile
 from coercion.profile._table import OPTION_COLUMNS
 from coercion.profile.compiled import PatternRow
@@ -97,7 +98,7 @@ def check(
     action: str, tag: int, vr: str, before: object, ds: Dataset, option: Option | None
 ) -> None:
     """Assert that element *tag* of *ds* shows the effect of *action*."""
-    label = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {vr} {action} under {option}"
+    label = f"{format_tag(tag)} {vr} {action} under {option}"
     if action == "X" or (action == "C" and vr in BINARY):
         # README: a binary value cannot be cleaned, so C removes it.
         assert tag not in ds, label

@@ -14,7 +14,8 @@ from pydicom.tag import BaseTag
 from pydicom.uid import CTImageStorage, MRImageStorage
 
 from coercion.dicom.elements import vr_of
-from coercion.dicom.part10 import atomic_output, encode_file, read_bytes, read_file
+from coercion.dicom.outputs import atomic_output
+from coercion.dicom.part10 import encode_file, read_bytes, read_file
 from coercion.errors import InputError
 from coercion.profile import Deidentifier, compile_profile
 from tests.helpers import SECRET, make_dataset

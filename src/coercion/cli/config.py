@@ -17,11 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from coercion.cli.checks import check_ldap_url
-from coercion.dicom.outputs import atomic_output
+from coercion.dicom.outputs import output_file
 from coercion.dicom.part10 import read_file
+from coercion.dicom.tags import format_tag
 from coercion.directory import DEFAULT_DEVICE
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
-from coercion.errors import ConfigError, IncompleteConversionError, OutputError
+from coercion.errors import ConfigError, IncompleteConversionError, map_errors
 from coercion.resources import default_ldif_dir
 
 if TYPE_CHECKING:
@@ -283,17 +284,12 @@ def export(out_path: Path | None, **kwargs: Any) -> None:
 
 def _write_output(path: Path, text: str) -> None:
     """Write *text* to *path* atomically (``-``: stdout; a device or FIFO: written through)."""
-    try:
-        with (
-            atomic_output(path) as fd,
-            open(fd, "w", encoding="utf-8", closefd=False) as out,
-        ):
-            out.write(text)
-    except OSError as exc:
-        raise OutputError(
-            f"{path}: cannot write ({exc.strerror or exc.__class__.__name__}); "
-            "give a path in a folder you can write"
-        ) from None
+    hint = "give a path in a folder you can write"
+    with (
+        output_file(path, hint=hint) as fd,
+        open(fd, "w", encoding="utf-8", closefd=False) as out,
+    ):
+        out.write(text)
 
 
 @config.command(name="import")
@@ -473,10 +469,9 @@ def import_mercure(
     """
     from coercion.directory.convert.mercure import convert_mercure
 
-    try:
+    failures = (OSError, UnicodeDecodeError)
+    with map_errors({failures: ConfigError}, f"{settings_file}: cannot read", reason=str):
         text = settings_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{settings_file}: cannot read ({exc})") from None
     entry, report = convert_mercure(text, name, parent_dn, str(settings_file), lenient=lenient)
     _write_converted([entry], report, "mapped", out_path)
     _err.print(f"1 script converted, {len(report)} items mapped or dropped")
@@ -536,9 +531,9 @@ def explain(
         tags.add_column(column)
     for applied in outcome.applied:
         for change in applied.changes:
-            where = "".join(f"{_tag(t)}[{i}]." for t, i in change.path)
+            where = "".join(f"{format_tag(t)}[{i}]." for t, i in change.path)
             tags.add_row(
-                where + _tag(change.tag),
+                where + format_tag(change.tag),
                 keyword_for_tag(change.tag) or ("(private)" if change.tag >> 16 & 1 else "-"),
                 change.action.value,
                 escape(applied.rule.name),
@@ -548,7 +543,3 @@ def explain(
         from coercion.script.language import NESTING_RULE
 
         _out.print(escape(NESTING_RULE))
-
-
-def _tag(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from coercion.cli.config import directory_options, open_source
-from coercion.dicom.part10 import atomic_output
-from coercion.errors import ConfigError, OutputError, StoreError
+from coercion.dicom.outputs import output_file
+from coercion.errors import ConfigError, StoreError
 from coercion.profile.keys import load_or_create_secret
 
 if TYPE_CHECKING:
@@ -148,11 +148,11 @@ def export(scope: str, out_path: Path, url: str, key: Path | None) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    try:
-        with atomic_output(out_path) as fd, open(fd, "wb", closefd=False) as handle:
-            handle.write(buffer.getvalue().encode("utf-8"))
-    except OSError as exc:
-        raise OutputError(f"{out_path}: cannot write the key ({exc.strerror})") from None
+    with (
+        output_file(out_path, what="cannot write the key") as fd,
+        open(fd, "wb", closefd=False) as handle,
+    ):
+        handle.write(buffer.getvalue().encode("utf-8"))
     _err.print(
         f"[yellow]warning:[/] {escape(str(out_path))} holds PHI ({len(rows)} subjects of scope "
         f"{escape(scope)}); keep it as safe as the originals"

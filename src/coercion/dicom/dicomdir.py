@@ -29,7 +29,8 @@ from pydicom.fileset import FileSet
 from pydicom.uid import UID, generate_uid
 
 from coercion.dicom.elements import text_values
-from coercion.dicom.part10 import atomic_output, quiet_pydicom, read_file
+from coercion.dicom.outputs import output_file
+from coercion.dicom.part10 import quiet_pydicom, read_file
 from coercion.errors import OutputError, VerificationError
 from coercion.profile.identifiers import Identifiers, collect_identifiers
 from coercion.profile.verify import Retention, find_leaks
@@ -248,9 +249,6 @@ def write_directory_file(
                 f"{target}: DICOMDIR records still hold identifying values of "
                 f"{', '.join(leaks)}; nothing written"
             )
-    try:
-        with atomic_output(target) as fd, open(fd, "wb", closefd=False) as handle:
-            handle.write(data)
-    except OSError as exc:
-        raise OutputError(f"{target}: cannot write ({exc.strerror})") from exc
+    with output_file(target) as fd, open(fd, "wb", closefd=False) as handle:
+        handle.write(data)
     return "written"

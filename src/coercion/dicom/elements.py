@@ -12,35 +12,45 @@ character set is a single-byte or UTF-8 one.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
+from typing import overload
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as SequenceValue
 from pydicom.tag import BaseTag
+from pydicom.valuerep import BYTES_VR, EXPLICIT_VR_LENGTH_16, EXPLICIT_VR_LENGTH_32
 
 __all__ = [
     "BINARY_VRS",
+    "LONG_VR_BYTES",
     "NUMBER_SIZE",
+    "SHORT_VR_BYTES",
+    "codec_for",
     "dictionary_vr",
     "encode_text",
+    "joined_text",
     "key",
     "new_dataset",
     "put_value",
+    "python_encodings",
     "raw_element",
     "simple_codec",
     "text_values",
     "vr_of",
 ]
 
-#: The VRs of binary values other than numbers.
-BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+#: The VRs of binary values other than numbers (pydicom's ``BYTES_VR``).
+BINARY_VRS = frozenset(map(str, BYTES_VR))
 #: Bytes per value of the binary number VRs.
 NUMBER_SIZE = {"FL": 4, "FD": 8, "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "UV": 8, "AT": 4}
+#: The two VR bytes of an explicit VR header with a 4-byte length (PS3.5 7.1.2), and with a
+#: 2-byte one: pydicom's tables in the form the parsers read from a header.
+LONG_VR_BYTES = frozenset(str(vr).encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
+SHORT_VR_BYTES = frozenset(str(vr).encode("ascii") for vr in EXPLICIT_VR_LENGTH_16)
 
 _KEYS: dict[int, BaseTag] = {}
 
@@ -115,7 +125,7 @@ def simple_codec(ds: Dataset) -> str | None:
     """The Python codec of *ds*'s character set when one codec decodes it value by value.
 
     ``None`` for ISO 2022 code extensions and other character sets that need
-    pydicom's decoder.
+    pydicom's decoder (see :func:`codec_for`).
     """
     elem = ds._dict.get(_SPECIFIC_CHARACTER_SET)
     if elem is None:
@@ -125,7 +135,18 @@ def simple_codec(ds: Dataset) -> str | None:
         encodings = raw.decode("ascii", "replace").strip("\x00 ")
     else:
         encodings = elem.value
-    key = tuple(encodings) if isinstance(encodings, list | MultiValue) else encodings
+    return codec_for(encodings)
+
+
+def codec_for(encodings: object) -> str | None:
+    """The Python codec that decodes text in *encodings* value by value; None when none does.
+
+    *encodings* is a Specific Character Set value (text, or its values), or
+    the Python codecs pydicom made of it (``Dataset._character_set``); empty
+    or None is the default repertoire. None for ISO 2022 code extensions and
+    other character sets that need pydicom's decoder.
+    """
+    key = tuple(encodings) if isinstance(encodings, list | tuple | MultiValue) else encodings
     if key not in _CODEC_CACHE:
         _CODEC_CACHE[key] = _codec_of(key)
     return _CODEC_CACHE[key]
@@ -136,18 +157,29 @@ def _codec_of(encodings: object) -> str | None:
         return _SIMPLE_CODECS[default_encoding]
     if isinstance(encodings, str) and encodings in _SIMPLE_CODECS:
         return _SIMPLE_CODECS[encodings]  # already a Python codec (a parent encoding)
-    terms = (
-        [v.strip() for v in encodings.split("\\")]
-        if isinstance(encodings, str)
-        else [str(v).strip() for v in encodings]  # type: ignore[attr-defined]
-    )
-    try:
-        codecs = convert_encodings(terms)
-    except LookupError:
-        return None
-    if len(codecs) == 1 and codecs[0] in _SIMPLE_CODECS:
+    if isinstance(encodings, tuple) and len(encodings) == 1 and encodings[0] in _SIMPLE_CODECS:
+        return _SIMPLE_CODECS[encodings[0]]  # pydicom's conversion of one term
+    codecs = python_encodings(encodings)
+    if codecs is not None and len(codecs) == 1 and codecs[0] in _SIMPLE_CODECS:
         return _SIMPLE_CODECS[codecs[0]]
     return None
+
+
+def python_encodings(charset: object) -> list[str] | None:
+    """The Python codecs of a Specific Character Set value (text, or its values); None if unknown.
+
+    Text is split at backslashes; each term is stripped of spaces, as
+    ``convert_encodings`` needs.
+    """
+    terms = (
+        [v.strip() for v in charset.split("\\")]
+        if isinstance(charset, str)
+        else [str(v).strip() for v in charset]  # type: ignore[attr-defined]
+    )
+    try:
+        return convert_encodings(terms)
+    except LookupError:
+        return None
 
 
 def text_values(ds: Dataset, tag: int) -> list[str]:
@@ -172,14 +204,39 @@ def text_values(ds: Dataset, tag: int) -> list[str]:
     return [text for text in (str(v).strip() for v in items if v is not None) if text]
 
 
-@functools.lru_cache(maxsize=4096)
-def dictionary_vr(tag: int) -> str:
-    """The dictionary VR of *tag* (the first of ``US or SS``); ``UN`` when unknown."""
+def joined_text(ds: Dataset, tag: int | str) -> str:
+    """The values of a text element (a tag or a keyword) joined by backslash; '' when absent."""
+    if isinstance(tag, str):
+        found = tag_for_keyword(tag)
+        if found is None:
+            return ""
+        tag = found
+    return "\\".join(text_values(ds, tag))
+
+
+_DICTIONARY_VRS: dict[int, str | None] = {}
+_MAX_DICTIONARY_VRS = 1 << 16
+
+
+@overload
+def dictionary_vr(tag: int) -> str: ...
+@overload
+def dictionary_vr(tag: int, unknown: str) -> str: ...
+@overload
+def dictionary_vr(tag: int, unknown: None) -> str | None: ...
+def dictionary_vr(tag: int, unknown: str | None = "UN") -> str | None:
+    """The dictionary VR of *tag* (the first of ``US or SS``); *unknown* when there is none."""
     try:
-        vr = dictionary_VR(tag)
+        vr = _DICTIONARY_VRS[tag]
     except KeyError:
-        return "UN"
-    return str(vr).split(" or ")[0]
+        if len(_DICTIONARY_VRS) >= _MAX_DICTIONARY_VRS:
+            _DICTIONARY_VRS.clear()  # private tags are unbounded: keep the memory so
+        try:
+            vr = str(dictionary_VR(tag)).split(" or ")[0]
+        except KeyError:
+            vr = None
+        _DICTIONARY_VRS[tag] = vr
+    return unknown if vr is None else vr
 
 
 def vr_of(elem: DataElement | RawDataElement) -> str:

@@ -28,6 +28,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from coercion.errors import OutputError, map_errors
+
 __all__ = [
     "FILE_MODE",
     "FOLDER_MODE",
@@ -35,8 +37,11 @@ __all__ = [
     "atomic_output",
     "copy_descriptor",
     "copy_range",
+    "create_private",
+    "output_file",
     "private_folders",
     "publish",
+    "publish_copy",
     "remove_stale_temporaries",
     "sync_folder",
     "temporary_file",
@@ -215,6 +220,45 @@ def atomic_output(path: Path, mode: int = FILE_MODE, *, sync: bool = True) -> It
         _sync_folders(created, path)
 
 
+def create_private(path: Path) -> int | None:
+    """A descriptor on *path*, created new, empty and private (0600); None when it exists.
+
+    For a file that must never be replaced once made (a key, a database): the
+    caller makes the folder (:func:`private_folders`) and writes the content.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return None
+    try:
+        os.fchmod(fd, FILE_MODE)  # os.open's mode went through the umask
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def output_file(
+    path: Path,
+    mode: int = FILE_MODE,
+    *,
+    sync: bool = True,
+    what: str = "cannot write",
+    hint: str = "",
+) -> Iterator[int]:
+    """:func:`atomic_output` for an output the user asked for: a failure is an OutputError.
+
+    Its message names *path*, *what* failed and why (``out.csv: cannot write
+    (No space left on device)``), then *hint*.
+    """
+    with (
+        map_errors({OSError: OutputError}, f"{path}: {what}", hint=hint, chain=True),
+        atomic_output(path, mode, sync=sync) as fd,
+    ):
+        yield fd
+
+
 def _sync_folders(created: list[Path], path: Path) -> None:
     """fsync the folders that now hold new entries: those *created* and *path*'s own."""
     for folder in [*(f.parent for f in created), path.parent]:
@@ -270,6 +314,27 @@ def publish(tmp: Path, path: Path, *, sync: bool = True) -> None:
                 _copy_file(tmp, fd)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def publish_copy(source: Path, path: Path, *, sync: bool = True) -> None:
+    """Make *path* a whole copy of the complete file *source*, which stays where it is.
+
+    A hard link where the file system allows (the file keeps its mode and no
+    byte is copied), else a private copy; either way under a temporary name
+    first (``.NAME.part``), renamed into place, so that *path* is whole or
+    absent. With *sync* the rename and the folders made for it are on disk
+    when this returns (*source* itself is expected to be, already).
+    """
+    created = private_folders(path.parent)
+    temporary = path.with_name(f".{path.name}.part")
+    try:
+        os.link(source, temporary)
+    except OSError:
+        with atomic_output(temporary, sync=sync) as fd:
+            _copy_file(source, fd)
+    os.replace(temporary, path)
+    if sync:
+        _sync_folders(created, path)
 
 
 def _copy_file(source: Path, fd: int) -> None:

@@ -31,19 +31,19 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pydicom.valuerep import IS, DSfloat, PersonName
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, IS, STR_VR, DSfloat, PersonName
 
 from coercion.dicom.config import silence_pydicom_validation
+from coercion.dicom.elements import codec_for, text_values
 from coercion.dicom.elements import key as tag_key
-from coercion.dicom.elements import text_values
-from coercion.dicom.outputs import atomic_output, copy_range, write_all
+from coercion.dicom.outputs import copy_range, write_all
 from coercion.dicom.reader import parse_bytes, parse_file
-from coercion.errors import InputError, OutputError
+from coercion.dicom.tags import ITEM, ITEM_END, SEQUENCE_END, format_tag
+from coercion.errors import InputError, OutputError, map_errors
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "EncodedFile",
-    "atomic_output",
     "encode_file",
     "file_meta_bytes",
     "quiet_pydicom",
@@ -58,9 +58,6 @@ IMPLEMENTATION_VERSION_NAME = "COERCION_010"
 #: Values longer than this are left in the source file until written.
 DEFER_SIZE = 16 * 1024
 
-_LONG_VRS = frozenset(
-    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"}
-)
 _BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _UNDEFINED = 0xFFFFFFFF
 _PREAMBLE = b"\x00" * 128 + b"DICM"
@@ -111,10 +108,8 @@ def read_file(path: Path, *, defer: bool = True, name: str = "") -> FileDataset:
     if sniff(path) is None:
         raise InputError(f"{where}: not a DICOM file")
     silence_pydicom_validation()
-    try:
+    with map_errors({OSError: InputError}, f"{where}: cannot read", chain=True):
         ds = parse_file(path, DEFER_SIZE if defer else 0, name)
-    except OSError as exc:
-        raise InputError(f"{where}: cannot read ({exc.strerror})") from exc
     if len(ds) == 0:
         raise InputError(f"{where}: malformed DICOM: no data set")
     return ds
@@ -200,27 +195,6 @@ def _copy_range(src: int, dst: int, segment: _Segment, source: Path | None) -> N
         raise InputError(f"{source}: malformed DICOM: file is truncated")
 
 
-_STRING_VRS = frozenset(
-    {
-        "AE",
-        "AS",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "IS",
-        "LO",
-        "LT",
-        "PN",
-        "SH",
-        "ST",
-        "TM",
-        "UC",
-        "UI",
-        "UR",
-        "UT",
-    }
-)
 _NUMBER_FORMATS = {
     "US": "H",
     "SS": "h",
@@ -232,17 +206,6 @@ _NUMBER_FORMATS = {
     "SV": "q",
 }
 _TEXT_TYPES = (str, PersonName, DSfloat, IS)
-_SINGLE_BYTE_CODECS = frozenset({"iso8859", "latin_1", "ascii", "utf_8", "UTF8", "iso_ir_6"})
-
-
-def _single_codec(encodings: object) -> str | None:
-    """The Python codec when the data set uses one simple character set, else None."""
-    if encodings is None:
-        return "latin_1"
-    codecs = [encodings] if isinstance(encodings, str) else list(encodings)  # type: ignore[call-overload]
-    if len(codecs) == 1 and codecs[0] in _SINGLE_BYTE_CODECS:
-        return "utf_8" if codecs[0] in ("utf_8", "UTF8") else "latin_1"
-    return None
 
 
 def _encode_value(elem: DataElement, codec: str | None, little: bool) -> bytes | None:
@@ -251,7 +214,7 @@ def _encode_value(elem: DataElement, codec: str | None, little: bool) -> bytes |
     if value is None or value in ("", b""):
         return b""
     values = list(value) if isinstance(value, MultiValue | list) else [value]
-    if vr in _STRING_VRS and codec is not None and all(isinstance(v, _TEXT_TYPES) for v in values):
+    if vr in STR_VR and codec is not None and all(isinstance(v, _TEXT_TYPES) for v in values):
         data = "\\".join(map(str, values)).encode(codec)
         return data + (b"\x00" if vr == "UI" else b" ") if len(data) % 2 else data
     fmt = _NUMBER_FORMATS.get(vr)
@@ -279,7 +242,7 @@ class _Encoder:
         group, element = tag >> 16, tag & 0xFFFF
         if self.implicit:
             return self._implicit.pack(group, element, length)
-        if vr in _LONG_VRS or length == _UNDEFINED:
+        if vr in EXPLICIT_VR_LENGTH_32 or length == _UNDEFINED:
             return self._long.pack(group, element, vr.encode("ascii"), length)
         return self._short.pack(group, element, vr.encode("ascii"), length)
 
@@ -288,7 +251,7 @@ class _Encoder:
 
     def dataset(self, ds: Dataset, out: list[bytes | _Segment | _Bulk], top: bool) -> None:
         encodings = getattr(ds, "_character_set", None)
-        codec = _single_codec(encodings)
+        codec = codec_for(encodings)
         elements = ds._dict
         for key in sorted(elements, key=int):
             tag = int(key)
@@ -328,10 +291,10 @@ class _Encoder:
         if length == _UNDEFINED:
             out.append(self.header(tag, vr, _UNDEFINED))
             out.append(_Bulk(value) if bulk else value)
-            out.append(self.delimiter(0xFFFEE0DD))
+            out.append(self.delimiter(SEQUENCE_END))
             return
         if len(value) != length:
-            where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+            where = format_tag(tag)
             raise InputError(f"{self.source}: malformed DICOM: file is truncated in {where}")
         if bulk:
             out.append(self.header(tag, vr, length))
@@ -343,12 +306,12 @@ class _Encoder:
         out.append(self.header(int(elem.tag), "SQ", _UNDEFINED))
         for item in elem.value or ():
             out.append(
-                self._tag.pack(0xFFFE, 0xE000)
+                self._tag.pack(ITEM >> 16, ITEM & 0xFFFF)
                 + struct.pack("<L" if self.little else ">L", _UNDEFINED)
             )
             self.dataset(item, out, top=False)
-            out.append(self.delimiter(0xFFFEE00D))
-        out.append(self.delimiter(0xFFFEE0DD))
+            out.append(self.delimiter(ITEM_END))
+        out.append(self.delimiter(SEQUENCE_END))
 
 
 def _file_meta(ds: FileDataset, syntax: UID) -> bytes:

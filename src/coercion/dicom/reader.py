@@ -27,35 +27,27 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import dictionary_VR
+from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import STANDARD_VR, VR
 
+from coercion.dicom.elements import LONG_VR_BYTES, dictionary_vr, new_dataset, python_encodings
 from coercion.dicom.elements import key as tag_key
-from coercion.dicom.elements import new_dataset
-from coercion.errors import InputError
+from coercion.dicom.tags import ITEM, ITEM_END, SEQUENCE_END, format_tag
+from coercion.errors import InputError, map_errors
 
 __all__ = ["parse_bytes", "parse_file"]
 
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
-)
 _UNDEFINED = 0xFFFFFFFF
 #: VRs that may hold a sequence (SQ, and UN for a sequence of unknown VR).
 _SPECIAL_VRS = frozenset({b"SQ", b"UN"})
 _VR_TEXT = {str(vr).encode("ascii"): str(vr) for vr in VR if len(str(vr)) == 2}
-_ITEM = 0xFFFEE000
-_ITEM_END = 0xFFFEE00D
-_SEQUENCE_END = 0xFFFEE0DD
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_EXPLICIT_BE = "1.2.840.10008.1.2.2"
-_DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
+_DEFLATED = (DeflatedExplicitVRLittleEndian, "1.2.840.10008.1.2.8.1")
 _MMAP_THRESHOLD = 1 << 20
-_VR_CACHE: dict[int, str | None] = {}
 _Elements = dict[BaseTag, DataElement | RawDataElement]
 
 
@@ -65,17 +57,6 @@ class _TruncatedError(Exception):
     def __init__(self, tag: int) -> None:
         super().__init__(tag)
         self.tag = tag
-
-
-def _dictionary_vr(tag: int) -> str | None:
-    vr = _VR_CACHE.get(tag, "")
-    if vr == "":
-        try:
-            vr = dictionary_VR(tag)
-        except KeyError:
-            vr = None
-        _VR_CACHE[tag] = vr
-    return vr
 
 
 class _Parser:
@@ -109,7 +90,7 @@ class _Parser:
                 return elements, end
             group, element = unpack_tag(buf, pos)
             tag = group << 16 | element
-            if tag == _ITEM_END and until_item_end:
+            if tag == ITEM_END and until_item_end:
                 return elements, pos + 8
             if tag > stop:
                 return elements, pos
@@ -119,7 +100,7 @@ class _Parser:
                 start = pos + 8
             else:
                 vr = bytes(buf[pos + 4 : pos + 6])
-                if vr in _LONG_VRS:
+                if vr in LONG_VR_BYTES:
                     if end - pos < 12:
                         raise _TruncatedError(tag)
                     length = u32(buf, pos + 8)[0]
@@ -142,19 +123,12 @@ class _Parser:
                 key, text_vr, length, buf[start:pos], start, False, little, True, False
             )
         if until_item_end:
-            raise _TruncatedError(_ITEM_END)
+            raise _TruncatedError(ITEM_END)
         return elements, pos
 
     def _charset(self, raw: bytes) -> None:
         text = bytes(raw).decode("ascii", "replace").strip("\x00 ")
-        try:
-            self.charset = (
-                convert_encodings([v.strip() for v in text.split("\\")])
-                if text
-                else default_encoding
-            )
-        except LookupError:
-            self.charset = default_encoding
+        self.charset = (python_encodings(text) if text else None) or default_encoding
 
     def _is_sequence(self, tag: int, vr: bytes | None, length: int, start: int, end: int) -> bool:
         if vr == b"SQ":
@@ -163,13 +137,13 @@ class _Parser:
             return False
         if tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):
             return False
-        if self.implicit and _dictionary_vr(tag) == "SQ":
+        if self.implicit and dictionary_vr(tag) == "SQ":
             return True
         if length == _UNDEFINED:
             return True
         if length >= 8 and start + 4 <= end:
             group, element = self.tag.unpack_from(self.buf, start)
-            return bool((group << 16 | element) == _ITEM)
+            return bool((group << 16 | element) == ITEM)
         return False
 
     def _element(
@@ -220,9 +194,9 @@ class _Parser:
         while pos + 8 <= end:
             group, element = self.tag.unpack_from(self.buf, pos)
             item = group << 16 | element
-            if item == _SEQUENCE_END:
+            if item == SEQUENCE_END:
                 return pos
-            if item != _ITEM:
+            if item != ITEM:
                 break
             length = self.u32.unpack_from(self.buf, pos + 4)[0]
             if length == _UNDEFINED:
@@ -244,9 +218,9 @@ class _Parser:
             item_tag = group << 16 | element
             item_length = self.u32.unpack_from(self.buf, pos + 4)[0]
             pos += 8
-            if item_tag == _SEQUENCE_END:
+            if item_tag == SEQUENCE_END:
                 return items, pos
-            if item_tag != _ITEM:
+            if item_tag != ITEM:
                 raise _TruncatedError(tag)
             if item_length == _UNDEFINED:
                 elements, pos = self.dataset(pos, stop, top=False, until_item_end=True)
@@ -291,7 +265,7 @@ def _file_meta(buf: bytes | mmap.mmap, path: Path) -> tuple[FileMetaDataset, int
 def _meta_end(buf: bytes | mmap.mmap, pos: int, end: int) -> int:
     """The end of the next group 0002 element (parse one element at a time)."""
     vr = bytes(buf[pos + 4 : pos + 6])
-    if vr in _LONG_VRS:
+    if vr in LONG_VR_BYTES:
         length: int = struct.unpack_from("<L", buf, pos + 8)[0]
         return min(end, pos + 12 + length)
     length = struct.unpack_from("<H", buf, pos + 6)[0]
@@ -308,12 +282,13 @@ def _syntax(meta: FileMetaDataset) -> str:
 
 def _encoding(buf: bytes | mmap.mmap, pos: int, syntax: str) -> tuple[bool, bool]:
     """(implicit, little) for the data set at *pos*, trusting the bytes over the label."""
-    little = syntax != _EXPLICIT_BE
+    little = syntax != ExplicitVRBigEndian
     if not syntax and pos + 2 <= len(buf):
         # Without a transfer syntax, the byte order giving the lower group wins.
         little = struct.unpack_from("<H", buf, pos)[0] <= struct.unpack_from(">H", buf, pos)[0]
-    implicit = not _looks_explicit(buf, pos) if pos + 6 <= len(buf) else syntax == _IMPLICIT_LE
-    return implicit, little
+    if pos + 6 > len(buf):
+        return syntax == ImplicitVRLittleEndian, little
+    return not _looks_explicit(buf, pos), little
 
 
 def _parse(buf: bytes | mmap.mmap, path: Path, defer: int, stop: int = 0xFFFFFFFF) -> FileDataset:
@@ -364,12 +339,10 @@ def parse_bytes(data: bytes, name: str, stop: int = 0xFFFFFFFF) -> FileDataset:
 @contextlib.contextmanager
 def _reported(name: str, what: str) -> Iterator[None]:
     """Turn parse failures into an InputError naming *name* (and the element, where known)."""
-    try:
-        yield
-    except _TruncatedError as exc:
-        where = f" in ({exc.tag >> 16:04X},{exc.tag & 0xFFFF:04X})" if exc.tag else ""
-        raise InputError(f"{name}: malformed DICOM: {what} is truncated{where}") from None
-    except (struct.error, zlib.error, ValueError) as exc:
-        raise InputError(
-            f"{name}: malformed DICOM: cannot parse ({exc.__class__.__name__})"
-        ) from None
+    failures = (struct.error, zlib.error, ValueError)
+    with map_errors({failures: InputError}, f"{name}: malformed DICOM: cannot parse"):
+        try:
+            yield
+        except _TruncatedError as exc:
+            where = f" in {format_tag(exc.tag)}" if exc.tag else ""
+            raise InputError(f"{name}: malformed DICOM: {what} is truncated{where}") from None

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 from pydicom.uid import UID
 
-from coercion.dicom.elements import dictionary_vr
+from coercion.dicom.elements import LONG_VR_BYTES, SHORT_VR_BYTES, dictionary_vr
+from coercion.dicom.tags import ITEM, ITEM_END, SEQUENCE_END, format_tag
 from coercion.errors import MalformedDataError
 
 __all__ = ["MAX_DEPTH", "MAX_INFLATED", "check_data_set", "check_file", "check_received"]
@@ -49,19 +50,8 @@ MAX_DEPTH = 64
 MAX_INFLATED = 1 << 30
 
 _UNDEFINED = 0xFFFFFFFF
-_ITEM = 0xFFFEE000
-_ITEM_END = 0xFFFEE00D
-_SEQUENCE_END = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
-)
-_SHORT_VRS = frozenset(
-    {
-        *(b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO"),
-        *(b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"),
-    }
-)
+_VR_BYTES = LONG_VR_BYTES | SHORT_VR_BYTES
 _FRAGMENT_VRS = frozenset({b"OB", b"OW"})
 _META_HEADER = struct.Struct("<HH2sH")
 _META_U32 = struct.Struct("<L")
@@ -114,7 +104,7 @@ class _Walk:
         self.depth = 0
 
     def fail(self, tag: int, pos: int, what: str) -> MalformedDataError:
-        where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag else "element header"
+        where = format_tag(tag) if tag else "element header"
         return MalformedDataError(
             f"{self.name}: malformed data set: {where} at byte {pos}: {what}; "
             "the object is cut short or corrupt, refused",
@@ -151,7 +141,7 @@ class _Walk:
         implicit_header = enc.implicit_header.unpack_from
         explicit_header = enc.explicit_header.unpack_from
         u32 = enc.u32.unpack_from
-        short_vrs = _SHORT_VRS
+        short_vrs = SHORT_VR_BYTES
         while pos < end:
             if end - pos < 8:
                 if top and not any(buf[pos:end]):
@@ -171,7 +161,7 @@ class _Walk:
                     continue
                 if group == 0xFFFE:
                     length, vr = u32(buf, pos + 4)[0], None
-                elif vr in _LONG_VRS:
+                elif vr in LONG_VR_BYTES:
                     if end - pos < 12:
                         raise self.fail(group << 16 | element, pos, "truncated header")
                     length = u32(buf, pos + 8)[0]
@@ -199,7 +189,7 @@ class _Walk:
 
     def delimiter(self, frame: _Frame, tag: int, length: int, pos: int, top: bool) -> int:
         """An item delimiter closing *frame*; any other (FFFE,xxxx) tag here is a fault."""
-        if tag != _ITEM_END or top or not frame.undefined:
+        if tag != ITEM_END or top or not frame.undefined:
             raise self.fail(tag, pos, "an item or delimiter tag where none may be")
         if length != 0:
             raise self.fail(tag, pos, "delimiter with a non-zero length")
@@ -227,11 +217,11 @@ class _Walk:
                 raise self.fail(tag, pos, "fragments without a sequence delimiter (cut short)")
             group, element, length = header(self.buf, pos)
             item = group << 16 | element
-            if item == _SEQUENCE_END:
+            if item == SEQUENCE_END:
                 if length != 0:
                     raise self.fail(tag, pos, "delimiter with a non-zero length")
                 return pos + 8
-            if item != _ITEM or length == _UNDEFINED:
+            if item != ITEM or length == _UNDEFINED:
                 raise self.fail(tag, pos, "a fragment is not an item of defined length")
             pos += 8 + length
             if pos > end:
@@ -250,7 +240,7 @@ class _Walk:
         header = frame.encoding.implicit_header
         group, element, length = header.unpack_from(self.buf, pos)
         tag = group << 16 | element
-        if tag == _ITEM:
+        if tag == ITEM:
             if length == _UNDEFINED:
                 self.push(_Frame(False, frame.tag, end, True, frame.encoding), pos)
             elif pos + 8 + length > end:
@@ -258,7 +248,7 @@ class _Walk:
             else:
                 self.push(_Frame(False, frame.tag, pos + 8 + length, False, frame.encoding), pos)
             return pos + 8
-        if tag == _SEQUENCE_END and frame.undefined:
+        if tag == SEQUENCE_END and frame.undefined:
             if length != 0:
                 raise self.fail(frame.tag, pos, "delimiter with a non-zero length")
             self.pop()
@@ -303,10 +293,10 @@ def check_file(data: bytes, name: str) -> None:
     while len(data) - pos >= 8 and data[pos : pos + 2] == b"\x02\x00":
         _group, element, vr, length = _META_HEADER.unpack_from(data, pos)
         start = pos + 8
-        if vr in _LONG_VRS:
+        if vr in LONG_VR_BYTES:
             start = pos + 12
             length = _META_U32.unpack_from(data, pos + 8)[0] if len(data) >= start else 0
-        if start + length > len(data) or vr not in _LONG_VRS | _SHORT_VRS:
+        if start + length > len(data) or vr not in _VR_BYTES:
             raise _Walk(data, name, 0).fail(0x00020000 | element, pos, "broken file meta")
         if element == 0x0010:
             syntax = data[start : start + length].decode("ascii", "replace").strip("\x00 ")
@@ -331,7 +321,7 @@ def _check_encoded(data: Buffer, pos: int, transfer_syntax: str, name: str) -> N
         implicit, little, deflated = False, len(head) < 2 or head[0] != 0 or head[1] == 0, False
     if deflated:
         data, pos = _inflate(data[pos:], name), 0
-    implicit = implicit or bytes(data[pos + 4 : pos + 6]) not in _LONG_VRS | _SHORT_VRS
+    implicit = implicit or bytes(data[pos + 4 : pos + 6]) not in _VR_BYTES
     check_data_set(data, name, implicit=implicit, little=little, start=pos)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from coercion.directory.ldifio import Entry, read_ldif_folder
-from coercion.errors import ConfigError
+from coercion.errors import ConfigError, map_errors
 from coercion.resources import default_ldif_dir, schema_dir
 
 __all__ = [
@@ -165,10 +165,9 @@ def to_json(dn: str, attrs: dict[str, list[str]], syntaxes: Syntaxes) -> EntryJS
 @functools.cache
 def _validator(schema_file: str) -> Draft202012Validator:
     path = Path(schema_dir()) / schema_file
-    try:
+    where = f"{path}: cannot load the JSON Schema"
+    with map_errors({(OSError, ValueError): ConfigError}, where, reason=str):
         schema = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot load the JSON Schema ({exc})") from None
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
 

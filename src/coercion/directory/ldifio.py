@@ -10,7 +10,7 @@ from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 from ldif import LDIFParser, LDIFWriter
 
-from coercion.errors import ConfigError
+from coercion.errors import ConfigError, map_errors
 
 __all__ = [
     "Change",
@@ -84,10 +84,10 @@ def _unfold(lines: list[str]) -> list[tuple[str, str]]:
 
 
 def _read_text(path: Path) -> str:
+    with map_errors({OSError: ConfigError}, f"{path}: cannot read"):
+        data = path.read_bytes()
     try:
-        return path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid LDIF ({exc})") from None
 

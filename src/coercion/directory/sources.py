@@ -34,7 +34,7 @@ from ldap3.core import exceptions as ldap3_errors
 from ldap3.core.exceptions import LDAPException
 
 from coercion.directory.ldifio import Entry, read_ldif_folder
-from coercion.errors import ConfigError, DirectoryUnavailableError
+from coercion.errors import ConfigError, DirectoryUnavailableError, map_errors
 
 __all__ = [
     "DirectorySource",
@@ -99,12 +99,10 @@ class EmbeddedDirectory(DirectorySource):
 
     def _file_state(self) -> str:
         digest = hashlib.sha256()
-        try:
+        with map_errors({OSError: ConfigError}, f"{self.folder}: cannot read"):
             for path in sorted(self.folder.glob("*.ldif")):
                 stat = path.stat()
                 digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        except OSError as exc:
-            raise ConfigError(f"{self.folder}: cannot read ({exc.strerror})") from None
         return digest.hexdigest()
 
     def fingerprint(self) -> str:
@@ -159,12 +157,9 @@ class LdapSettings:
     def password(self) -> str | None:
         """The bind password, or None for an anonymous bind."""
         if self.password_file is not None:
-            try:
+            where = f"{self.password_file}: cannot read the LDAP password"
+            with map_errors({OSError: ConfigError}, where):
                 return self.password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"{self.password_file}: cannot read the LDAP password ({exc.strerror})"
-                ) from None
         return os.environ.get("COERCION_LDAP_PASSWORD")
 
 
@@ -335,11 +330,10 @@ class SnapshotDirectory(DirectorySource):
         self.origin = f"snapshot {path}"
 
     def entries(self) -> list[Entry]:
-        try:
+        failures = (OSError, ValueError, KeyError, TypeError)
+        with map_errors({failures: ConfigError}, f"{self.path}: not a usable snapshot", reason=str):
             data = json.loads(self.path.read_text(encoding="utf-8"))
             return [(str(item["dn"]), dict(item["attributes"])) for item in data["entries"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{self.path}: not a usable snapshot ({exc})") from None
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()

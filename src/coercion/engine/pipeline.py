@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset, FileDataset
 
+from coercion.dicom.elements import python_encodings
 from coercion.dicom.outputs import atomic_output
 from coercion.dicom.part10 import EncodedFile, encode_file
 from coercion.engine.context import EventContext
@@ -154,10 +154,7 @@ def check(
 def encodings(ds: Dataset) -> list[str]:
     """The codecs *ds*'s text may be in: its character sets, then the usual ones."""
     charset = ds.get("SpecificCharacterSet")
-    try:
-        codecs = convert_encodings(charset) if charset else []
-    except LookupError:
-        codecs = []
+    codecs = (python_encodings(charset) if charset else None) or []
     return ["ascii", *codecs, "utf-8", "latin-1"]
 
 

@@ -37,13 +37,17 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import, unseen by mypy
+    ModalityPerformedProcedureStep,
+)
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from coercion.dicom.outputs import (
     atomic_output,
     private_folders,
-    sync_folder,
+    publish_copy,
     temporary_file,
     write_all,
 )
@@ -60,10 +64,10 @@ __all__ = ["Forwarder"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 60.0
-_MPPS = "1.2.840.10008.3.1.2.3.3"
+_MPPS = ModalityPerformedProcedureStep
 #: Queued MPPS messages: file-name kind -> the DIMSE they are sent as.
 _MESSAGE_DIMSE = {"ncreate": Dimse.N_CREATE_RQ, "nset": Dimse.N_SET_RQ}
-_MPPS_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+_MPPS_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: Series Instance UID: the last of the UIDs the storage path is made of.
 _INSTANCE_UIDS_END = 0x0020000E
 _BATCH = 64
@@ -440,24 +444,9 @@ class Forwarder:
             if rule.matches(ctx, ds):
                 destinations.extend(d for d in rule.destinations if d not in destinations)
         for destination in destinations:
-            folder = self.queue / destination
-            created = private_folders(folder)
             kind = {Dimse.N_CREATE_RQ: ".ncreate", Dimse.N_SET_RQ: ".nset"}.get(ctx.dimse, "")
             name = f"{ctx.local_ae}--{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{kind}.dcm"
-            temporary = folder / f".{name}.part"
-            try:
-                os.link(stored, temporary)  # the stored file's mode (0600) comes along
-            except OSError:
-                with (
-                    atomic_output(temporary, sync=sync) as fd,
-                    open(fd, "wb", closefd=False) as out,
-                ):
-                    out.write(stored.read_bytes())  # a private copy (mode 0600)
-            os.replace(temporary, folder / name)
-            if sync:
-                for new_folder in created:
-                    sync_folder(new_folder.parent)
-                sync_folder(folder)
+            publish_copy(stored, self.queue / destination / name, sync=sync)
             self._sender(destination).wake.set()
         return destinations
 

@@ -21,6 +21,9 @@ from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import, unseen by mypy
+    ModalityPerformedProcedureStep,
+)
 
 from coercion.dicom.outputs import atomic_output, write_all
 from coercion.directory.settings import DeviceSettings
@@ -35,7 +38,7 @@ from coercion.net.paths import mpps_path
 
 __all__ = ["MPPS_SOP_CLASS", "Mpps"]
 
-MPPS_SOP_CLASS = UID("1.2.840.10008.3.1.2.3.3")
+MPPS_SOP_CLASS = UID(ModalityPerformedProcedureStep)
 _SUCCESS = 0x0000
 _DUPLICATE_INSTANCE = 0x0111
 _NO_SUCH_INSTANCE = 0x0112

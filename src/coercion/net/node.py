@@ -25,6 +25,9 @@ from typing import Any
 
 from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import, unseen by mypy
+    Verification,
+)
 
 from coercion.dicom.outputs import remove_stale_temporaries
 from coercion.directory.config import Configuration
@@ -47,7 +50,7 @@ __all__ = ["Node", "NodeSettings"]
 log = logging.getLogger(__name__)
 
 _SUCCESS = 0x0000
-_VERIFICATION = UID("1.2.840.10008.1.1")
+_VERIFICATION = UID(Verification)
 
 
 @dataclass(frozen=True)

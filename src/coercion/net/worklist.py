@@ -27,6 +27,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 from pynetdicom import AE, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import, unseen by mypy
+    ModalityWorklistInformationFind,
+)
 
 from coercion.dicom.wellformed import check_file
 from coercion.directory.settings import DeviceSettings
@@ -43,7 +46,7 @@ __all__ = ["WORKLIST_FIND", "Worklist", "WorklistSCP", "answer", "matches"]
 log = logging.getLogger(__name__)
 
 _RANGE_VRS = frozenset({"DA", "TM", "DT"})
-WORKLIST_FIND = UID("1.2.840.10008.5.1.4.31")
+WORKLIST_FIND = UID(ModalityWorklistInformationFind)
 _SUCCESS = 0x0000
 _PENDING = 0xFF00
 _CANCEL = 0xFE00

@@ -23,6 +23,7 @@ import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from coercion.dicom.tags import parse_tag
 from coercion.profile._table import PROFILE_ROWS, SAFE_PRIVATE_ROWS
 from coercion.profile.options import Option
 
@@ -31,7 +32,6 @@ __all__ = [
     "CompiledProfile",
     "PatternRow",
     "compile_profile",
-    "parse_tag",
 ]
 
 
@@ -68,12 +68,6 @@ class PatternRow(enum.Enum):
     OVERLAY_DATA = "(60xx,3000)"
     OVERLAY_COMMENTS = "(60xx,4000)"
     PRIVATE = "(gggg,eeee) where gggg is odd"
-
-
-def parse_tag(text: str) -> int:
-    """Parse ``(GGGG,EEEE)`` into an int tag."""
-    group, element = text.strip("()").split(",")
-    return (int(group, 16) << 16) | int(element, 16)
 
 
 def resolve(code: str) -> Action:
@@ -139,7 +133,9 @@ def _compile(options: frozenset[Option]) -> CompiledProfile:
         if pattern is not None:
             patterns[pattern] = action
         else:
-            actions[parse_tag(tag_text)] = action
+            tag = parse_tag(tag_text)
+            assert tag is not None, tag_text  # the generated table writes every other row so
+            actions[tag] = action
     safe: frozenset[tuple[int, int, str]] = frozenset()
     if patterns[PatternRow.PRIVATE] is not Action.X:
         safe = frozenset(

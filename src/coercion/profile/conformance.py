@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pydicom.datadict import dictionary_VR
-
-from coercion.dicom.elements import BINARY_VRS, NUMBER_SIZE
+from coercion.dicom.elements import BINARY_VRS, NUMBER_SIZE, dictionary_vr
+from coercion.dicom.tags import parse_tag
 from coercion.profile._table import OPTION_COLUMNS, PROFILE_ROWS
 from coercion.profile.compiled import Action, PatternRow, compile_profile, resolve
 from coercion.profile.options import Option
@@ -64,15 +63,6 @@ class ConformanceRow:
     standard: str
     action: str
     note: str
-
-
-def _dictionary_vr(tag_text: str) -> str:
-    """The dictionary VR of an exact tag (the first of ``US or SS``); "" when unknown."""
-    group, element = tag_text.strip("()").split(",")
-    try:
-        return str(dictionary_VR(int(group, 16) << 16 | int(element, 16))).split(" or ")[0]
-    except KeyError:
-        return ""
 
 
 def clean_note(vr: str, options: frozenset[Option]) -> str:
@@ -140,7 +130,8 @@ def conformance_rows(options: Iterable[Option] = ()) -> list[ConformanceRow]:
         if pattern is not None:
             vr, note = "", _pattern_note(pattern, action, chosen)
         else:
-            vr = _dictionary_vr(tag_text)
+            tag = parse_tag(tag_text)
+            vr = "" if tag is None else dictionary_vr(tag, "")
             note = clean_note(vr, chosen) if action is Action.C else COMPOUND_NOTES.get(code, "")
         row = ConformanceRow(
             tag_text, keyword or "", name, vr, retired, column, code, action.value, note

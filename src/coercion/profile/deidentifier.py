@@ -28,6 +28,7 @@ from coercion.dicom.elements import (
     BINARY_VRS,
     NUMBER_SIZE,
     dictionary_vr,
+    joined_text,
     new_dataset,
     put_value,
     simple_codec,
@@ -35,6 +36,7 @@ from coercion.dicom.elements import (
     vr_of,
 )
 from coercion.dicom.elements import key as tag_key
+from coercion.dicom.tags import format_tag
 from coercion.profile.cleaning import Scrubber
 from coercion.profile.compiled import Action, CompiledProfile, PatternRow
 from coercion.profile.dates import (
@@ -93,8 +95,8 @@ class Change(NamedTuple):
     action: Action
 
     def __str__(self) -> str:
-        where = "".join(f"({t >> 16:04X},{t & 0xFFFF:04X})[{i}]." for t, i in self.path)
-        return f"{where}({self.tag >> 16:04X},{self.tag & 0xFFFF:04X}) {self.action.value}"
+        where = "".join(f"{format_tag(t)}[{i}]." for t, i in self.path)
+        return f"{where}{format_tag(self.tag)} {self.action.value}"
 
 
 @dataclass
@@ -217,7 +219,9 @@ class Deidentifier:
         if self.profile.shifts_dates:
             offset = date_offset
             if offset is None:
-                offset = self.date_offset(_text(ds, _PATIENT_ID), _text(ds, _ISSUER_OF_PATIENT_ID))
+                offset = self.date_offset(
+                    joined_text(ds, _PATIENT_ID), joined_text(ds, _ISSUER_OF_PATIENT_ID)
+                )
             record.date_offset_seconds = offset
         scrubber = Scrubber(removed_values(ds, self.profile)) if self._cleans_text else None
         walk = _Walk(record, offset, scrubber, remap or self._uids.remap)
@@ -426,7 +430,7 @@ class Deidentifier:
         """
         count = _dictionary_count(tag)
         if vr in _TEXT_VRS:
-            value = self._token(int(tag), _text(ds, tag))
+            value = self._token(int(tag), joined_text(ds, tag))
         elif vr in NUMBER_SIZE:
             return bytes(NUMBER_SIZE[vr] * count)
         elif vr in ("DS", "IS"):
@@ -478,11 +482,6 @@ class Deidentifier:
             items.append(item)
         key = tag_key(_DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
         ds._dict[key] = DataElement(key, "SQ", Sequence(items))
-
-
-def _text(ds: Dataset, tag: int) -> str:
-    """The values of a text element joined by backslash, or '' when absent."""
-    return "\\".join(text_values(ds, tag))
 
 
 def _scrub(ds: Dataset, tag: BaseTag, vr: str, scrubber: Scrubber) -> None:

@@ -21,8 +21,8 @@ import secrets
 import stat
 from pathlib import Path
 
-from coercion.dicom.outputs import FILE_MODE, private_folders
-from coercion.errors import ConfigError
+from coercion.dicom.outputs import create_private, private_folders
+from coercion.errors import ConfigError, map_errors
 from coercion.profile.uids import uuid_uid
 
 __all__ = [
@@ -83,15 +83,12 @@ def _check_private(path: Path, mode: int) -> None:
 
 def _create(path: Path) -> bytes:
     secret = secrets.token_bytes(_SECRET_BYTES)
-    try:
+    with map_errors({OSError: ConfigError}, f"{path}: cannot create key file", chain=True):
         private_folders(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except FileExistsError:
+        fd = create_private(path)
+    if fd is None:  # made by another process meanwhile
         return load_or_create_secret(path)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot create key file ({exc.strerror})") from exc
     with os.fdopen(fd, "w", encoding="ascii") as handle:
-        os.fchmod(fd, FILE_MODE)  # os.open's mode went through the umask
         handle.write(secret.hex() + "\n")
         handle.flush()
         os.fsync(fd)  # a key lost in a power cut would change every pseudonym made with it

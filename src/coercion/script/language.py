@@ -37,9 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.datadict import dictionary_VR
-
 from coercion.dicom.elements import dictionary_vr
+from coercion.dicom.tags import format_tag, format_tags, parse_tag
 from coercion.errors import ConfigError
 from coercion.profile import Action, compile_profile
 
@@ -47,9 +46,7 @@ __all__ = [
     "GENERAL",
     "MACROS",
     "NESTING_RULE",
-    "PATH_PATTERN",
     "REQUIRED",
-    "TAG_PATTERN",
     "TYPE1",
     "Assignment",
     "Command",
@@ -63,7 +60,6 @@ __all__ = [
     "Script",
     "Section",
     "Template",
-    "format_key",
     "load_json",
     "parse_boolean",
     "parse_key",
@@ -99,11 +95,6 @@ NESTING_RULE = (
 )
 #: What a project is called, and owned by, when no section says (as in mercure).
 UNDEFINED_NAME, UNKNOWN_OWNER = "Undefined", "Unknown"
-#: A tag as scripts write it: ``(gggg,eeee)``.
-TAG_PATTERN = re.compile(r"^\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)$")
-_STEP = r"\(\s*[0-9A-Fa-f]{4}\s*,\s*[0-9A-Fa-f]{4}\s*\)"
-#: A path into sequence items: ``(gggg,eeee)/(gggg,eeee)``, each step but the last a sequence.
-PATH_PATTERN = re.compile(rf"^{_STEP}(\s*/\s*{_STEP})+$")
 _SOP_CLASS_UID, _SOP_INSTANCE_UID = 0x00080016, 0x00080018
 #: Type 1 attributes a script may replace but never remove or empty.
 TYPE1 = frozenset({_SOP_CLASS_UID, _SOP_INSTANCE_UID})
@@ -315,11 +306,11 @@ class Assignment:
     def describe(self) -> list[str]:
         """One line per tag or path: key, command name and source; no parameter is shown."""
         lines = [
-            f"{format_key((tag,))} {command.describe()} [{command.source}]"
+            f"{format_tag(tag)} {command.describe()} [{command.source}]"
             for tag, command in sorted(self.commands.items())
         ]
         lines += [
-            f"{format_key(path)} {command.describe()} [{command.source}]"
+            f"{format_tags(path)} {command.describe()} [{command.source}]"
             for path, command in sorted(self.paths.items())
         ]
         return lines
@@ -452,17 +443,17 @@ def project_key(text: str) -> str:
     return text[3:] if text.startswith("az_") else text
 
 
-def format_key(path: tuple[int, ...]) -> str:
-    """``(gggg,eeee)`` or ``(gggg,eeee)/(gggg,eeee)``, as scripts write keys."""
-    return "/".join(f"({tag >> 16:04X},{tag & 0xFFFF:04X})" for tag in path)
-
-
 def parse_key(text: str) -> tuple[int, ...] | None:
-    """The tags of a key (one, or a path); None when *text* is not a key."""
-    if not (TAG_PATTERN.match(text) or PATH_PATTERN.match(text)):
-        return None
-    steps = [TAG_PATTERN.match(step.strip()) for step in text.split("/")]
-    return tuple(int(m.group(1) + m.group(2), 16) for m in steps if m)
+    """The tags of a key: ``(gggg,eeee)``, or a path into items ``(gggg,eeee)/(gggg,eeee)``.
+
+    Each step of a path but the last is a sequence; spaces may stand around
+    the slashes. None when *text* is not a key.
+    """
+    steps = text.split("/")
+    if len(steps) > 1:
+        steps = [steps[0].rstrip(), *(step.strip() for step in steps[1:-1]), steps[-1].lstrip()]
+    tags = [parse_tag(step) for step in steps]
+    return tuple(tag for tag in tags if tag is not None) if None not in tags else None
 
 
 def preset_kinds() -> dict[int, Kind]:
@@ -541,7 +532,7 @@ def _check_type1(assignment: Assignment, problems: list[str]) -> None:
         command = assignment.commands.get(tag)
         if command is not None and command.kind in gone:
             problems.append(
-                f"section {assignment.project}: {format_key((tag,))}: {command.kind.value} "
+                f"section {assignment.project}: {format_tag(tag)}: {command.kind.value} "
                 f"(from {command.source}) would leave the object without this Type 1 "
                 "attribute; keep it or set(...) a new value"
             )
@@ -627,8 +618,8 @@ def _keyed_command(
 def _check_path(tags: tuple[int, ...]) -> None:
     """Each step of a path but the last must be a standard sequence."""
     for step in tags[:-1]:
-        if _dictionary_vr(step) != "SQ":
-            raise ValueError(f"{format_key((step,))} in a path is not a sequence")
+        if dictionary_vr(step) != "SQ":
+            raise ValueError(f"{format_tag(step)} in a path is not a sequence")
 
 
 def parse_boolean(value: object) -> bool | None:
@@ -640,20 +631,11 @@ def parse_boolean(value: object) -> bool | None:
     return None
 
 
-def _dictionary_vr(tag: int) -> str | None:
-    """The dictionary VR, or None for a private or unknown tag (its element's VR decides)."""
-    if tag >> 16 & 1:
-        return None
-    try:
-        return str(dictionary_VR(tag)).split(" or ")[0]
-    except KeyError:
-        return None
-
-
 def parse_command(text: str, tag: int, source: str = GENERAL) -> Command:
     """Parse one command for *tag*; ValueError says what is wrong."""
     stripped = text.strip()
-    vr = _dictionary_vr(tag)
+    # None for a private or unknown tag: its element's VR decides.
+    vr = None if tag >> 16 & 1 else dictionary_vr(tag, None)
     lowered = stripped.lower()
     if lowered in ("keep", "safe", "remove", "clear", "truncdate"):
         kind = Kind(lowered)
@@ -727,10 +709,10 @@ def _macro(name: str, argument: str | None) -> Macro:
         return Macro(name)
     if name != "value":
         raise ValueError(f"macro @{name}@ takes no argument")
-    match = TAG_PATTERN.match(f"({argument.strip().strip('()')})")
-    if not match:
+    tag = parse_tag(f"({argument.strip().strip('()')})")
+    if tag is None:
         raise ValueError(f"@value({argument})@: the argument must be a tag gggg,eeee")
-    return Macro(name, int(match.group(1) + match.group(2), 16))
+    return Macro(name, tag)
 
 
 def parse_rewrite(text: str) -> Rewrite:

@@ -24,7 +24,16 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import generate_uid
 
-from coercion.dicom.elements import dictionary_vr, key, put_value, simple_codec, text_values, vr_of
+from coercion.dicom.elements import (
+    dictionary_vr,
+    joined_text,
+    key,
+    put_value,
+    simple_codec,
+    text_values,
+    vr_of,
+)
+from coercion.dicom.tags import format_tag
 from coercion.errors import RuleFailedError
 from coercion.profile import Action, Change
 from coercion.script.language import Assignment, Command, Counter, Kind, Macro, Template
@@ -274,7 +283,7 @@ class ScriptRunner:
     def _write(self, chain: tuple[Dataset, ...], tag: int, vr: str, values: list[str]) -> None:
         """Write text *values* as the VR needs: numbers checked, text in the character set."""
         ds = chain[0]
-        where = f"{self._where}: ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        where = f"{self._where}: {format_tag(tag)}"
         if vr in _NUMBER_VRS or vr in _FLOAT_VRS:
             try:
                 numbers = [float(v) if vr in _FLOAT_VRS else int(v) for v in values]
@@ -307,7 +316,7 @@ class ScriptRunner:
                 text.append(part)
             elif isinstance(part, Counter):
                 original = "\\".join(text_values(chain[0], tag))
-                name = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+                name = format_tag(tag)
                 text.append(part.format(self.resources.number(name, original)))
             else:
                 text.append(self._macro(part, tag, chain))
@@ -339,12 +348,14 @@ class ScriptRunner:
             return self.resources.uid(original) if original else _random()
         top = chain[-1]
         if name in ("fake_name", "fake_mrn"):
-            patient = "\x00".join((_text(top, _PATIENT_ID), _text(top, _ISSUER_OF_PATIENT_ID)))
+            patient = "\x00".join(
+                (joined_text(top, _PATIENT_ID), joined_text(top, _ISSUER_OF_PATIENT_ID))
+            )
             number = self.resources.number("@patient", patient)
             return fake_name(number) if name == "fake_name" else f"{number:08d}"
         if name == "hash_acc":
-            return self.resources.keyed_hash(_text(top, _ACCESSION_NUMBER).lower())
-        study = _text(top, _ACCESSION_NUMBER) or _text(top, _STUDY_INSTANCE_UID)
+            return self.resources.keyed_hash(joined_text(top, _ACCESSION_NUMBER).lower())
+        study = joined_text(top, _ACCESSION_NUMBER) or joined_text(top, _STUDY_INSTANCE_UID)
         return f"ACC{self.resources.number('@study', study):07d}"  # fake_acc
 
 
@@ -391,10 +402,6 @@ def _needs_charset(ds: Dataset) -> bool:
             if isinstance(value, list) and not all(str(v).isascii() for v in value):
                 return True
     return False
-
-
-def _text(ds: Dataset, tag: int) -> str:
-    return "\\".join(text_values(ds, tag))
 
 
 def _split(tag: int) -> tuple[int, int]:

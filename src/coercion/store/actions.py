@@ -18,7 +18,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from coercion.dicom.elements import text_values
+from coercion.dicom.elements import joined_text, text_values
 from coercion.engine.context import EventContext
 from coercion.engine.registry import ActionEnv, register_scheme
 from coercion.engine.rules import RuleAction
@@ -40,13 +40,6 @@ __all__ = ["PseudonymizeAction", "ReidentifyAction", "open_store"]
 _DEMOGRAPHICS = ("PatientName", "PatientBirthDate", "PatientSex", "OtherPatientIDs")
 _STUDY_LEVEL = ("AccessionNumber", "StudyID", "StudyDate", "StudyTime")
 _PARAMETERS = ("options",)
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    from pydicom.datadict import tag_for_keyword
-
-    tag = tag_for_keyword(keyword)
-    return "" if tag is None else "\\".join(text_values(ds, tag))
 
 
 def open_store(env: ActionEnv, url: str) -> PseudonymStore:
@@ -78,17 +71,17 @@ class PseudonymizeAction:
 
     def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
         """Pseudonymise *ds* in place and record what is needed to go back."""
-        patient_id = _text(ds, "PatientID")
+        patient_id = joined_text(ds, "PatientID")
         if not patient_id:
             raise RuleFailedError(
                 f"pseudonymize:{self.scope_name}: the object has no Patient ID to pseudonymise",
                 kind="no Patient ID",
             )
         scope = open_store(self.env, self.url).scope(self.scope_name, self.settings)
-        demographics = {k: v for k in _DEMOGRAPHICS if (v := _text(ds, k))}
-        study = {k: v for k in _STUDY_LEVEL if (v := _text(ds, k))}
-        original_study = _text(ds, "StudyInstanceUID")
-        patient = scope.patient(patient_id, _text(ds, "IssuerOfPatientID"), demographics)
+        demographics = {k: v for k in _DEMOGRAPHICS if (v := joined_text(ds, k))}
+        study = {k: v for k in _STUDY_LEVEL if (v := joined_text(ds, k))}
+        original_study = joined_text(ds, "StudyInstanceUID")
+        patient = scope.patient(patient_id, joined_text(ds, "IssuerOfPatientID"), demographics)
         seen: list[str] = []
 
         def remap(uid: str) -> str:
@@ -120,7 +113,7 @@ class ReidentifyAction:
     def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:
         """Restore identity, UIDs and study-level values; refuse an unknown pseudonym."""
         scope = open_store(self.env, self.url).scope(self.scope_name, self.settings)
-        pseudonym = _text(ds, "PatientID")
+        pseudonym = joined_text(ds, "PatientID")
         known = scope.known_patient(pseudonym) if pseudonym else None
         if known is None:
             raise RuleFailedError(
@@ -129,8 +122,8 @@ class ReidentifyAction:
                 kind="unknown pseudonym",
             )
         patient, originals = known
-        study = scope.original_study(_text(ds, "StudyInstanceUID")) or {}
-        shifted = _text(ds, "LongitudinalTemporalInformationModified") == "MODIFIED"
+        study = scope.original_study(joined_text(ds, "StudyInstanceUID")) or {}
+        shifted = joined_text(ds, "LongitudinalTemporalInformationModified") == "MODIFIED"
         changes: list[Change] = []
         uids: dict[str, str | None] = {}
 

@@ -42,8 +42,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from coercion.dicom.outputs import FILE_MODE, private_folders
-from coercion.errors import StoreError
+from coercion.dicom.outputs import create_private, private_folders
+from coercion.errors import StoreError, map_errors
 from coercion.profile.dates import offset_seconds
 from coercion.store.crypto import ScopeKeys
 from coercion.store.schema import SCHEMA_VERSION, NewerSchemaError, create_or_migrate, seal_offset
@@ -119,19 +119,12 @@ def _create_private_sqlite(url: str) -> None:
     existing file is left as it is.
     """
     path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
-    try:  # the embedded store lives in the node's data folder: make it
+    # The embedded store lives in the node's data folder: make it.
+    with map_errors({OSError: StoreError}, f"store {url}: cannot create its folder"):
         private_folders(path.parent)
-    except OSError as exc:
-        raise StoreError(f"store {url}: cannot create its folder ({exc.strerror})") from None
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise StoreError(f"store {url}: cannot create its file ({exc.strerror})") from None
-    try:
-        os.fchmod(fd, FILE_MODE)
-    finally:
+    with map_errors({OSError: StoreError}, f"store {url}: cannot create its file"):
+        fd = create_private(path)
+    if fd is not None:
         os.close(fd)
 
 
@@ -143,12 +136,9 @@ class PseudonymStore:
         self._secret = secret
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             _create_private_sqlite(url)
-        try:
+        failures = (SQLAlchemyError, ImportError, ValueError)
+        with map_errors({failures: StoreError}, f"store {_safe(url)}: cannot open"):
             self.engine: Engine = create_engine(url, pool_pre_ping=True)
-        except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise StoreError(
-                f"store {_safe(url)}: cannot open ({exc.__class__.__name__})"
-            ) from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         elif self.engine.dialect.name != "postgresql":
@@ -180,14 +170,9 @@ class PseudonymStore:
                 time.sleep(0.05 * (attempt + 1))
 
     def _migrate_once(self) -> None:
-        try:
-            with self.engine.begin() as connection:
-                create_or_migrate(connection, self._secret, _safe(self.url))
-        except SQLAlchemyError as exc:
-            raise StoreError(
-                f"store {_safe(self.url)}: cannot create or migrate the schema "
-                f"({exc.__class__.__name__})"
-            ) from None
+        where = f"store {_safe(self.url)}: cannot create or migrate the schema"
+        with map_errors({SQLAlchemyError: StoreError}, where), self.engine.begin() as connection:
+            create_or_migrate(connection, self._secret, _safe(self.url))
 
     def run(self, work: Callable[[Connection], _T], where: str) -> _T:
         """*work* in one transaction, run again after a deadlock or serialization failure.

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from coercion.dicom.elements import dictionary_vr
+from coercion.dicom.tags import format_tag, parse_tag
 from coercion.directory.config import script_body
 from coercion.directory.entries import default_syntaxes, to_json, validate
 from coercion.directory.ldifio import Entry, escape_rdn_value
@@ -44,7 +45,6 @@ from coercion.script.language import (
     GENERAL,
     Kind,
     Options,
-    format_key,
     load_json,
     parse_command,
     parse_script,
@@ -56,7 +56,6 @@ __all__ = ["convert_mercure"]
 _OPTIONS = tuple(Options.__dataclass_fields__)
 _TEXTS = ("name", "owner", "prefix")
 _PRESETS = ("default", "none")
-_MERCURE_KEY = re.compile(r"^\(([0-9A-Fa-f]{1,4}),([0-9A-Fa-f]{1,4})\)$")
 _COUNTER = re.compile(r"__COUNTER-\d+__")
 _SOP_CLASS_UID = 0x00080016
 #: mercure gives every object a new Study, Series and SOP Instance UID, whatever the script says.
@@ -159,7 +158,7 @@ class _Conversion:
                 self.report.append(f"{where}: {item!r}: mercure ignores it here; dropped")
         if key == GENERAL or any(_tag_of(item) in _NEW_UIDS for item in data):
             for tag in _NEW_UIDS:
-                kept[format_key((tag,)).lower()] = "set(@random_uid@)"
+                kept[format_tag(tag).lower()] = "set(@random_uid@)"
         return kept
 
     def _tag(
@@ -175,7 +174,7 @@ class _Conversion:
         if tag is None:
             self._missing(shown, "mercure refuses the key (it stops the whole job)", kept, item)
             return
-        full = format_key((tag,)).lower()
+        full = format_tag(tag).lower()
         command, note = _mercure_command(value if isinstance(value, str) else "", tag)
         if full != item:
             second, note = _second_key(command, note, tag, context)
@@ -206,13 +205,12 @@ class _Conversion:
         self.report.append(f"{shown}: {why}; {lenient} (--lenient)")
         tag = _tag_of(item)
         if tag is not None:
-            kept[format_key((tag,)).lower()] = lenient
+            kept[format_tag(tag).lower()] = lenient
 
 
 def _tag_of(item: str) -> int | None:
     """The tag of a key as mercure reads it: ``(g,e)`` with 1 to 4 hex digits each."""
-    match = _MERCURE_KEY.match(item)
-    return int(match[1], 16) << 16 | int(match[2], 16) if match else None
+    return parse_tag(item, compact=True)
 
 
 def _mercure_command(value: str, tag: int) -> tuple[str, str]:
