@@ -6,6 +6,7 @@ line; DNs split, compared and escaped as RFC 4514 says, through ``ldap3.utils.dn
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from coercion.errors import ConfigError
 __all__ = [
     "DnKey",
     "Entry",
+    "canonical_dn",
     "dn_key",
     "escape_rdn_value",
     "format_ldif",
@@ -75,8 +77,18 @@ def _check_naming_values(path: Path, dn: str, attrs: dict[str, list[str]]) -> No
         elif value.lower() not in {v.lower() for v in given}:
             raise ConfigError(
                 f"{path}: entry {dn}: attribute {attribute}: does not hold the value the DN "
-                f"names; write it unescaped ({attribute}: {value})"
+                f"names; write it {_as_ldif_line(attribute, value)}"
             )
+
+
+def _as_ldif_line(attribute: str, value: str) -> str:
+    """How to write *value* in LDIF, for a hint (base64 when spaces begin or end it)."""
+    if value == value.strip(" "):
+        return f"unescaped ({attribute}: {value})"
+    encoded = base64.b64encode(value.encode()).decode("ascii")
+    return (
+        f"base64-encoded, as LDIF drops the spaces around a plain value ({attribute}:: {encoded})"
+    )
 
 
 def read_ldif_folder(folder: Path) -> tuple[list[Entry], list[Entry]]:
@@ -99,12 +111,23 @@ def read_ldif_folder(folder: Path) -> tuple[list[Entry], list[Entry]]:
 
 
 def format_ldif(entries: Iterable[Entry]) -> str:
-    """*entries* as LDIF text (values that need it base64-encoded, long lines folded)."""
+    """*entries* as LDIF text (values that need it base64-encoded, long lines folded).
+
+    A value that begins or ends with a space is base64-encoded too (RFC 2849
+    says it should be: readers strip the spaces around a plain value). DNs are
+    written in one form, :func:`canonical_dn`, whichever form the source gave.
+    """
     buffer = io.BytesIO()
     writer = LDIFWriter(buffer)
     for dn, attrs in entries:
-        writer.unparse(dn, {name: list(values) for name, values in attrs.items()})
+        record = {name: [_protected(v) for v in values] for name, values in attrs.items()}
+        writer.unparse(canonical_dn(dn), record)
     return buffer.getvalue().decode("utf-8")
+
+
+def _protected(value: str) -> str | bytes:
+    """*value*, as bytes (which LDIFWriter base64-encodes) when a space begins or ends it."""
+    return value.encode("utf-8") if value != value.strip(" ") else value
 
 
 def escape_rdn_value(value: str) -> str:
@@ -171,6 +194,22 @@ def dn_key(dn: str) -> DnKey:
     return tuple(
         tuple(sorted((attribute.lower(), _unescape(value).lower()) for attribute, value in rdn))
         for rdn in reversed(_rdns(dn))
+    )
+
+
+def canonical_dn(dn: str) -> str:
+    """*dn* with every value escaped as :func:`escape_rdn_value` does (``\\2C`` becomes ``\\,``).
+
+    slapd gives special characters as hex pairs, files often as ``\\,``: one
+    form makes an export the same from either. A string that is no DN is returned as is.
+    """
+    try:
+        rdns = _rdns(dn)
+    except ValueError:
+        return dn
+    return ",".join(
+        "+".join(f"{attribute}={escape_rdn_value(_unescape(value))}" for attribute, value in rdn)
+        for rdn in rdns
     )
 
 
