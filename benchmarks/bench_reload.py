@@ -139,7 +139,8 @@ def _run(server: Slapd, repeat: int, work: Path) -> bool:
     password.write_text(server.password, encoding="utf-8")
     settings = LdapSettings(server.url, server.admin_dn, password, base_dn=SUFFIX)
     source = LdapDirectory(settings)
-    watcher = ConfigurationWatcher(source, ActionEnv(SECRET), "coercion", interval=60)
+    snapshot = work / "directory-snapshot.json"  # as the node keeps one
+    watcher = ConfigurationWatcher(source, ActionEnv(SECRET), "coercion", 60, snapshot)
     seconds, configuration = _timed(watcher.load_initial)
     print(f"{len(_whole_tree(admin))} entries under {SUFFIX}; first load {seconds:.3f} s")
     rows: dict[str, list[float]] = {}
