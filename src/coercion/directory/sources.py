@@ -337,10 +337,13 @@ class LdapDirectory(DirectorySource):
 
     def _read(self, device: str) -> list[Entry]:
         base = self.base
-        return self._run(
-            "reading the configuration",
-            lambda connection: read_node_entries(_LdapTree(connection), [base], device),
-        )
+        try:
+            return self._run(
+                "reading the configuration",
+                lambda connection: read_node_entries(_LdapTree(connection), [base], device),
+            )
+        except ValueError as exc:  # a DN ldap3 cannot parse
+            raise ConfigError(f"{self.settings.url}: a DN of the directory: {exc}") from None
 
     def _marker(self) -> str | None:
         base = self.base
