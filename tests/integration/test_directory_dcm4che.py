@@ -18,7 +18,7 @@ import pytest
 from coercion.directory.config import load_configuration
 from coercion.directory.sources import LdapDirectory, LdapSettings
 from coercion.engine import ActionEnv
-from tests.helpers import BASE, SECRET, coercion
+from tests.helpers import BASE, SECRET, Start, coercion, dcmtk
 from tests.slapd import LDIF_DIR, Slapd, SlapdError, start_slapd
 
 pytestmark = pytest.mark.integration
@@ -48,9 +48,9 @@ def dcm4che_slapd(short_dir: Path) -> Iterator[Slapd]:
 
 
 def test_our_coercion_schema_loads_on_dcm4ches_dicom_schema(
-    dcm4che_slapd: Slapd, tmp_path: Path
+    dcm4che_slapd: Slapd, tmp_path: Path, serve: Start
 ) -> None:
-    """The node's configuration loads from it, and ``config validate`` says so."""
+    """The node's configuration loads from it, ``config validate`` says so, the node serves."""
     password = tmp_path / "password"
     password.write_text(dcm4che_slapd.password, encoding="utf-8")
     source = LdapDirectory(LdapSettings(dcm4che_slapd.url, dcm4che_slapd.admin_dn, password))
@@ -64,6 +64,9 @@ def test_our_coercion_schema_loads_on_dcm4ches_dicom_schema(
     result = coercion("config", "validate", *args, "--password-file", password)
     assert result.returncode == 0, result.stderr
     assert "3 rules for device coercion" in result.stdout
+    node = serve(None, *args, "--password-file", str(password))
+    echo = dcmtk("echoscu", "-aet", "CT01", "-aec", "RESEARCH", "127.0.0.1", node.port)
+    assert echo.returncode == 0, echo.stderr
 
 
 def test_our_dicom_schema_collides_with_dcm4ches(short_dir: Path) -> None:
