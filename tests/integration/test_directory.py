@@ -265,22 +265,32 @@ def test_a_change_elsewhere_in_a_large_directory_does_not_reload(
 def test_the_devices_a_forward_rule_names_are_read_without_their_subtrees(
     directory: Directory,
 ) -> None:
-    """A forward rule to OTHER0003: that device, its connection and AE; not the AE's children."""
+    """A forward rule to OTHER0003: that device, its connection and AE; not the AE's children.
+
+    A change of that device's connection reloads; a change of its AE's child does not.
+    """
     directory.add(unrelated_devices(5) + "\n" + _forward_to("OTHER0003"))
-    source = directory.open()
+    watcher = ConfigurationWatcher(directory.open(), ActionEnv(SECRET), "coercion", interval=60)
     try:
-        configuration = load_configuration(source, ActionEnv(SECRET))
+        configuration = watcher.load_initial()
+        other = f"dicomDeviceName=other-0003,{DEVICES}"
+        assert [dn for dn, _ in configuration.raw if dn.endswith(other)] == [
+            other,
+            f"cn=dicom,{other}",
+            f"dicomAETitle=OTHER0003,{other}",
+        ]
+        assert sorted(configuration.devices) == ["coercion", "other-0003"]
+        assert configuration.devices["other-0003"].aes[0].hostname == "10.0.0.3"
+        assert [f.destinations for f in configuration.forward_rules] == [("OTHER0003",)]
+        capability = f"cn=CT Image Storage SCP,dicomAETitle=OTHER0003,{other}"
+        directory.replace(capability, "dicomTransferSyntax", "1.2.840.10008.1.2.1")
+        assert watcher.check() is False
+        directory.replace(f"cn=dicom,{other}", "dicomPort", "11119")
+        assert watcher.check() is True
+        assert watcher.current is not None
+        assert watcher.current.devices["other-0003"].aes[0].port == 11119
     finally:
-        source.close()
-    other = f"dicomDeviceName=other-0003,{DEVICES}"
-    assert [dn for dn, _ in configuration.raw if dn.endswith(other)] == [
-        other,
-        f"cn=dicom,{other}",
-        f"dicomAETitle=OTHER0003,{other}",
-    ]
-    assert sorted(configuration.devices) == ["coercion", "other-0003"]
-    assert configuration.devices["other-0003"].aes[0].hostname == "10.0.0.3"
-    assert [f.destinations for f in configuration.forward_rules] == [("OTHER0003",)]
+        watcher.stop()
 
 
 def test_an_unknown_destination_is_named_with_the_closest_known_title(
