@@ -77,3 +77,70 @@ def test_an_entry_given_twice_is_refused() -> None:
     """Also when its DN is written differently (escapes, case)."""
     with pytest.raises(ConfigError, match=r"test: entry cn=A\\2Cb,dc=x appears twice"):
         _tree(("cn=a\\,b,dc=x", {"cn": ["a,b"]}), ("cn=A\\2Cb,dc=x", {"cn": ["a,b"]}))
+
+
+def _node_with_rule(uri: str, *params: str) -> MemoryTree:
+    """The node (device coercion) with one rule, and three other devices with an AE each."""
+    node = f"dicomDeviceName=coercion,{DEVICES}"
+    rule: Entry = (
+        f"cn=rule,{node}",
+        {"objectClass": ["coercionRule"], "cn": ["rule"], "coercionURI": [uri]}
+        | ({"coercionParam": list(params)} if params else {}),
+    )
+    others = [
+        entry
+        for name in ("ris", "modality", "archive")
+        for entry in (
+            _device(name),
+            (
+                f"dicomAETitle={name.upper()},dicomDeviceName={name},{DEVICES}",
+                {"objectClass": ["dicomNetworkAE"], "dicomAETitle": [name.upper()]},
+            ),
+        )
+    ]
+    return _tree(_device("coercion"), rule, *others)
+
+
+def _devices_read(tree: MemoryTree) -> list[str]:
+    entries = read_node_entries(tree, tree.suffixes, "coercion")
+    return [dn.split(",")[0] for dn, attrs in entries if "dicomDevice" in attrs["objectClass"]]
+
+
+@pytest.mark.parametrize(
+    ("uri", "params", "devices"),
+    [
+        ("deidentify:", (), ["dicomDeviceName=coercion"]),
+        ("merge-mwl:", ("mwl-scp=RIS",), ["dicomDeviceName=coercion", "dicomDeviceName=ris"]),
+        (
+            "sup-from-dev:",
+            ("device=modality",),
+            ["dicomDeviceName=coercion", "dicomDeviceName=modality"],
+        ),
+        (
+            "sup-from-dev:",
+            (),
+            [
+                "dicomDeviceName=archive",
+                "dicomDeviceName=coercion",
+                "dicomDeviceName=modality",
+                "dicomDeviceName=ris",
+            ],
+        ),
+        (
+            "merge-mwl:",
+            ("mwl-scp=NOSUCH",),
+            [
+                "dicomDeviceName=archive",
+                "dicomDeviceName=coercion",
+                "dicomDeviceName=modality",
+                "dicomDeviceName=ris",
+            ],
+        ),
+    ],
+)
+def test_devices_a_rule_names_are_read(
+    uri: str, params: tuple[str, ...], devices: list[str]
+) -> None:
+    """mwl-scp= names an AE title, device= a device; sup-from-dev: alone any calling device;
+    a name not found makes every device read (for the error's suggestion)."""
+    assert _devices_read(_node_with_rule(uri, *params)) == devices

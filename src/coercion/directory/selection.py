@@ -8,12 +8,15 @@ configuration alone is about 1,500 entries). It reads only:
   tag scripts, pseudonymisation scopes;
 * the entries from the device up to the base (``cn=Devices``, ``cn=DICOM
   Configuration``, the suffix), so that an export imports into an empty directory;
-* the devices it references by AE title (``coercionDestinationAETitle`` of its
-  forward rules, ``coercionWorklistAETitle`` of the device), each with its network
-  AEs and connections (not what lies below them, such as transfer capabilities);
-* every device with its network AEs and connections when the device says
-  ``coercionRestrictCallingAETitles: TRUE`` (any known device may call), or when a
-  referenced AE title is not found (so that the error can suggest the closest).
+* the devices it references (:data:`AE_TITLE_PARAMS`, :data:`DEVICE_PARAMS`): by AE
+  title (``coercionDestinationAETitle`` of its forward rules, ``coercionWorklistAETitle``
+  of the device, ``mwl-scp=`` of a rule) or by name (``device=`` of a rule), each with
+  its network AEs and connections (not what lies below them, such as transfer
+  capabilities);
+* every device with its network AEs and connections when any may matter: the device
+  says ``coercionRestrictCallingAETitles: TRUE`` (any known device may call), a rule's
+  scheme reads the calling AE's device (:data:`CALLING_DEVICE_SCHEMES`), or a
+  reference is not found (so that the error can suggest the closest).
 
 With no such device, it reads the name of every device, for the error message.
 The result is sorted as a tree (parents first, siblings by RDN), whatever the
@@ -35,7 +38,24 @@ from typing import Protocol
 from coercion.directory.ldifio import DnKey, Entry, dn_key, parent_dn
 from coercion.errors import ConfigError
 
-__all__ = ["Match", "MemoryTree", "Scope", "Tree", "matches", "read_node_entries"]
+__all__ = [
+    "AE_TITLE_PARAMS",
+    "CALLING_DEVICE_SCHEMES",
+    "DEVICE_PARAMS",
+    "Match",
+    "MemoryTree",
+    "Scope",
+    "Tree",
+    "matches",
+    "read_node_entries",
+]
+
+#: Rule parameters (``coercionParam: KEY=VALUE``) whose value is another device's AE title.
+AE_TITLE_PARAMS = ("mwl-scp",)
+#: Rule parameters whose value is another device's ``dicomDeviceName``.
+DEVICE_PARAMS = ("device",)
+#: URI schemes that read the device of the calling AE title (unless ``device=`` names one).
+CALLING_DEVICE_SCHEMES = ("sup-from-dev",)
 
 #: An attribute and the values one of which it must hold (exactly).
 Match = tuple[str, frozenset[str]]
@@ -125,33 +145,42 @@ def read_node_entries(tree: Tree, bases: Sequence[str], device: str) -> list[Ent
 
     Raises ConfigError when two devices have the name *device*.
     """
-    by_name = (_DEVICE,), ("dicomDeviceName", frozenset([device]))
-    found = [e for base in bases for e in tree.search(base, Scope.SUBTREE, *by_name)]
-    if not found:
+    mine = [e for b in bases for e in tree.search(b, Scope.SUBTREE, *_named(frozenset([device])))]
+    if not mine:
         return _sorted(e for base in bases for e in tree.search(base, Scope.SUBTREE, (_DEVICE,)))
-    if len(found) > 1:
-        where = "; ".join(dn for dn, _ in found)
+    if len(mine) > 1:
+        where = "; ".join(dn for dn, _ in mine)
         raise ConfigError(f"{where}: two devices named {device!r}; give each its own name")
-    device_dn = found[0][0]
+    device_dn = mine[0][0]
     base = next(b for b in bases if dn_key(device_dn)[: len(dn_key(b))] == dn_key(b))
     selected = {dn_key(dn): (dn, attrs) for dn, attrs in tree.search(device_dn, Scope.SUBTREE)}
     for dn, attrs in _ancestors(tree, device_dn, base):
         selected[dn_key(dn)] = (dn, attrs)
     own = selected[dn_key(device_dn)][1]
-    titles = frozenset(_referenced_titles(selected.values(), own))
-    every = values_of(own, "coercionRestrictCallingAETitles") == ["TRUE"]
-    if titles and not every:
-        aes = tree.search(base, Scope.SUBTREE, (_AE,), ("dicomAETitle", titles))
-        found_titles = {title for _, attrs in aes for title in values_of(attrs, "dicomAETitle")}
-        every = not titles <= found_titles  # show them all: the error suggests the closest
-        for dn in {parent_dn(ae_dn) for ae_dn, _ in aes}:
-            for entry in _device(tree, dn):
-                selected.setdefault(dn_key(entry[0]), entry)
-    if every:
+    titles, names, every = _references(selected.values(), own)
+    if every or not _read_referenced(tree, base, titles, names, selected):
         skeleton = (_DEVICE, _AE, _CONNECTION)
         for entry in tree.search(base, Scope.SUBTREE, skeleton):
             selected.setdefault(dn_key(entry[0]), entry)
     return _sorted(selected.values())
+
+
+def _read_referenced(
+    tree: Tree,
+    base: str,
+    titles: frozenset[str],
+    names: frozenset[str],
+    selected: dict[DnKey, Entry],
+) -> bool:
+    """Add the devices of AE *titles* and of *names* to *selected*; False if one is not found."""
+    aes = tree.search(base, Scope.SUBTREE, (_AE,), ("dicomAETitle", titles)) if titles else []
+    named = tree.search(base, Scope.SUBTREE, *_named(names)) if names else []
+    for dn in {parent_dn(dn) for dn, _ in aes} | {dn for dn, _ in named}:
+        for entry in _device(tree, dn):
+            selected.setdefault(dn_key(entry[0]), entry)
+    found_titles = {t for _, attrs in aes for t in values_of(attrs, "dicomAETitle")}
+    found_names = {n for _, attrs in named for n in values_of(attrs, "dicomDeviceName")}
+    return titles <= found_titles and names <= found_names
 
 
 def _ancestors(tree: Tree, dn: str, base: str) -> list[Entry]:
@@ -164,13 +193,30 @@ def _ancestors(tree: Tree, dn: str, base: str) -> list[Entry]:
     return found
 
 
-def _referenced_titles(entries: Iterable[Entry], device: dict[str, list[str]]) -> set[str]:
-    """The AE titles the node's forward rules send to and its upstream worklist."""
+def _references(
+    entries: Iterable[Entry], device: dict[str, list[str]]
+) -> tuple[frozenset[str], frozenset[str], bool]:
+    """The AE titles and device names the node's entries reference, and whether every
+    device may matter (restricted calling AE titles, a rule reading the calling device)."""
     titles = set(values_of(device, "coercionWorklistAETitle"))
+    names: set[str] = set()
+    every = values_of(device, "coercionRestrictCallingAETitles") == ["TRUE"]
     for _dn, attrs in entries:
         if matches(attrs, ("coercionForwardRule",), None):
             titles.update(values_of(attrs, "coercionDestinationAETitle"))
-    return titles
+        if not matches(attrs, ("coercionRule",), None):
+            continue
+        params = dict(item.partition("=")[::2] for item in values_of(attrs, "coercionParam"))
+        titles.update(params[key] for key in AE_TITLE_PARAMS if params.get(key))
+        names.update(params[key] for key in DEVICE_PARAMS if params.get(key))
+        scheme = next(iter(values_of(attrs, "coercionURI")), "").partition(":")[0]
+        every |= scheme in CALLING_DEVICE_SCHEMES and not any(k in params for k in DEVICE_PARAMS)
+    return frozenset(titles), frozenset(names), every
+
+
+def _named(names: frozenset[str]) -> tuple[tuple[str, ...], Match]:
+    """The classes and the match of a search for the devices named *names*."""
+    return (_DEVICE,), ("dicomDeviceName", names)
 
 
 def _device(tree: Tree, dn: str) -> list[Entry]:
