@@ -39,14 +39,17 @@ def embedded_directory(tmp_path: Path) -> Directory:
     added: list[Path] = []
 
     def replace(dn: str, attribute: str, value: str) -> None:
-        path = folder / "10-default-config.ldif"
-        out, inside = [], False
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.startswith("dn: "):
-                inside = line[4:] == dn
-            replaced = inside and line.startswith(f"{attribute}: ")
-            out.append(f"{attribute}: {value}" if replaced else line)
-        path.write_text("\n".join(out) + "\n", encoding="utf-8")
+        for path in sorted(folder.glob("*.ldif")):
+            text = path.read_text(encoding="utf-8")
+            if f"dn: {dn}\n" not in text:
+                continue
+            out, inside = [], False
+            for line in text.splitlines():
+                if line.startswith("dn: "):
+                    inside = line[4:] == dn
+                replaced = inside and line.startswith(f"{attribute}: ")
+                out.append(f"{attribute}: {value}" if replaced else line)
+            path.write_text("\n".join(out) + "\n", encoding="utf-8")
 
     def add(ldif_text: str) -> None:
         path = folder / f"{20 + len(added)}-added.ldif"

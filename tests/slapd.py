@@ -271,8 +271,9 @@ def start_slapd(
     and inetorgperson; *data_files* are loaded into the ``suffix`` database with
     ``slapadd -q -n1`` before the start. With *syncprov* the database has the
     syncprov overlay (contextCSN on the suffix, syncrepl); without it, clients
-    must fall back to modifyTimestamp or entryCSN. With *tls* the ``ldap://``
-    port offers StartTLS and an ``ldaps://`` port is opened too (``ldaps_url``).
+    must do without contextCSN (coercion then reads the node's entries at every
+    check). With *tls* the ``ldap://`` port offers StartTLS and an ``ldaps://``
+    port is opened too (``ldaps_url``).
     Raises SlapdError with the tools' output on any failure.
     """
     directory = directory.resolve()
@@ -559,7 +560,7 @@ def slapd() -> Iterator[Slapd]:
 
 @pytest.fixture
 def slapd_no_syncprov() -> Iterator[Slapd]:
-    """Like ``slapd`` but without syncprov: no contextCSN, for the modifyTimestamp fallback."""
+    """Like ``slapd`` but without syncprov: no contextCSN, for change detection without it."""
     yield from _repository_slapd(syncprov=False)
 
 

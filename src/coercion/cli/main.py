@@ -145,7 +145,7 @@ def deidentify(
     entries = None
     origin = ""
     if rules:
-        entries, origin = _read_directory(directory)
+        entries, origin = _read_directory(directory, device)
         from coercion.directory.config import build_configuration
 
         # Fail early, with every problem listed, before any worker starts.
@@ -188,11 +188,11 @@ def deidentify(
         sys.exit(1)
 
 
-def _read_directory(directory: dict[str, Any]) -> tuple[list[Any], str]:
-    """Every entry of the directory the options name, and where they came from."""
+def _read_directory(directory: dict[str, Any], device: str) -> tuple[list[Any], str]:
+    """The entries node *device* reads from the directory the options name, and their origin."""
     source = open_source(directory)
     try:
-        return source.entries(), source.origin
+        return source.entries(device), source.origin
     finally:
         source.close()
 
@@ -265,7 +265,7 @@ def reidentify(
     *sources, destination = paths
     device = directory.pop("device")
     secret = load_or_create_secret(key)
-    entries, origin = _read_directory(directory)
+    entries, origin = _read_directory(directory, device)
     from coercion.directory.config import build_configuration
 
     env = ActionEnv(secret)

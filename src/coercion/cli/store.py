@@ -65,7 +65,7 @@ def _scope_settings(scope: str, secret: bytes, directory: dict[str, Any]) -> Sco
     device = directory.pop("device")
     source = open_source(directory)
     try:
-        entries, origin = source.entries(), source.origin
+        entries, origin = source.entries(device), source.origin
     finally:
         source.close()
     env = ActionEnv(secret)

@@ -27,7 +27,7 @@ from coercion.directory.entries import (
     validate,
     validate_value,
 )
-from coercion.directory.ldifio import Entry
+from coercion.directory.ldifio import DnKey, Entry, dn_key
 from coercion.directory.settings import DeviceSettings, device_settings
 from coercion.directory.sources import DirectorySource, EmbeddedDirectory
 from coercion.engine import (
@@ -129,21 +129,18 @@ class Configuration:
         return {ae.title for d in self.devices.values() if d is not self.device for ae in d.aes}
 
 
-def _parent(dn: str) -> str:
-    """The parent DN (after the first unescaped comma)."""
-    escaped = False
-    for index, char in enumerate(dn):
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ",":
-            return dn[index + 1 :].strip()
-    return ""
+def _key(dn: str) -> DnKey | None:
+    """*dn* for comparing (:func:`~coercion.directory.ldifio.dn_key`); None when not a DN."""
+    try:
+        return dn_key(dn)
+    except ValueError:
+        return None
 
 
-def _norm(dn: str) -> str:
-    return ",".join(part.strip() for part in dn.lower().split(","))
+def _parent_key(dn: str) -> DnKey | None:
+    """The comparison key of *dn*'s parent; None when *dn* is not a DN."""
+    key = _key(dn)
+    return key[:-1] if key else None
 
 
 def _data_folder(env: ActionEnv, device: DeviceSettings) -> str:
@@ -301,7 +298,7 @@ def load_configuration(
     or :class:`~coercion.errors.DirectoryUnavailableError` when the source
     cannot be read.
     """
-    raw = source.entries()
+    raw = source.entries(device_name)
     return build_configuration(raw, source.origin, env, device_name, syntaxes, source)
 
 
@@ -331,18 +328,18 @@ def build_configuration(
         names = ", ".join(sorted(devices)) or "none"
         problems.append(f"{origin}: no device {device_name!r} (devices found: {names})")
         raise ConfigError("\n".join(problems))
-    device_dn = _norm(device.dn)
+    device_dn = _key(device.dn)
     settings = device_settings(device.settings)
     env.peers = {ae.title: d.peer() for d in devices.values() if d is not device for ae in d.aes}
     env.worklist_directory = env.worklist_directory or f"{_data_folder(env, settings)}/worklist"
     _scopes(entries, settings, env, problems, origin)
     _scripts(entries, env, problems, origin)
-    ae_by_dn = {_norm(ae.dn): ae.title for ae in device.aes}
+    ae_by_dn = {_key(ae.dn): ae.title for ae in device.aes}
     rules = []
     for entry in entries:
         if kind_of(entry) != "coercionRule" or entry.get("dicomInstalled") is False:
             continue
-        parent = _norm(_parent(entry["dn"]))
+        parent = _parent_key(entry["dn"])
         if parent == device_dn:
             ae_title = None
         elif parent in ae_by_dn:
@@ -357,7 +354,7 @@ def build_configuration(
     for entry in entries:
         if kind_of(entry) != "coercionForwardRule" or entry.get("dicomInstalled") is False:
             continue
-        parent = _norm(_parent(entry["dn"]))
+        parent = _parent_key(entry["dn"])
         if parent != device_dn and parent not in ae_by_dn:
             continue
         forward = _forward_rule(entry, ae_by_dn.get(parent), known, problems, origin)
@@ -430,7 +427,7 @@ def _valid_entries(
 
 def _devices(entries: list[EntryJSON]) -> dict[str, Device]:
     """Every device with its network AEs (AE titles in order)."""
-    by_dn = {_norm(e["dn"]): e for e in entries}
+    by_dn = {key: e for e in entries if (key := _key(e["dn"])) is not None}
     devices: dict[str, Device] = {}
     for entry in entries:
         if kind_of(entry) != "dicomDevice":
@@ -438,8 +435,7 @@ def _devices(entries: list[EntryJSON]) -> dict[str, Device]:
         aes = [
             _network_ae(child, by_dn)
             for child in entries
-            if kind_of(child) == "dicomNetworkAE"
-            and _norm(_parent(child["dn"])) == _norm(entry["dn"])
+            if kind_of(child) == "dicomNetworkAE" and _parent_key(child["dn"]) == _key(entry["dn"])
         ]
         settings = {k: v for k, v in entry.items() if k.startswith("coercion")}
         info = {
@@ -458,10 +454,11 @@ def _devices(entries: list[EntryJSON]) -> dict[str, Device]:
     return devices
 
 
-def _network_ae(entry: EntryJSON, by_dn: dict[str, EntryJSON]) -> NetworkAE:
+def _network_ae(entry: EntryJSON, by_dn: dict[DnKey, EntryJSON]) -> NetworkAE:
     hostname, port, tls = "", None, False
     for reference in entry.get("dicomNetworkConnectionReference", []):
-        connection = by_dn.get(_norm(reference))
+        key = _key(reference)
+        connection = by_dn.get(key) if key is not None else None
         if connection is not None:
             hostname, port = connection.get("dicomHostname", ""), connection.get("dicomPort")
             tls = bool(connection.get("dicomTLSCipherSuite"))

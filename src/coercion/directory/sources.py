@@ -1,16 +1,19 @@
 """Where the configuration comes from: the embedded directory or a live LDAP server.
 
-Both sources are read through ldap3 with the same searches (every entry
-under a base DN); everything else (selection, matching) happens in Python,
-so the embedded directory and OpenLDAP give the same answers.
+Every source gives the entries a node reads (``selection``: its device's subtree,
+the path up to the base, the devices it references), sorted as a tree, and a
+fingerprint of them. Both sources run the same searches, filtered in Python, so
+the embedded directory and OpenLDAP give the same answers.
 
-* :class:`EmbeddedDirectory`: the LDIF files of a folder (``ldif/`` by
-  default) loaded into ldap3's in-memory ``MOCK_SYNC`` server. A change is a
-  change of the files (name, size, modification time).
+A fingerprint is the digest of those entries: a change elsewhere in the directory
+(another product's entries) does not change it. It is worked out again only when a
+cheap marker of the whole source changed:
+
+* :class:`EmbeddedDirectory`: the LDIF files of a folder (``ldif/`` by default),
+  held in memory. The marker: the files' names, sizes and modification times.
 * :class:`LdapDirectory`: a live server (``ldap://`` or ``ldaps://``, StartTLS
-  optional). A change is a new ``contextCSN`` on the suffix (syncprov
-  overlay), or where that is absent a new newest ``modifyTimestamp`` or entry
-  count.
+  optional). The marker: ``contextCSN`` on the base (syncprov overlay); without
+  it, the node's entries are read at every check.
 * :class:`SnapshotDirectory`: entries kept on disk from the last good load,
   used when the server cannot be reached at start.
 """
@@ -24,7 +27,7 @@ import logging
 import os
 import ssl
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -32,8 +35,11 @@ from typing import TypeVar
 import ldap3
 from ldap3.core import exceptions as ldap3_errors
 from ldap3.core.exceptions import LDAPException
+from ldap3.utils.conv import escape_filter_chars
 
+from coercion.directory import DEFAULT_DEVICE
 from coercion.directory.ldifio import Entry, read_ldif_folder
+from coercion.directory.selection import Match, MemoryTree, Scope, matches, read_node_entries
 from coercion.errors import ConfigError, DirectoryUnavailableError, map_errors
 
 __all__ = [
@@ -42,10 +48,27 @@ __all__ = [
     "LdapDirectory",
     "LdapSettings",
     "SnapshotDirectory",
+    "entries_digest",
 ]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+
+def entries_digest(entries: Sequence[Entry]) -> str:
+    """A digest of *entries* (DNs, attribute names folded to lower case, values in order)."""
+    canonical = [
+        [dn, sorted((name.lower(), values) for name, values in attrs.items())]
+        for dn, attrs in entries
+    ]
+    return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Read:
+    marker: str | None
+    digest: str
+    entries: list[Entry]
 
 
 class DirectorySource(ABC):
@@ -54,50 +77,51 @@ class DirectorySource(ABC):
     #: Where the entries come from, for messages (a folder or an LDAP URL).
     origin: str
 
-    @abstractmethod
-    def entries(self) -> list[Entry]:
-        """Every entry under the source's base, as (DN, attributes)."""
+    def __init__(self) -> None:
+        self._reads: dict[str, _Read] = {}
+
+    def entries(self, device: str = DEFAULT_DEVICE) -> list[Entry]:
+        """The entries node *device* reads, as (DN, attributes), parents first."""
+        return list(self._current(device).entries)
+
+    def fingerprint(self, device: str = DEFAULT_DEVICE) -> str:
+        """A marker that changes when (and only when) the entries node *device* reads change."""
+        return self._current(device).digest
 
     @abstractmethod
-    def fingerprint(self) -> str:
-        """A cheap marker that changes whenever the entries change."""
+    def _marker(self) -> str | None:
+        """A cheap marker of the whole source: the same means nothing changed (None: unknown)."""
+
+    @abstractmethod
+    def _read(self, device: str) -> list[Entry]:
+        """Read the entries node *device* reads."""
+
+    def _current(self, device: str) -> _Read:
+        marker = self._marker()
+        known = self._reads.get(device)
+        if known is not None and marker is not None and known.marker == marker:
+            return known
+        entries = self._read(device)
+        read = _Read(marker, entries_digest(entries), entries)
+        self._reads[device] = read
+        return read
 
     def close(self) -> None:  # noqa: B027 - optional for sources without a connection
         """Release connections."""
 
 
-def _entries_from(connection: ldap3.Connection, base: str) -> list[Entry]:
-    connection.search(
-        base,
-        "(objectClass=*)",
-        search_scope=ldap3.SUBTREE,
-        attributes=[ldap3.ALL_ATTRIBUTES],
-        dereference_aliases=ldap3.DEREF_NEVER,
-    )
-    entries: list[Entry] = []
-    for response in connection.response or []:
-        if response.get("type") != "searchResEntry":
-            continue
-        attrs = {
-            name: [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
-            for name, values in response["raw_attributes"].items()
-        }
-        entries.append((response["dn"], attrs))
-    return entries
-
-
 class EmbeddedDirectory(DirectorySource):
-    """The LDIF files of *folder* in ldap3's in-memory directory."""
+    """The LDIF files of *folder*, held in memory."""
 
     def __init__(self, folder: Path) -> None:
+        super().__init__()
         self.folder = folder
         self.origin = str(folder)
         self._loaded: str | None = None
-        self._connection: ldap3.Connection | None = None
-        self._suffixes: list[str] = []
+        self._tree: MemoryTree | None = None
         self.schema: list[Entry] = []
 
-    def _file_state(self) -> str:
+    def _marker(self) -> str:
         digest = hashlib.sha256()
         with map_errors({OSError: ConfigError}, f"{self.folder}: cannot read"):
             for path in sorted(self.folder.glob("*.ldif")):
@@ -105,36 +129,61 @@ class EmbeddedDirectory(DirectorySource):
                 digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()
 
-    def fingerprint(self) -> str:
-        return self._file_state()
-
-    def _load(self) -> ldap3.Connection:
-        state = self._file_state()
-        if self._connection is not None and state == self._loaded:
-            return self._connection
+    def _load(self) -> MemoryTree:
+        state = self._marker()
+        if self._tree is not None and state == self._loaded:
+            return self._tree
         schema, data = read_ldif_folder(self.folder)
-        server = ldap3.Server("embedded", get_info=ldap3.NONE)
-        connection = ldap3.Connection(server, client_strategy=ldap3.MOCK_SYNC)
-        known: set[str] = set()
-        for dn, attrs in data:
-            if dn.lower() in known:
-                raise ConfigError(f"{self.folder}: entry {dn} appears twice")
-            known.add(dn.lower())
-            connection.strategy.add_entry(dn, attrs)
-        names = {dn.lower() for dn, _ in data}
-        # The suffixes: entries whose parent is not in the folder.
-        self._suffixes = [dn for dn, _ in data if dn.partition(",")[2].lower() not in names]
-        connection.bind()
-        self.schema = schema
-        self._connection, self._loaded = connection, state
-        return connection
+        self._tree = MemoryTree(data, str(self.folder))
+        self.schema, self._loaded = schema, state
+        return self._tree
 
-    def entries(self) -> list[Entry]:
-        connection = self._load()
-        found: list[Entry] = []
-        for suffix in self._suffixes:
-            found.extend(_entries_from(connection, suffix))
-        return found
+    def _read(self, device: str) -> list[Entry]:
+        tree = self._load()
+        return read_node_entries(tree, tree.suffixes, device)
+
+
+class _LdapTree:
+    """The searches of the selection on an ldap3 connection (see ``selection.Tree``)."""
+
+    def __init__(self, connection: ldap3.Connection) -> None:
+        self.connection = connection
+
+    def search(
+        self, base: str, scope: Scope, classes: Sequence[str] = (), match: Match | None = None
+    ) -> list[Entry]:
+        parts = [_any_of("objectClass", classes)] if classes else []
+        if match is not None:
+            parts.append(_any_of(match[0], sorted(match[1])))
+        text = "(&" + "".join(parts) + ")" if parts else "(objectClass=*)"
+        scopes = {Scope.BASE: ldap3.BASE, Scope.LEVEL: ldap3.LEVEL, Scope.SUBTREE: ldap3.SUBTREE}
+        try:
+            self.connection.search(
+                base,
+                text,
+                search_scope=scopes[scope],
+                attributes=[ldap3.ALL_ATTRIBUTES],
+                dereference_aliases=ldap3.DEREF_NEVER,
+            )
+        except ldap3_errors.LDAPNoSuchObjectResult:
+            return []
+        entries: list[Entry] = []
+        for response in self.connection.response or []:
+            if response.get("type") != "searchResEntry":
+                continue
+            attrs = {
+                name: [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+                for name, values in response["raw_attributes"].items()
+            }
+            if matches(attrs, classes, match):
+                entries.append((response["dn"], attrs))
+        return entries
+
+
+def _any_of(attribute: str, values: Sequence[str]) -> str:
+    """An LDAP filter: *attribute* equals one of *values* (escaped)."""
+    terms = "".join(f"({attribute}={escape_filter_chars(value)})" for value in values)
+    return terms if len(values) == 1 else f"(|{terms})"
 
 
 @dataclass(frozen=True)
@@ -210,6 +259,7 @@ class LdapDirectory(DirectorySource):
     """A live LDAP server, read through ldap3."""
 
     def __init__(self, settings: LdapSettings) -> None:
+        super().__init__()
         self.settings = settings
         self.origin = settings.url
         self._connection: ldap3.Connection | None = None
@@ -280,35 +330,26 @@ class LdapDirectory(DirectorySource):
                 f"{self.settings.url}: {what} failed ({exc.__class__.__name__}: {exc})"
             ) from None
 
-    def entries(self) -> list[Entry]:
+    def _read(self, device: str) -> list[Entry]:
         base = self.base
-        return self._run("reading the configuration", lambda c: _entries_from(c, base))
+        try:
+            return self._run(
+                "reading the configuration",
+                lambda connection: read_node_entries(_LdapTree(connection), [base], device),
+            )
+        except ValueError as exc:  # a DN ldap3 cannot parse
+            raise ConfigError(f"{self.settings.url}: a DN of the directory: {exc}") from None
 
-    def fingerprint(self) -> str:
+    def _marker(self) -> str | None:
         base = self.base
 
-        def read(connection: ldap3.Connection) -> str:
+        def read(connection: ldap3.Connection) -> str | None:
             connection.search(
                 base, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["contextCSN"]
             )
             found = connection.response or []
             csn = found[0]["raw_attributes"].get("contextCSN") if found else None
-            if csn:
-                return "csn:" + ",".join(sorted(v.decode() for v in csn))
-            # No syncprov: the newest modifyTimestamp and the number of entries.
-            connection.search(
-                base,
-                "(objectClass=*)",
-                search_scope=ldap3.SUBTREE,
-                attributes=["modifyTimestamp"],
-                dereference_aliases=ldap3.DEREF_NEVER,
-            )
-            stamps = [
-                max(r["raw_attributes"].get("modifyTimestamp") or [b""]).decode()
-                for r in connection.response or []
-                if r.get("type") == "searchResEntry"
-            ]
-            return f"ts:{max(stamps, default='')}:{len(stamps)}"
+            return "csn:" + ",".join(sorted(v.decode() for v in csn)) if csn else None
 
         return self._run("checking for changes", read)
 
@@ -326,14 +367,16 @@ class SnapshotDirectory(DirectorySource):
     """Entries kept on disk from the last good load (JSON)."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         self.origin = f"snapshot {path}"
 
-    def entries(self) -> list[Entry]:
+    def _read(self, device: str) -> list[Entry]:
         failures = (OSError, ValueError, KeyError, TypeError)
         with map_errors({failures: ConfigError}, f"{self.path}: not a usable snapshot", reason=str):
             data = json.loads(self.path.read_text(encoding="utf-8"))
             return [(str(item["dn"]), dict(item["attributes"])) for item in data["entries"]]
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+    def _marker(self) -> str:
+        with map_errors({OSError: ConfigError}, f"{self.path}: not a usable snapshot"):
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()

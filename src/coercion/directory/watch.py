@@ -97,8 +97,8 @@ class ConfigurationWatcher:
         entries) when there is no snapshot, ConfigError when the bind is refused.
         """
         try:
-            fingerprint = self.source.fingerprint()
-            raw = self.source.entries()
+            fingerprint = self.source.fingerprint(self.device_name)
+            raw = self.source.entries(self.device_name)
         except DirectoryUnavailableError as exc:
             self.last_error = str(exc)
             configuration = self._start_from_snapshot(exc, f"directory unreachable ({exc})")
@@ -133,7 +133,7 @@ class ConfigurationWatcher:
             ) from None
         fallback = SnapshotDirectory(self.snapshot)
         configuration = build_configuration(
-            fallback.entries(), fallback.origin, self.env.derive(), self.device_name
+            fallback.entries(self.device_name), fallback.origin, self.env.derive(), self.device_name
         )
         self.from_snapshot = True
         log.error(
@@ -171,10 +171,10 @@ class ConfigurationWatcher:
         Raises DirectoryUnavailableError when the source cannot be reached,
         ConfigError when it refuses the bind.
         """
-        fingerprint = self.source.fingerprint()
+        fingerprint = self.source.fingerprint(self.device_name)
         if fingerprint == self._fingerprint:
             return False
-        raw = self.source.entries()
+        raw = self.source.entries(self.device_name)
         try:
             configuration = self._build(raw, self.source.origin, self.source)
         except ConfigError as exc:
