@@ -15,7 +15,7 @@ from coercion.directory.config import build_configuration
 from coercion.directory.sources import EmbeddedDirectory
 from coercion.engine import ActionEnv, Dimse, EventContext, PeerDevice, Role, build_action
 from coercion.errors import RuleFailedError
-from tests.helpers import config_dir, remote_device
+from tests.helpers import DEVICE, config_dir, remote_device
 
 SECRET = b"k" * 32
 CTX = EventContext(Dimse.C_STORE_RQ, Role.SCP, "MODALITY1", "COERCION", "10.0.0.5", "10.0.0.1")
@@ -219,6 +219,12 @@ def test_sup_from_dev_from_the_directory(tmp_path: Path) -> None:
         "dicomStationName: CT-7\ndicomManufacturer: Acme\n"
         "dicomInstitutionDepartmentName: Radiology\ndicomSoftwareVersion: 1.0\n"
         "dicomSoftwareVersion: 2.0",
+    )
+    # A sup-from-dev: rule without device= makes the node read every device (any may call).
+    extra += (
+        f"\ndn: cn=supplement,{DEVICE}\nobjectClass: coercionRule\ncn: supplement\n"
+        "coercionDIMSE: C_STORE_RQ\ndicomTransferRole: SCP\ncoercionURI: sup-from-dev:\n"
+        "dicomInstalled: TRUE\n"
     )
     source = EmbeddedDirectory(config_dir(tmp_path, extra=extra))
     env = ActionEnv(SECRET)
