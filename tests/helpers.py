@@ -1,12 +1,16 @@
 """Synthetic test data and the helpers the test modules share.
 
-Besides data: running the command line, and what the network tests need to
-drive ``coercion serve`` (dcmtk's clients, a configuration folder, a storage
-SCP standing in for a destination).
+Besides data: running the command line (``coercion`` in a subprocess,
+``coercion_in_process`` in this one), waiting on a condition (``wait_until``;
+tests never sleep a fixed time to wait for something), a free port, and what
+the network tests need to drive ``coercion serve`` (dcmtk's clients, a
+configuration folder, a storage SCP standing in for a destination).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shutil
@@ -15,15 +19,16 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
+from coercion.cli.main import main
 from coercion.resources import default_ldif_dir
 
 SECRET = bytes(range(32))
@@ -70,17 +75,92 @@ def make_dataset(patient: str = "DOE^JANE^Q", patient_id: str = "PID-4711") -> D
     return ds
 
 
-def coercion(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m coercion ARGS`` as a user would, with a wide terminal (tables not cut)."""
-    return subprocess.run(
-        [sys.executable, "-m", "coercion", *map(str, args)],
+def coercion_command(*args: object) -> list[str]:
+    """The command line of ``python -m coercion ARGS``, for a process run in the background."""
+    return [sys.executable, "-m", "coercion", *map(str, args)]
+
+
+def coercion(
+    *args: object,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m coercion ARGS`` as a user would, with a wide terminal (tables not cut).
+
+    *env* adds to (or overrides) our environment; *input* is its stdin. With
+    *check* a non-zero exit status fails the test, with the command's stderr.
+    """
+    result = subprocess.run(
+        coercion_command(*args),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        env={**os.environ, "COLUMNS": "250"},
+        env={**os.environ, "COLUMNS": "250", **(env or {})},
         cwd=cwd,
+        input=input,
     )
+    assert not check or result.returncode == 0, result.stderr
+    return result
+
+
+def coercion_in_process(*args: object) -> subprocess.CompletedProcess[str]:
+    """Run ``coercion ARGS`` through ``main()`` in this process, its stdout and stderr captured.
+
+    For tests that monkeypatch the process or run the command many times (a
+    subprocess costs a second of imports). The exit status is click's, as in a
+    subprocess.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    status: int = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([*map(str, args)])
+        except SystemExit as exc:
+            status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(
+        ["coercion", *map(str, args)], status, out.getvalue(), err.getvalue()
+    )
+
+
+Result = TypeVar("Result")
+
+
+class WaitTimeoutError(AssertionError):
+    """A condition ``wait_until`` waited for did not hold in time."""
+
+
+def wait_until(
+    condition: Callable[[], Result],
+    what: str,
+    timeout: float = 10.0,
+    detail: Callable[[], str] | None = None,
+    interval: float = 0.01,
+) -> Result:
+    """Poll *condition* until it returns a true value, and return that value.
+
+    After *timeout* seconds the test fails (WaitTimeoutError) naming *what* was
+    awaited, followed by ``detail()`` (a server's log, say) when given. An
+    exception from *condition* ends the wait at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            message = f"waited {timeout} s for {what}"
+            raise WaitTimeoutError(f"{message}\n{detail()}" if detail is not None else message)
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 # -- the node and its peers, for the network tests ------------------------------------------
@@ -163,24 +243,32 @@ def start_node(tmp_path: Path, number: int, config: Path | None, *extra: str) ->
     """
     data = tmp_path / f"data{number}"
     log = tmp_path / f"serve{number}.log"
-    args = [sys.executable, "-m", "coercion", "-vv", "serve", "--port", "0"]
-    args += ["--data", str(data), "--key", str(tmp_path / "secret.key"), *extra]
+    args = ["-vv", "serve", "--port", "0", "--data", data, "--key", tmp_path / "secret.key"]
+    args += [*extra]
     if config is not None:
-        args += ["--config-dir", str(config), "--poll-interval", "0.2"]
+        args += ["--config-dir", config, "--poll-interval", "0.2"]
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env=DCMTK_ENV, cwd=tmp_path
+            coercion_command(*args),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=DCMTK_ENV,
+            cwd=tmp_path,
         )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = re.search(r"listening on [\d.]+:(\d+)", log.read_text(errors="replace"))
-        if found:
-            return Served(process, int(found[1]), data, log)
+
+    def listening() -> re.Match[str] | None:
         if process.poll() is not None:
             raise AssertionError(f"coercion serve exited:\n{log.read_text()}")
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"coercion serve did not start:\n{log.read_text()}")
+        return re.search(r"listening on [\d.]+:(\d+)", log.read_text(errors="replace"))
+
+    try:
+        found = wait_until(listening, "coercion serve to listen", timeout=30, detail=log.read_text)
+    except WaitTimeoutError:
+        process.kill()
+        process.wait()
+        raise
+    assert found is not None  # wait_until returns a true value
+    return Served(process, int(found[1]), data, log)
 
 
 def tool(name: str) -> str:
@@ -215,20 +303,17 @@ def stored(data: Path) -> list[Path]:
     return sorted((data / "objects").rglob("*.dcm")) if (data / "objects").exists() else []
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def receive_at_archive(
     port: int,
     expected: int,
     context: ssl.SSLContext | None = None,
     ae_title: str = "ARCHIVE",
+    detail: Callable[[], str] | None = None,
 ) -> list[Dataset]:
-    """Run a CT storage SCP *ae_title* until *expected* objects arrived (40 s at most)."""
+    """Run a CT storage SCP *ae_title* until *expected* objects arrived (40 s at most).
+
+    Fails naming the count, with ``detail()`` (the sending node's log, say), when fewer arrive.
+    """
     received: list[Dataset] = []
 
     def on_store(event: Any) -> int:
@@ -244,9 +329,12 @@ def receive_at_archive(
         ssl_context=context,
     )
     try:
-        deadline = time.monotonic() + 40
-        while len(received) < expected and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(
+            lambda: len(received) >= expected,
+            f"{expected} objects at {ae_title}",
+            timeout=40,
+            detail=lambda: f"{len(received)} arrived\n{detail() if detail else ''}",
+        )
     finally:
         server.shutdown()
     return received
