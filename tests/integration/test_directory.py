@@ -8,7 +8,6 @@ modifyTimestamp fallback.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
 from coercion.errors import ConfigError, DirectoryUnavailableError
 from tests.directories import Directory, ldap_directory
-from tests.helpers import DEVICE, SECRET, make_dataset
+from tests.helpers import DEVICE, SECRET, make_dataset, wait_until
 from tests.slapd import Slapd
 
 pytestmark = pytest.mark.integration
@@ -77,15 +76,6 @@ def test_bad_entries_are_named_by_dn_and_attribute(
     assert RESEARCH_RULE in str(caught.value)
 
 
-def _wait(condition: Callable[[], bool], seconds: float = 5.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"not within {seconds} s")
-
-
 def _watch(directory: Directory, tmp_path: Path) -> tuple[ConfigurationWatcher, Engine]:
     watcher = ConfigurationWatcher(
         directory.open(),
@@ -110,9 +100,9 @@ def test_a_changed_rule_applies_within_five_seconds(directory: Directory, tmp_pa
     try:
         assert _research_applies(engine)
         directory.replace(RESEARCH_RULE, "coercionDIMSE", "C_FIND_RQ")
-        _wait(lambda: not _research_applies(engine))
+        wait_until(lambda: not _research_applies(engine), "the research rule to stop applying")
         directory.replace(RESEARCH_RULE, "coercionDIMSE", "C_STORE_RQ")
-        _wait(lambda: _research_applies(engine))
+        wait_until(lambda: _research_applies(engine), "the research rule to apply again")
     finally:
         watcher.stop()
 
@@ -123,12 +113,12 @@ def test_an_invalid_change_is_rejected_and_old_rules_keep_serving(
     watcher, engine = _watch(directory, tmp_path)
     try:
         directory.replace(RESEARCH_RULE, "coercionURI", "deidentify:NoSuchOption")
-        _wait(lambda: watcher.last_error is not None)
+        wait_until(lambda: watcher.last_error is not None, "the bad change to be rejected")
         assert RESEARCH_RULE in str(watcher.last_error)
         assert "coercionURI" in str(watcher.last_error)
         assert _research_applies(engine)  # the previous rules still apply
         directory.replace(RESEARCH_RULE, "coercionURI", "deidentify:RetainUIDsOption")
-        _wait(lambda: watcher.last_error is None)
+        wait_until(lambda: watcher.last_error is None, "the fixed change to load")
         rules = engine.rules.rules
         assert any(r.uri == "deidentify:RetainUIDsOption" for r in rules)
     finally:
@@ -147,7 +137,9 @@ def test_slapd_stopped_and_restarted_the_engine_keeps_serving(
         assert _research_applies(engine)  # still serving from the loaded rules
         slapd.start()
         directory.replace(RESEARCH_RULE, "coercionDIMSE", "C_FIND_RQ")
-        _wait(lambda: not _research_applies(engine), seconds=10)
+        wait_until(
+            lambda: not _research_applies(engine), "the research rule to stop applying", timeout=10
+        )
     finally:
         watcher.stop()
 
@@ -182,7 +174,12 @@ def test_without_syncprov_changes_are_seen_by_modify_timestamp(
     source = directory.open()
     before = source.fingerprint()
     assert before.startswith("ts:")
-    time.sleep(1.05)  # modifyTimestamp has one-second granularity
+    newest = before.split(":")[1]  # modifyTimestamp, to the second: 20240301101500Z
+    wait_until(
+        lambda: time.strftime("%Y%m%d%H%M%SZ", time.gmtime()) > newest,
+        "the clock to pass the newest modifyTimestamp",
+        timeout=5,
+    )
     directory.replace(RESEARCH_RULE, "coercionPriority", "11")
     assert source.fingerprint() != before
     source.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import ssl
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from tests.helpers import (
     remote_device,
     stored,
     tool,
+    wait_until,
 )
 from tests.slapd import make_tls_files
 
@@ -198,10 +198,12 @@ def test_rule_change_applies_to_the_next_object_on_the_same_association(
             "dicomTransferRole: SCP\ncoercionURI: deidentify:\n"
         )
         (config / "20-extra.ldif").write_text(rule, encoding="utf-8")
-        deadline = time.monotonic() + 5
-        while "configuration reloaded" not in node.text():
-            assert time.monotonic() < deadline, node.text()
-            time.sleep(0.05)
+        wait_until(
+            lambda: "configuration reloaded" in node.text(),
+            "the node to reload its rules",
+            timeout=5,
+            detail=node.text,
+        )
         second = dcmread(canary_file(tmp_path / "in" / "2.dcm", 2))
         assert assoc.send_c_store(second).Status == 0
     finally:
@@ -372,8 +374,12 @@ def test_forwarding_survives_a_stopped_destination(serve: Start, tmp_path: Path)
     assert sent.returncode == 0, sent.stderr
     queue = node.data / "queue" / "ARCHIVE"
     assert len(list(queue.glob("*.dcm"))) == 5  # the destination is down: all queued
-    time.sleep(1.5)  # a failed attempt or two
-    received = receive_at_archive(port, 5)
+    wait_until(
+        lambda: node.text().count("forwarding to ARCHIVE failed") >= 2,
+        "two failed attempts to forward",
+        detail=node.text,
+    )
+    received = receive_at_archive(port, 5, detail=node.text)
     assert len(received) == 5, node.text()
     assert not list(queue.glob("*.dcm"))
     # Coerced for the destination on the way out; the stored copies are as received.
@@ -479,7 +485,7 @@ def test_tls_listener_and_tls_forwarding(serve: Start, tmp_path: Path) -> None:
     assert len(stored(node.data)) == 1
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(archive_tls.server_cert, archive_tls.server_key)
-    received = receive_at_archive(port, 1, context)
+    received = receive_at_archive(port, 1, context, detail=node.text)
     assert len(received) == 1, node.text()
     assert str(received[0].PatientID) != CANARY_ID
 
@@ -526,9 +532,7 @@ def test_mpps_is_forwarded_in_order(serve: Start, tmp_path: Path) -> None:
         evt_handlers=[(evt.EVT_N_CREATE, on_create), (evt.EVT_N_SET, on_set)],
     )
     try:
-        deadline = time.monotonic() + 40
-        while len(events) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: len(events) >= 2, "N-CREATE and N-SET at ARCHIVE", timeout=40)
     finally:
         server.shutdown()
     # N-CREATE then N-SET, for the same instance; CT01 is not a research modality: no coercion.
@@ -552,7 +556,7 @@ def test_queue_survives_kill_9_of_the_node(serve: Start, tmp_path: Path) -> None
     first.process.wait(10)
     assert len(list((data / "queue" / "ARCHIVE").glob("*.dcm"))) == 3
     second = serve(config, "--data", str(data))
-    received = receive_at_archive(port, 3)
+    received = receive_at_archive(port, 3, detail=second.text)
     assert len(received) == 3, second.text()
     assert {ds.SOPInstanceUID for ds in received} == {
         dcmread(p).SOPInstanceUID for p in folder.glob("*.dcm")

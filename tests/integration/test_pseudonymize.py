@@ -6,7 +6,6 @@ import datetime as dt
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from pydicom.dataset import Dataset
 from coercion.profile.keys import load_or_create_secret
 from coercion.resources import default_ldif_dir
 from coercion.store import PseudonymStore, ScopeSettings
-from tests.helpers import make_dataset
+from tests.helpers import make_dataset, wait_until
 from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
@@ -340,9 +339,12 @@ def test_kill_9_mid_batch_then_resume_gives_the_same_outputs(tmp_path: Path, tri
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while len(list(out.rglob("*.dcm"))) < 20 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(
+            lambda: len(list(out.rglob("*.dcm"))) >= 20,
+            "20 outputs before the kill",
+            timeout=60,
+            interval=0.02,
+        )
     finally:
         process.kill()  # kill -9: no chance to clean up
         process.wait(10)
