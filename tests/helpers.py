@@ -1,10 +1,11 @@
 """Synthetic test data and the helpers the test modules share.
 
-Besides data: running the command line (``coercion`` in a subprocess,
-``coercion_in_process`` in this one), waiting on a condition (``wait_until``;
-tests never sleep a fixed time to wait for something), a free port, and what
-the network tests need to drive ``coercion serve`` (dcmtk's clients, a
-configuration folder, a storage SCP standing in for a destination).
+Besides data: tag-script actions (``script_action``), running the command
+line (``coercion`` in a subprocess, ``coercion_in_process`` in this one),
+waiting on a condition (``wait_until``; tests never sleep a fixed time to wait
+for something), a free port, and what the network tests need to drive
+``coercion serve`` (dcmtk's clients, a configuration folder, a storage SCP
+standing in for a destination, an MPPS reporter).
 """
 
 from __future__ import annotations
@@ -24,14 +25,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
 from coercion.cli.main import main
+from coercion.dicom.part10 import read_bytes
+from coercion.engine import ActionEnv, build_action
 from coercion.resources import default_ldif_dir
+from coercion.script import parse_script
+from coercion.script.action import ScriptAction
 
 SECRET = bytes(range(32))
+#: Modality Performed Procedure Step, the SOP class of N-CREATE and N-SET.
+MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
 #: dcmtk keeps Nagle's algorithm on unless told (about 40 ms per DIMSE exchange).
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 BASE = "dc=coercion,dc=local"
@@ -75,6 +82,31 @@ def make_dataset(patient: str = "DOE^JANE^Q", patient_id: str = "PID-4711") -> D
     return ds
 
 
+def as_read(ds: Dataset) -> FileDataset:
+    """*ds* as the lean reader reads it from a file (raw elements)."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return read_bytes(buffer.getvalue(), "test")
+
+
+#: The action environments ``script_action`` opened; tests/conftest.py closes them after each test.
+OPEN_ENVS: list[ActionEnv] = []
+
+
+def script_action(body: dict[str, Any], store: str | Path, **params: str) -> ScriptAction:
+    """The action ``script:s`` of the tag script *body*, with *params*.
+
+    *store* is the pseudonym store's URL, or a folder to keep a SQLite store in.
+    """
+    url = f"sqlite:///{store / 's.db'}" if isinstance(store, Path) else store
+    env = ActionEnv(SECRET, store_url=url)
+    OPEN_ENVS.append(env)
+    env.scripts["s"] = parse_script("s", body)
+    action = build_action("script:s", params, env)
+    assert isinstance(action, ScriptAction)
+    return action
+
+
 def coercion_command(*args: object) -> list[str]:
     """The command line of ``python -m coercion ARGS``, for a process run in the background."""
     return [sys.executable, "-m", "coercion", *map(str, args)]
@@ -106,23 +138,23 @@ def coercion(
     return result
 
 
-def coercion_in_process(*args: object) -> subprocess.CompletedProcess[str]:
+def coercion_in_process(*args: object, check: bool = False) -> subprocess.CompletedProcess[str]:
     """Run ``coercion ARGS`` through ``main()`` in this process, its stdout and stderr captured.
 
     For tests that monkeypatch the process or run the command many times (a
     subprocess costs a second of imports). The exit status is click's, as in a
-    subprocess.
+    subprocess; with *check* a non-zero one fails the test, with stderr.
     """
     out, err = io.StringIO(), io.StringIO()
-    status: int = 0
+    status = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             main([*map(str, args)])
         except SystemExit as exc:
             status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
-    return subprocess.CompletedProcess(
-        ["coercion", *map(str, args)], status, out.getvalue(), err.getvalue()
-    )
+    assert not check or status == 0, err.getvalue()
+    command = ["coercion", *map(str, args)]
+    return subprocess.CompletedProcess(command, status, out.getvalue(), err.getvalue())
 
 
 Result = TypeVar("Result")
@@ -298,9 +330,41 @@ def dcmtk(name: str, *args: object) -> subprocess.CompletedProcess[str]:
     )
 
 
+def storescu(port: int, *paths: object, called: str = "COERCION") -> None:
+    """dcmtk's storescu sends *paths* (folders scanned) from CT01 to *called*; it must succeed."""
+    sent = dcmtk("storescu", "+sd", "-aet", "CT01", "-aec", called, "127.0.0.1", port, *paths)
+    assert sent.returncode == 0, sent.stderr
+
+
 def stored(data: Path) -> list[Path]:
     """The objects a node with data folder *data* has stored, sorted by path."""
     return sorted((data / "objects").rglob("*.dcm")) if (data / "objects").exists() else []
+
+
+def report_mpps(
+    port: int, uid: str, calling: str = "CT01", complete: bool = True, **attributes: str
+) -> None:
+    """*calling* reports MPPS *uid* to the node's COERCION AE; every request must succeed.
+
+    An N-CREATE (IN PROGRESS, with *attributes* by keyword), then with *complete*
+    an N-SET (COMPLETED).
+    """
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(MPPS_CLASS)
+    assoc = ae.associate("127.0.0.1", port, ae_title="COERCION")
+    assert assoc.is_established
+    try:
+        create = Dataset()
+        for keyword, value in attributes.items():
+            setattr(create, keyword, value)
+        create.PerformedProcedureStepStatus = "IN PROGRESS"
+        assert assoc.send_n_create(create, MPPS_CLASS, uid)[0].Status == 0x0000
+        if complete:
+            done = Dataset()
+            done.PerformedProcedureStepStatus = "COMPLETED"
+            assert assoc.send_n_set(done, MPPS_CLASS, uid)[0].Status == 0x0000
+    finally:
+        assoc.release()
 
 
 def receive_at_archive(

@@ -39,6 +39,7 @@ from tests.helpers import (
     free_port,
     make_dataset,
     remote_device,
+    storescu,
     tool,
     wait_until,
 )
@@ -63,12 +64,6 @@ def write_objects(folder: Path, count: int, tag: str, modality: str = "CT") -> l
         dcmwrite(folder / f"{index:05d}.dcm", ds, enforce_file_format=True)
         uids.append(ds.SOPInstanceUID)
     return uids
-
-
-def store(port: int, *paths: Path) -> None:
-    """dcmtk's storescu from CT01 to the node's COERCION AE (folders scanned)."""
-    sent = dcmtk("storescu", "+sd", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", port, *paths)
-    assert sent.returncode == 0, sent.stderr
 
 
 def queued(data: Path) -> list[Path]:
@@ -171,9 +166,9 @@ def test_refused_context_and_missing_sop_class_are_set_aside_and_the_queue_goes_
     queue = node.data / "queue" / "ARCHIVE"
     queue.mkdir(parents=True, exist_ok=True)
     dcmwrite(queue / f"COERCION--{0:020d}-00000000.dcm", foreign)
-    store(node.port, mr)  # first: the two that cannot go
+    storescu(node.port, mr)  # first: the two that cannot go
     good = write_objects(tmp_path / "ct", 5, "2")
-    store(node.port, tmp_path / "ct")
+    storescu(node.port, tmp_path / "ct")
     wait_until(  # the sender survived both
         lambda: len(archive.received) == 5 and not queued(node.data),
         "5 objects at ARCHIVE and an empty queue",
@@ -199,7 +194,7 @@ def test_warning_statuses_count_as_delivered_and_failures_are_set_aside(
     node = serve(
         config_dir(tmp_path, extra=remote_device("archive", "ARCHIVE", archive.port) + FORWARD_RULE)
     )
-    store(node.port, tmp_path / "in")
+    storescu(node.port, tmp_path / "in")
     wait_until(
         lambda: len(archive.received) == 8 and not queued(node.data),
         "8 objects at ARCHIVE and an empty queue",
@@ -226,8 +221,8 @@ def test_a_destination_slower_than_the_dimse_timeout_holds_the_queue_for_bounded
     node.forwarder.dimse_timeout = 1.0
     _host, port = node.start()
     started = time.monotonic()
-    store(port, tmp_path / "slow")  # the head of the queue
-    store(port, tmp_path / "rest")
+    storescu(port, tmp_path / "slow")  # the head of the queue
+    storescu(port, tmp_path / "rest")
     wait_until(
         lambda: len(archive.received) == 22 and not queued(node.settings.data),
         "22 objects at ARCHIVE and an empty queue",
@@ -264,7 +259,7 @@ def test_a_dead_sender_is_noticed_and_restarted(
     node = in_process(archive.port)
     _host, port = node.start()
     with caplog.at_level(logging.ERROR, logger="coercion.net.forward"):
-        store(port, tmp_path / "in")
+        storescu(port, tmp_path / "in")
         wait_until(
             lambda: archive.received == uids,
             "every object at ARCHIVE",
@@ -393,7 +388,7 @@ def test_2000_objects_forwarded_to_storescp_without_stall_or_duplicate(
     )
     uids = write_objects(tmp_path / "in", 2000, "7")
     started = time.monotonic()
-    store(node.port, tmp_path / "in")
+    storescu(node.port, tmp_path / "in")
     wait_until(
         lambda: not queued(node.data) and len(list(out.iterdir())) >= 2000,
         "2000 objects at storescp and an empty queue",

@@ -28,6 +28,7 @@ from coercion.profile import Change
 from tests.helpers import (
     DCMTK_ENV,
     DEVICE,
+    MPPS_CLASS,
     SECRET,
     Served,
     Start,
@@ -37,7 +38,9 @@ from tests.helpers import (
     make_dataset,
     receive_at_archive,
     remote_device,
+    report_mpps,
     stored,
+    storescu,
     tool,
     wait_until,
 )
@@ -47,7 +50,6 @@ pytestmark = pytest.mark.integration
 
 CANARY_NAME = "QZXCANARY^PHIMARKER"
 CANARY_ID = "QZXCANARYID77"
-MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
 WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 
 
@@ -115,8 +117,7 @@ def test_restricted_calling_ae_titles(serve: Start, tmp_path: Path) -> None:
 def test_phi_canary_through_storescu(serve: Start, tmp_path: Path) -> None:
     node = serve()
     source = canary_file(tmp_path / "in" / "canary.dcm")
-    sent = dcmtk("storescu", "-aet", "CT01", "-aec", "RESEARCH", "127.0.0.1", node.port, source)
-    assert sent.returncode == 0, sent.stderr
+    storescu(node.port, source, called="RESEARCH")
     [output] = stored(node.data)
     data = output.read_bytes()
     assert b"QZXCANARY" not in data and CANARY_ID.encode() not in data
@@ -131,8 +132,7 @@ def test_phi_canary_through_storescu(serve: Start, tmp_path: Path) -> None:
 def test_object_no_rule_touches_is_stored_as_received(serve: Start, tmp_path: Path) -> None:
     node = serve()
     source = canary_file(tmp_path / "in" / "clinical.dcm")
-    sent = dcmtk("storescu", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port, source)
-    assert sent.returncode == 0, sent.stderr
+    storescu(node.port, source)
     [output] = stored(node.data)
     original, kept = dcmread(source), dcmread(output)
     assert (
@@ -368,10 +368,7 @@ def test_forwarding_survives_a_stopped_destination(serve: Start, tmp_path: Path)
     folder = tmp_path / "in"
     for i in range(5):
         canary_file(folder / f"{i}.dcm", 500 + i)
-    sent = dcmtk(
-        "storescu", "+sd", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port, folder
-    )
-    assert sent.returncode == 0, sent.stderr
+    storescu(node.port, folder)
     queue = node.data / "queue" / "ARCHIVE"
     assert len(list(queue.glob("*.dcm"))) == 5  # the destination is down: all queued
     wait_until(
@@ -497,20 +494,8 @@ def test_mpps_is_forwarded_in_order(serve: Start, tmp_path: Path) -> None:
         "coercionDestinationAETitle: ARCHIVE\ncoercionDIMSE: N_CREATE_RQ\n"
     )
     node = serve(config_dir(tmp_path, extra=extra))
-    ae = AE(ae_title="CT01")
-    ae.add_requested_context(MPPS_CLASS)
-    assoc = ae.associate("127.0.0.1", node.port, ae_title="COERCION")
     uid = generate_uid()
-    try:
-        create = Dataset()
-        create.PatientID = CANARY_ID
-        create.PerformedProcedureStepStatus = "IN PROGRESS"
-        assert assoc.send_n_create(create, MPPS_CLASS, uid)[0].Status == 0x0000
-        done = Dataset()
-        done.PerformedProcedureStepStatus = "COMPLETED"
-        assert assoc.send_n_set(done, MPPS_CLASS, uid)[0].Status == 0x0000
-    finally:
-        assoc.release()
+    report_mpps(node.port, uid, PatientID=CANARY_ID)
     events: list[tuple[str, str, str]] = []
 
     def on_create(event: Any) -> tuple[int, Dataset]:
@@ -548,10 +533,7 @@ def test_queue_survives_kill_9_of_the_node(serve: Start, tmp_path: Path) -> None
     folder = tmp_path / "in"
     for i in range(3):
         canary_file(folder / f"{i}.dcm", 700 + i)
-    sent = dcmtk(
-        "storescu", "+sd", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", first.port, folder
-    )
-    assert sent.returncode == 0, sent.stderr
+    storescu(first.port, folder)
     first.process.kill()  # no clean shutdown
     first.process.wait(10)
     assert len(list((data / "queue" / "ARCHIVE").glob("*.dcm"))) == 3
