@@ -92,6 +92,7 @@ class Trial:
             self.tmp_path / "secret.key",
             source,
             out,
+            cwd=self.tmp_path,
         )
 
     def store(self) -> PseudonymStore:
