@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import SECRET
+from tests.helpers import OPEN_ENVS, SECRET
 
 #: The private slapd fixtures ``slapd`` and ``slapd_no_syncprov``, and the private PostgreSQL
 #: fixtures ``postgres`` and ``postgres_session``.
@@ -28,3 +28,25 @@ def loose_umask() -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
+
+
+@pytest.fixture(autouse=True)
+def _close_action_envs() -> Iterator[None]:
+    """Close the stores of the actions a test made with ``script_action``."""
+    yield
+    while OPEN_ENVS:
+        OPEN_ENVS.pop().close()
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths os.fsync is called on (still really synced)."""
+    calls: list[str] = []
+    real = os.fsync
+
+    def record(fd: int) -> None:
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    return calls

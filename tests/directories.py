@@ -94,13 +94,16 @@ def as_adds(ldif_text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def store_in(folder: Path, store: Path) -> None:
-    """Point the node's pseudonym store (counters, fake values) at *store*."""
+def store_in(folder: Path, store: Path | str) -> None:
+    """Point the node's pseudonym store (counters, fake values) at *store*.
+
+    *store* is a SQLite file or a store URL.
+    """
+    url = f"sqlite:///{store}" if isinstance(store, Path) else store
     device = folder / "10-default-config.ldif"
     device.write_text(
         device.read_text(encoding="utf-8").replace(
-            "coercionPollInterval: 2",
-            f"coercionPollInterval: 2\ncoercionStoreURL: sqlite:///{store}",
+            "coercionPollInterval: 2", f"coercionPollInterval: 2\ncoercionStoreURL: {url}"
         ),
         encoding="utf-8",
     )

@@ -1,12 +1,17 @@
 """Synthetic test data and the helpers the test modules share.
 
-Besides data: running the command line, and what the network tests need to
-drive ``coercion serve`` (dcmtk's clients, a configuration folder, a storage
-SCP standing in for a destination).
+Besides data: tag-script actions (``script_action``), running the command
+line (``coercion`` in a subprocess, ``coercion_in_process`` in this one),
+waiting on a condition (``wait_until``; tests never sleep a fixed time to wait
+for something), a free port, and what the network tests need to drive
+``coercion serve`` (dcmtk's clients, a configuration folder, a storage SCP
+standing in for a destination, an MPPS reporter).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shutil
@@ -15,18 +20,25 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
+from coercion.cli.main import main
+from coercion.dicom.part10 import read_bytes
+from coercion.engine import ActionEnv, build_action
 from coercion.resources import default_ldif_dir
+from coercion.script import parse_script
+from coercion.script.action import ScriptAction
 
 SECRET = bytes(range(32))
+#: Modality Performed Procedure Step, the SOP class of N-CREATE and N-SET.
+MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
 #: dcmtk keeps Nagle's algorithm on unless told (about 40 ms per DIMSE exchange).
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 BASE = "dc=coercion,dc=local"
@@ -70,17 +82,117 @@ def make_dataset(patient: str = "DOE^JANE^Q", patient_id: str = "PID-4711") -> D
     return ds
 
 
-def coercion(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m coercion ARGS`` as a user would, with a wide terminal (tables not cut)."""
-    return subprocess.run(
-        [sys.executable, "-m", "coercion", *map(str, args)],
+def as_read(ds: Dataset) -> FileDataset:
+    """*ds* as the lean reader reads it from a file (raw elements)."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return read_bytes(buffer.getvalue(), "test")
+
+
+#: The action environments ``script_action`` opened; tests/conftest.py closes them after each test.
+OPEN_ENVS: list[ActionEnv] = []
+
+
+def script_action(body: dict[str, Any], store: str | Path, **params: str) -> ScriptAction:
+    """The action ``script:s`` of the tag script *body*, with *params*.
+
+    *store* is the pseudonym store's URL, or a folder to keep a SQLite store in.
+    """
+    url = f"sqlite:///{store / 's.db'}" if isinstance(store, Path) else store
+    env = ActionEnv(SECRET, store_url=url)
+    OPEN_ENVS.append(env)
+    env.scripts["s"] = parse_script("s", body)
+    action = build_action("script:s", params, env)
+    assert isinstance(action, ScriptAction)
+    return action
+
+
+def coercion_command(*args: object) -> list[str]:
+    """The command line of ``python -m coercion ARGS``, for a process run in the background."""
+    return [sys.executable, "-m", "coercion", *map(str, args)]
+
+
+def coercion(
+    *args: object,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m coercion ARGS`` as a user would, with a wide terminal (tables not cut).
+
+    *env* adds to (or overrides) our environment; *input* is its stdin. With
+    *check* a non-zero exit status fails the test, with the command's stderr.
+    """
+    result = subprocess.run(
+        coercion_command(*args),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        env={**os.environ, "COLUMNS": "250"},
+        env={**os.environ, "COLUMNS": "250", **(env or {})},
         cwd=cwd,
+        input=input,
     )
+    assert not check or result.returncode == 0, result.stderr
+    return result
+
+
+def coercion_in_process(*args: object, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``coercion ARGS`` through ``main()`` in this process, its stdout and stderr captured.
+
+    For tests that monkeypatch the process or run the command many times (a
+    subprocess costs a second of imports). The exit status is click's, as in a
+    subprocess; with *check* a non-zero one fails the test, with stderr.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    status = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([*map(str, args)])
+        except SystemExit as exc:
+            status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    assert not check or status == 0, err.getvalue()
+    command = ["coercion", *map(str, args)]
+    return subprocess.CompletedProcess(command, status, out.getvalue(), err.getvalue())
+
+
+Result = TypeVar("Result")
+
+
+class WaitTimeoutError(AssertionError):
+    """A condition ``wait_until`` waited for did not hold in time."""
+
+
+def wait_until(
+    condition: Callable[[], Result],
+    what: str,
+    timeout: float = 10.0,
+    detail: Callable[[], str] | None = None,
+    interval: float = 0.01,
+) -> Result:
+    """Poll *condition* until it returns a true value, and return that value.
+
+    After *timeout* seconds the test fails (WaitTimeoutError) naming *what* was
+    awaited, followed by ``detail()`` (a server's log, say) when given. An
+    exception from *condition* ends the wait at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            message = f"waited {timeout} s for {what}"
+            raise WaitTimeoutError(f"{message}\n{detail()}" if detail is not None else message)
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 # -- the node and its peers, for the network tests ------------------------------------------
@@ -176,24 +288,32 @@ def start_node(tmp_path: Path, number: int, config: Path | None, *extra: str) ->
     """
     data = tmp_path / f"data{number}"
     log = tmp_path / f"serve{number}.log"
-    args = [sys.executable, "-m", "coercion", "-vv", "serve", "--port", "0"]
-    args += ["--data", str(data), "--key", str(tmp_path / "secret.key"), *extra]
+    args = ["-vv", "serve", "--port", "0", "--data", data, "--key", tmp_path / "secret.key"]
+    args += [*extra]
     if config is not None:
-        args += ["--config-dir", str(config), "--poll-interval", "0.2"]
+        args += ["--config-dir", config, "--poll-interval", "0.2"]
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env=DCMTK_ENV, cwd=tmp_path
+            coercion_command(*args),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=DCMTK_ENV,
+            cwd=tmp_path,
         )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = re.search(r"listening on [\d.]+:(\d+)", log.read_text(errors="replace"))
-        if found:
-            return Served(process, int(found[1]), data, log)
+
+    def listening() -> re.Match[str] | None:
         if process.poll() is not None:
             raise AssertionError(f"coercion serve exited:\n{log.read_text()}")
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"coercion serve did not start:\n{log.read_text()}")
+        return re.search(r"listening on [\d.]+:(\d+)", log.read_text(errors="replace"))
+
+    try:
+        found = wait_until(listening, "coercion serve to listen", timeout=30, detail=log.read_text)
+    except WaitTimeoutError:
+        process.kill()
+        process.wait()
+        raise
+    assert found is not None  # wait_until returns a true value
+    return Served(process, int(found[1]), data, log)
 
 
 def tool(name: str) -> str:
@@ -223,16 +343,41 @@ def dcmtk(name: str, *args: object) -> subprocess.CompletedProcess[str]:
     )
 
 
+def storescu(port: int, *paths: object, called: str = "COERCION") -> None:
+    """dcmtk's storescu sends *paths* (folders scanned) from CT01 to *called*; it must succeed."""
+    sent = dcmtk("storescu", "+sd", "-aet", "CT01", "-aec", called, "127.0.0.1", port, *paths)
+    assert sent.returncode == 0, sent.stderr
+
+
 def stored(data: Path) -> list[Path]:
     """The objects a node with data folder *data* has stored, sorted by path."""
     return sorted((data / "objects").rglob("*.dcm")) if (data / "objects").exists() else []
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def report_mpps(
+    port: int, uid: str, calling: str = "CT01", complete: bool = True, **attributes: str
+) -> None:
+    """*calling* reports MPPS *uid* to the node's COERCION AE; every request must succeed.
+
+    An N-CREATE (IN PROGRESS, with *attributes* by keyword), then with *complete*
+    an N-SET (COMPLETED).
+    """
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(MPPS_CLASS)
+    assoc = ae.associate("127.0.0.1", port, ae_title="COERCION")
+    assert assoc.is_established
+    try:
+        create = Dataset()
+        for keyword, value in attributes.items():
+            setattr(create, keyword, value)
+        create.PerformedProcedureStepStatus = "IN PROGRESS"
+        assert assoc.send_n_create(create, MPPS_CLASS, uid)[0].Status == 0x0000
+        if complete:
+            done = Dataset()
+            done.PerformedProcedureStepStatus = "COMPLETED"
+            assert assoc.send_n_set(done, MPPS_CLASS, uid)[0].Status == 0x0000
+    finally:
+        assoc.release()
 
 
 def receive_at_archive(
@@ -240,8 +385,12 @@ def receive_at_archive(
     expected: int,
     context: ssl.SSLContext | None = None,
     ae_title: str = "ARCHIVE",
+    detail: Callable[[], str] | None = None,
 ) -> list[Dataset]:
-    """Run a CT storage SCP *ae_title* until *expected* objects arrived (40 s at most)."""
+    """Run a CT storage SCP *ae_title* until *expected* objects arrived (40 s at most).
+
+    Fails naming the count, with ``detail()`` (the sending node's log, say), when fewer arrive.
+    """
     received: list[Dataset] = []
 
     def on_store(event: Any) -> int:
@@ -257,9 +406,12 @@ def receive_at_archive(
         ssl_context=context,
     )
     try:
-        deadline = time.monotonic() + 40
-        while len(received) < expected and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(
+            lambda: len(received) >= expected,
+            f"{expected} objects at {ae_title}",
+            timeout=40,
+            detail=lambda: f"{len(received)} arrived\n{detail() if detail else ''}",
+        )
     finally:
         server.shutdown()
     return received

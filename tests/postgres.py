@@ -28,31 +28,24 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from tests.helpers import free_port
+from tests.servers import ManagedServer, ServerError, run_tool, short_directory, start_on_free_port
+
 #: The superuser that initdb creates and the database that start_postgres creates.
 USER = "coercion"
 DATABASE = "coercion"
-
-#: How long postgres may take to accept a connection (it takes about 0.1 s) or to shut down.
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
-
-#: How long initdb (about 0.8 s), createdb and pg_dump may take.
-TOOL_TIMEOUT = 60.0
 
 #: The longest Unix socket path (``sun_path`` less its NUL); postgres refuses longer ones.
 MAX_SOCKET_PATH = 107
@@ -60,7 +53,7 @@ MAX_SOCKET_PATH = 107
 #: The account that runs initdb and postgres when we are root.
 SYSTEM_USER = "postgres"
 
-#: The server's settings for tests: no durability, messages in English for _PORT_IN_USE.
+#: The server's settings for tests: no durability, messages in English for port_in_use.
 SERVER_SETTINGS = {
     "fsync": "off",
     "synchronous_commit": "off",
@@ -68,33 +61,32 @@ SERVER_SETTINGS = {
     "lc_messages": "C",
 }
 
-#: postgres's message when its port is taken by someone else between our probe and its bind.
-_PORT_IN_USE = "could not bind IPv4 address"
-
-#: The log line of a run once it listens on its port and has finished starting up.
-_READY = "database system is ready to accept connections"
-
 #: The server's refusal of a connection while it starts up (SQLSTATE 57P03); retried.
 _STARTING_UP = "the database system is starting up"
 
 
-class PostgresError(RuntimeError):
+class PostgresError(ServerError):
     """initdb, postgres or pg_dump failed; the message carries their output or the server log."""
 
 
 @dataclass
-class Postgres:
+class Postgres(ManagedServer):
     """A running (or stopped) private PostgreSQL server and what a client needs to reach it."""
+
+    program: ClassVar[str] = "postgres"
+    error: ClassVar[type[ServerError]] = PostgresError
+    ready_line: ClassVar[bytes] = b"database system is ready to accept connections"
+    port_in_use: ClassVar[str] = "could not bind IPv4 address"
+    #: postgres accepts a connection after about 0.1 s.
+    start_timeout: ClassVar[float] = 30.0
+    #: A fast shutdown (SIGINT), then an immediate one (SIGQUIT), then SIGKILL.
+    stop_signals: ClassVar[tuple[signal.Signals, ...]] = (signal.SIGINT, signal.SIGQUIT)
 
     port: int
     password: str
-    directory: Path
-    #: How to run a server program: empty, or ``setpriv`` to become ``postgres`` when root.
+    #: How to run a server program: ``setpriv``, becoming ``postgres`` when root.
     _run_as: list[str] = field(repr=False)
     _bindir: Path = field(repr=False)
-    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
-    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
-    _log_start: int = field(default=0, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -107,6 +99,11 @@ class Postgres:
         return self.database_dsn(DATABASE)
 
     @property
+    def address(self) -> str:
+        """``127.0.0.1:port``."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
     def data_directory(self) -> Path:
         """The cluster made by initdb."""
         return self.directory / "data"
@@ -115,16 +112,6 @@ class Postgres:
     def socket_directory(self) -> Path:
         """Where postgres puts its Unix socket (``-k``); clients here use TCP."""
         return self.directory / "s"
-
-    @property
-    def log_path(self) -> Path:
-        """postgres's stderr (its whole log), all runs."""
-        return self.directory / "postgres.log"
-
-    @property
-    def running(self) -> bool:
-        """True while our postgres child process has not exited."""
-        return self._process is not None and self._process.poll() is None
 
     def database_url(self, database: str) -> str:
         """The SQLAlchemy URL of *database* on this server."""
@@ -136,22 +123,12 @@ class Postgres:
             host="127.0.0.1", port=self.port, user=USER, password=self.password, dbname=database
         )
 
-    def start(self) -> None:
-        """Start postgres on the same port and data; return once a connection succeeds.
-
-        Does nothing when it is already running. Raises PostgresError with the
-        server's log when it exits or does not accept a connection within
-        START_TIMEOUT; it is then stopped, never left behind.
-        """
-        if self.running:
-            return
-        self.stop()  # reap a postgres that exited by itself and close its log
-        self._log = self.log_path.open("ab")
-        self._log_start = self._log.tell()
+    def command(self) -> list[str]:
+        """``postgres`` on 127.0.0.1:port and the private socket folder, with SERVER_SETTINGS."""
         settings = [
             word for name, value in SERVER_SETTINGS.items() for word in ("-c", f"{name}={value}")
         ]
-        command = [
+        return [
             *self._run_as,
             str(self._bindir / "postgres"),
             "-D",
@@ -164,108 +141,16 @@ class Postgres:
             str(self.port),
             *settings,
         ]
-        self._process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.directory,
-            env=_server_environment(),
-        )
-        try:
-            self._wait_for_connection()
-        except BaseException:
-            self.stop()
-            raise
 
-    def stop(self) -> None:
-        """Stop postgres with a fast shutdown (SIGINT) and reap it. Idempotent.
+    def popen_options(self) -> dict[str, Any]:
+        """In its folder, in locale C and time zone UTC."""
+        return {"cwd": self.directory, "env": _server_environment()}
 
-        After STOP_TIMEOUT it gets SIGQUIT (an immediate shutdown), then SIGKILL.
-        """
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            for signal_number, timeout in (
-                (signal.SIGINT, STOP_TIMEOUT),
-                (signal.SIGQUIT, STOP_TIMEOUT),
-                (signal.SIGKILL, None),
-            ):
-                process.send_signal(signal_number)
-                try:
-                    process.wait(timeout)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def dump(self, database: str = DATABASE) -> bytes:
-        """*database* as plain SQL from the real ``pg_dump`` (schema and data, as stored).
-
-        Raises PostgresError with pg_dump's stderr when it fails.
-        """
-        dsn = make_conninfo(host="127.0.0.1", port=self.port, user=USER, dbname=database)
-        command = [str(self._bindir / "pg_dump"), "--format=plain", "--no-password", dsn]
-        try:
-            result = subprocess.run(
-                command,
-                capture_output=True,
-                check=False,
-                timeout=TOOL_TIMEOUT,
-                env={**os.environ, "PGPASSWORD": self.password},  # off the command line
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise PostgresError(f"{dsn}: pg_dump did not finish in {TOOL_TIMEOUT} s") from exc
-        if result.returncode != 0:
-            raise PostgresError(
-                f"{dsn}: pg_dump: exit status {result.returncode}\n"
-                f"{result.stderr.decode('utf-8', 'replace')}"
-            )
-        return result.stdout
-
-    def log(self) -> str:
-        """The server's log so far, for error messages."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def _wait_for_connection(self) -> None:
-        """Poll until a psycopg connection succeeds; PostgresError if postgres exits or stalls.
-
-        Connections are tried only once this run has logged that it is ready to
-        accept connections: postgres has bound its port before that, so a
-        connection cannot reach another process that took the port after
-        free_port(), and a failure then is real (only "starting up" is retried).
-        If postgres exits first (a port in use, a bad setting) its log is in the error.
-        """
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert self._process is not None
-            returncode = self._process.poll()
-            if returncode is not None:
-                raise PostgresError(
-                    f"{self.directory}: postgres exited with status {returncode} on start; "
-                    f"its log:\n{self.log()}"
-                )
-            if self._ready() and self._connect():
-                return
-            if time.monotonic() > deadline:
-                raise PostgresError(
-                    f"127.0.0.1:{self.port}: postgres did not accept a connection within "
-                    f"{START_TIMEOUT} s; its log:\n{self.log()}"
-                )
-            time.sleep(0.005)
-
-    def _ready(self) -> bool:
-        """True once this run's log says it accepts connections."""
-        with self.log_path.open("rb") as log:
-            log.seek(self._log_start)
-            return _READY.encode() in log.read()
-
-    def _connect(self) -> bool:
+    def probe(self) -> bool:
         """One real connection to the ``postgres`` database: True on success, False to retry.
 
         Any failure but "starting up" (a bad password, say) is a PostgresError with
-        the server's log at once, not after START_TIMEOUT. psycopg gives no SQLSTATE
+        the server's log at once, not after start_timeout. psycopg gives no SQLSTATE
         for a failed connection, hence the message (lc_messages is C).
         """
         try:
@@ -274,18 +159,17 @@ class Postgres:
         except psycopg.OperationalError as exc:
             if _STARTING_UP in str(exc):
                 return False
-            raise PostgresError(
-                f"127.0.0.1:{self.port}: connecting as {USER} failed: {exc}; "
-                f"the server's log:\n{self.log()}"
-            ) from exc
+            raise self.failure(f"{self.address}: connecting as {USER} failed: {exc}") from exc
 
+    def dump(self, database: str = DATABASE) -> bytes:
+        """*database* as plain SQL from the real ``pg_dump`` (schema and data, as stored).
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        Raises PostgresError with pg_dump's stderr when it fails.
+        """
+        dsn = make_conninfo(host="127.0.0.1", port=self.port, user=USER, dbname=database)
+        command = [str(self._bindir / "pg_dump"), "--format=plain", "--no-password", dsn]
+        # The password in the environment, off the command line.
+        return run_tool(command, PostgresError, env={**os.environ, "PGPASSWORD": self.password})
 
 
 def start_postgres(directory: Path) -> Postgres:
@@ -293,9 +177,9 @@ def start_postgres(directory: Path) -> Postgres:
 
     *directory* may exist but must not hold a ``data`` directory yet. When we are
     root it is given to the ``postgres`` user, who must be able to reach it
-    (``tempfile.mkdtemp(prefix="pg", dir="/tmp")`` will do). The server has the
-    superuser ``coercion`` with a random password and the empty database ``coercion``.
-    Raises PostgresError with the tools' output or the server's log on any failure.
+    (``short_directory("pg")`` will do). The server has the superuser ``coercion``
+    with a random password and the empty database ``coercion``. Raises
+    PostgresError with the tools' output or the server's log on any failure.
     """
     directory = directory.resolve()
     bindir = find_bindir()
@@ -303,7 +187,7 @@ def start_postgres(directory: Path) -> Postgres:
     if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
         raise PostgresError(
             f"{socket_path}: too long for a Unix socket; "
-            'use a short directory such as tempfile.mkdtemp(prefix="pg", dir="/tmp")'
+            'use a short directory such as tests.servers.short_directory("pg")'
         )
     if (directory / "data").exists():
         raise PostgresError(f"{directory / 'data'}: exists already; give an empty directory")
@@ -312,24 +196,17 @@ def start_postgres(directory: Path) -> Postgres:
     run_as = _run_as(directory)
     password = secrets.token_hex(16)
     _initdb(bindir, directory, password, run_as)
-    last_error: PostgresError | None = None
-    for _ in range(3):
-        server = Postgres(free_port(), password, directory, run_as, bindir)
-        try:
-            server.start()
-        except PostgresError as exc:
-            if _PORT_IN_USE not in str(exc):
-                raise
-            last_error = exc  # taken by another process between free_port() and the bind
-            continue
-        try:
-            _create_database(server, DATABASE)
-        except BaseException:
-            server.stop()
-            raise
-        return server
-    assert last_error is not None
-    raise last_error
+    server = start_on_free_port(
+        lambda: Postgres(
+            directory, port=free_port(), password=password, _run_as=run_as, _bindir=bindir
+        )
+    )
+    try:
+        _create_database(server, DATABASE)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def fresh_database(server: Postgres) -> str:
@@ -418,7 +295,7 @@ def _check_reachable(directory: Path, account: pwd.struct_passwd) -> None:
             raise PostgresError(
                 f"{directory}: the {account.pw_name} user cannot reach it ({parent} is "
                 f"{stat.filemode(status.st_mode)} {owner}); use a directory it can reach, "
-                'such as tempfile.mkdtemp(prefix="pg", dir="/tmp")'
+                'such as tests.servers.short_directory("pg")'
             )
 
 
@@ -445,23 +322,9 @@ def _initdb(bindir: Path, directory: Path, password: str, run_as: list[str]) -> 
         "--no-instructions",
     ]
     try:
-        result = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=directory,
-            env=_server_environment(),
-            timeout=TOOL_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise PostgresError(f"{directory}: initdb did not finish in {TOOL_TIMEOUT} s") from exc
+        run_tool(command, PostgresError, cwd=directory, env=_server_environment())
     finally:
         password_file.unlink(missing_ok=True)
-    if result.returncode != 0:
-        raise PostgresError(
-            f"{' '.join(command)}: exit status {result.returncode}\n{result.stderr}{result.stdout}"
-        )
 
 
 def _server_environment() -> dict[str, str]:
@@ -474,15 +337,8 @@ def _server_environment() -> dict[str, str]:
 
 def _temporary_postgres() -> Iterator[Postgres]:
     """Start a server in a short temporary directory; stop it and remove the directory after."""
-    directory = Path(tempfile.mkdtemp(prefix="pg", dir="/tmp"))
-    server: Postgres | None = None
-    try:
-        server = start_postgres(directory)
+    with short_directory("pg") as directory, start_postgres(directory) as server:
         yield server
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

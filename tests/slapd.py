@@ -23,19 +23,19 @@ import os
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
-import tempfile
-import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import ClassVar
 
 import ldap3
 import pytest
 from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError
+
+from tests.helpers import free_port
+from tests.servers import ManagedServer, ServerError, run_tool, short_directory, start_on_free_port
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 LDIF_DIR = REPOSITORY / "ldif"
@@ -48,18 +48,11 @@ SYSTEM_SCHEMAS = tuple(
 #: The suffix of the repository fixture while ldif/ holds no data file.
 DEFAULT_SUFFIX = "dc=coercion,dc=local"
 
-#: How long slapd may take to accept a bind (it takes about 0.1 s) or to exit on SIGTERM.
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
-
 #: A Unix socket path longer than this makes slapd refuse it and then segfault.
 MAX_SOCKET_PATH = 100
 
 #: The admin password (and cn=config's) of every instance; they listen on loopback only.
 _ADMIN_PASSWORD = "coercion-test-secret"
-
-#: slapd's message when its port is taken by someone else between our probe and its bind.
-_PORT_IN_USE = "errno=98"
 
 
 @dataclass(frozen=True)
@@ -71,7 +64,7 @@ class TlsFiles:
     server_key: Path
 
 
-class SlapdError(RuntimeError):
+class SlapdError(ServerError):
     """slapd or slapadd failed; the message carries their output."""
 
 
@@ -83,75 +76,35 @@ class LdapToolError(subprocess.CalledProcessError):
 
 
 @dataclass
-class Slapd:
-    """A running (or stopped) private slapd and what a client needs to reach it."""
+class Slapd(ManagedServer):
+    """A running (or stopped) private slapd and what a client needs to reach it.
+
+    Its log is slapd's stderr with ``-d none``: errors and the "slapd starting" line.
+    """
+
+    program: ClassVar[str] = "slapd"
+    error: ClassVar[type[ServerError]] = SlapdError
+    ready_line: ClassVar[bytes] = b"slapd starting"
+    port_in_use: ClassVar[str] = "errno=98"
 
     url: str
     ldapi: str
     suffix: str
     admin_dn: str
     password: str
-    directory: Path
     #: The ``ldaps://`` listener and the files behind it; None without TLS.
     ldaps_url: str | None = None
     tls: TlsFiles | None = None
-    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
-    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
-    _log_start: int = field(default=0, init=False, repr=False)
 
     @property
-    def log_path(self) -> Path:
-        """slapd's stderr (``-d none``: errors and the "slapd starting" line), all runs."""
-        return self.directory / "slapd.log"
+    def address(self) -> str:
+        """The ``ldap://`` URL."""
+        return self.url
 
-    @property
-    def running(self) -> bool:
-        """True while our slapd child process has not exited."""
-        return self._process is not None and self._process.poll() is None
-
-    def start(self) -> None:
-        """Start slapd on the same port and data; return once the admin can bind.
-
-        Does nothing when it is already running. Raises SlapdError with slapd's
-        log when it exits or does not answer within START_TIMEOUT; it is then
-        stopped, never left behind.
-        """
-        if self.running:
-            return
-        self.stop()  # reap a slapd that exited by itself and close its log
-        self._log = self.log_path.open("ab")
-        self._log_start = self._log.tell()
-        command = [
-            _tool("slapd"),
-            "-d",
-            "none",
-            "-F",
-            str(self.directory / "slapd.d"),
-            "-h",
-            f"{self.url}/ {self.ldapi}" + (f" {self.ldaps_url}/" if self.ldaps_url else ""),
-        ]
-        self._process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        try:
-            self._wait_for_bind()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        """Stop slapd with SIGTERM and reap it (SIGKILL after STOP_TIMEOUT). Idempotent."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def command(self) -> list[str]:
+        """``slapd -d none`` with its cn=config, listening on its ldap://, ldapi:// (ldaps://)."""
+        urls = f"{self.url}/ {self.ldapi}" + (f" {self.ldaps_url}/" if self.ldaps_url else "")
+        return [_tool("slapd"), "-d", "none", "-F", str(self.directory / "slapd.d"), "-h", urls]
 
     def ldapmodify(self, ldif_text: str) -> subprocess.CompletedProcess[str]:
         """Apply *ldif_text* with the real ``ldapmodify`` as the admin.
@@ -181,80 +134,33 @@ class Slapd:
             raise LdapToolError(result.returncode, command, result.stdout, result.stderr)
         return result
 
-    def log(self) -> str:
-        """slapd's log so far, for error messages."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def _wait_for_bind(self) -> None:
-        """Poll until an admin bind succeeds; SlapdError if slapd exits or stalls.
-
-        Binds are tried only once this run has logged "slapd starting": slapd has
-        bound its port by then, so a bind cannot reach another process that took
-        the port after free_port(). The port may still refuse connections for a
-        moment (listen() comes after the log line), so refusals are retried. If
-        slapd exits first (a port in use, a bad config) its log is in the error.
-        """
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert self._process is not None
-            returncode = self._process.poll()
-            if returncode is not None:
-                raise SlapdError(
-                    f"{self.directory}: slapd exited with status {returncode} on start; "
-                    f"its log:\n{self.log()}"
-                )
-            if self._started() and self._bind():
-                return
-            if time.monotonic() > deadline:
-                raise SlapdError(
-                    f"{self.url}: slapd did not accept a bind within {START_TIMEOUT} s; "
-                    f"its log:\n{self.log()}"
-                )
-            time.sleep(0.002)
-
-    def _started(self) -> bool:
-        """True once this run's log has the "slapd starting" line."""
-        with self.log_path.open("rb") as log:
-            log.seek(self._log_start)
-            return b"slapd starting" in log.read()
-
-    def _bind(self) -> bool:
+    def probe(self) -> bool:
         """One real admin bind with ldap3: True on success, False if the port refused.
 
-        Any other failure is a SlapdError with slapd's log. The connection's socket
-        is closed whatever happens: ldap3 leaves it open when the connect fails (a
-        ResourceWarning, an error under pytest).
+        The port may refuse connections for a moment after "slapd starting"
+        (listen() comes after the log line). Any other failure is a SlapdError
+        with slapd's log. The connection's socket is closed whatever happens:
+        ldap3 leaves it open when the connect fails (a ResourceWarning, an error
+        under pytest).
         """
         server = ldap3.Server(self.url, get_info=ldap3.NONE, connect_timeout=5)
         connection = ldap3.Connection(server, self.admin_dn, self.password, receive_timeout=5)
         try:
             connection.open()
             if not connection.bind():
-                raise SlapdError(
-                    f"{self.url}: admin bind as {self.admin_dn} failed: {connection.result}; "
-                    f"slapd's log:\n{self.log()}"
+                raise self.failure(
+                    f"{self.url}: admin bind as {self.admin_dn} failed: {connection.result}"
                 )
         except LDAPSocketOpenError:
             return False
         except LDAPException as exc:
-            raise SlapdError(
-                f"{self.url}: admin bind as {self.admin_dn} failed: {exc}; "
-                f"slapd's log:\n{self.log()}"
-            ) from exc
+            raise self.failure(f"{self.url}: admin bind as {self.admin_dn} failed: {exc}") from exc
         finally:
             if connection.socket is not None:
                 connection.unbind()
                 if connection.socket is not None:
                     connection.socket.close()
         return True
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def start_slapd(
@@ -281,7 +187,7 @@ def start_slapd(
     if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
         raise SlapdError(
             f"{socket_path}: too long for a Unix socket (slapd would crash); "
-            'use a short directory such as tempfile.mkdtemp(prefix="sl", dir="/tmp")'
+            'use a short directory such as tests.servers.short_directory("sl")'
         )
     for path in [*SYSTEM_SCHEMAS, *schema_files, *data_files]:
         if not path.is_file():
@@ -297,32 +203,23 @@ def start_slapd(
         encoding="utf-8",
     )
     slapd_d = str(directory / "slapd.d")
-    _run_tool([_tool("slapadd"), "-n0", "-F", slapd_d, "-l", str(config)])
+    run_tool([_tool("slapadd"), "-n0", "-F", slapd_d, "-l", str(config)], SlapdError)
     for data_file in data_files:
-        _run_tool([_tool("slapadd"), "-q", "-n1", "-F", slapd_d, "-l", str(data_file.resolve())])
+        command = [_tool("slapadd"), "-q", "-n1", "-F", slapd_d, "-l", str(data_file.resolve())]
+        run_tool(command, SlapdError)
     ldapi = "ldapi://" + urllib.parse.quote(str(socket_path), safe="")
-    last_error: SlapdError | None = None
-    for _ in range(3):
-        server = Slapd(
+    return start_on_free_port(
+        lambda: Slapd(
+            directory,
             url=f"ldap://127.0.0.1:{free_port()}",
             ldapi=ldapi,
             suffix=suffix,
             admin_dn=f"cn=admin,{suffix}",
             password=_ADMIN_PASSWORD,
-            directory=directory,
             ldaps_url=f"ldaps://127.0.0.1:{free_port()}" if tls else None,
             tls=tls,
         )
-        try:
-            server.start()
-        except SlapdError as exc:
-            if _PORT_IN_USE not in str(exc):
-                raise
-            last_error = exc  # taken by another process between free_port() and slapd's bind
-            continue
-        return server
-    assert last_error is not None
-    raise last_error
+    )
 
 
 def _config_ldif(
@@ -405,15 +302,6 @@ def _tool(name: str) -> str:
     return path
 
 
-def _run_tool(command: list[str]) -> None:
-    """Run an offline slap tool; raise SlapdError with its output when it fails."""
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SlapdError(
-            f"{' '.join(command)}: exit status {result.returncode}\n{result.stderr}{result.stdout}"
-        )
-
-
 #: The openssl configuration of make_tls_files: a CA, and a server certificate for 127.0.0.1.
 _OPENSSL_CONFIG = """\
 [req]
@@ -473,13 +361,7 @@ def _openssl(directory: Path, *arguments: str) -> None:
     if path is None:
         raise SlapdError("openssl: not found; install it: apt-get install -y openssl")
     command = [path, *(word for argument in arguments for word in shlex.split(argument))]
-    try:
-        subprocess.run(command, cwd=directory, capture_output=True, text=True, check=True)
-    except subprocess.CalledProcessError as exc:
-        raise SlapdError(
-            f"{directory}: {shlex.join(command)}: exit status {exc.returncode}\n"
-            f"{exc.stderr}{exc.stdout}"
-        ) from exc
+    run_tool(command, SlapdError, cwd=directory)
 
 
 def first_dn(path: Path) -> str | None:
@@ -529,9 +411,7 @@ def _repository_slapd(syncprov: bool, tls: bool = False) -> Iterator[Slapd]:
 
     With *tls* it gets the files of ``make_tls_files`` (``Slapd.tls``) and an ldaps:// port.
     """
-    directory = Path(tempfile.mkdtemp(prefix="sl", dir="/tmp"))
-    server: Slapd | None = None
-    try:
+    with short_directory("sl") as directory:
         schema_files, data_files = repository_ldif()
         if data_files:
             suffix = first_dn(data_files[0])
@@ -542,14 +422,10 @@ def _repository_slapd(syncprov: bool, tls: bool = False) -> Iterator[Slapd]:
             data_files = [directory / "suffix.ldif"]
             data_files[0].write_text(_suffix_entry(suffix), encoding="utf-8")
         tls_files = make_tls_files(directory / "tls") if tls else None
-        server = start_slapd(
+        with start_slapd(
             directory / "s", schema_files, data_files, suffix, syncprov, tls=tls_files
-        )
-        yield server
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        ) as server:
+            yield server
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Fixtures of the integration tests.
 
 ``serve`` runs ``coercion serve`` as a subprocess; ``directory`` is the default
-configuration on the embedded directory, then on a private slapd.
+configuration on the embedded directory, then on a private slapd; ``store`` is a
+pseudonym store on each ``store_url`` (SQLite, then PostgreSQL).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from coercion.store import PseudonymStore
 from tests.directories import Directory, embedded_directory, ldap_directory
-from tests.helpers import Served, Start, start_node
+from tests.helpers import SECRET, Served, Start, start_node
 
 
 @pytest.fixture
@@ -41,3 +43,11 @@ def directory(
         yield embedded_directory(tmp_path)
     else:
         yield ldap_directory(request.getfixturevalue("slapd"), tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[PseudonymStore]:
+    """A pseudonym store on ``store_url`` (SQLite, then PostgreSQL), closed afterwards."""
+    opened = PseudonymStore(store_url, SECRET)
+    yield opened
+    opened.close()

@@ -11,8 +11,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -27,10 +25,15 @@ from pydicom.fileset import FileSet
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from coercion.batch import KEY_FILE_COLUMNS
-from coercion.cli.main import main
 from coercion.dicom.dicomdir import MEDIA_STORAGE_DIRECTORY
 from coercion.profile import compile_profile
-from tests.helpers import coercion, make_dataset
+from tests.helpers import (
+    coercion,
+    coercion_command,
+    coercion_in_process,
+    make_dataset,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,27 +61,6 @@ def write(ds: Dataset, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     dcmwrite(path, ds, enforce_file_format=True)
     return path
-
-
-def run_cli(*args: object) -> int:
-    """Run ``coercion deidentify ARGS`` in this process; return the exit status."""
-    try:
-        main(["deidentify", *map(str, args)])
-    except SystemExit as exc:
-        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
-    return 0
-
-
-def run_process(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m coercion deidentify ARGS`` as a real subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "coercion", "deidentify", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def files(root: Path) -> dict[Path, Path]:
@@ -134,13 +116,12 @@ def tree(tmp_path: Path) -> Path:
 # -- layout ------------------------------------------------------------------------
 
 
-def test_tree_is_mirrored_and_dicom_found_by_content(
-    tmp_path: Path, tree: Path, key: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_tree_is_mirrored_and_dicom_found_by_content(tmp_path: Path, tree: Path, key: Path) -> None:
     """Nested files are mirrored; notes.txt (DICOM) is processed, x.dcm (text) skipped; exit 0."""
     dst = tmp_path / "dst"
-    assert run_cli("--key", key, "--workers", "1", tree, dst) == 0
-    err = capsys.readouterr().err
+    err = coercion_in_process(
+        "deidentify", "--key", key, "--workers", "1", tree, dst, check=True
+    ).stderr
     assert set(files(dst)) == {
         Path("top.dcm"),
         Path("p1/study/series/one.dcm"),
@@ -154,34 +135,43 @@ def test_tree_is_mirrored_and_dicom_found_by_content(
     assert "4 written" in err and "1 not DICOM" in err and "0 failed" in err
 
 
-def test_skipped_path_with_brackets_is_reported_verbatim(
-    tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_skipped_path_with_brackets_is_reported_verbatim(tmp_path: Path, key: Path) -> None:
     """A skipped file is named exactly as it is, even when its name holds [brackets]."""
     src = tmp_path / "src"
     write(synthetic(0), src / "a.dcm")
     odd = src / "scan [draft].dcm"
     odd.write_text("draft notes\n")
-    assert run_cli("--key", key, "--workers", "1", src, tmp_path / "dst") == 0
-    assert f"skipped {odd}: not a DICOM file" in capsys.readouterr().err
+    result = coercion_in_process(
+        "deidentify", "--key", key, "--workers", "1", src, tmp_path / "dst", check=True
+    )
+    assert f"skipped {odd}: not a DICOM file" in result.stderr
 
 
 def test_sources_are_never_modified(tmp_path: Path, tree: Path, key: Path) -> None:
     """No source file changes (content, mtime, mode) and none is added, whatever the options."""
     before = snapshot(tree)
-    assert run_cli("--key", key, "--workers", "1", tree, tmp_path / "a") == 0
-    assert (
-        run_cli("--key", key, "--key-file", tmp_path / "k.csv", "--rename", tree, tmp_path / "b")
-        == 0
+    coercion_in_process(
+        "deidentify", "--key", key, "--workers", "1", tree, tmp_path / "a", check=True
     )
-    assert run_cli("--key", key, "--resume", "--workers", "2", tree, tmp_path / "a") == 0
+    coercion_in_process(
+        "deidentify",
+        "--key",
+        key,
+        "--key-file",
+        tmp_path / "k.csv",
+        "--rename",
+        tree,
+        tmp_path / "b",
+        check=True,
+    )
+    coercion_in_process(
+        "deidentify", "--key", key, "--resume", "--workers", "2", tree, tmp_path / "a", check=True
+    )
     assert snapshot(tree) == before
 
 
 @pytest.mark.parametrize("inside", ["dst_in_src", "src_in_dst", "same"])
-def test_overlapping_destination_is_refused(
-    tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str], inside: str
-) -> None:
+def test_overlapping_destination_is_refused(tmp_path: Path, key: Path, inside: str) -> None:
     """A destination inside the source (or the reverse) is refused with a clear message, exit 2."""
     if inside == "src_in_dst":
         dst = tmp_path / "dst"
@@ -192,8 +182,9 @@ def test_overlapping_destination_is_refused(
     write(synthetic(0), src / "a.dcm")
     outer = dst if inside == "src_in_dst" else src
     before = snapshot(outer)
-    assert run_cli("--key", key, "--workers", "1", src, dst) == 2
-    err = capsys.readouterr().err
+    result = coercion_in_process("deidentify", "--key", key, "--workers", "1", src, dst)
+    assert result.returncode == 2, result.stderr
+    err = result.stderr
     assert "error:" in err and "overlaps" in err and str(dst) in err
     assert snapshot(outer) == before
     assert not (src / "out").exists()
@@ -202,7 +193,7 @@ def test_overlapping_destination_is_refused(
 def test_overlapping_destination_is_refused_by_the_command(tmp_path: Path, key: Path) -> None:
     """The real command refuses DST inside SRC before writing anything, with a non-zero status."""
     write(synthetic(0), tmp_path / "src" / "a.dcm")
-    result = run_process("--key", key, "src", "src/out", cwd=tmp_path)
+    result = coercion("deidentify", "--key", key, "src", "src/out", cwd=tmp_path)
     assert result.returncode == 2
     assert "src/out: destination overlaps source src" in result.stderr
     assert not (tmp_path / "src" / "out").exists()
@@ -211,13 +202,12 @@ def test_overlapping_destination_is_refused_by_the_command(tmp_path: Path, key: 
 # -- key file ----------------------------------------------------------------------
 
 
-def test_key_file_lists_every_written_file(
-    tmp_path: Path, tree: Path, key: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_key_file_lists_every_written_file(tmp_path: Path, tree: Path, key: Path) -> None:
     """The key file (0600) has one row per written file with original and new ids; a PHI warning."""
     dst, key_file = tmp_path / "dst", tmp_path / "private" / "key.csv"
-    assert run_cli("--key", key, "--key-file", key_file, "--workers", "1", tree, dst) == 0
-    err = capsys.readouterr().err
+    err = coercion_in_process(
+        "deidentify", "--key", key, "--key-file", key_file, "--workers", "1", tree, dst, check=True
+    ).stderr
     assert f"warning: {key_file} holds PHI" in err
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     rows = key_rows(key_file)
@@ -246,7 +236,9 @@ def test_rename_names_outputs_by_new_ids_only(tmp_path: Path, key: Path) -> None
     originals = [synthetic(i) for i in range(12)]
     for ds in originals:
         write(ds, src / str(ds.PatientName) / str(ds.PatientID) / f"{ds.SOPInstanceUID}.dcm")
-    assert run_cli("--key", key, "--rename", "--workers", "1", src, dst) == 0
+    coercion_in_process(
+        "deidentify", "--key", key, "--rename", "--workers", "1", src, dst, check=True
+    )
     written = files(dst)
     assert len(written) == 12
     for relative, path in written.items():
@@ -273,22 +265,29 @@ def test_rename_names_outputs_by_new_ids_only(tmp_path: Path, key: Path) -> None
 # -- resume ------------------------------------------------------------------------
 
 
-def test_resume_skips_existing_outputs_and_lists_them(
-    tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_resume_skips_existing_outputs_and_lists_them(tmp_path: Path, key: Path) -> None:
     """--resume leaves existing outputs untouched (mtime), writes the rest, keys all of them."""
     src, dst, key_file = tmp_path / "src", tmp_path / "dst", tmp_path / "key.csv"
     for i in range(6):
         write(synthetic(i), src / f"{i}.dcm")
-    assert run_cli("--key", key, "--workers", "1", src, dst) == 0
+    coercion_in_process("deidentify", "--key", key, "--workers", "1", src, dst, check=True)
     (dst / "4.dcm").unlink()
     (dst / "5.dcm").unlink()
     kept = {rel: age(p) for rel, p in files(dst).items()}
-    capsys.readouterr()
-    assert (
-        run_cli("--key", key, "--key-file", key_file, "--resume", "--workers", "1", src, dst) == 0
+    result = coercion_in_process(
+        "deidentify",
+        "--key",
+        key,
+        "--key-file",
+        key_file,
+        "--resume",
+        "--workers",
+        "1",
+        src,
+        dst,
+        check=True,
     )
-    assert "2 written, 4 already done" in capsys.readouterr().err
+    assert "2 written, 4 already done" in result.stderr
     assert set(files(dst)) == {Path(f"{i}.dcm") for i in range(6)}
     assert {rel: files(dst)[rel].stat().st_mtime_ns for rel in kept} == kept
     assert sorted(r["output"] for r in key_rows(key_file)) == [f"{i}.dcm" for i in range(6)]
@@ -300,9 +299,15 @@ def test_resume_skips_existing_outputs_and_lists_them(
 def test_same_key_gives_identical_outputs_other_key_other_uids(tmp_path: Path, tree: Path) -> None:
     """Two runs with one key are byte-identical; another key gives other UIDs and ids."""
     key_a, key_b = tmp_path / "a.key", tmp_path / "b.key"
-    assert run_cli("--key", key_a, "--workers", "1", tree, tmp_path / "one") == 0
-    assert run_cli("--key", key_a, "--workers", "1", tree, tmp_path / "two") == 0
-    assert run_cli("--key", key_b, "--workers", "1", tree, tmp_path / "three") == 0
+    coercion_in_process(
+        "deidentify", "--key", key_a, "--workers", "1", tree, tmp_path / "one", check=True
+    )
+    coercion_in_process(
+        "deidentify", "--key", key_a, "--workers", "1", tree, tmp_path / "two", check=True
+    )
+    coercion_in_process(
+        "deidentify", "--key", key_b, "--workers", "1", tree, tmp_path / "three", check=True
+    )
     one, two, three = (files(tmp_path / n) for n in ("one", "two", "three"))
     assert set(one) == set(two) == set(three)
     for rel in one:
@@ -318,8 +323,12 @@ def test_two_workers_and_one_give_identical_outputs(tmp_path: Path, key: Path) -
     src = tmp_path / "src"
     for i in range(80):
         write(synthetic(i), src / f"d{i % 3}" / f"{i}.dcm")
-    assert run_cli("--key", key, "--workers", "1", src, tmp_path / "w1") == 0
-    assert run_cli("--key", key, "--workers", "2", src, tmp_path / "w2") == 0
+    coercion_in_process(
+        "deidentify", "--key", key, "--workers", "1", src, tmp_path / "w1", check=True
+    )
+    coercion_in_process(
+        "deidentify", "--key", key, "--workers", "2", src, tmp_path / "w2", check=True
+    )
     w1, w2 = files(tmp_path / "w1"), files(tmp_path / "w2")
     assert len(w1) == 80 and set(w1) == set(w2)
     assert all(w1[rel].read_bytes() == w2[rel].read_bytes() for rel in w1)
@@ -337,7 +346,7 @@ def test_truncated_file_is_reported_and_the_others_written(tmp_path: Path, key: 
     (src / "cut.dcm").write_bytes(big[:-1000])
     small = write(synthetic(8), tmp_path / "small.dcm").read_bytes()
     (src / "cut_small.dcm").write_bytes(small[:-3])
-    result = run_process("--key", key, "--workers", "2", "src", "dst", cwd=tmp_path)
+    result = coercion("deidentify", "--key", key, "--workers", "2", "src", "dst", cwd=tmp_path)
     assert result.returncode != 0
     for name in ("cut.dcm", "cut_small.dcm"):
         assert re.search(rf"failed src/{name}: malformed DICOM: .*truncated", result.stderr)
@@ -349,19 +358,22 @@ def test_truncated_file_is_reported_and_the_others_written(tmp_path: Path, key: 
 
 def test_unknown_option_suggests_the_right_name(tmp_path: Path, tree: Path, key: Path) -> None:
     """--option RetainUIDOption fails with exit 2 and a did-you-mean for RetainUIDsOption."""
-    result = run_process("--key", key, "--option", "RetainUIDOption", tree, "dst", cwd=tmp_path)
+    result = coercion(
+        "deidentify", "--key", key, "--option", "RetainUIDOption", tree, "dst", cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "RetainUIDOption" in result.stderr
     assert "did you mean 'RetainUIDsOption'?" in result.stderr
     assert not (tmp_path / "dst").exists()
 
 
-def test_unknown_option_in_process(
-    tmp_path: Path, tree: Path, key: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_unknown_option_in_process(tmp_path: Path, tree: Path, key: Path) -> None:
     """main() maps the unknown option to exit status 2 with the hint."""
-    assert run_cli("--key", key, "--option", "retainuidoption", tree, tmp_path / "dst") == 2
-    assert "did you mean 'RetainUIDsOption'?" in capsys.readouterr().err
+    result = coercion_in_process(
+        "deidentify", "--key", key, "--option", "retainuidoption", tree, tmp_path / "dst"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "did you mean 'RetainUIDsOption'?" in result.stderr
 
 
 def _leaky(index: int) -> Dataset:
@@ -375,7 +387,7 @@ def _leaky(index: int) -> Dataset:
 
 @pytest.mark.parametrize("deflated", [False, True], ids=["explicit", "deflated"])
 def test_verification_fails_a_file_that_still_names_the_patient(
-    tmp_path: Path, key: Path, capsys: pytest.CaptureFixture[str], deflated: bool
+    tmp_path: Path, key: Path, deflated: bool
 ) -> None:
     """A leak fails the file naming PatientName (never the value), exit 1; --no-verify writes it."""
     src = tmp_path / "src"
@@ -384,14 +396,27 @@ def test_verification_fails_a_file_that_still_names_the_patient(
         leaky.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     write(leaky, src / "leaky.dcm")
     write(synthetic(6), src / "clean.dcm")
-    assert run_cli("--key", key, "--workers", "1", src, tmp_path / "checked") == 1
-    err = capsys.readouterr().err
+    result = coercion_in_process(
+        "deidentify", "--key", key, "--workers", "1", src, tmp_path / "checked"
+    )
+    assert result.returncode == 1, result.stderr
+    err = result.stderr
     assert re.search(
         r"failed \S*leaky\.dcm: output still holds identifying values of PatientName", err
     )
     assert "Zofia5" not in err and "CLIWICZ" not in err and "Cliwicz" not in err
     assert set(files(tmp_path / "checked")) == {Path("clean.dcm")}
-    assert run_cli("--key", key, "--workers", "1", "--no-verify", src, tmp_path / "open") == 0
+    coercion_in_process(
+        "deidentify",
+        "--key",
+        key,
+        "--workers",
+        "1",
+        "--no-verify",
+        src,
+        tmp_path / "open",
+        check=True,
+    )
     out = dcmread(tmp_path / "open" / "leaky.dcm")
     assert out.ManufacturerModelName == leaky.ManufacturerModelName
 
@@ -620,21 +645,21 @@ def test_ctrl_c_leaves_complete_outputs_and_resume_finishes(tmp_path: Path, key:
     for i in range(total):
         write(synthetic(i, pixels), src / f"d{i // 50}" / f"{i:03d}.dcm")
     key_file = tmp_path / "key.csv"
-    command = [sys.executable, "-m", "coercion", "deidentify", "--workers", "2"]
-    command += ["--key", str(key), "--key-file", str(key_file), str(src), str(dst)]
+    command = ["deidentify", "--workers", "2", "--key", key, "--key-file", key_file, src, dst]
     process = subprocess.Popen(
-        command,
+        coercion_command(*command),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not any(dst.rglob("*.dcm")):
+
+        def first_output() -> bool:
             assert process.poll() is None, "finished before any output appeared"
-            assert time.monotonic() < deadline, "no output within a minute"
-            time.sleep(0.002)
+            return any(dst.rglob("*.dcm"))
+
+        wait_until(first_output, "a first output", timeout=60, interval=0.002)
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
         _, err = process.communicate(timeout=60)
     finally:
@@ -652,7 +677,9 @@ def test_ctrl_c_leaves_complete_outputs_and_resume_finishes(tmp_path: Path, key:
     assert sorted(r["output"] for r in rows) == sorted(str(rel) for rel in done)
 
     mtimes = {rel: age(p) for rel, p in done.items()}
-    result = run_process("--key", key, "--key-file", key_file, "--resume", src, dst, cwd=tmp_path)
+    result = coercion(
+        "deidentify", "--key", key, "--key-file", key_file, "--resume", src, dst, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert f"{total - len(done)} written, {len(done)} already done" in result.stderr
     finished = files(dst)

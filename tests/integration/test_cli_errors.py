@@ -9,7 +9,6 @@ import re
 import socket
 import stat
 import subprocess
-import sys
 import threading
 import warnings
 from pathlib import Path
@@ -192,14 +191,7 @@ def test_dash_writes_to_stdout(tmp_path: Path) -> None:
 
 def test_config_show_piped_prints_full_values() -> None:
     """Piped on a narrow terminal setting, config show still prints every value in full."""
-    result = subprocess.run(
-        [sys.executable, "-m", "coercion", "config", "show"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "COLUMNS": "60"},
-    )
+    result = coercion("config", "show", env={"COLUMNS": "60"})
     assert result.returncode == 0, result.stderr
     assert FULL_URI in result.stdout
     assert "deidentify-research-modality-worklist" in result.stdout

@@ -8,8 +8,6 @@ references, and a change anywhere else does not reload it.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
 from coercion.errors import ConfigError, DirectoryUnavailableError
 from tests.directories import Directory, ldap_directory
-from tests.helpers import BASE, DEVICE, SECRET, make_dataset
+from tests.helpers import BASE, DEVICE, SECRET, make_dataset, wait_until
 from tests.slapd import Slapd
 
 pytestmark = pytest.mark.integration
@@ -95,15 +93,6 @@ def test_bad_entries_are_named_by_dn_and_attribute(
     assert RESEARCH_RULE in str(caught.value)
 
 
-def _wait(condition: Callable[[], bool], seconds: float = 5.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"not within {seconds} s")
-
-
 def _watch(directory: Directory, tmp_path: Path) -> tuple[ConfigurationWatcher, Engine]:
     watcher = ConfigurationWatcher(
         directory.open(),
@@ -128,9 +117,9 @@ def test_a_changed_rule_applies_within_five_seconds(directory: Directory, tmp_pa
     try:
         assert _research_applies(engine)
         directory.replace(RESEARCH_RULE, "coercionDIMSE", "C_FIND_RQ")
-        _wait(lambda: not _research_applies(engine))
+        wait_until(lambda: not _research_applies(engine), "the research rule to stop applying")
         directory.replace(RESEARCH_RULE, "coercionDIMSE", "C_STORE_RQ")
-        _wait(lambda: _research_applies(engine))
+        wait_until(lambda: _research_applies(engine), "the research rule to apply again")
     finally:
         watcher.stop()
 
@@ -141,12 +130,12 @@ def test_an_invalid_change_is_rejected_and_old_rules_keep_serving(
     watcher, engine = _watch(directory, tmp_path)
     try:
         directory.replace(RESEARCH_RULE, "coercionURI", "deidentify:NoSuchOption")
-        _wait(lambda: watcher.last_error is not None)
+        wait_until(lambda: watcher.last_error is not None, "the bad change to be rejected")
         assert RESEARCH_RULE in str(watcher.last_error)
         assert "coercionURI" in str(watcher.last_error)
         assert _research_applies(engine)  # the previous rules still apply
         directory.replace(RESEARCH_RULE, "coercionURI", "deidentify:RetainUIDsOption")
-        _wait(lambda: watcher.last_error is None)
+        wait_until(lambda: watcher.last_error is None, "the fixed change to load")
         rules = engine.rules.rules
         assert any(r.uri == "deidentify:RetainUIDsOption" for r in rules)
     finally:
@@ -165,7 +154,9 @@ def test_slapd_stopped_and_restarted_the_engine_keeps_serving(
         assert _research_applies(engine)  # still serving from the loaded rules
         slapd.start()
         directory.replace(RESEARCH_RULE, "coercionDIMSE", "C_FIND_RQ")
-        _wait(lambda: not _research_applies(engine), seconds=10)
+        wait_until(
+            lambda: not _research_applies(engine), "the research rule to stop applying", timeout=10
+        )
     finally:
         watcher.stop()
 

@@ -8,15 +8,12 @@ forwarding queue, MPPS records, the audit trail, the SQLite store and its
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
 import pytest
 from pydicom import dcmwrite
-from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE
 
 from coercion.directory.sources import EmbeddedDirectory
 from coercion.directory.watch import ConfigurationWatcher
@@ -32,12 +29,13 @@ from tests.helpers import (
     free_port,
     make_dataset,
     remote_device,
+    report_mpps,
     stored,
+    storescu,
 )
 
 pytestmark = pytest.mark.integration
 
-MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
 
 #: A forward rule to a destination that is down (objects stay queued), and a
 #: pseudonymisation scope whose store is the default SQLite file in the data folder.
@@ -70,22 +68,6 @@ def ct_file(path: Path, index: int) -> Path:
     return path
 
 
-def send_mpps(port: int) -> None:
-    """One MPPS N-CREATE to the node."""
-    ae = AE(ae_title="MR01")
-    ae.add_requested_context(MPPS_CLASS)
-    assoc = ae.associate("127.0.0.1", port, ae_title="COERCION")
-    assert assoc.is_established
-    try:
-        ds = Dataset()
-        ds.PerformedProcedureStepStatus = "IN PROGRESS"
-        ds.Modality = "MR"
-        status, _ = assoc.send_n_create(ds, MPPS_CLASS, generate_uid())
-        assert status.Status == 0x0000
-    finally:
-        assoc.release()
-
-
 def test_node_files_are_private_under_umask_000(
     serve: Start, tmp_path: Path, loose_umask: None
 ) -> None:
@@ -98,7 +80,7 @@ def test_node_files_are_private_under_umask_000(
             ct_file(tmp_path / "in" / f"{index}.dcm", index),
         )  # fmt: skip
         assert sent.returncode == 0, sent.stderr
-    send_mpps(node.port)
+    report_mpps(node.port, generate_uid(), calling="MR01", complete=False, Modality="MR")
     files = [p for p in node.data.rglob("*") if p.is_file()]
     names = {p.name for p in files}
     assert {"store.db", "store.db-wal", "store.db-shm"} <= names, names  # the node still runs
@@ -118,7 +100,7 @@ def test_node_files_are_private_under_umask_000(
 # The forwarder's tries to the down ARCHIVE: pynetdicom leaves the refused socket to the GC.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_sync_writes_follow_the_device_setting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, synced: bool
+    tmp_path: Path, fsynced: list[str], setting: str, synced: bool
 ) -> None:
     """A stored object and its queue entry are fsynced before success, unless FALSE."""
     config = config_dir(tmp_path, extra=remote_device("archive", "ARCHIVE", free_port()) + EXTRA)
@@ -132,19 +114,11 @@ def test_sync_writes_follow_the_device_setting(
     data = tmp_path / "data"
     node = Node(watcher, NodeSettings(port=0, data=data, secret=SECRET))
     assert node.sync_writes is synced
-    fsynced: list[str] = []
-    real = os.fsync
-
-    def record(fd: int) -> None:
-        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", record)
+    del fsynced[:]  # what storing syncs, not what setting the node up did
     _host, port = node.start()
     try:
         source = ct_file(tmp_path / "in" / "x.dcm", 7)
-        sent = dcmtk("storescu", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", port, source)
-        assert sent.returncode == 0, sent.stderr
+        storescu(port, source)
     finally:
         node.stop()
     [kept] = stored(data)

@@ -39,7 +39,9 @@ from tests.helpers import (
     free_port,
     make_dataset,
     remote_device,
+    storescu,
     tool,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -62,20 +64,6 @@ def write_objects(folder: Path, count: int, tag: str, modality: str = "CT") -> l
         dcmwrite(folder / f"{index:05d}.dcm", ds, enforce_file_format=True)
         uids.append(ds.SOPInstanceUID)
     return uids
-
-
-def store(port: int, *paths: Path) -> None:
-    """dcmtk's storescu from CT01 to the node's COERCION AE (folders scanned)."""
-    sent = dcmtk("storescu", "+sd", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", port, *paths)
-    assert sent.returncode == 0, sent.stderr
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: Callable[[], str]) -> None:
-    """Wait until *condition* holds; fail with *what* after *seconds*."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what()
-        time.sleep(0.05)
 
 
 def queued(data: Path) -> list[Path]:
@@ -178,12 +166,15 @@ def test_refused_context_and_missing_sop_class_are_set_aside_and_the_queue_goes_
     queue = node.data / "queue" / "ARCHIVE"
     queue.mkdir(parents=True, exist_ok=True)
     dcmwrite(queue / f"COERCION--{0:020d}-00000000.dcm", foreign)
-    store(node.port, mr)  # first: the two that cannot go
+    storescu(node.port, mr)  # first: the two that cannot go
     good = write_objects(tmp_path / "ct", 5, "2")
-    store(node.port, tmp_path / "ct")
-    wait_for(
-        lambda: len(archive.received) == 5 and not queued(node.data), 30, node.text
-    )  # the sender survived both
+    storescu(node.port, tmp_path / "ct")
+    wait_until(  # the sender survived both
+        lambda: len(archive.received) == 5 and not queued(node.data),
+        "5 objects at ARCHIVE and an empty queue",
+        timeout=30,
+        detail=node.text,
+    )
     assert sorted(archive.received) == good  # storescu sends a folder in its own order
     reasons = failed(node.data)
     assert set(reasons) == {str(dcmread(mr).SOPInstanceUID), stored_no_class}
@@ -203,8 +194,13 @@ def test_warning_statuses_count_as_delivered_and_failures_are_set_aside(
     node = serve(
         config_dir(tmp_path, extra=remote_device("archive", "ARCHIVE", archive.port) + FORWARD_RULE)
     )
-    store(node.port, tmp_path / "in")
-    wait_for(lambda: len(archive.received) == 8 and not queued(node.data), 30, node.text)
+    storescu(node.port, tmp_path / "in")
+    wait_until(
+        lambda: len(archive.received) == 8 and not queued(node.data),
+        "8 objects at ARCHIVE and an empty queue",
+        timeout=30,
+        detail=node.text,
+    )
     reasons = failed(node.data)
     assert sorted(reasons) == sorted(uids[6:])  # only the two failures
     assert reasons[uids[6]] == "ARCHIVE: refused with status 0xA700 (Failure)\n"
@@ -225,9 +221,13 @@ def test_a_destination_slower_than_the_dimse_timeout_holds_the_queue_for_bounded
     node.forwarder.dimse_timeout = 1.0
     _host, port = node.start()
     started = time.monotonic()
-    store(port, tmp_path / "slow")  # the head of the queue
-    store(port, tmp_path / "rest")
-    wait_for(lambda: len(archive.received) == 22 and not queued(node.settings.data), 60, str)
+    storescu(port, tmp_path / "slow")  # the head of the queue
+    storescu(port, tmp_path / "rest")
+    wait_until(
+        lambda: len(archive.received) == 22 and not queued(node.settings.data),
+        "22 objects at ARCHIVE and an empty queue",
+        timeout=60,
+    )
     assert time.monotonic() - started < 30  # three 1 s timeouts and 1 + 2 s of backoff
     assert archive.received[:3] == [slow] * node.forwarder.max_attempts
     assert sorted(archive.received[3:]) == sorted(rest)  # the 19 behind it, once each
@@ -259,8 +259,13 @@ def test_a_dead_sender_is_noticed_and_restarted(
     node = in_process(archive.port)
     _host, port = node.start()
     with caplog.at_level(logging.ERROR, logger="coercion.net.forward"):
-        store(port, tmp_path / "in")
-        wait_for(lambda: archive.received == uids, 20, lambda: caplog.text)
+        storescu(port, tmp_path / "in")
+        wait_until(
+            lambda: archive.received == uids,
+            "every object at ARCHIVE",
+            timeout=20,
+            detail=lambda: caplog.text,
+        )
     assert deaths == ["forward-ARCHIVE"]
     assert "forwarding to ARCHIVE: the sender had stopped; restarted" in caplog.text
     assert not queued(node.settings.data)
@@ -320,7 +325,10 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: dcmtk("echoscu", "127.0.0.1", port).returncode == 0, 10, lambda: "")
+        wait_until(
+            lambda: dcmtk("echoscu", "127.0.0.1", port).returncode == 0,
+            f"storescp on port {port} to answer C-ECHO",
+        )
         yield port, out
     finally:
         process.terminate()
@@ -381,8 +389,13 @@ def test_2000_objects_forwarded_to_storescp_without_stall_or_duplicate(
     )
     uids = write_objects(tmp_path / "in", 2000, "7")
     started = time.monotonic()
-    store(node.port, tmp_path / "in")
-    wait_for(lambda: not queued(node.data) and len(list(out.iterdir())) >= 2000, 85, node.text)
+    storescu(node.port, tmp_path / "in")
+    wait_until(
+        lambda: not queued(node.data) and len(list(out.iterdir())) >= 2000,
+        "2000 objects at storescp and an empty queue",
+        timeout=85,
+        detail=node.text,
+    )
     elapsed = time.monotonic() - started
     assert "no answer from ARCHIVE" not in node.text()  # a stall: 60 s, then a second copy
     assert elapsed < 60, f"{elapsed:.1f} s"
@@ -403,7 +416,7 @@ def test_a_requestor_association_left_idle_still_times_out() -> None:
         requestor.add_requested_context(CTImageStorage)
         assoc = requestor.associate("127.0.0.1", int(server.server_address[1]), ae_title="ARCHIVE")
         assert assoc.is_established
-        wait_for(lambda: not assoc.is_established, 5, lambda: "still established")
+        wait_until(lambda: not assoc.is_established, "the association to end", timeout=5)
         assert assoc.is_released or assoc.is_aborted
     finally:
         server.shutdown()

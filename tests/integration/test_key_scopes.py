@@ -9,13 +9,15 @@ import pytest
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 
-from coercion.cli.main import main
 from coercion.resources import default_ldif_dir
-from tests.helpers import DEVICE, make_dataset
+from tests.helpers import DEVICE, coercion_in_process, make_dataset
 
 pytestmark = pytest.mark.integration
 
 UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+#: ``coercion deidentify`` with one worker, run in this process.
+DEIDENTIFY = ("deidentify", "--workers", "1")
 
 
 def rule(name: str, called: str, uri: str, *params: str) -> str:
@@ -36,15 +38,6 @@ def rule(name: str, called: str, uri: str, *params: str) -> str:
 def scope(name: str) -> str:
     """An LDIF pseudonymisation scope *name*."""
     return f"dn: cn={name},{DEVICE}\nobjectClass: coercionPseudonymScope\ncn: {name}\n\n"
-
-
-def run(*args: object) -> int:
-    """``coercion deidentify ARGS`` in this process, one worker; the exit status."""
-    try:
-        main(["deidentify", "--workers", "1", *map(str, args)])
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-    return 0
 
 
 @pytest.fixture
@@ -71,8 +64,18 @@ def config(tmp_path: Path, ldif: str) -> Path:
 def through(tmp_path: Path, source: Path, folder: Path, called: str, key: Path) -> Dataset:
     """*source* through the rules of *folder* received on *called*; the one output."""
     out = tmp_path / f"out-{called}-{len(list(tmp_path.iterdir()))}"
-    status = run("--config-dir", folder, "--called", called, "--key", key, source, out)
-    assert status == 0
+    coercion_in_process(
+        *DEIDENTIFY,
+        "--config-dir",
+        folder,
+        "--called",
+        called,
+        "--key",
+        key,
+        source,
+        out,
+        check=True,
+    )
     [path] = list(out.rglob("*.dcm"))
     return dcmread(path)
 
@@ -107,7 +110,9 @@ def test_rules_with_one_key_param_agree_with_each_other_and_the_cli(
     alpha = through(tmp_path, source, folder, "ALPHA", key)
     beta = through(tmp_path, source, folder, "BETA", key)
     assert identity(alpha) == identity(beta)
-    assert run("--key", key, "--key-scope", "shared", source, tmp_path / "cli") == 0
+    coercion_in_process(
+        *DEIDENTIFY, "--key", key, "--key-scope", "shared", source, tmp_path / "cli", check=True
+    )
     [cli] = [dcmread(p) for p in (tmp_path / "cli").rglob("*.dcm")]
     assert identity(cli) == identity(alpha)
 
@@ -117,9 +122,13 @@ def test_key_scope_option_changes_outputs_and_defaults_to_a_fixed_scope(
 ) -> None:
     """--key-scope NAME gives other values; the default is the documented scope "default"."""
     key = tmp_path / "secret.key"
-    assert run("--key", key, source, tmp_path / "plain") == 0
-    assert run("--key", key, "--key-scope", "default", source, tmp_path / "named") == 0
-    assert run("--key", key, "--key-scope", "trial-b", source, tmp_path / "other") == 0
+    coercion_in_process(*DEIDENTIFY, "--key", key, source, tmp_path / "plain", check=True)
+    coercion_in_process(
+        *DEIDENTIFY, "--key", key, "--key-scope", "default", source, tmp_path / "named", check=True
+    )
+    coercion_in_process(
+        *DEIDENTIFY, "--key", key, "--key-scope", "trial-b", source, tmp_path / "other", check=True
+    )
     plain, named, other = (
         next((tmp_path / name).rglob("*.dcm")) for name in ("plain", "named", "other")
     )
@@ -131,8 +140,10 @@ def test_key_scope_option_changes_outputs_and_defaults_to_a_fixed_scope(
 def test_key_scope_with_rules_is_refused(tmp_path: Path, source: Path) -> None:
     """--key-scope goes with --option: with the directory's rules it is a usage error."""
     folder = config(tmp_path, "")
-    status = run("--config-dir", folder, "--key-scope", "x", source, tmp_path / "out")
-    assert status == 2
+    result = coercion_in_process(
+        *DEIDENTIFY, "--config-dir", folder, "--key-scope", "x", source, tmp_path / "out"
+    )
+    assert result.returncode == 2, result.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import ssl
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from coercion.profile import Change
 from tests.helpers import (
     DCMTK_ENV,
     DEVICE,
+    MPPS_CLASS,
     SECRET,
     Served,
     Start,
@@ -39,8 +39,11 @@ from tests.helpers import (
     make_dataset,
     receive_at_archive,
     remote_device,
+    report_mpps,
     stored,
+    storescu,
     tool,
+    wait_until,
 )
 from tests.slapd import make_tls_files
 
@@ -48,7 +51,6 @@ pytestmark = pytest.mark.integration
 
 CANARY_NAME = "QZXCANARY^PHIMARKER"
 CANARY_ID = "QZXCANARYID77"
-MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
 WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 
 
@@ -116,8 +118,7 @@ def test_restricted_calling_ae_titles(serve: Start, tmp_path: Path) -> None:
 def test_phi_canary_through_storescu(serve: Start, tmp_path: Path) -> None:
     node = serve()
     source = canary_file(tmp_path / "in" / "canary.dcm")
-    sent = dcmtk("storescu", "-aet", "CT01", "-aec", "RESEARCH", "127.0.0.1", node.port, source)
-    assert sent.returncode == 0, sent.stderr
+    storescu(node.port, source, called="RESEARCH")
     [output] = stored(node.data)
     data = output.read_bytes()
     assert b"QZXCANARY" not in data and CANARY_ID.encode() not in data
@@ -132,8 +133,7 @@ def test_phi_canary_through_storescu(serve: Start, tmp_path: Path) -> None:
 def test_object_no_rule_touches_is_stored_as_received(serve: Start, tmp_path: Path) -> None:
     node = serve()
     source = canary_file(tmp_path / "in" / "clinical.dcm")
-    sent = dcmtk("storescu", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port, source)
-    assert sent.returncode == 0, sent.stderr
+    storescu(node.port, source)
     [output] = stored(node.data)
     original, kept = dcmread(source), dcmread(output)
     assert (
@@ -199,10 +199,12 @@ def test_rule_change_applies_to_the_next_object_on_the_same_association(
             "dicomTransferRole: SCP\ncoercionURI: deidentify:\n"
         )
         (config / "20-extra.ldif").write_text(rule, encoding="utf-8")
-        deadline = time.monotonic() + 5
-        while "configuration reloaded" not in node.text():
-            assert time.monotonic() < deadline, node.text()
-            time.sleep(0.05)
+        wait_until(
+            lambda: "configuration reloaded" in node.text(),
+            "the node to reload its rules",
+            timeout=5,
+            detail=node.text,
+        )
         second = dcmread(canary_file(tmp_path / "in" / "2.dcm", 2))
         assert assoc.send_c_store(second).Status == 0
     finally:
@@ -360,14 +362,15 @@ def test_forwarding_survives_a_stopped_destination(serve: Start, tmp_path: Path)
     folder = tmp_path / "in"
     for i in range(5):
         canary_file(folder / f"{i}.dcm", 500 + i)
-    sent = dcmtk(
-        "storescu", "+sd", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port, folder
-    )
-    assert sent.returncode == 0, sent.stderr
+    storescu(node.port, folder)
     queue = node.data / "queue" / "ARCHIVE"
     assert len(list(queue.glob("*.dcm"))) == 5  # the destination is down: all queued
-    time.sleep(1.5)  # a failed attempt or two
-    received = receive_at_archive(port, 5)
+    wait_until(
+        lambda: node.text().count("forwarding to ARCHIVE failed") >= 2,
+        "two failed attempts to forward",
+        detail=node.text,
+    )
+    received = receive_at_archive(port, 5, detail=node.text)
     assert len(received) == 5, node.text()
     assert not list(queue.glob("*.dcm"))
     # Coerced for the destination on the way out; the stored copies are as received.
@@ -473,7 +476,7 @@ def test_tls_listener_and_tls_forwarding(serve: Start, tmp_path: Path) -> None:
     assert len(stored(node.data)) == 1
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(archive_tls.server_cert, archive_tls.server_key)
-    received = receive_at_archive(port, 1, context)
+    received = receive_at_archive(port, 1, context, detail=node.text)
     assert len(received) == 1, node.text()
     assert str(received[0].PatientID) != CANARY_ID
 
@@ -485,20 +488,8 @@ def test_mpps_is_forwarded_in_order(serve: Start, tmp_path: Path) -> None:
         "coercionDestinationAETitle: ARCHIVE\ncoercionDIMSE: N_CREATE_RQ\n"
     )
     node = serve(config_dir(tmp_path, extra=extra))
-    ae = AE(ae_title="CT01")
-    ae.add_requested_context(MPPS_CLASS)
-    assoc = ae.associate("127.0.0.1", node.port, ae_title="COERCION")
     uid = generate_uid()
-    try:
-        create = Dataset()
-        create.PatientID = CANARY_ID
-        create.PerformedProcedureStepStatus = "IN PROGRESS"
-        assert assoc.send_n_create(create, MPPS_CLASS, uid)[0].Status == 0x0000
-        done = Dataset()
-        done.PerformedProcedureStepStatus = "COMPLETED"
-        assert assoc.send_n_set(done, MPPS_CLASS, uid)[0].Status == 0x0000
-    finally:
-        assoc.release()
+    report_mpps(node.port, uid, PatientID=CANARY_ID)
     events: list[tuple[str, str, str]] = []
 
     def on_create(event: Any) -> tuple[int, Dataset]:
@@ -520,9 +511,7 @@ def test_mpps_is_forwarded_in_order(serve: Start, tmp_path: Path) -> None:
         evt_handlers=[(evt.EVT_N_CREATE, on_create), (evt.EVT_N_SET, on_set)],
     )
     try:
-        deadline = time.monotonic() + 40
-        while len(events) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: len(events) >= 2, "N-CREATE and N-SET at ARCHIVE", timeout=40)
     finally:
         server.shutdown()
     # N-CREATE then N-SET, for the same instance; CT01 is not a research modality: no coercion.
@@ -538,15 +527,12 @@ def test_queue_survives_kill_9_of_the_node(serve: Start, tmp_path: Path) -> None
     folder = tmp_path / "in"
     for i in range(3):
         canary_file(folder / f"{i}.dcm", 700 + i)
-    sent = dcmtk(
-        "storescu", "+sd", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", first.port, folder
-    )
-    assert sent.returncode == 0, sent.stderr
+    storescu(first.port, folder)
     first.process.kill()  # no clean shutdown
     first.process.wait(10)
     assert len(list((data / "queue" / "ARCHIVE").glob("*.dcm"))) == 3
     second = serve(config, "--data", str(data))
-    received = receive_at_archive(port, 3)
+    received = receive_at_archive(port, 3, detail=second.text)
     assert len(received) == 3, second.text()
     assert {ds.SOPInstanceUID for ds in received} == {
         dcmread(p).SOPInstanceUID for p in folder.glob("*.dcm")

@@ -24,11 +24,19 @@ from pydicom.uid import CTImageStorage, generate_uid
 from pynetdicom import AE
 
 from tests import helpers
-from tests.helpers import DEVICE, Served, config_dir, dcmtk, make_dataset, start_node, stored
+from tests.helpers import (
+    DEVICE,
+    MPPS_CLASS,
+    Served,
+    config_dir,
+    make_dataset,
+    start_node,
+    stored,
+    storescu,
+)
 
 pytestmark = pytest.mark.integration
 
-MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
 WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 SECRET_ID = "QZXFAILID42"  # a value: never in a log line, a status or the audit trail
 
@@ -142,8 +150,7 @@ def still_serving(node: Served, tmp_path: Path, index: int) -> None:
     path = tmp_path / f"after{index}.dcm"
     ct(1000 + index, "PID-OK").save_as(path, enforce_file_format=True)
     before = len(stored(node.data))
-    sent = dcmtk("storescu", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port, path)
-    assert sent.returncode == 0, sent.stderr
+    storescu(node.port, path)
     assert len(stored(node.data)) == before + 1
 
 

@@ -23,7 +23,17 @@ from pydicom.uid import CTImageStorage, MRImageStorage
 from pynetdicom import AE, _config
 
 from coercion.dicom.part10 import file_meta_bytes
-from tests.helpers import Served, Start, dcmtk, make_dataset, start_node, stored
+from tests.helpers import (
+    MPPS_CLASS,
+    Served,
+    Start,
+    dcmtk,
+    make_dataset,
+    report_mpps,
+    start_node,
+    stored,
+    storescu,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +41,6 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 STUDY = "1.2.826.0.1.3680043.99.7.1"
 SERIES = "1.2.826.0.1.3680043.99.7.2"
 INSTANCE = "1.2.826.0.1.3680043.99.7.3"
-MPPS_CLASS = "1.2.840.10008.3.1.2.3.3"
 WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 LONG_VRS = {"OB", "OW", "SQ", "UN", "UT"}
 UNDEFINED = 0xFFFFFFFF
@@ -185,19 +194,7 @@ def test_forged_mpps_record_cannot_block_the_modality(
     uid = "1.2.826.0.1.3680043.99.7.77"
     forged = crafted(tmp_path / "in", "forged", body(study="..", series="mpps", instance=uid), uid)
     assert send(node, forged) == [0xC000]
-    ae = AE(ae_title="CT01")
-    ae.add_requested_context(MPPS_CLASS)
-    assoc = ae.associate("127.0.0.1", node.port, ae_title="COERCION")
-    assert assoc.is_established
-    try:
-        create = Dataset()
-        create.PerformedProcedureStepStatus = "IN PROGRESS"
-        assert assoc.send_n_create(create, MPPS_CLASS, uid)[0].Status == 0x0000
-        done = Dataset()
-        done.PerformedProcedureStepStatus = "COMPLETED"
-        assert assoc.send_n_set(done, MPPS_CLASS, uid)[0].Status == 0x0000
-    finally:
-        assoc.release()
+    report_mpps(node.port, uid)
     assert dcmread(node.data / "mpps" / f"{uid}.dcm").PerformedProcedureStepStatus == "COMPLETED"
 
 
@@ -307,8 +304,7 @@ def test_truncated_second_copy_does_not_replace_the_first(
     source = tmp_path / "in" / "complete.dcm"
     source.parent.mkdir()
     make_dataset().save_as(source, enforce_file_format=True)
-    sent = dcmtk("storescu", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port, source)
-    assert sent.returncode == 0, sent.stderr
+    storescu(node.port, source)
     [output] = stored(node.data)
     complete = output.read_bytes()
     cut = tmp_path / "in" / "cut.dcm"

@@ -200,7 +200,7 @@ def test_a_spooled_object_is_forwarded_from_its_stored_file(serve: Start, tmp_pa
     [kept] = stored(node.data)
     [queued] = (node.data / "queue" / "ARCHIVE").glob("*.dcm")
     assert queued.stat().st_ino == kept.stat().st_ino  # a hard link, no copy
-    [received] = receive_at_archive(port, 1)
+    [received] = receive_at_archive(port, 1, detail=node.text)
     assert received.SOPInstanceUID == dcmread(kept, stop_before_pixels=True).SOPInstanceUID
     assert hashlib.sha256(received.PixelData).hexdigest() == pixel_digest(kept)
     assert pixel_digest(kept) == pixel_digest(source)

@@ -13,7 +13,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from tests.helpers import (
     make_dataset,
     stored,
     tool,
+    wait_until,
 )
 from tests.pdu import (
     A_ABORT,
@@ -113,14 +114,6 @@ def connect_and_close(count: int, port: int) -> None:
     """*count* bare TCP connections closed at once (a port scan, a health check)."""
     for _ in range(count):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
-
-
-def wait_for(condition: Callable[[], bool], node: Served, timeout: float = 10) -> None:
-    """Wait until *condition* holds (checked every 50 ms); fail with the node's log if never."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, node.text()
-        time.sleep(0.05)
 
 
 def tls_client(files: TlsFiles) -> ssl.SSLContext:
@@ -295,7 +288,11 @@ def test_tls_idle_connection_and_partial_client_hello_block_no_tls_client(
         assert time.monotonic() - started < 5
         assert partial[0].read_until_closed(time.monotonic() + 10)
     assert len(stored(node.data)) == 3
-    wait_for(lambda: node.text().count("TLS handshake from 127.0.0.1 refused") == 2, node)
+    wait_until(
+        lambda: node.text().count("TLS handshake from 127.0.0.1 refused") == 2,
+        "two refused TLS handshakes in the log",
+        detail=node.text,
+    )
 
 
 # -- broken and oversized PDUs ---------------------------------------------------------------

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from tests.helpers import (
     make_dataset,
     remote_device,
     stored,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -61,14 +61,6 @@ def audit_lines(data: Path) -> list[dict[str, Any]]:
         for path in sorted((data / "audit").glob("*.jsonl"))
         for line in path.read_text().splitlines()
     ]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: Callable[[], str]) -> None:
-    """Wait until *condition* holds; fail with *what* after *seconds*."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what()
-        time.sleep(0.05)
 
 
 def test_a_deidentified_object_passes_verification_and_is_stored(
@@ -181,7 +173,7 @@ def test_an_object_no_outgoing_rule_changes_is_forwarded_byte_for_byte(
         assert int(assoc.send_c_store(dcmread(path)).Status) == 0x0000
     finally:
         assoc.release()
-    wait_for(lambda: len(destination.received) == 1, 30, node.text)
+    wait_until(lambda: len(destination.received) == 1, "the forwarded object", 30, node.text)
     [output] = stored(node.data)
     assert b"\xff\xff\xff\xff" in data_set_bytes(output)  # stored with its undefined lengths
     assert destination.received == [data_set_bytes(output)]
@@ -203,7 +195,12 @@ def test_an_outgoing_rule_that_leaks_sets_the_object_aside(
     assert send(node, "COERCION", leaky).returncode == 0
     assert send(node, "COERCION", clean).returncode == 0  # stored as received, both
     failed = node.data / "queue" / "ARCHIVE" / "failed"
-    wait_for(lambda: len(destination.received) == 1 and any(failed.glob("*.reason")), 30, node.text)
+    wait_until(
+        lambda: len(destination.received) == 1 and any(failed.glob("*.reason")),
+        "one object at the destination and one set aside",
+        30,
+        node.text,
+    )
     [reason] = [p.read_text() for p in failed.glob("*.reason")]
     assert "output failed verification" in reason and "PatientName" in reason
     assert "QZXLEAKY" not in reason.upper()

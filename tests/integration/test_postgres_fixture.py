@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine, inspect, text
 
-from tests.postgres import Postgres, PostgresError, free_port, fresh_database, start_postgres
+from tests.helpers import free_port
+from tests.postgres import Postgres, PostgresError, fresh_database, start_postgres
+from tests.servers import short_directory
 
 pytestmark = pytest.mark.integration
 
@@ -106,12 +105,9 @@ def test_second_server_on_same_data_fails_with_log(postgres: Postgres) -> None:
 
 def test_start_postgres_refuses_bad_directory() -> None:
     """start_postgres on a used or too long directory fails with a readable error."""
-    directory = Path(tempfile.mkdtemp(prefix="pg", dir="/tmp"))
-    try:
+    with short_directory("pg") as directory:
         (directory / "data").mkdir()
         with pytest.raises(PostgresError, match="data: exists already"):
             start_postgres(directory)
         with pytest.raises(PostgresError, match="too long for a Unix socket"):
             start_postgres(directory / ("x" * 100))
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,8 @@ from pydicom.dataset import Dataset
 from coercion.profile.keys import load_or_create_secret
 from coercion.resources import default_ldif_dir
 from coercion.store import PseudonymStore, ScopeSettings
-from tests.helpers import make_dataset
+from tests.directories import store_in
+from tests.helpers import coercion, coercion_command, make_dataset, wait_until
 from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
@@ -75,39 +74,24 @@ class Trial:
         self.config = tmp_path / "config"
         shutil.copytree(default_ldif_dir(), self.config)
         (self.config / "20-trial.ldif").write_text(SCOPE, encoding="utf-8")
-        device = self.config / "10-default-config.ldif"
-        device.write_text(
-            device.read_text(encoding="utf-8").replace(
-                "coercionPollInterval: 2", f"coercionPollInterval: 2\ncoercionStoreURL: {store_url}"
-            ),
-            encoding="utf-8",
-        )
+        store_in(self.config, store_url)
 
     def run(
         self, source: Path, out: Path, called: str = "TRIAL_A"
     ) -> subprocess.CompletedProcess[str]:
         """``coercion deidentify`` through the rules, received on *called*."""
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "coercion",
-                "deidentify",
-                "--config-dir",
-                str(self.config),
-                "--called",
-                called,
-                "--calling",
-                "CT01",
-                "--key",
-                str(self.tmp_path / "secret.key"),
-                str(source),
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        return coercion(
+            "deidentify",
+            "--config-dir",
+            self.config,
+            "--called",
+            called,
+            "--calling",
+            "CT01",
+            "--key",
+            self.tmp_path / "secret.key",
+            source,
+            out,
             cwd=self.tmp_path,
         )
 
@@ -179,13 +163,7 @@ def test_unknown_scope_is_refused_when_rules_load(tmp_path: Path) -> None:
         SCOPE.replace("coercionURI: pseudonymize:TRIAL_A", "coercionURI: pseudonymize:TRIAL_B"),
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "coercion", "config", "validate", "--config-dir", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = coercion("config", "validate", "--config-dir", config)
     assert result.returncode == 2
     assert "cn=pseudonymize-trial-a" in result.stderr
     assert "no scope 'TRIAL_B'" in result.stderr.replace("\n", "")
@@ -262,15 +240,9 @@ def test_an_unknown_pseudonym_is_refused(tmp_path: Path, trial: Trial) -> None:
 def test_reidentify_command_round_trip(tmp_path: Path, trial: Trial) -> None:
     originals = study(tmp_path / "in1", 1, "20240301")
     assert trial.run(tmp_path / "in1", tmp_path / "out1").returncode == 0
-    command = [sys.executable, "-m", "coercion", "reidentify"]
-    common = ["--config-dir", str(tmp_path / "config"), "--key", str(tmp_path / "secret.key")]
-    result = subprocess.run(
-        [*command, "TRIAL_A", str(tmp_path / "out1"), str(tmp_path / "back"), *common],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
+    common = ["--config-dir", tmp_path / "config", "--key", tmp_path / "secret.key"]
+    result = coercion(
+        "reidentify", "TRIAL_A", tmp_path / "out1", tmp_path / "back", *common, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     back = {ds.SOPInstanceUID: ds for ds in map(dcmread, (tmp_path / "back").rglob("*.dcm"))}
@@ -298,13 +270,8 @@ def test_reidentify_command_round_trip(tmp_path: Path, trial: Trial) -> None:
         assert restored.StudyInstanceUID == ds.StudyInstanceUID
         # Dates and times come back exactly, the study's from its record, the rest by the offset.
         assert [restored[k].value for k in temporal] == [ds[k].value for k in temporal]
-    wrong = subprocess.run(
-        [*command, "TRIAL_X", str(tmp_path / "out1"), str(tmp_path / "back2"), *common],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
+    wrong = coercion(
+        "reidentify", "TRIAL_X", tmp_path / "out1", tmp_path / "back2", *common, cwd=tmp_path
     )
     assert wrong.returncode == 2 and "no scope 'TRIAL_X'" in wrong.stderr.replace("\n", "")
 
@@ -316,33 +283,22 @@ def test_kill_9_mid_batch_then_resume_gives_the_same_outputs(tmp_path: Path, tri
     clean = trial.run(source, tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr
     config = tmp_path / "config"
-    args = [
-        sys.executable,
-        "-m",
-        "coercion",
-        "deidentify",
-        "--config-dir",
-        str(config),
-        "--called",
-        "TRIAL_A",
-        "--calling",
-        "CT01",
-        "--key",
-        str(tmp_path / "secret.key"),
-        "--workers",
-        "1",
-    ]
+    args = ["deidentify", "--config-dir", config, "--called", "TRIAL_A", "--calling", "CT01"]
+    args += ["--key", tmp_path / "secret.key", "--workers", "1"]
     out = tmp_path / "killed"
     process = subprocess.Popen(
-        [*args, str(source), str(out)],
+        coercion_command(*args, source, out),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while len(list(out.rglob("*.dcm"))) < 20 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(
+            lambda: len(list(out.rglob("*.dcm"))) >= 20,
+            "20 outputs before the kill",
+            timeout=60,
+            interval=0.02,
+        )
     finally:
         process.kill()  # kill -9: no chance to clean up
         process.wait(10)
@@ -351,14 +307,7 @@ def test_kill_9_mid_batch_then_resume_gives_the_same_outputs(tmp_path: Path, tri
     # What a kill in the middle of a write leaves: a temporary file never renamed.
     stale = next(out.rglob("*.dcm")).with_name(".0.dcm.k9x_1.part")
     stale.write_bytes(b"half a file")
-    resumed = subprocess.run(
-        [*args, "--resume", str(source), str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    resumed = coercion(*args, "--resume", source, out, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     produced = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.dcm")}
     expected = {

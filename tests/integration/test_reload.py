@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import stat
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import ActionEnv, Dimse, Engine, EventContext, Role
 from coercion.errors import ConfigError
 from tests.directories import Directory, ldap_directory
-from tests.helpers import DEVICE, SECRET, Start, coercion, make_dataset
+from tests.helpers import DEVICE, SECRET, Start, coercion, make_dataset, wait_until
 from tests.slapd import Slapd
 
 pytestmark = pytest.mark.integration
@@ -84,15 +82,6 @@ def _fix_bad_rule(directory: Directory) -> None:
         text = path.read_text(encoding="utf-8")
         if "NoSuchOption" in text:
             path.write_text(text.replace("NoSuchOption", "RetainUIDsOption"), encoding="utf-8")
-
-
-def _wait(condition: Callable[[], bool], seconds: float = 10.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.02)
-    raise AssertionError(f"not within {seconds} s")
 
 
 def test_a_rejected_change_leaves_the_serving_rules_exactly_as_they_were(
@@ -155,7 +144,7 @@ def test_each_configuration_has_its_own_environment_closed_after_the_swap(
         assert watcher.check() is True
         assert watcher.current is not None and watcher.current.env is not first.env
         assert template.scopes == {} and template.scripts == {}  # the template is never filled
-        _wait(lambda: closed == [True])
+        wait_until(lambda: closed == [True], "the old source to be closed")
     finally:
         watcher.stop()
 
@@ -183,9 +172,16 @@ def test_serve_starts_from_the_snapshot_while_slapd_is_down_and_catches_up(
     slapd.stop()
     third = serve(None, *args, "--data", str(first.data))  # the last --data counts
     assert "STARTING FROM THE SNAPSHOT" in third.text()
-    _wait(lambda: "rules from snapshot" in third.text())  # the banner follows the log line
+    wait_until(  # the banner follows the log line
+        lambda: "rules from snapshot" in third.text(), "the node to serve the snapshot"
+    )
     slapd.start()
-    _wait(lambda: "configuration reloaded from ldap://" in third.text(), seconds=20)
+    wait_until(
+        lambda: "configuration reloaded from ldap://" in third.text(),
+        "a reload from slapd",
+        timeout=20,
+        detail=third.text,
+    )
 
 
 def test_an_invalid_entry_at_start_falls_back_to_the_snapshot(
@@ -249,7 +245,7 @@ def test_the_poll_interval_follows_the_directory(
     try:
         directory.replace(DEVICE, "coercionPollInterval", "1")
         with caplog.at_level(logging.INFO, logger="coercion.directory.watch"):
-            _wait(lambda: watcher.interval == 1.0)
+            wait_until(lambda: watcher.interval == 1.0, "the poll interval to become 1 s")
         assert any("poll interval: 1 s" in r.getMessage() for r in caplog.records)
     finally:
         watcher.stop()

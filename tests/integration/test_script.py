@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterator
 from datetime import datetime
-from io import BytesIO
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
@@ -22,13 +20,13 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from coercion.dicom.part10 import encode_file, read_bytes
-from coercion.engine import ActionEnv, Dimse, EventContext, Role, build_action
+from coercion.dicom.part10 import encode_file
+from coercion.engine import Dimse, EventContext, Role
 from coercion.errors import RuleFailedError
 from coercion.script import parse_script
-from coercion.script.action import ScriptAction, log_assignments
+from coercion.script.action import log_assignments
 from coercion.script.language import REQUIRED
-from tests.helpers import SECRET, make_dataset
+from tests.helpers import as_read, make_dataset, script_action
 
 pytestmark = pytest.mark.integration
 
@@ -38,39 +36,11 @@ TO_OTHER = EventContext(Dimse.C_STORE_RQ, Role.SCP, "CT01", "OTHER")
 OBJECTS_PER_PROCESS = 1000
 
 
-_ENVS: list[ActionEnv] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_stores() -> Iterator[None]:
-    """Close the stores the actions of a test opened."""
-    yield
-    while _ENVS:
-        _ENVS.pop().close()
-
-
-def _action(body: dict[str, Any], store_url: str, **params: str) -> ScriptAction:
-    env = ActionEnv(SECRET, store_url=store_url)
-    _ENVS.append(env)
-    env.scripts["s"] = parse_script("s", body)
-    action = build_action("script:s", params, env)
-    assert isinstance(action, ScriptAction)
-    return action
-
-
 def _patient(patient_id: str, name: str = f"{MARKER}^JANE") -> Dataset:
     ds = make_dataset(name, patient_id)
     ds.AccessionNumber = f"ACC-{patient_id}"
     ds.StudyInstanceUID = f"1.2.826.0.1.3680043.99.5.{abs(hash(patient_id)) % 10**8}"
     return ds
-
-
-def _round_trip(ds: Dataset) -> Dataset:
-    """*ds* as the lean reader reads it from a file (raw elements)."""
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    read = read_bytes(buffer.getvalue(), "test")
-    return read
 
 
 def test_every_command(tmp_path: Path) -> None:
@@ -86,8 +56,8 @@ def test_every_command(tmp_path: Path) -> None:
             "(0008,0020)": "truncdate",
         }
     }
-    action = _action(body, f"sqlite:///{tmp_path / 's.db'}")
-    ds = _round_trip(make_dataset())
+    action = script_action(body, tmp_path)
+    ds = as_read(make_dataset())
     changes = action.apply(ds, TO_OTHER)
     out = dcmread(_written(ds, tmp_path))
     assert out.InstitutionName == "Saint Example Hospital"
@@ -107,16 +77,16 @@ def test_remove_safe_tags(tmp_path: Path) -> None:
     """remove_safe_tags turns safe into remove; keep stays."""
     body = {"general": {"remove_safe_tags": "true", "(0008,1030)": "safe", "(0008,0080)": "keep"}}
     ds = make_dataset()
-    _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     assert "StudyDescription" not in ds and ds.InstitutionName == "Saint Example Hospital"
 
 
 def test_substitution_and_garbage_dates(tmp_path: Path) -> None:
     """A rewrite keeps the first three letters; a date that is no date is removed."""
     body = {"general": {"(0008,0080)": r"s/(\w{3}).*/$1??/", "(0008,0020)": "truncdate"}}
-    ds = _round_trip(make_dataset())
+    ds = as_read(make_dataset())
     ds.StudyDate = "garbage"
-    changes = _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
+    changes = script_action(body, tmp_path).apply(ds, TO_OTHER)
     assert ds.InstitutionName == "Sai??"
     assert "StudyDate" not in ds
     assert any(c.tag == 0x00080020 and c.action.value == "X" for c in changes)
@@ -135,7 +105,7 @@ def test_default_preset_private_curves_overlays_and_nesting(tmp_path: Path) -> N
     ds.add_new(0x50000010, "US", 1)
     ds.add_new(0x60003000, "OW", b"\x00\x00")
     ds.add_new(0x60000010, "US", 2)
-    _action({"general": {}}, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
+    script_action({"general": {}}, tmp_path).apply(ds, TO_OTHER)
     nested = ds.ReferencedImageSequence[0]
     assert nested.PatientName == ""  # Z in the Basic Profile, inside the item too
     assert nested.ReferencedSOPInstanceUID.startswith("2.25.")
@@ -159,7 +129,7 @@ def test_options_keep_private_curves_overlays(tmp_path: Path) -> None:
     ds.add_new(0x00091001, "LO", "private")
     ds.add_new(0x50000010, "US", 1)
     ds.add_new(0x60003000, "OW", b"\x00\x00")
-    _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     for tag in (0x00090010, 0x00091001, 0x50000010, 0x60003000):
         assert tag in ds
 
@@ -172,7 +142,7 @@ def test_kept_private_element_keeps_its_creator(tmp_path: Path) -> None:
     ds.add_new(0x00090011, "LO", "OTHER")
     ds.add_new(0x00091001, "LO", "kept")
     ds.add_new(0x00091101, "LO", "gone")
-    _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     assert ds[0x00091001].value == "kept" and ds[0x00090010].value == "ACME"
     assert 0x00090011 not in ds and 0x00091101 not in ds
 
@@ -195,7 +165,7 @@ def test_removing_commands_reach_every_depth_writing_ones_the_top_only(tmp_path:
     outer = Dataset()
     outer.ConceptNameCodeSequence = Sequence([inner])
     ds.ContentSequence = Sequence([outer])
-    _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     deep = ds.ContentSequence[0].ConceptNameCodeSequence[0]
     assert deep.CodeMeaning == "by path" and "CodeValue" not in deep
     assert ds.OtherPatientIDs == "added"
@@ -218,7 +188,7 @@ def test_values_are_read_before_any_change(tmp_path: Path) -> None:
     inner.CodeMeaning = "x"
     ds.ProcedureCodeSequence = Sequence([inner])
     body["general"]["(0008,1032)/(0008,0104)"] = "set(@value(0010,0020)@)"
-    _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     assert ds.PatientName == "P-PID-9"
     assert ds.PatientID == "I-ROE^RICHARD"
     assert ds.InstitutionName == "[Saint Example Hospital]"
@@ -230,10 +200,10 @@ def test_non_number_for_a_number_vr_fails_the_rule(tmp_path: Path) -> None:
     body = {"general": {"preset": "none", "(0028,0010)": "set(@value(0010,0020)@)"}}
     ds = make_dataset()
     with pytest.raises(RuleFailedError, match=r"\(0028,0010\).*not a number") as caught:
-        _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
+        script_action(body, tmp_path).apply(ds, TO_OTHER)
     assert "PID-4711" not in str(caught.value)
     ok = {"general": {"preset": "none", "(0028,0010)": "set(512)"}}
-    _action(ok, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
+    script_action(ok, tmp_path).apply(ds, TO_OTHER)
     assert ds.Rows == 512
 
 
@@ -249,7 +219,7 @@ def test_project_and_process_macros(tmp_path: Path) -> None:
             "(0008,1030)": "set(@process_date@ @process_time@)",
         },
     }
-    action = _action(body, f"sqlite:///{tmp_path / 's.db'}")
+    action = script_action(body, tmp_path)
     action.runner("myproject").resources.now = lambda: datetime(2026, 3, 4, 5, 6, 7, 890000)
     ds = make_dataset()
     action.apply(ds, TO_PROJECT)
@@ -265,7 +235,7 @@ def test_project_parameter_overrides_the_called_ae_title(tmp_path: Path) -> None
     """project=SECTION picks the section whatever the called AE title."""
     body = {"general": {"preset": "none"}, "a": {"(0008,0080)": "set(A)"}}
     ds = make_dataset()
-    _action(body, f"sqlite:///{tmp_path / 's.db'}", project="a").apply(ds, TO_OTHER)
+    script_action(body, tmp_path, project="a").apply(ds, TO_OTHER)
     assert ds.InstitutionName == "A"
 
 
@@ -283,7 +253,7 @@ FAKE_BODY: dict[str, Any] = {
 
 def test_fake_values_consistent_per_patient_and_study(store_url: str) -> None:
     """The same patient gets the same fake name and MRN in every study; studies their own acc."""
-    first, second = _action(FAKE_BODY, store_url), _action(FAKE_BODY, store_url)
+    first, second = script_action(FAKE_BODY, store_url), script_action(FAKE_BODY, store_url)
     a1, a2, b1 = _patient("P-A"), _patient("P-A"), _patient("P-B")
     a2.StudyInstanceUID = "1.2.826.0.1.3680043.99.5.777"
     a2.AccessionNumber = "ACC-OTHER"
@@ -305,7 +275,7 @@ def test_fake_values_consistent_per_patient_and_study(store_url: str) -> None:
 
 def test_fake_values_differ_per_project(store_url: str) -> None:
     """Each project numbers its own patients and derives its own UIDs."""
-    action = _action(FAKE_BODY, store_url)
+    action = script_action(FAKE_BODY, store_url)
     general, project = _patient("P-X"), _patient("P-X")
     for name in ("P-1", "P-2"):
         action.apply(_patient(name), TO_PROJECT)
@@ -325,7 +295,7 @@ def test_counters_width_step_and_one_per_attribute(store_url: str) -> None:
             "(0008,0050)": "set(A__COUNTER-0010__)",
         }
     }
-    action = _action(body, store_url)
+    action = script_action(body, store_url)
     outputs = []
     for patient in ("P-1", "P-2", "P-1", "P-3"):
         ds = _patient(patient)
@@ -338,7 +308,7 @@ def test_counters_width_step_and_one_per_attribute(store_url: str) -> None:
 def _run_many(url: str, prefix: str, barrier: Barrier, out: Any) -> None:
     """Worker: OBJECTS_PER_PROCESS objects of distinct patients through one counter."""
     body = {"general": {"(0010,0020)": "SUBJ-__COUNTER-1__"}}
-    action = _action(body, url)
+    action = script_action(body, url)
     barrier.wait(timeout=60)
     numbers = []
     for index in range(OBJECTS_PER_PROCESS):
@@ -399,17 +369,17 @@ def test_set_values_in_the_objects_character_set(tmp_path: Path, charset: str, v
         ds.SpecificCharacterSet = ["ISO 2022 IR 13", "ISO 2022 IR 87"]
         value = "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎"
         body["general"]["(0010,0010)"] = f"set({value})"
-    read = _round_trip(ds)
-    _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(read, TO_OTHER)
+    read = as_read(ds)
+    script_action(body, tmp_path).apply(read, TO_OTHER)
     assert str(dcmread(_written(read, tmp_path)).PatientName) == value
 
 
 def test_value_outside_the_character_set_fails_clearly(tmp_path: Path) -> None:
     """A value the object's single-byte character set cannot hold fails the rule by tag."""
     body = {"general": {"preset": "none", "(0010,0010)": "set(山田)"}}
-    read = _round_trip(make_dataset())
+    read = as_read(make_dataset())
     with pytest.raises(RuleFailedError, match=r"\(0010,0010\).*Specific Character Set"):
-        _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(read, TO_OTHER)
+        script_action(body, tmp_path).apply(read, TO_OTHER)
 
 
 def test_preset_none_whitelist(tmp_path: Path) -> None:
@@ -424,7 +394,7 @@ def test_preset_none_whitelist(tmp_path: Path) -> None:
         }
     }
     ds = make_dataset()
-    _action(body, f"sqlite:///{tmp_path / 's.db'}").apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     named = {0x00080016, 0x00080018, 0x00100020}
     needed = REQUIRED & {int(elem.tag) for elem in make_dataset()}
     assert {int(elem.tag) for elem in ds} == named | needed
@@ -443,7 +413,7 @@ def _written(ds: Dataset, tmp_path: Path) -> Path:
 
 def test_preset_dummies_and_uids_are_keyed_per_project(tmp_path: Path) -> None:
     """The same object gets other dummy tokens and UIDs in another project."""
-    action = _action({"general": {}, "myproject": {}}, f"sqlite:///{tmp_path / 's.db'}")
+    action = script_action({"general": {}, "myproject": {}}, tmp_path)
     general, project = make_dataset(), make_dataset()
     again = make_dataset()
     for ds in (general, project, again):

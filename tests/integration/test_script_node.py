@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from coercion.script.runner import fake_name
+from tests.directories import store_in
 from tests.helpers import (
     DEVICE,
     Served,
@@ -66,14 +67,8 @@ coercionScript: {json.dumps(SCRIPT)}
 
 {rules}"""
     folder = config_dir(tmp_path, extra)
-    if not store:
-        return folder
-    device = folder / "10-default-config.ldif"
-    text = device.read_text(encoding="utf-8").replace(
-        "coercionPollInterval: 2",
-        f"coercionPollInterval: 2\ncoercionStoreURL: sqlite:///{tmp_path / 'store.db'}",
-    )
-    device.write_text(text, encoding="utf-8")
+    if store:
+        store_in(folder, tmp_path / "store.db")
     return folder
 
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -22,39 +19,20 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from coercion.dicom.part10 import encode_file, read_bytes, read_file
-from coercion.engine import ActionEnv, Dimse, EventContext, Role, build_action
+from coercion.dicom.part10 import encode_file, read_file
+from coercion.engine import Dimse, EventContext, Role
 from coercion.errors import ConfigError, RuleFailedError
 from coercion.resources import default_ldif_dir
 from coercion.script import parse_script
-from coercion.script.action import ScriptAction
 from coercion.script.language import REQUIRED
 from tests.directories import store_in
-from tests.helpers import SECRET, coercion, make_dataset
+from tests.helpers import as_read, coercion, make_dataset, script_action
 from tests.integration.test_script_directory import rule, script_entry
 
 pytestmark = pytest.mark.integration
 
 TO_OTHER = EventContext(Dimse.C_STORE_RQ, Role.SCP, "CT01", "OTHER")
 TO_TRIAL = EventContext(Dimse.C_STORE_RQ, Role.SCP, "CT01", "AZ_TRIAL")
-_ENVS: list[ActionEnv] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_stores() -> Iterator[None]:
-    """Close the stores the actions of a test opened."""
-    yield
-    while _ENVS:
-        _ENVS.pop().close()
-
-
-def _action(body: dict[str, Any], tmp_path: Path) -> ScriptAction:
-    env = ActionEnv(SECRET, store_url=f"sqlite:///{tmp_path / 's.db'}")
-    _ENVS.append(env)
-    env.scripts["s"] = parse_script("s", body)
-    action = build_action("script:s", {}, env)
-    assert isinstance(action, ScriptAction)
-    return action
 
 
 def bundled(name: str) -> Path:
@@ -62,13 +40,6 @@ def bundled(name: str) -> Path:
     found = get_testdata_file(name, download=False)
     assert found is not None, name
     return Path(str(found))
-
-
-def _raw(ds: Dataset) -> FileDataset:
-    """*ds* as the lean reader reads it from a file (raw elements)."""
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return read_bytes(buffer.getvalue(), "crafted")
 
 
 def _written(ds: FileDataset) -> FileDataset:
@@ -136,12 +107,12 @@ def test_preset_none_with_remove_unknown_tags_removes_overlays(tmp_path: Path) -
     body = {"general": {"preset": "none", "remove_unknown_tags": "true", "(0010,0010)": "keep"}}
     ds = read_file(source)
     assert any(0x6000 <= int(tag) >> 16 <= 0x601E for tag in ds._dict)
-    _action(body, tmp_path).apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     assert not any(0x6000 <= int(tag) >> 16 <= 0x601E for tag in ds._dict)
     assert "PixelData" in ds and "PatientName" in ds
     kept = {"general": {**body["general"], "remove_overlays": "false"}}
     again = read_file(source)
-    _action(kept, tmp_path).apply(again, TO_OTHER)
+    script_action(kept, tmp_path).apply(again, TO_OTHER)
     assert any(0x6000 <= int(tag) >> 16 <= 0x601E for tag in again._dict)
 
 
@@ -162,7 +133,7 @@ def test_a_new_sop_instance_uid_reaches_the_file_meta(tmp_path: Path) -> None:
     """set on SOP Instance UID writes the new UID in the data set and the file meta."""
     ds = read_file(bundled("CT_small.dcm"))
     body = {"general": {"preset": "none", "(0008,0018)": "set(1.2.826.0.1.3680043.99.15.1)"}}
-    _action(body, tmp_path).apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     written = _written(ds)
     assert written.SOPInstanceUID == "1.2.826.0.1.3680043.99.15.1"
     assert written.file_meta.MediaStorageSOPInstanceUID == "1.2.826.0.1.3680043.99.15.1"
@@ -185,14 +156,14 @@ def test_removing_the_character_set_keeps_it_while_a_value_needs_it(
     """remove on (0008,0005) keeps it while a Greek or Japanese value stays; the file reads back."""
     crafted = make_dataset(name)
     crafted.SpecificCharacterSet = charset
-    ds = _raw(crafted)
+    ds = as_read(crafted)
     body = {"general": {"preset": "none", "(0008,0005)": "remove"}}
-    _action(body, tmp_path).apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     written = _written(ds)
     assert written.SpecificCharacterSet == charset
     assert str(written.PatientName) == name
-    ascii_only = _raw(make_dataset("DOE^JANE"))
-    _action(body, tmp_path).apply(ascii_only, TO_OTHER)
+    ascii_only = as_read(make_dataset("DOE^JANE"))
+    script_action(body, tmp_path).apply(ascii_only, TO_OTHER)
     assert "SpecificCharacterSet" not in _written(ascii_only)
 
 
@@ -200,10 +171,10 @@ def test_a_script_that_replaces_the_character_set_gets_its_own(tmp_path: Path) -
     """set(ISO_IR 192) on (0008,0005) with a new UTF-8 name: both written, nothing restored."""
     crafted = make_dataset("Διονυσιος")
     crafted.SpecificCharacterSet = "ISO_IR 126"
-    ds = _raw(crafted)
+    ds = as_read(crafted)
     body = {"general": {"preset": "none", "(0008,0005)": "set(ISO_IR 192)"}}
     body["general"]["(0010,0010)"] = "set(Müller^中村)"
-    _action(body, tmp_path).apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     written = _written(ds)
     assert (written.SpecificCharacterSet, str(written.PatientName)) == ("ISO_IR 192", "Müller^中村")
 
@@ -220,10 +191,10 @@ def test_non_ascii_text_the_object_cannot_declare_fails_the_rule(
     del crafted.SpecificCharacterSet
     if charset is not None:
         crafted.SpecificCharacterSet = charset
-    ds = _raw(crafted)
+    ds = as_read(crafted)
     body = {"general": {"preset": "none", "(0008,1030)": f"set({value})"}}
     with pytest.raises(RuleFailedError, match=r"\(0008,1030\).*Specific Character Set") as caught:
-        _action(body, tmp_path).apply(ds, TO_OTHER)
+        script_action(body, tmp_path).apply(ds, TO_OTHER)
     assert value not in str(caught.value)
 
 
@@ -236,7 +207,7 @@ def test_un_encoded_uids_get_new_uids_under_the_default_preset(tmp_path: Path) -
     original = dcmread(source)
     ds = read_file(source)
     assert ds._dict[Tag(0x00080018)].VR == "UN"
-    _action({"general": {}}, tmp_path).apply(ds, TO_OTHER)
+    script_action({"general": {}}, tmp_path).apply(ds, TO_OTHER)
     written = _written(ds)
     for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         new = str(written[keyword].value)
@@ -277,7 +248,7 @@ def test_writing_commands_stay_at_the_top_level(tmp_path: Path) -> None:
         }
     }
     ds = _nested_object()
-    _action(body, tmp_path).apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     assert ds.Rows == 4 and ds.IconImageSequence[0].Rows == 2
     assert [item.PatientID for item in ds.OtherPatientIDsSequence] == ["QZXOTHER1", "QZXOTHER2"]
     assert ds.RequestAttributesSequence[0].InstitutionName == "QZXNESTED"
@@ -295,7 +266,7 @@ def test_removing_commands_reach_every_depth_and_paths_write_inside(tmp_path: Pa
         }
     }
     ds = _nested_object()
-    _action(body, tmp_path).apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     assert "InstitutionName" not in ds.RequestAttributesSequence[0]
     assert [item.PatientID for item in ds.OtherPatientIDsSequence] == ["X-QZXOTHER1", "X-QZXOTHER2"]
     assert ds.PatientID not in ("PID-4711", "X-PID-4711")
@@ -305,7 +276,7 @@ def test_under_the_default_preset_nested_items_get_the_presets_command(tmp_path:
     """A top-level set leaves nested occurrences to the preset's own command (D: a dummy)."""
     body = {"general": {"(0010,1002)": "keep", "(0010,0020)": "set(@fake_mrn@)"}}
     ds = _nested_object()
-    _action(body, tmp_path).apply(ds, TO_OTHER)
+    script_action(body, tmp_path).apply(ds, TO_OTHER)
     nested = [item.PatientID for item in ds.OtherPatientIDsSequence]
     assert ds.PatientID not in nested
     assert not any(value.startswith("QZX") for value in nested)
@@ -323,7 +294,7 @@ def test_a_path_through_something_that_is_no_sequence_is_refused() -> None:
 def test_hash_acc_is_a_keyed_hash_of_the_accession_number_per_project(tmp_path: Path) -> None:
     """@hash_acc@: 16 hex digits, the same per accession number, another in another project."""
     body = {"general": {"preset": "none", "(0008,0050)": "set(@hash_acc@)"}, "trial": {}}
-    action = _action(body, tmp_path)
+    action = script_action(body, tmp_path)
     first, second, other = make_dataset(), make_dataset(), make_dataset()
     action.apply(first, TO_OTHER)
     action.apply(second, TO_OTHER)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,12 +12,13 @@ import ldap3
 import pytest
 
 import tests.slapd
+from tests.helpers import free_port
+from tests.servers import short_directory
 from tests.slapd import (
     DEFAULT_SUFFIX,
     LdapToolError,
     Slapd,
     SlapdError,
-    free_port,
     repository_ldif,
     start_slapd,
 )
@@ -75,15 +74,11 @@ dicomSupportedCharacterSet: ISO_IR 100
 def _start(tmp_path: Path, syncprov: bool) -> Iterator[Slapd]:
     data = tmp_path / "data.ldif"
     data.write_text(DATA, encoding="utf-8")
-    directory = Path(tempfile.mkdtemp(prefix="sl", dir="/tmp"))
-    try:
-        server = start_slapd(directory / "s", [SCHEMA], [data], SUFFIX, syncprov=syncprov)
-        try:
-            yield server
-        finally:
-            server.stop()
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with (
+        short_directory("sl") as directory,
+        start_slapd(directory / "s", [SCHEMA], [data], SUFFIX, syncprov=syncprov) as server,
+    ):
+        yield server
 
 
 @pytest.fixture
@@ -252,35 +247,24 @@ def test_schema_violation_in_data_is_reported(tmp_path: Path) -> None:
     """slapadd's complaint about invalid data reaches the exception, and no slapd is left."""
     data = tmp_path / "bad.ldif"
     data.write_text(DATA.replace("dicomInstalled: TRUE\n", ""), encoding="utf-8")
-    directory = Path(tempfile.mkdtemp(prefix="sl", dir="/tmp"))
-    try:
-        with pytest.raises(SlapdError, match="dicomInstalled"):
-            start_slapd(directory / "s", [SCHEMA], [data], SUFFIX)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with short_directory("sl") as directory, pytest.raises(SlapdError, match="dicomInstalled"):
+        start_slapd(directory / "s", [SCHEMA], [data], SUFFIX)
 
 
 def test_port_taken_after_probe_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """When another process takes the probed port first, slapd starts on another one."""
     data = tmp_path / "data.ldif"
     data.write_text(DATA, encoding="utf-8")
-    directory = Path(tempfile.mkdtemp(prefix="sl", dir="/tmp"))
-    with socket.socket() as taken:
+    with short_directory("sl") as directory, socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         taken_port: int = taken.getsockname()[1]
         ports = iter([taken_port])
         monkeypatch.setattr(tests.slapd, "free_port", lambda: next(ports, 0) or free_port())
-        try:
-            server = start_slapd(directory / "s", [SCHEMA], [data], SUFFIX)
-            try:
-                assert server.url != f"ldap://127.0.0.1:{taken_port}"
-                assert read(server, AE, "dicomAETitle") == {"dicomAETitle": ["COERCION"]}
-                assert "errno=98" in server.log()
-            finally:
-                server.stop()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        with start_slapd(directory / "s", [SCHEMA], [data], SUFFIX) as server:
+            assert server.url != f"ldap://127.0.0.1:{taken_port}"
+            assert read(server, AE, "dicomAETitle") == {"dicomAETitle": ["COERCION"]}
+            assert "errno=98" in server.log()
 
 
 def test_long_directory_is_refused(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,6 @@ PATIENT_ID = "QZXSTORE-ID-1"
 STUDY_UID = "1.2.826.0.1.3680043.99.77.1"
 SOP_UID = "1.2.826.0.1.3680043.99.77.1.1"
 ACCESSION = "QZXACC4711"
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[PseudonymStore]:
-    opened = PseudonymStore(store_url, SECRET)
-    yield opened
-    opened.close()
 
 
 def test_one_patient_one_pseudonym_across_stores_and_runs(store_url: str) -> None:

@@ -6,7 +6,6 @@ import multiprocessing
 import queue as queue_module
 import re
 import time
-from collections.abc import Iterator
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -30,13 +29,6 @@ STUDY_UID_NEW = "2.25.81208681170579604710939739516157050558"
 
 #: Calls per process in the races.
 RACE_CALLS = 1000
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[PseudonymStore]:
-    opened = PseudonymStore(store_url, SECRET)
-    yield opened
-    opened.close()
 
 
 def test_increment_counts_per_scope_and_per_counter(store: PseudonymStore) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,6 @@ pytestmark = pytest.mark.integration
 PATIENT_ID = "QZXV4-ID-1"
 OFFSET = -1234567  # seconds: not a value any other column holds
 STUDY = "2.25.4711"
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[PseudonymStore]:
-    opened = PseudonymStore(store_url, SECRET)
-    yield opened
-    opened.close()
 
 
 def _dump(store: PseudonymStore) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,20 +17,7 @@ from coercion.dicom.outputs import (
     publish_copy,
     sync_folder,
 )
-
-
-@pytest.fixture
-def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths os.fsync is called on (still really synced)."""
-    calls: list[str] = []
-    real = os.fsync
-
-    def record(fd: int) -> None:
-        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", record)
-    return calls
+from tests.helpers import wait_until
 
 
 def mode(path: Path) -> int:
@@ -109,14 +95,16 @@ def test_concurrent_folder_syncs_are_grouped(
     threads = [threading.Thread(target=sync_folder, args=(tmp_path,)) for _ in range(8)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 20
-    rounds = outputs._FOLDERS._rounds  # waiting until all 8 have asked
-    while time.monotonic() < deadline:
+    rounds = outputs._FOLDERS._rounds
+
+    def all_asked() -> bool:
         state = rounds.get(str(tmp_path))
-        if state is not None and state.issued == 8:
-            break
-        time.sleep(0.005)
-    release.set()
+        return state is not None and state.issued == 8
+
+    try:
+        wait_until(all_asked, "all 8 threads to ask for the folder", timeout=20, interval=0.005)
+    finally:
+        release.set()
     for thread in threads:
         thread.join(20)
     assert not any(thread.is_alive() for thread in threads)
