@@ -36,11 +36,6 @@ class Outcome:
     dataset: Dataset
     applied: list[AppliedRule] = field(default_factory=list)
 
-    @property
-    def changed(self) -> bool:
-        """Whether any rule changed anything."""
-        return any(a.changes for a in self.applied if a.failure is None)
-
     def counts(self) -> Counter[str]:
         """The number of changes per action letter over all rules."""
         counts: Counter[str] = Counter()
@@ -74,10 +69,6 @@ class Engine:
     def may_apply(self, ctx: EventContext) -> bool:
         """Whether any rule could apply in *ctx*; when not, the dataset need not be read."""
         return self._rules.may_apply(ctx)
-
-    def select(self, ds: Dataset, ctx: EventContext) -> list[Rule]:
-        """The rules that would apply to *ds* in *ctx*, in order."""
-        return self._rules.select(ctx, ds)
 
     def apply(self, ds: Dataset, ctx: EventContext) -> Outcome:
         """Coerce *ds* for *ctx*.

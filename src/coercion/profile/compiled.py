@@ -100,25 +100,15 @@ class CompiledProfile:
     safe_private: frozenset[tuple[int, int, str]]
 
     @property
-    def tags_by_action(self) -> dict[Action, frozenset[int]]:
-        """The exact tags of the table grouped by their action."""
-        grouped: dict[Action, set[int]] = {action: set() for action in Action}
-        for tag, action in self.actions.items():
-            grouped[action].add(tag)
-        return {action: frozenset(tags) for action, tags in grouped.items()}
-
-    @property
     def shifts_dates(self) -> bool:
         """True under the Retain Longitudinal Temporal Information Modified Dates Option."""
         return Option.RetainLongitudinalTemporalInformationModifiedDatesOption in self.options
 
-    @property
-    def keeps_dates(self) -> bool:
-        """True under the Retain Longitudinal Temporal Information Full Dates Option."""
-        return Option.RetainLongitudinalTemporalInformationFullDatesOption in self.options
-
     def action_for(self, tag: int) -> Action | None:
-        """The action for an exact public tag, or None when the table does not list it."""
+        """The action for an exact public tag, or None when the table does not list it.
+
+        This makes a compiled profile a :class:`~coercion.profile.verify.Retention`.
+        """
         return self.actions.get(tag)
 
 

@@ -194,12 +194,6 @@ class Deidentifier:
             or profile.patterns[PatternRow.CURVE] is Action.C
         )
 
-    # -- public -----------------------------------------------------------------
-
-    def remap_uid(self, uid: str) -> str:
-        """The new UID for *uid* in this de-identifier's key scope."""
-        return self._uids.remap(uid)
-
     def apply(
         self,
         ds: Dataset,
