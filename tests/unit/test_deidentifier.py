@@ -103,9 +103,11 @@ def test_modified_dates_shift_every_date_and_time_by_one_patient_offset() -> Non
     ds = make_dataset()
     ds.ContentDate = "20240305"  # no ContentTime: moves by whole days
     ds.add_new(0x00181200, "DA", ["20240101", "20240201"])  # Date of Last Calibration
-    record = Deidentifier(compile_profile([MODIFIED]), SECRET).apply(ds)
+    deidentifier = Deidentifier(compile_profile([MODIFIED]), SECRET)
+    record = deidentifier.apply(ds)
     offset = record.date_offset_seconds
     assert offset is not None and offset <= -86400
+    assert offset == deidentifier.date_offset("PID-4711")  # the patient's keyed offset
     study = dt.datetime.strptime(ds.StudyDate + ds.StudyTime, "%Y%m%d%H%M%S")
     acquisition = dt.datetime.strptime(ds.AcquisitionDateTime, "%Y%m%d%H%M%S.%f")
     assert study - dt.datetime(2024, 3, 1, 10, 15) == dt.timedelta(seconds=offset)
@@ -118,9 +120,12 @@ def test_modified_dates_shift_every_date_and_time_by_one_patient_offset() -> Non
         dt.datetime(2024, 2, 1) + dt.timedelta(days=days),
     ]
     assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
-    other = deidentify(make_dataset(patient_id="SOMEONE-ELSE"), MODIFIED)
     assert deidentify(make_dataset(), MODIFIED).StudyTime == ds.StudyTime
-    assert (other.StudyDate, other.StudyTime) != (ds.StudyDate, ds.StudyTime)
+    other = make_dataset(patient_id="SOMEONE-ELSE")
+    other_offset = deidentifier.apply(other).date_offset_seconds
+    assert other_offset == deidentifier.date_offset("SOMEONE-ELSE") != offset
+    other_study = dt.datetime.strptime(other.StudyDate + other.StudyTime, "%Y%m%d%H%M%S")
+    assert other_study - dt.datetime(2024, 3, 1, 10, 15) == dt.timedelta(seconds=other_offset)
 
 
 def test_dates_removed_or_kept_by_option() -> None:
