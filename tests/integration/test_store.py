@@ -11,7 +11,7 @@ from sqlalchemy import text
 from coercion.errors import StoreError
 from coercion.profile import Deidentifier, Option, compile_profile
 from coercion.store import PseudonymStore, ScopeSettings
-from coercion.store.store import SCHEMA_VERSION
+from coercion.store.store import SCHEMA_VERSION, Scope
 from tests.helpers import SECRET, make_dataset
 from tests.postgres import Postgres, fresh_database
 from tests.store_legacy import OldPatient, make_legacy_store
@@ -54,6 +54,35 @@ def test_uid_map_is_repeatable_and_reversible(store: PseudonymStore) -> None:
     assert scope.original_uid(mapping[SOP_UID]) == SOP_UID
     assert scope.original_uid("2.25.1") is None
     assert store.scope("TRIAL_B").derive_uid(STUDY_UID) != mapping[STUDY_UID]
+
+
+def test_scope_caches_stay_bounded_and_answer_the_same_after_eviction(
+    store: PseudonymStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three times each cache's bound: each holds the bound; evicted entries come back identical."""
+    monkeypatch.setattr(Scope, "CACHE_ENTRIES", 4)
+    scope = store.scope("TRIAL_A")
+    ids = [f"QZXCACHE-{n}" for n in range(12)]
+    uids = [f"{STUDY_UID}.{n}" for n in range(12)]
+    patients = [scope.patient(patient_id) for patient_id in ids]
+    numbers = [scope.number_for("subject", patient_id) for patient_id in ids]
+    mapping = scope.map_uids(uids)
+    for patient, uid in zip(patients, uids, strict=True):
+        scope.record_study(mapping[uid], patient, {"StudyID": uid[-2:]})
+    caches = (scope._patients, scope._uids._cache, scope._recorded, scope._numbers, scope._studies)
+    assert [len(cache) for cache in caches] == [4] * 5
+    assert [scope.patient(patient_id) for patient_id in ids] == patients
+    assert [scope.number_for("subject", patient_id) for patient_id in ids] == numbers
+    assert numbers == list(range(1, 13))
+    assert scope.map_uids(uids) == mapping == {uid: scope.keys.uid(uid) for uid in uids}
+    for patient, uid in zip(patients, uids, strict=True):
+        scope.record_study(mapping[uid], patient, {"StudyID": uid[-2:]})
+    assert [scope.original_study(mapping[uid]) for uid in uids] == [
+        {"StudyID": uid[-2:]} for uid in uids
+    ]
+    assert [len(cache) for cache in caches] == [4] * 5
+    stats = store.stats()["TRIAL_A"]
+    assert (stats["patients"], stats["uids"], stats["studies"]) == (12, 12, 12)
 
 
 def test_registered_subject_wins_and_conflicts_are_refused(store: PseudonymStore) -> None:

@@ -159,9 +159,9 @@ class _Walk:
 class Deidentifier:
     """Apply the Basic Profile and a set of options to datasets.
 
-    One instance serves any number of objects; it holds the compiled profile
-    and the keyed UID map. It is not thread-safe only in the sense that the
-    UID cache is shared; results never depend on call order.
+    One instance serves any number of objects, from any number of threads;
+    it holds the compiled profile and the keyed UID map (a bounded cache:
+    results never depend on call order or on what was evicted).
 
     Every token, new UID and date offset is derived in the key scope *scope*
     (:class:`~coercion.profile.keys.KeyScope`): recipients of different scopes cannot

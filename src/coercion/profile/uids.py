@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from coercion.cache import DEFAULT_ENTRIES, LRUCache
+
 __all__ = ["UIDRemapper", "is_valid_uid", "uuid_uid"]
 
 #: PS3.5 9.1: components of digits separated by dots; no component empty or with a leading zero.
@@ -21,7 +23,6 @@ _UUID_VERSION_8 = 0x8 << 76
 _UUID_VARIANT_RFC = 0x2 << 62
 _VERSION_MASK = ~(0xF << 76)
 _VARIANT_MASK = ~(0x3 << 62)
-_MAX_CACHE = 200_000
 
 
 def uuid_uid(digest: bytes) -> str:
@@ -44,12 +45,13 @@ def is_valid_uid(value: str) -> bool:
 class UIDRemapper:
     """Map original UIDs to new ``2.25.`` UIDs with *derive* (a scope's ``uid``), cached.
 
-    A UID repeated across a study costs one HMAC.
+    A UID repeated across a study costs one HMAC. The cache keeps the
+    *maxsize* most recently used UIDs: an evicted one is derived again, to the same value.
     """
 
-    def __init__(self, derive: Callable[[str], str]) -> None:
+    def __init__(self, derive: Callable[[str], str], maxsize: int = DEFAULT_ENTRIES) -> None:
         self._derive = derive
-        self._cache: dict[str, str] = {}
+        self._cache: LRUCache[str, str] = LRUCache(maxsize)
 
     def remap(self, uid: str) -> str:
         """Return the new UID for *uid* (trailing NUL and spaces ignored)."""
@@ -58,7 +60,5 @@ class UIDRemapper:
         if cached is not None:
             return cached
         new = self._derive(original)
-        if len(self._cache) >= _MAX_CACHE:
-            self._cache.clear()
-        self._cache[original] = new
+        self._cache.put(original, new)
         return new

@@ -35,16 +35,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from coercion.cache import DEFAULT_ENTRIES, LRUCache
 from coercion.dicom.outputs import create_private, private_folders
 from coercion.errors import StoreError, map_errors
 from coercion.profile.dates import offset_seconds
+from coercion.profile.uids import UIDRemapper
 from coercion.store.crypto import ScopeKeys
 from coercion.store.schema import SCHEMA_VERSION, NewerSchemaError, create_or_migrate, seal_offset
 from coercion.store.tables import (
@@ -276,7 +278,16 @@ def _safe(url: str) -> str:
 
 
 class Scope:
-    """Pseudonyms, UIDs and originals of one scope."""
+    """Pseudonyms, UIDs and originals of one scope.
+
+    What it derived or read back (new UIDs, patients, numbers, recorded UIDs
+    and studies) is cached in bounded LRU caches of :attr:`CACHE_ENTRIES`
+    entries each: a node serving for months keeps a flat memory, and an
+    evicted entry is derived or read again, to the same value.
+    """
+
+    #: The size of each of a scope's caches.
+    CACHE_ENTRIES: ClassVar[int] = DEFAULT_ENTRIES
 
     def __init__(self, store: PseudonymStore, name: str, settings: ScopeSettings) -> None:
         if not name or len(name) > 64:
@@ -285,21 +296,19 @@ class Scope:
         self.name = name
         self.settings = settings
         self.keys = ScopeKeys(store._secret, name)
-        self._patients: dict[str, Patient] = {}
-        self._uids: dict[str, str] = {}
-        self._recorded: set[str] = set()
-        self._numbers: dict[tuple[str, str], int] = {}
-        self._studies: dict[str, frozenset[str]] = {}
+        size = self.CACHE_ENTRIES
+        self._patients: LRUCache[str, Patient] = LRUCache(size)
+        self._uids = UIDRemapper(self.keys.uid, size)
+        #: New UIDs known to be in the store (one written again is a no-op insert).
+        self._recorded: LRUCache[str, bool] = LRUCache(size)
+        self._numbers: LRUCache[tuple[str, str], int] = LRUCache(size)
+        self._studies: LRUCache[str, frozenset[str]] = LRUCache(size)
 
     # -- derivation (no I/O) -----------------------------------------------------------------
 
     def derive_uid(self, original: str) -> str:
         """The scope's new UID for *original* (``2.25.`` and a UUIDv8 integer)."""
-        original = original.strip("\x00 ")
-        found = self._uids.get(original)
-        if found is None:
-            found = self._uids[original] = self.keys.uid(original)
-        return found
+        return self._uids.remap(original)
 
     def _derived_patient(self, patient_hash: str) -> tuple[str, str, int]:
         digest = self.keys.derive("patient", patient_hash)
@@ -369,7 +378,7 @@ class Scope:
             return row
 
         patient = self._to_patient(self.store.run(work, f"scope {self.name}"))
-        self._patients[patient_hash] = patient
+        self._patients.put(patient_hash, patient)
         return patient
 
     def _registered_match(self, connection: Connection, patient_id: str, issuer: str) -> Any:
@@ -531,7 +540,7 @@ class Scope:
                     "sealed": self.keys.seal({"uid": original}, f"uid/{new}"),
                 }
                 for original, new in mapping.items()
-                if new not in self._recorded
+                if self._recorded.get(new) is None
             ),
             key=lambda row: str(row["new_uid"]),
         )
@@ -540,7 +549,8 @@ class Scope:
             self.store.run(
                 lambda connection: connection.execute(statement, new_rows), f"scope {self.name}"
             )
-            self._recorded.update(str(row["new_uid"]) for row in new_rows)
+            for row in new_rows:
+                self._recorded.put(str(row["new_uid"]), True)
         return mapping
 
     def original_uid(self, new_uid: str) -> str | None:
@@ -599,7 +609,7 @@ class Scope:
                 return frozenset(merged)
             return frozenset(stored)
 
-        self._studies[new_study_uid] = self.store.run(work, f"scope {self.name}")
+        self._studies.put(new_study_uid, self.store.run(work, f"scope {self.name}"))
 
     def original_study(self, new_study_uid: str) -> dict[str, str] | None:
         """The original study-level values of a pseudonymised study, or None."""
@@ -660,7 +670,8 @@ class Scope:
                 )
             return int(found)
 
-        number = self._numbers[(counter, original)] = self.store.run(work, f"scope {self.name}")
+        number = self.store.run(work, f"scope {self.name}")
+        self._numbers.put((counter, original), number)
         return number
 
     def _bump(self, connection: Connection, counter: str, step: int) -> int:
