@@ -2,7 +2,7 @@
 
 from coercion.profile._table import EDITION
 from coercion.profile.compiled import Action, CompiledProfile, PatternRow, compile_profile
-from coercion.profile.deidentifier import Change, Deidentifier, Record
+from coercion.profile.deidentifier import Change, Deidentifier, ItemPath, Record
 from coercion.profile.options import BASIC_PROFILE, CodedConcept, Option, parse_options
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "CodedConcept",
     "CompiledProfile",
     "Deidentifier",
+    "ItemPath",
     "Option",
     "PatternRow",
     "Record",

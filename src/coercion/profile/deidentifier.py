@@ -51,7 +51,7 @@ from coercion.profile.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
 from coercion.profile.options import BASIC_PROFILE, Option
 from coercion.profile.uids import UIDRemapper
 
-__all__ = ["Change", "Deidentifier", "Record"]
+__all__ = ["Change", "Deidentifier", "ItemPath", "Record"]
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,14 @@ _FILE_META_KEPT = frozenset(
 )
 
 
+#: Where an item is: the (sequence tag, item index) pairs leading to it from the object.
+ItemPath = tuple[tuple[int, int], ...]
+
+
 class Change(NamedTuple):
     """One action on one element: where (sequence path), which tag, which action."""
 
-    path: tuple[tuple[int, int], ...]
+    path: ItemPath
     tag: int
     action: Action
 
@@ -104,13 +108,9 @@ class Record:
     """What :meth:`Deidentifier.apply` did: the changes and counts per action."""
 
     #: (path, tag, action) per change, in the order they were made.
-    noted: list[tuple[tuple[tuple[int, int], ...], int, Action]] = field(default_factory=list)
+    noted: list[tuple[ItemPath, int, Action]] = field(default_factory=list)
     #: The date offset applied, in seconds (None when dates were not shifted).
     date_offset_seconds: int | None = None
-
-    def add(self, path: tuple[tuple[int, int], ...], tag: int, action: Action) -> None:
-        """Note one action."""
-        self.noted.append((path, tag, action))
 
     @property
     def changes(self) -> list[Change]:
@@ -132,28 +132,6 @@ def _dictionary_count(tag: int) -> int:
         return 1
     head = vm.split("-")[0]
     return int(head) if head.isdigit() and int(head) > 0 else 1
-
-
-class _Walk:
-    """State of one :meth:`Deidentifier.apply` call."""
-
-    def __init__(
-        self,
-        record: Record,
-        offset: int | None,
-        scrubber: Scrubber | None,
-        remap: Callable[[str], str],
-    ) -> None:
-        self.record = record
-        self.remap = remap
-        self.note = record.noted.append
-        self.offset = offset
-        #: Cleans text (C); built from the object as it arrived, None when nothing is cleaned.
-        self.scrubber = scrubber
-        #: How many sequences the profile cleans (C) the walk is inside.
-        self.cleaning = 0
-        #: Paired TM elements of the dataset being walked, shifted after their DA partner.
-        self.later: list[BaseTag] = []
 
 
 class Deidentifier:
@@ -218,8 +196,8 @@ class Deidentifier:
                 )
             record.date_offset_seconds = offset
         scrubber = Scrubber(removed_values(ds, self.profile)) if self._cleans_text else None
-        walk = _Walk(record, offset, scrubber, remap or self._uids.remap)
-        self._process_level(ds, ds, walk, ())
+        walk = _Walk(self, record, offset, scrubber, remap or self._uids.remap)
+        walk.level(ds)
         self._process_file_meta(ds, walk.remap)
         self._mark(ds)
         log.debug("de-identified object: %s", dict(record.counts))
@@ -230,7 +208,7 @@ class Deidentifier:
         digest = self.keys.derive("date-offset", patient_id.strip(), issuer.strip())
         return offset_seconds(digest, -MAX_OFFSET_DAYS, -1)
 
-    # -- the walk -----------------------------------------------------------------
+    # -- what the walk asks -----------------------------------------------------------
 
     def _pattern_action(self, tag: int) -> Action | None:
         group = tag >> 16
@@ -245,174 +223,6 @@ class Deidentifier:
             # The rest of an overlay plane is meaningless without its data.
             return Action.X if self._overlay_data_action is Action.X else None
         return None
-
-    def _process_level(
-        self, top: Dataset, ds: Dataset, walk: _Walk, path: tuple[tuple[int, int], ...]
-    ) -> None:
-        """Process one dataset or item; its paired TMs move once their DA partners have."""
-        outer, walk.later = walk.later, []
-        self._process(top, ds, walk, path)
-        for tag in walk.later:  # the DA partners have read them as they came: shift them now
-            self._shift_now(ds, tag, "TM", walk)
-        walk.later = outer
-
-    def _process(
-        self, top: Dataset, ds: Dataset, walk: _Walk, path: tuple[tuple[int, int], ...]
-    ) -> None:
-        private: list[int] = []
-        actions = self._actions
-        # Dataset._dict holds the elements as read (raw until converted);
-        # going through it directly skips a Tag() conversion per element.
-        for key, elem in list(ds._dict.items()):
-            tag = int(key)
-            if tag & 0x10000:
-                private.append(tag)
-                continue
-            action = actions.get(tag)
-            if action is None:
-                if not tag & 0xFFFF:  # group length: wrong once anything changes
-                    del ds[key]
-                    continue
-                action = self._pattern_action(tag)
-                if action is None:
-                    self._keep_unlisted(top, ds, key, elem, walk, path)
-                    continue
-            self._apply(top, ds, key, elem, action, walk, path)
-        if private:
-            self._process_private(ds, private, walk, path)
-
-    def _keep_unlisted(
-        self,
-        top: Dataset,
-        ds: Dataset,
-        tag: BaseTag,
-        elem: DataElement | RawDataElement,
-        walk: _Walk,
-        path: tuple[tuple[int, int], ...],
-    ) -> None:
-        """An attribute Table E.1-1 does not list: keep it, but clean inside and shift dates."""
-        vr = vr_of(elem)
-        if vr == "SQ":
-            self._recurse(top, ds, tag, walk, path)
-        elif walk.offset is not None and vr in ("DA", "DT", "TM"):
-            self._shift(ds, tag, vr, walk)
-        elif walk.cleaning and vr in _FREE_TEXT_VRS and walk.scrubber is not None:
-            _scrub(ds, tag, vr, walk.scrubber)
-
-    def _apply(
-        self,
-        top: Dataset,
-        ds: Dataset,
-        tag: BaseTag,
-        elem: DataElement | RawDataElement,
-        action: Action,
-        walk: _Walk,
-        path: tuple[tuple[int, int], ...],
-    ) -> None:
-        vr = vr_of(elem)
-        walk.note((path, int(tag), action))
-        if action is Action.X:
-            del ds[tag]
-        elif action is Action.Z:
-            put_value(ds, tag, vr, b"")
-        elif vr == "SQ":
-            # K, C, D and U on a sequence: apply the profile to every item;
-            # under C, free text the table does not list is cleaned as well.
-            cleans = int(action is Action.C)
-            walk.cleaning += cleans
-            self._recurse(top, ds, tag, walk, path)
-            walk.cleaning -= cleans
-        elif action is Action.K:
-            pass
-        elif action is Action.U or vr == "UI":
-            self._remap(ds, tag, vr, walk.remap)
-        elif action is Action.D:
-            put_value(ds, tag, vr, self.dummy(tag, vr, ds, walk.remap))
-        else:
-            self._clean(top, ds, tag, vr, walk)
-
-    def _recurse(
-        self,
-        top: Dataset,
-        ds: Dataset,
-        tag: BaseTag,
-        walk: _Walk,
-        path: tuple[tuple[int, int], ...],
-    ) -> None:
-        items = ds[tag].value
-        for index, item in enumerate(items or ()):
-            self._process_level(top, item, walk, (*path, (int(tag), index)))
-
-    def _remap(self, ds: Dataset, tag: BaseTag, vr: str, remap: Callable[[str], str]) -> None:
-        if vr != "UI":
-            put_value(ds, tag, vr, self.dummy(tag, vr, ds, remap))
-            return
-        values = [remap(v) for v in text_values(ds, tag)] or [remap("")]
-        put_value(ds, tag, vr, values)
-
-    def _shift(self, ds: Dataset, tag: BaseTag, vr: str, walk: _Walk) -> None:
-        """Shift a DA, TM or DT; a TM whose DA partner is present waits until the DA moved."""
-        if vr == "TM" and TIME_DATE_PAIRS.get(int(tag), -1) in ds._dict:
-            walk.later.append(tag)
-            return
-        self._shift_now(ds, tag, vr, walk)
-
-    def _shift_now(self, ds: Dataset, tag: BaseTag, vr: str, walk: _Walk) -> None:
-        assert walk.offset is not None
-        partner = DATE_TIME_PAIRS.get(int(tag)) if vr == "DA" else None
-        times = text_values(ds, partner) if partner is not None else None
-        try:
-            shifted = shift_values(vr, text_values(ds, tag), walk.offset, times)
-        except ValueError:
-            log.debug("(%04X,%04X): unparsable %s removed", tag >> 16, tag & 0xFFFF, vr)
-            del ds[tag]
-            return
-        put_value(ds, tag, vr, shifted)
-
-    def _clean(self, top: Dataset, ds: Dataset, tag: BaseTag, vr: str, walk: _Walk) -> None:
-        """C: keep a value of similar meaning that carries no identity."""
-        if vr in ("DA", "DT", "TM"):
-            if walk.offset is not None:
-                self._shift(ds, tag, vr, walk)
-        elif vr == "PN":
-            put_value(ds, tag, vr, self.dummy(tag, vr, ds, walk.remap))
-        elif vr == "AE":
-            # E.3.8: an AE title is replaced by one keyed token wherever it occurs.
-            titles = text_values(ds, tag)
-            if titles:
-                put_value(ds, tag, vr, [self._token(_ANY_AE_TITLE, t) for t in titles])
-        elif vr in _TEXT_VRS:
-            if walk.scrubber is not None:
-                _scrub(ds, tag, vr, walk.scrubber)
-        elif vr in BINARY_VRS:
-            # A binary value cannot be cleaned here; removing it is the safe choice.
-            del ds[tag]
-
-    def _process_private(
-        self, ds: Dataset, tags: list[int], walk: _Walk, path: tuple[tuple[int, int], ...]
-    ) -> None:
-        safe = self.profile.safe_private
-        creators: dict[tuple[int, int], str] = {}
-        if safe:
-            for tag in tags:
-                element = tag & 0xFFFF
-                if 0x10 <= element <= 0xFF:
-                    creators[(tag >> 16, element)] = str(ds[tag].value).strip()
-        kept_blocks: set[tuple[int, int]] = set()
-        for tag in tags:
-            group, element = tag >> 16, tag & 0xFFFF
-            if element >= 0x1000:
-                creator = creators.get((group, element >> 8))
-                if creator is not None and (group, element & 0xFF, creator) in safe:
-                    kept_blocks.add((group, element >> 8))
-                    walk.note((path, tag, Action.K))
-                    continue
-                walk.note((path, tag, Action.X))
-                del ds[tag]
-        for tag in tags:
-            group, element = tag >> 16, tag & 0xFFFF
-            if element < 0x1000 and (group, element) not in kept_blocks:
-                del ds[tag]
 
     def dummy(
         self, tag: int, vr: str, ds: Dataset, remap: Callable[[str], str]
@@ -476,6 +286,178 @@ class Deidentifier:
             items.append(item)
         key = tag_key(_DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
         ds._dict[key] = DataElement(key, "SQ", Sequence(items))
+
+
+class _Walk:
+    """One :meth:`Deidentifier.apply` call: its state, and the walk over the object's elements.
+
+    The state is what every step needs: the de-identifier (profile, tokens),
+    the record of changes, the date offset, the text scrubber, the UID map and
+    the sequence path of the dataset being walked.
+    """
+
+    def __init__(
+        self,
+        deidentifier: Deidentifier,
+        record: Record,
+        offset: int | None,
+        scrubber: Scrubber | None,
+        remap: Callable[[str], str],
+    ) -> None:
+        self.deidentifier = deidentifier
+        self.note = record.noted.append
+        #: The date offset in seconds; None when dates are not shifted.
+        self.offset = offset
+        #: Cleans text (C); built from the object as it arrived, None when nothing is cleaned.
+        self.scrubber = scrubber
+        self.remap = remap
+        #: The (sequence tag, item index) pairs leading to the dataset being walked.
+        self.path: ItemPath = ()
+        #: How many sequences the profile cleans (C) the walk is inside.
+        self.cleaning = 0
+        #: Paired TM elements of the dataset being walked, shifted after their DA partner.
+        self.later: list[BaseTag] = []
+
+    def level(self, ds: Dataset) -> None:
+        """Process one dataset or item; its paired TMs move once their DA partners have."""
+        outer, self.later = self.later, []
+        self._elements(ds)
+        for tag in self.later:  # the DA partners have read them as they came: shift them now
+            self._shift_now(ds, tag, "TM")
+        self.later = outer
+
+    def _elements(self, ds: Dataset) -> None:
+        private: list[int] = []
+        actions = self.deidentifier._actions
+        # Dataset._dict holds the elements as read (raw until converted);
+        # going through it directly skips a Tag() conversion per element.
+        for key, elem in list(ds._dict.items()):
+            tag = int(key)
+            if tag & 0x10000:
+                private.append(tag)
+                continue
+            action = actions.get(tag)
+            if action is None:
+                if not tag & 0xFFFF:  # group length: wrong once anything changes
+                    del ds[key]
+                    continue
+                action = self.deidentifier._pattern_action(tag)
+                if action is None:
+                    self._keep_unlisted(ds, key, vr_of(elem))
+                    continue
+            self._apply(ds, key, vr_of(elem), action)
+        if private:
+            self._private(ds, private)
+
+    def _keep_unlisted(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
+        """An attribute Table E.1-1 does not list: keep it, but clean inside and shift dates."""
+        if vr == "SQ":
+            self._items(ds, tag)
+        elif self.offset is not None and vr in ("DA", "DT", "TM"):
+            self._shift(ds, tag, vr)
+        elif self.cleaning and vr in _FREE_TEXT_VRS and self.scrubber is not None:
+            _scrub(ds, tag, vr, self.scrubber)
+
+    def _apply(self, ds: Dataset, tag: BaseTag, vr: str, action: Action) -> None:
+        self.note((self.path, int(tag), action))
+        if action is Action.X:
+            del ds[tag]
+        elif action is Action.Z:
+            put_value(ds, tag, vr, b"")
+        elif vr == "SQ":
+            # K, C, D and U on a sequence: apply the profile to every item;
+            # under C, free text the table does not list is cleaned as well.
+            cleans = int(action is Action.C)
+            self.cleaning += cleans
+            self._items(ds, tag)
+            self.cleaning -= cleans
+        elif action is Action.K:
+            pass
+        elif action is Action.U or vr == "UI":
+            self._remap(ds, tag, vr)
+        elif action is Action.D:
+            put_value(ds, tag, vr, self.deidentifier.dummy(tag, vr, ds, self.remap))
+        else:
+            self._clean(ds, tag, vr)
+
+    def _items(self, ds: Dataset, tag: BaseTag) -> None:
+        """Walk every item of the sequence *tag*, each at its own path."""
+        outer = self.path
+        for index, item in enumerate(ds[tag].value or ()):
+            self.path = (*outer, (int(tag), index))
+            self.level(item)
+        self.path = outer
+
+    def _remap(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
+        if vr != "UI":
+            put_value(ds, tag, vr, self.deidentifier.dummy(tag, vr, ds, self.remap))
+            return
+        values = [self.remap(v) for v in text_values(ds, tag)] or [self.remap("")]
+        put_value(ds, tag, vr, values)
+
+    def _shift(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
+        """Shift a DA, TM or DT; a TM whose DA partner is present waits until the DA moved."""
+        if vr == "TM" and TIME_DATE_PAIRS.get(int(tag), -1) in ds._dict:
+            self.later.append(tag)
+            return
+        self._shift_now(ds, tag, vr)
+
+    def _shift_now(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
+        assert self.offset is not None
+        partner = DATE_TIME_PAIRS.get(int(tag)) if vr == "DA" else None
+        times = text_values(ds, partner) if partner is not None else None
+        try:
+            shifted = shift_values(vr, text_values(ds, tag), self.offset, times)
+        except ValueError:
+            log.debug("(%04X,%04X): unparsable %s removed", tag >> 16, tag & 0xFFFF, vr)
+            del ds[tag]
+            return
+        put_value(ds, tag, vr, shifted)
+
+    def _clean(self, ds: Dataset, tag: BaseTag, vr: str) -> None:
+        """C: keep a value of similar meaning that carries no identity."""
+        if vr in ("DA", "DT", "TM"):
+            if self.offset is not None:
+                self._shift(ds, tag, vr)
+        elif vr == "PN":
+            put_value(ds, tag, vr, self.deidentifier.dummy(tag, vr, ds, self.remap))
+        elif vr == "AE":
+            # E.3.8: an AE title is replaced by one keyed token wherever it occurs.
+            titles = text_values(ds, tag)
+            if titles:
+                token = self.deidentifier._token
+                put_value(ds, tag, vr, [token(_ANY_AE_TITLE, t) for t in titles])
+        elif vr in _TEXT_VRS:
+            if self.scrubber is not None:
+                _scrub(ds, tag, vr, self.scrubber)
+        elif vr in BINARY_VRS:
+            # A binary value cannot be cleaned here; removing it is the safe choice.
+            del ds[tag]
+
+    def _private(self, ds: Dataset, tags: list[int]) -> None:
+        """Private elements: keep the safe ones of known creators (when retained), drop the rest."""
+        safe = self.deidentifier.profile.safe_private
+        creators: dict[tuple[int, int], str] = {}
+        if safe:
+            for tag in tags:
+                element = tag & 0xFFFF
+                if 0x10 <= element <= 0xFF:
+                    creators[(tag >> 16, element)] = str(ds[tag].value).strip()
+        kept_blocks: set[tuple[int, int]] = set()
+        for tag in tags:
+            group, element = tag >> 16, tag & 0xFFFF
+            if element >= 0x1000:
+                creator = creators.get((group, element >> 8))
+                if creator is not None and (group, element & 0xFF, creator) in safe:
+                    kept_blocks.add((group, element >> 8))
+                    self.note((self.path, tag, Action.K))
+                    continue
+                self.note((self.path, tag, Action.X))
+                del ds[tag]
+        for tag in tags:
+            group, element = tag >> 16, tag & 0xFFFF
+            if element < 0x1000 and (group, element) not in kept_blocks:
+                del ds[tag]
 
 
 def _scrub(ds: Dataset, tag: BaseTag, vr: str, scrubber: Scrubber) -> None:

@@ -35,14 +35,13 @@ from coercion.dicom.elements import (
 )
 from coercion.dicom.tags import format_tag
 from coercion.errors import RuleFailedError
-from coercion.profile import Action, Change
+from coercion.profile import Action, Change, ItemPath
 from coercion.script.language import Assignment, Command, Counter, Kind, Macro, Template
 
 __all__ = ["Resources", "ScriptRunner"]
 
 log = logging.getLogger(__name__)
 
-Path = tuple[tuple[int, int], ...]
 _PATIENT_ID = 0x00100020
 _ISSUER_OF_PATIENT_ID = 0x00100021
 _ACCESSION_NUMBER = 0x00080050
@@ -140,7 +139,7 @@ class ScriptRunner:
     # -- one dataset level ---------------------------------------------------------------------
 
     def _level(
-        self, ds: Dataset, parents: tuple[Dataset, ...], path: Path, changes: list[Change]
+        self, ds: Dataset, parents: tuple[Dataset, ...], path: ItemPath, changes: list[Change]
     ) -> None:
         chain = (ds, *parents)
         sequences = tuple(tag for tag, _ in path)
@@ -201,7 +200,11 @@ class ScriptRunner:
             self._keep_charset(ds, charset, path, changes)  # removed or emptied
 
     def _keep_charset(
-        self, ds: Dataset, charset: DataElement | RawDataElement, path: Path, changes: list[Change]
+        self,
+        ds: Dataset,
+        charset: DataElement | RawDataElement,
+        path: ItemPath,
+        changes: list[Change],
     ) -> None:
         """Put Specific Character Set back when a value left in *ds* still needs it."""
         if not _needs_charset(ds):
@@ -233,7 +236,7 @@ class ScriptRunner:
         tag_key: BaseTag,
         command: Command,
         values: list[str] | None,
-        path: Path,
+        path: ItemPath,
         changes: list[Change],
     ) -> None:
         ds = chain[0]

@@ -28,6 +28,7 @@ from coercion.profile import (
     Change,
     CompiledProfile,
     Deidentifier,
+    ItemPath,
     Option,
     compile_profile,
     parse_options,
@@ -148,7 +149,7 @@ class ReidentifyAction:
 
 def _restore(
     ds: Dataset,
-    path: tuple[tuple[int, int], ...],
+    path: ItemPath,
     original: Callable[[str], str | None],
     seconds: int,
     changes: list[Change],
@@ -181,9 +182,7 @@ def _restore(
         _shift_back(ds, path, tag, seconds, changes)
 
 
-def _shift_back(
-    ds: Dataset, path: tuple[tuple[int, int], ...], tag: int, seconds: int, changes: list[Change]
-) -> None:
+def _shift_back(ds: Dataset, path: ItemPath, tag: int, seconds: int, changes: list[Change]) -> None:
     """Shift one DA, TM or DT element by *seconds*; a value that is not valid stays as it is."""
     elem = ds[tag]
     partner = DATE_TIME_PAIRS.get(tag) if elem.VR == "DA" else None
