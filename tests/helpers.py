@@ -99,9 +99,8 @@ def script_action(body: dict[str, Any], store: str | Path, **params: str) -> Scr
     *store* is the pseudonym store's URL, or a folder to keep a SQLite store in.
     """
     url = f"sqlite:///{store / 's.db'}" if isinstance(store, Path) else store
-    env = ActionEnv(SECRET, store_url=url)
+    env = ActionEnv(SECRET, store_url=url, scripts={"s": parse_script("s", body)})
     OPEN_ENVS.append(env)
-    env.scripts["s"] = parse_script("s", body)
     action = build_action("script:s", params, env)
     assert isinstance(action, ScriptAction)
     return action

@@ -32,9 +32,9 @@ def test_default_preset_remaps_un_encoded_uids(tmp_path: Path) -> None:
     """rtdose_rle.dcm's UN-encoded instance UIDs get new UIDs (VR UI), the meta follows."""
     found = bundled("rtdose_rle.dcm")
     original = dcmread(found)
-    env = ActionEnv(SECRET, store_url=f"sqlite:///{tmp_path / 's.db'}")
+    script = parse_script("s", {"general": {}})
+    env = ActionEnv(SECRET, store_url=f"sqlite:///{tmp_path / 's.db'}", scripts={"s": script})
     try:
-        env.scripts["s"] = parse_script("s", {"general": {}})
         ds = read_file(found)
         build_action("script:s", {}, env).apply(
             ds, EventContext(Dimse.C_STORE_RQ, Role.SCP, "CT01", "OTHER")

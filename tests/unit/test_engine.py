@@ -20,6 +20,8 @@ from coercion.engine import (
 )
 from coercion.errors import CoercionError, RuleFailedError
 from coercion.profile import Action, Change
+from coercion.script.language import parse_script
+from coercion.store import ScopeSettings
 from tests.helpers import SECRET, make_dataset
 
 STORE_SCP = EventContext(Dimse.C_STORE_RQ, Role.SCP, "CT01", "RESEARCH", "10.0.0.5", "10.0.0.1")
@@ -248,9 +250,13 @@ def test_bad_conditions_are_refused(text: str, message: str) -> None:
 
 def test_a_derived_environment_shares_the_key_and_settings_but_nothing_loaded() -> None:
     """ActionEnv.derive: same secret and store settings; its own scopes, scripts and cache."""
-    env = ActionEnv(SECRET, data_directory="/data", store_override="sqlite:///:memory:")
-    env.scopes["trial"] = object()
-    env.scripts["s"] = object()
+    env = ActionEnv(
+        SECRET,
+        data_directory="/data",
+        store_override="sqlite:///:memory:",
+        scopes={"trial": ScopeSettings()},
+        scripts={"s": parse_script("s", {"general": {}})},
+    )
     build_action("deidentify:RetainUIDsOption", {}, env)
     fresh = env.derive()
     assert (fresh.secret, fresh.data_directory, fresh.store_override) == (
@@ -260,3 +266,18 @@ def test_a_derived_environment_shares_the_key_and_settings_but_nothing_loaded() 
     )
     assert fresh.scopes == {} and fresh.scripts == {} and fresh.cache == {}
     assert env.cache  # the original keeps what it made
+
+
+def test_shared_objects_are_made_once_per_key_and_kind() -> None:
+    """ActionEnv.shared: one object per key; a cached object of another kind is replaced."""
+    env = ActionEnv(SECRET)
+    made: list[str] = []
+
+    def make() -> str:
+        made.append("x")
+        return f"made {len(made)}"
+
+    assert env.shared("k", str, make) == env.shared("k", str, make) == "made 1"
+    env.cache["other"] = 7
+    assert env.shared("other", str, make) == "made 2"
+    assert made == ["x", "x"]

@@ -28,6 +28,7 @@ from coercion.cli.config import config, directory_options, explain, open_source
 from coercion.cli.logs import configure_logging
 from coercion.cli.profile import profile
 from coercion.cli.store import store
+from coercion.defaults import DATA_DIRECTORY
 from coercion.engine import ActionEnv
 from coercion.errors import CoercionError
 from coercion.profile import EDITION, Option, parse_options
@@ -304,7 +305,7 @@ def reidentify(
     "--data",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Data folder (default: the device's coercionDataDirectory, .coercion/data).",
+    help=f"Data folder (default: the device's coercionDataDirectory, {DATA_DIRECTORY}).",
 )
 @click.option(
     "--worklist",
@@ -350,7 +351,6 @@ def serve(
     **directory: Any,
 ) -> None:
     """Run the DICOM node: C-ECHO, storage, worklist and MPPS, coerced by the directory's rules."""
-    from coercion.directory.settings import DEFAULT_DATA
     from coercion.directory.watch import SNAPSHOT_NAME, ConfigurationWatcher
     from coercion.net.node import Node, NodeSettings
 
@@ -370,7 +370,7 @@ def serve(
     # (only when it is there: the device may name another data folder).
     if data is not None:
         prepare_data_folder(data)
-    snapshot: Path | None = (data or Path(DEFAULT_DATA)) / SNAPSHOT_NAME
+    snapshot: Path | None = (data or Path(DATA_DIRECTORY)) / SNAPSHOT_NAME
     if data is None and snapshot is not None and not snapshot.exists():
         snapshot = None
     watcher = ConfigurationWatcher(source, env, device, poll_interval, snapshot)

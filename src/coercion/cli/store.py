@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from coercion.cli.config import directory_options, open_source
+from coercion.defaults import STORE_URL
 from coercion.dicom.outputs import output_file
 from coercion.errors import ConfigError, StoreError
 from coercion.profile.keys import load_or_create_secret
@@ -24,7 +25,6 @@ __all__ = ["store"]
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
-DEFAULT_STORE = "sqlite:///.coercion/data/store.db"
 #: Columns of a subjects file; the first two are required.
 SUBJECT_COLUMNS = ("PatientID", "PseudonymID", "PseudonymName", "IssuerOfPatientID")
 
@@ -46,7 +46,7 @@ def _store_options(function: Any) -> Any:
         "--store",
         "url",
         envvar="COERCION_STORE",
-        default=DEFAULT_STORE,
+        default=STORE_URL,
         show_default=True,
         help="Store URL: sqlite:///PATH or postgresql+psycopg://USER:PW@HOST/DB ($COERCION_STORE).",
     )(function)
@@ -70,7 +70,7 @@ def _scope_settings(scope: str, secret: bytes, directory: dict[str, Any]) -> Sco
         source.close()
     env = ActionEnv(secret)
     build_configuration(entries, origin, env, device)
-    settings: ScopeSettings | None = env.scopes.get(scope)
+    settings = env.scopes.get(scope)
     if settings is None:
         known = ", ".join(sorted(env.scopes)) or "none"
         raise ConfigError(

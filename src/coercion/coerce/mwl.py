@@ -41,6 +41,7 @@ from coercion.coerce.xslt import (
     parse_flag,
     transform,
 )
+from coercion.defaults import DATA_DIRECTORY
 from coercion.dicom.elements import text_values
 from coercion.engine.context import EventContext
 from coercion.engine.registry import ActionEnv, register_scheme
@@ -215,7 +216,7 @@ class MergeMWLAction:
         from coercion.net.worklist import Worklist, matches
 
         if not self.scp:
-            folder = Path(self.env.worklist_directory or ".coercion/data/worklist")
+            folder = Path(self.env.worklist_directory or f"{DATA_DIRECTORY}/worklist")
             found = [i for i in Worklist(folder).items() if matches(keys, i)]
             if self.statuses:
                 found = [

@@ -81,19 +81,17 @@ def load_stylesheet(scheme: str, uri: str, env: ActionEnv) -> Stylesheet:
             f"{scheme}: name the stylesheet, e.g. {scheme}:/etc/coercion/mwl2series.xsl"
         )
     path = Path(text).resolve()
-    key = ("xslt", str(path))
-    found = env.cache.get(key)
-    if isinstance(found, Stylesheet):
-        return found
-    try:
-        compiled = etree.XSLT(etree.parse(str(path)))
-    except OSError:
-        raise ValueError(f"{scheme}: cannot read the stylesheet {path}") from None
-    except (etree.XMLSyntaxError, etree.XSLTParseError) as exc:
-        raise ValueError(f"{scheme}: {path} is not an XSLT 1.0 stylesheet ({exc})") from None
-    stylesheet = Stylesheet(path, compiled)
-    env.cache[key] = stylesheet
-    return stylesheet
+
+    def compile_stylesheet() -> Stylesheet:
+        try:
+            compiled = etree.XSLT(etree.parse(str(path)))
+        except OSError:
+            raise ValueError(f"{scheme}: cannot read the stylesheet {path}") from None
+        except (etree.XMLSyntaxError, etree.XSLTParseError) as exc:
+            raise ValueError(f"{scheme}: {path} is not an XSLT 1.0 stylesheet ({exc})") from None
+        return Stylesheet(path, compiled)
+
+    return env.shared(("xslt", str(path)), Stylesheet, compile_stylesheet)
 
 
 def transform(

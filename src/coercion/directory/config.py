@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from coercion.defaults import sqlite_store_url
 from coercion.dicom.outputs import atomic_output
 from coercion.directory import DEFAULT_DEVICE
 from coercion.directory.entries import (
@@ -159,7 +160,9 @@ def _scopes(
     from coercion.store.store import ScopeSettings
 
     data = _data_folder(env, device)
-    env.store_url = env.store_override or device.store_url or f"sqlite:///{data}/store.db"
+    env.store_url = env.store_override or device.store_url or sqlite_store_url(data)
+    scopes: dict[str, ScopeSettings] = {}
+    store_urls: dict[str, str] = {}
     for entry in entries:
         if kind_of(entry) != "coercionPseudonymScope" or entry.get("dicomInstalled") is False:
             continue
@@ -183,9 +186,10 @@ def _scopes(
         except ValueError as exc:
             problems.append(f"{where}: attribute coercionParam: {exc}")
             continue
-        env.scopes[entry["cn"]] = settings
+        scopes[entry["cn"]] = settings
         if entry.get("coercionStoreURL") and not env.store_override:
-            env.store_urls[entry["cn"]] = entry["coercionStoreURL"]
+            store_urls[entry["cn"]] = entry["coercionStoreURL"]
+    env.scopes, env.store_urls = scopes, store_urls
 
 
 def _scripts(entries: list[EntryJSON], env: ActionEnv, problems: list[str], origin: str) -> None:
@@ -193,12 +197,13 @@ def _scripts(entries: list[EntryJSON], env: ActionEnv, problems: list[str], orig
     from coercion.script.action import log_assignments
     from coercion.script.language import parse_script
 
+    scripts: dict[str, Script] = {}
     for entry in entries:
         if kind_of(entry) != "coercionTagScript" or entry.get("dicomInstalled") is False:
             continue
         where = f"{origin} {entry['dn']}".strip()
         name = entry["cn"]
-        if name in env.scripts:
+        if name in scripts:
             problems.append(f"{where}: attribute cn: a second tag script named {name!r}")
             continue
         body = script_body(entry["coercionScript"], f"{where}: attribute coercionScript", problems)
@@ -211,8 +216,9 @@ def _scripts(entries: list[EntryJSON], env: ActionEnv, problems: list[str], orig
                 f"{where}: attribute coercionScript: {line}" for line in str(exc).splitlines()
             )
             continue
-        env.scripts[name] = script
+        scripts[name] = script
         log_assignments(script)
+    env.scripts = scripts
 
 
 def script_body(text: str, where: str, problems: list[str]) -> dict[str, Any] | None:

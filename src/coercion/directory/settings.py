@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from coercion.defaults import DATA_DIRECTORY
+
 __all__ = [
-    "DEFAULT_DATA",
     "DEFAULT_INTERVAL",
     "LIMIT_SETTINGS",
     "DeviceSettings",
@@ -30,8 +31,6 @@ __all__ = [
 
 #: Seconds between two checks of the directory when neither the caller nor the device says.
 DEFAULT_INTERVAL = 2.0
-#: The node's data folder when neither ``--data`` nor the device's coercionDataDirectory says.
-DEFAULT_DATA = ".coercion/data"
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class DeviceSettings:
     """The node device's settings."""
 
     #: coercionDataDirectory: objects, queues, audit trail, MPPS records, the snapshot.
-    data_directory: str = DEFAULT_DATA
+    data_directory: str = DATA_DIRECTORY
     #: coercionStoreURL: the pseudonym store ("": SQLite in the data folder).
     store_url: str = ""
     #: coercionPollInterval: seconds between two checks of the directory.
@@ -105,7 +104,7 @@ class DeviceSettings:
 def device_settings(settings: Mapping[str, object]) -> DeviceSettings:
     """The typed settings of a device entry's ``coercion*`` attributes."""
     return DeviceSettings(
-        data_directory=str(settings.get("coercionDataDirectory") or DEFAULT_DATA),
+        data_directory=str(settings.get("coercionDataDirectory") or DATA_DIRECTORY),
         store_url=str(settings.get("coercionStoreURL") or ""),
         poll_interval=max(float(str(settings.get("coercionPollInterval", DEFAULT_INTERVAL))), 0.1),
         restrict_calling_ae_titles=bool(settings.get("coercionRestrictCallingAETitles")),

@@ -28,12 +28,12 @@ from pathlib import Path
 
 from coercion.directory.config import Configuration, build_configuration, write_snapshot
 from coercion.directory.ldifio import Entry
-from coercion.directory.settings import DEFAULT_DATA, DEFAULT_INTERVAL
+from coercion.directory.settings import DEFAULT_INTERVAL
 from coercion.directory.sources import DirectorySource, SnapshotDirectory
 from coercion.engine import ActionEnv
 from coercion.errors import ConfigError, DirectoryUnavailableError
 
-__all__ = ["DEFAULT_DATA", "DEFAULT_INTERVAL", "SNAPSHOT_NAME", "ConfigurationWatcher"]
+__all__ = ["DEFAULT_INTERVAL", "SNAPSHOT_NAME", "ConfigurationWatcher"]
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
+from coercion.defaults import STORE_URL
 from coercion.engine.rules import RuleAction
+
+if TYPE_CHECKING:  # named for the type checker: the engine never imports them to run
+    from coercion.script.language import Script
+    from coercion.store.store import ScopeSettings
 
 __all__ = [
     "ActionEnv",
@@ -28,6 +33,8 @@ __all__ = [
     "register_scheme",
     "schemes",
 ]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -52,15 +59,18 @@ class ActionEnv:
     ``scopes`` are the pseudonymisation scopes of the directory (settings by
     name); ``scripts`` its tag scripts (parsed, by name); ``store_url`` is the
     pseudonym store (``store_urls`` per scope, where a scope names its own).
+    The loader (:mod:`coercion.directory.config`) sets these before the rules'
+    actions are built. ``cache`` holds what the actions open or compile once
+    for all rules (:meth:`shared`); :meth:`close` closes what can be closed.
     ``data_directory``, when set, stands for the device's data folder (the
     node's ``--data``): the default store lives there; ``worklist_directory``
     the node's local worklist (default: the data folder's ``worklist``).
     ``peers`` are the directory's other devices by AE title (set when a
     configuration loads, for ``sup-from-dev:`` and ``merge-mwl:``; None in an
     environment that only checks URIs, where device names cannot be checked).
-    ``store_override``, when
-    set, replaces every store URL of the directory (``coercion explain`` uses a
-    throwaway in-memory store, so that a preview numbers nothing for real).
+    ``store_override``, when set, replaces every store URL of the directory
+    (``coercion explain`` uses a throwaway in-memory store, so that a preview
+    numbers nothing for real).
 
     One environment belongs to one loaded configuration: its actions keep a
     reference to it, so it is never changed once those actions serve. A reload
@@ -69,15 +79,15 @@ class ActionEnv:
     """
 
     secret: bytes
-    cache: dict[object, object] = field(default_factory=dict)
-    scopes: dict[str, Any] = field(default_factory=dict)
-    store_url: str = "sqlite:///.coercion/data/store.db"
-    store_urls: dict[str, str] = field(default_factory=dict)
-    scripts: dict[str, Any] = field(default_factory=dict)
+    cache: dict[Hashable, object] = field(default_factory=dict)
+    scopes: Mapping[str, ScopeSettings] = field(default_factory=dict)
+    store_url: str = STORE_URL
+    store_urls: Mapping[str, str] = field(default_factory=dict)
+    scripts: Mapping[str, Script] = field(default_factory=dict)
     data_directory: str = ""
     store_override: str = ""
     worklist_directory: str = ""
-    peers: dict[str, PeerDevice] | None = None
+    peers: Mapping[str, PeerDevice] | None = None
 
     def derive(self) -> ActionEnv:
         """A fresh environment with this one's key and settings and nothing loaded or opened."""
@@ -88,6 +98,13 @@ class ActionEnv:
             store_override=self.store_override,
             worklist_directory=self.worklist_directory,
         )
+
+    def shared(self, key: Hashable, kind: type[_T], make: Callable[[], _T]) -> _T:
+        """The *kind* object cached under *key*, made by *make* on first use."""
+        found = self.cache.get(key)
+        if not isinstance(found, kind):
+            found = self.cache[key] = make()
+        return found
 
     def close(self) -> None:
         """Release what the actions opened (the store's connections)."""

@@ -29,6 +29,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at impo
     Verification,
 )
 
+from coercion.defaults import DATA_DIRECTORY
 from coercion.dicom.outputs import remove_stale_temporaries
 from coercion.directory.config import Configuration
 from coercion.directory.settings import DeviceSettings
@@ -63,7 +64,7 @@ class NodeSettings:
 
     host: str = "127.0.0.1"
     port: int = 11112
-    data: Path = Path(".coercion/data")
+    data: Path = Path(DATA_DIRECTORY)
     worklist: Path | None = None  # default: DATA/worklist
     secret: bytes = b""
     #: TLS: the node's certificate and key (the listener uses TLS when given) and the CA

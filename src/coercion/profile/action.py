@@ -57,11 +57,11 @@ def _deidentify(spec: str, params: Mapping[str, str], env: ActionEnv, rule: str)
         options = parse_options(names, where="deidentify")
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
-    key = ("deidentify", options, scope)
-    deidentifier = env.cache.get(key)
-    if not isinstance(deidentifier, Deidentifier):
-        deidentifier = Deidentifier(compile_profile(options), env.secret, scope)
-        env.cache[key] = deidentifier
+    deidentifier = env.shared(
+        ("deidentify", options, scope),
+        Deidentifier,
+        lambda: Deidentifier(compile_profile(options), env.secret, scope),
+    )
     return DeidentifyAction(deidentifier)
 
 

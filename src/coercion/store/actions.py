@@ -45,12 +45,7 @@ _PARAMETERS = ("options",)
 
 def open_store(env: ActionEnv, url: str) -> PseudonymStore:
     """The store at *url*, opened once per environment."""
-    key = ("store", url)
-    found = env.cache.get(key)
-    if not isinstance(found, PseudonymStore):
-        found = PseudonymStore(url, env.secret)
-        env.cache[key] = found
-    return found
+    return env.shared(("store", url), PseudonymStore, lambda: PseudonymStore(url, env.secret))
 
 
 class PseudonymizeAction:
