@@ -158,7 +158,6 @@ class Deidentifier:
         self.keys = KeyScope(secret, scope)
         self._uids = UIDRemapper(self.keys.uid)
         self._actions = profile.actions
-        self._private_action = profile.patterns[PatternRow.PRIVATE]
         self._curve_action = profile.patterns[PatternRow.CURVE]
         self._overlay_data_action = profile.patterns[PatternRow.OVERLAY_DATA]
         self._overlay_comments_action = profile.patterns[PatternRow.OVERLAY_COMMENTS]
