@@ -518,11 +518,9 @@ def _finish(
     note: Callable[[FileResult], None],
 ) -> Summary:
     """Write the DICOMDIRs set aside, now that the files they reference are done."""
-    if summary.interrupted:
-        return summary  # left for resume, with the files still to do
-    if directories and (
-        isinstance(settings.destination, str) or any(isinstance(r.source, str) for r in directories)
-    ):
+    if summary.interrupted or not directories:
+        return summary  # interrupted: the DICOMDIRs are left for resume, with the files to do
+    if isinstance(settings.destination, str) or any(isinstance(r.source, str) for r in directories):
         for result in directories:  # it references files by their paths on a local disk
             note(
                 FileResult(

@@ -20,8 +20,14 @@ import pytest
 from pydicom import dcmwrite
 
 from tests.cluster_servers import S3_ENV, DaskScheduler, DaskWorker, MotoServer
-from tests.helpers import coercion, coercion_command, coercion_in_process, free_port, make_dataset
-from tests.helpers import wait_until
+from tests.helpers import (
+    coercion,
+    coercion_command,
+    coercion_in_process,
+    free_port,
+    make_dataset,
+    wait_until,
+)
 from tests.servers import start_on_free_port
 
 pytestmark = pytest.mark.integration
@@ -187,6 +193,7 @@ def test_a_killed_worker_loses_no_file(
     ) as run:
         wait_until(lambda: _outputs(dst) > 0, "the first outputs", timeout=60)
         cluster.workers[0].kill()
+        assert _outputs(dst) < count  # killed mid-run
         _, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr
     assert f"{count} written" in stderr
