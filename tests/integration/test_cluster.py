@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom import dcmwrite
+from pydicom import dcmread, dcmwrite
 
+from coercion.resources import default_ldif_dir
 from tests.cluster_servers import S3_ENV, DaskScheduler, DaskWorker, MotoServer
 from tests.helpers import (
     coercion,
@@ -28,6 +30,8 @@ from tests.helpers import (
     make_dataset,
     wait_until,
 )
+from tests.integration.test_pseudonymize import SCOPE, study
+from tests.postgres import Postgres, fresh_database
 from tests.servers import start_on_free_port
 
 pytestmark = pytest.mark.integration
@@ -219,3 +223,34 @@ def test_resume_after_the_client_is_killed(workers: str, key: Path, tmp_path: Pa
     done = int(result.stderr.split(" written, ")[1].split(" already done")[0])
     assert done > 0
     assert contents(dst) == expected
+
+
+def test_pseudonyms_on_the_cluster_go_through_one_shared_store(
+    workers: str, key: Path, tmp_path: Path, postgres: Postgres
+) -> None:
+    """pseudonymize: on two workers with --store PostgreSQL; reidentify on them brings it back."""
+    config = tmp_path / "config"
+    shutil.copytree(default_ldif_dir(), config)
+    (config / "20-trial.ldif").write_text(SCOPE, encoding="utf-8")
+    originals = [ds for index in range(4) for ds in study(tmp_path / "in", index, "20240301")]
+    rules = ["--config-dir", config, "--key", key, "--cluster", workers]
+    refused = coercion(
+        "deidentify", *rules, "--called", "TRIAL_A", tmp_path / "in", tmp_path / "x", cwd=tmp_path
+    )
+    assert refused.returncode == 2 and "--store" in refused.stderr
+    shared = [*rules, "--store", fresh_database(postgres)]
+    coercion(
+        "deidentify", *shared, "--called", "TRIAL_A", tmp_path / "in", tmp_path / "out",
+        cwd=tmp_path, check=True,
+    )  # fmt: skip
+    pseudonymous = [dcmread(p) for p in (tmp_path / "out").rglob("*.dcm")]
+    assert len(pseudonymous) == 8
+    assert len({ds.PatientID for ds in pseudonymous}) == 1  # one patient, one record
+    assert pseudonymous[0].PatientID != originals[0].PatientID
+    coercion(
+        "reidentify", "TRIAL_A", *shared, tmp_path / "out", tmp_path / "back", cwd=tmp_path,
+        check=True,
+    )  # fmt: skip
+    back = {ds.SOPInstanceUID: ds for ds in map(dcmread, (tmp_path / "back").rglob("*.dcm"))}
+    assert set(back) == {ds.SOPInstanceUID for ds in originals}
+    assert {ds.PatientID for ds in back.values()} == {originals[0].PatientID}
