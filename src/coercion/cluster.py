@@ -36,7 +36,7 @@ from coercion.batch import (
     chunks,
     remove_partial_outputs,
 )
-from coercion.errors import ConfigError
+from coercion.errors import CoercionError, ConfigError, map_errors
 from coercion.profile.keys import fingerprint, load_or_create_secret
 
 __all__ = ["run"]
@@ -74,14 +74,18 @@ def run(
     remote = dataclasses.replace(settings, secret=b"")
     expected = fingerprint(settings.secret)
     run_id = secrets.token_hex(8)
-    try:
+    with map_errors(
+        {(OSError, TimeoutError, ValueError): ConfigError},
+        f"--cluster {address}: cannot reach the Dask scheduler",
+        hint="start one with 'dask scheduler' and give its address",
+    ):
         client = Client(address, timeout=CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
-    except (OSError, TimeoutError) as exc:
-        raise ConfigError(
-            f"{address}: cannot reach the Dask scheduler ({exc.__class__.__name__}); "
-            "start one with 'dask scheduler' and give its address"
-        ) from None
-    with client:
+    lost = map_errors(
+        {Exception: CoercionError},
+        f"--cluster {address}: the cluster failed",
+        hint="the outputs written are complete; run again with --resume",
+    )
+    with client, lost:
         shared = client.scatter(remote, broadcast=True)  # type: ignore[no-untyped-call]
         key = str(key_path.resolve())
         futures = [
