@@ -108,10 +108,9 @@ def _cluster_options(function: Any) -> Any:
             "--store",
             "store_url",
             metavar="URL",
-            envvar="COERCION_STORE",
             default="",
             help="The pseudonym store of every rule, instead of the directory's "
-            "(postgresql+psycopg://...; a cluster's workers share one; $COERCION_STORE).",
+            "(postgresql+psycopg://USER:PW@HOST/DB: a cluster's workers share one).",
         ),
         click.option(
             "--storage-options",
