@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
@@ -38,13 +38,14 @@ from coercion.engine import (
     RuleSet,
     build_action,
 )
-from coercion.engine.pipeline import Coerced, apply_rules, prepare, write
+from coercion.engine.pipeline import Coerced, apply_rules, prepare
 from coercion.errors import (
     CoercionError,
     ConfigError,
     OutputError,
     RuleFailedError,
 )
+from coercion.locations import Location, exists, join, put, readable, walk
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
 from coercion.profile.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
 from coercion.profile.uids import UIDRemapper
@@ -57,8 +58,11 @@ __all__ = [
     "KEY_FILE_COLUMNS",
     "BatchSettings",
     "FileResult",
+    "Results",
     "Summary",
     "Task",
+    "Worker",
+    "chunks",
     "plan",
     "run",
     "write_key_file",
@@ -98,9 +102,9 @@ _CHUNK_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Task:
-    """One source file and where its output goes (relative to the destination)."""
+    """One source file (a path or a URL) and where its output goes (relative to the destination)."""
 
-    source: Path
+    source: Location
     relative: Path
     size: int
 
@@ -111,7 +115,7 @@ class BatchSettings:
 
     options: frozenset[Option]
     secret: bytes
-    destination: Path
+    destination: Location
     rename: bool = False
     resume: bool = False
     verify: bool = True
@@ -125,13 +129,17 @@ class BatchSettings:
     uri: str | None = None
     #: The key scope of ``options`` (``deidentify/<key_scope>``), as a rule's ``key=``.
     key_scope: str = DEFAULT_KEY_SCOPE
+    #: The pseudonym store of every rule (a cluster's workers share one); "": the directory's.
+    store_url: str = ""
+    #: fsspec options (endpoint, credentials) for sources and destinations given as URLs.
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class FileResult:
     """The outcome of one file; ``status`` is written, resumed, skipped or failed."""
 
-    source: Path
+    source: Location
     status: str
     output: Path | None = None
     reason: str = ""
@@ -170,23 +178,56 @@ def _walk(root: Path) -> Iterator[Path]:
             yield Path(folder) / name
 
 
-def plan(sources: Iterable[Path], destination: Path) -> list[Task]:
+def _url_inside(child: str, parent: str) -> bool:
+    child, parent = child.rstrip("/"), parent.rstrip("/")
+    return child == parent or child.startswith(parent + "/")
+
+
+def _plan_url(
+    root: str, prefix: Path, destination: Location, options: dict[str, Any]
+) -> list[Task]:
+    """The tasks of the URL *root* (fsspec), refused when it overlaps *destination*."""
+    if isinstance(destination, str) and (
+        _url_inside(destination, root) or _url_inside(root, destination)
+    ):
+        raise ConfigError(
+            f"{destination}: destination overlaps source {root}; choose a folder outside it"
+        )
+    return [
+        Task(url, prefix / Path(*relative.parts), size)
+        for url, relative, size in walk(root, options)
+    ]
+
+
+def plan(
+    sources: Iterable[Location], destination: Location, options: dict[str, Any] | None = None
+) -> list[Task]:
     """List the files under *sources*, each with its path relative to *destination*.
 
     One source folder is mirrored into *destination* itself; several sources
     are mirrored each under its own name. Raises :class:`ConfigError` when the
     destination lies inside a source (or a source inside the destination), or
-    when a source is missing.
+    when a source is missing. Sources and destination may be fsspec URLs
+    (*options* for their file system).
     """
-    roots = [Path(s) for s in sources]
-    dst = destination.resolve()
+    roots = [s if isinstance(s, str) else Path(s) for s in sources]
+    dst = destination.resolve() if isinstance(destination, Path) else None
     names: set[str] = set()
     tasks: list[Task] = []
     for root in roots:
+        if isinstance(root, str):
+            name = root.rstrip("/").rpartition("/")[2]
+            if len(roots) > 1:
+                if name in names:
+                    raise ConfigError(f"{root}: two sources are named {name!r}; rename one")
+                names.add(name)
+            prefix = Path() if len(roots) == 1 else Path(name)
+            tasks.extend(_plan_url(root, prefix, destination, options or {}))
+            continue
         if not root.exists():
             raise ConfigError(f"{root}: no such file or folder")
         resolved = root.resolve()
-        if _inside(dst, resolved) or _inside(resolved, dst):
+        if dst is not None and (_inside(dst, resolved) or _inside(resolved, dst)):
             raise ConfigError(
                 f"{destination}: destination overlaps source {root}; choose a folder outside it"
             )
@@ -204,7 +245,8 @@ def plan(sources: Iterable[Path], destination: Path) -> list[Task]:
     return tasks
 
 
-def _chunks(tasks: list[Task]) -> Iterator[list[Task]]:
+def chunks(tasks: list[Task]) -> Iterator[list[Task]]:
+    """*tasks* in runs of up to 32 files or 64 MiB: one unit of work for a process."""
     chunk: list[Task] = []
     size = 0
     for task in tasks:
@@ -220,8 +262,12 @@ def _chunks(tasks: list[Task]) -> Iterator[list[Task]]:
 # -- the worker ----------------------------------------------------------------------
 
 
-class _Worker:
-    """Per-process state: the compiled profile and the keyed de-identifier."""
+class Worker:
+    """Per-process state: the compiled profile and the keyed de-identifier.
+
+    :meth:`process` is the work on one file, the same in a local process pool
+    and on a cluster's worker (:mod:`coercion.cluster`).
+    """
 
     def __init__(self, settings: BatchSettings) -> None:
         self.settings = settings
@@ -233,7 +279,7 @@ class _Worker:
         if settings.directory is not None:
             from coercion.directory.config import build_configuration
 
-            env = ActionEnv(settings.secret)
+            env = ActionEnv(settings.secret, store_override=settings.store_url)
             configuration = build_configuration(
                 settings.directory, settings.directory_origin, env, settings.device
             )
@@ -257,10 +303,12 @@ class _Worker:
         return apply_rules(self.engine, ctx)(ds)
 
     def process(self, task: Task) -> FileResult:
-        if sniff(task.source) is None:
-            return FileResult(task.source, "skipped", reason="not a DICOM file")
+        """De-identify one file (written, resumed, skipped or failed; never raises)."""
         try:
-            return self._process(task)
+            with readable(task.source, self.settings.storage_options) as local:
+                if sniff(local) is None:
+                    return FileResult(task.source, "skipped", reason="not a DICOM file")
+                return self._process(task, local)
         except RuleFailedError as exc:  # the file, the rule and the kind of failure: no value
             what = f"rule {exc.rule}: {exc.kind}" if exc.rule else str(exc)
             return FileResult(task.source, "failed", reason=f"{task.source}: {what}")
@@ -272,19 +320,19 @@ class _Worker:
                 task.source, "failed", reason=f"{task.source}: {exc.__class__.__name__}"
             )
 
-    def _process(self, task: Task) -> FileResult:
-        ds = read_file(task.source)
+    def _process(self, task: Task, local: Path) -> FileResult:
+        ds = read_file(local, name=str(task.source))
         if is_directory(ds):
             # Its records copy the files it references: rebuilt once they are written.
             relative = Path(DICOMDIR) if self.settings.rename else task.relative
             return FileResult(task.source, DIRECTORY, relative)
         originals = [joined_text(ds, keyword) for keyword in _KEY_KEYWORDS]
         prepared = prepare(
-            ds, self._coerce, verify=self.settings.verify, name=str(task.source), source=task.source
+            ds, self._coerce, verify=self.settings.verify, name=str(task.source), source=local
         )
         ds, counts = prepared.dataset, prepared.coerced.counts
         relative = self._output_path(ds, task)
-        output = self.settings.destination / relative
+        output = join(self.settings.destination, relative)
         key_row = (
             str(task.source),
             str(relative),
@@ -294,15 +342,11 @@ class _Worker:
                 for v in pair
             ),
         )
-        if self.settings.resume and output.exists():
+        if self.settings.resume and exists(output, self.settings.storage_options):
             return FileResult(task.source, "resumed", relative, key_row=key_row)
         encoded = prepared.encode()  # whether or not a rule changed it
         prepared.verify(encoded)
-        try:
-            # Not fsynced: a batch can be run again from its sources (the node's objects are).
-            write(encoded, output, sync=False)
-        except OSError as exc:
-            raise OutputError(f"{output}: cannot write ({exc.strerror})") from exc
+        put(encoded, output, self.settings.storage_options)
         return FileResult(task.source, "written", relative, key_row=key_row, counts=counts)
 
     def _output_path(self, ds: Dataset, task: Task) -> Path:
@@ -312,7 +356,8 @@ class _Worker:
             joined_text(ds, k) or "UNKNOWN"
             for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
         ]
-        name = (joined_text(ds, "SOPInstanceUID") or task.source.name) + ".dcm"
+        leaf = task.relative.name  # the source's own name
+        name = (joined_text(ds, "SOPInstanceUID") or leaf) + ".dcm"
         return Path(*map(_path_component, [*parts, name]))
 
 
@@ -343,13 +388,13 @@ def _path_component(value: str) -> str:
     return "_" + safe[1:] if safe.startswith(".") else safe
 
 
-_WORKER: _Worker | None = None
+_WORKER: Worker | None = None
 
 
 def _init_worker(settings: BatchSettings) -> None:
     global _WORKER  # noqa: PLW0603 - one per worker process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    _WORKER = _Worker(settings)
+    _WORKER = Worker(settings)
 
 
 def _run_chunk(chunk: list[Task]) -> list[FileResult]:
@@ -360,10 +405,35 @@ def _run_chunk(chunk: list[Task]) -> list[FileResult]:
 # -- the run -------------------------------------------------------------------------
 
 
-def _remove_stale_temporaries(destination: Path) -> None:
+def remove_partial_outputs(destination: Location) -> None:
     """Remove the temporary files a killed run left (``.NAME.XXXX.part``, never renamed)."""
+    if isinstance(destination, str):
+        return  # an object store's upload is whole or absent
     for path in remove_stale_temporaries(destination):
         log.info("removed a partial output left by an interrupted run: %s", path)
+
+
+class Results:
+    """The results of a run as they come in, for the summary, the caller and the DICOMDIRs."""
+
+    def __init__(self, on_result: Callable[[FileResult], None] | None = None) -> None:
+        self.summary = Summary()
+        self.directories: list[FileResult] = []
+        self.on_result = on_result
+
+    def note(self, result: FileResult) -> None:
+        """Record *result* (a DICOMDIR is set aside until the files it references are written)."""
+        if result.status == DIRECTORY:
+            self.directories.append(result)
+            return
+        self.summary.results.append(result)  # recorded before anything else can interrupt
+        _log_result(result)
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def finish(self, settings: BatchSettings) -> Summary:
+        """Write the DICOMDIRs set aside and return the summary."""
+        return _finish(self.summary, self.directories, settings, self.note)
 
 
 def run(
@@ -378,30 +448,20 @@ def run(
     Ctrl-C the files in flight are finished, the rest are left for
     ``resume``, and the summary is marked interrupted.
     """
-    summary = Summary()
+    results = Results(on_result)
+    summary, note = results.summary, results.note
     workers = workers or os.cpu_count() or 1
     if settings.resume:
-        _remove_stale_temporaries(settings.destination)
-
-    directories: list[FileResult] = []
-
-    def note(result: FileResult) -> None:
-        if result.status == DIRECTORY:
-            directories.append(result)  # written once the files it references are
-            return
-        summary.results.append(result)  # recorded before anything else can interrupt
-        _log_result(result)
-        if on_result is not None:
-            on_result(result)
+        remove_partial_outputs(settings.destination)
 
     if workers == 1 or len(tasks) <= 1:
-        worker = _Worker(settings)
+        worker = Worker(settings)
         try:
             for task in tasks:
                 note(worker.process(task))
         except KeyboardInterrupt:
             summary.interrupted = True
-        return _finish(summary, directories, settings, note)
+        return results.finish(settings)
     executor = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("fork"),
@@ -421,7 +481,7 @@ def run(
 
     pending: set[Future[list[FileResult]]] = set()
     try:
-        for chunk in _chunks(tasks):
+        for chunk in chunks(tasks):
             future = executor.submit(_run_chunk, chunk)
             submitted.append(future)
             pending.add(future)
@@ -441,7 +501,7 @@ def run(
                 drain(future)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
-    return _finish(summary, directories, settings, note)
+    return results.finish(settings)
 
 
 def _log_result(result: FileResult) -> None:
@@ -458,12 +518,27 @@ def _finish(
     note: Callable[[FileResult], None],
 ) -> Summary:
     """Write the DICOMDIRs set aside, now that the files they reference are done."""
-    if summary.interrupted:
-        return summary  # left for resume, with the files still to do
+    if summary.interrupted or not directories:
+        return summary  # interrupted: the DICOMDIRs are left for resume, with the files to do
+    if isinstance(settings.destination, str) or any(isinstance(r.source, str) for r in directories):
+        for result in directories:  # it references files by their paths on a local disk
+            note(
+                FileResult(
+                    result.source,
+                    "failed",
+                    reason=f"{result.source}: a DICOMDIR is "
+                    "rebuilt between local folders only; de-identify this file set locally",
+                )
+            )
+        return summary
+    destination = settings.destination
+    assert isinstance(destination, Path)
     outputs = {
-        r.source.resolve(): settings.destination / r.output
+        r.source.resolve(): destination / r.output
         for r in summary.results
-        if r.status in ("written", "resumed") and r.output is not None
+        if r.status in ("written", "resumed")
+        and r.output is not None
+        and isinstance(r.source, Path)
     }
     groups: dict[Path, list[FileResult]] = {}
     for result in directories:
@@ -471,10 +546,10 @@ def _finish(
         groups.setdefault(result.output, []).append(result)
     try:
         for relative, results in groups.items():
-            sources = [r.source for r in results]
+            sources = [r.source for r in results if isinstance(r.source, Path)]
             try:
                 status = write_directory_file(
-                    settings.destination / relative,
+                    destination / relative,
                     sources,
                     outputs,
                     uid=_file_set_uid(settings),

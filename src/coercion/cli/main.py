@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from coercion.cli.store import store
 from coercion.defaults import DATA_DIRECTORY
 from coercion.engine import ActionEnv
 from coercion.errors import CoercionError
+from coercion.locations import Location, parse
 from coercion.profile import EDITION, Option, parse_options
 from coercion.profile.keys import (
     DEFAULT_KEY_PATH,
@@ -75,8 +78,65 @@ _KEY_OPTION = click.option(
 )
 
 
+_PATHS_ARGUMENT = click.argument("paths", nargs=-1, required=True)
+
+
+def _storage_options(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        options = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc.msg})") from None
+    if not isinstance(options, dict):
+        raise click.BadParameter('a JSON object, e.g. {"endpoint_url": "http://HOST:9000"}')
+    return options
+
+
+def _cluster_options(function: Any) -> Any:
+    """--cluster, --store and --storage-options: a batch beyond one machine."""
+    options = [
+        click.option(
+            "--cluster",
+            metavar="ADDRESS",
+            envvar="COERCION_CLUSTER",
+            help="Run on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:8786; "
+            "$COERCION_CLUSTER). Every worker reads --key from the same path.",
+        ),
+        click.option(
+            "--store",
+            "store_url",
+            metavar="URL",
+            default="",
+            help="The pseudonym store of every rule, instead of the directory's "
+            "(postgresql+psycopg://USER:PW@HOST/DB: a cluster's workers share one).",
+        ),
+        click.option(
+            "--storage-options",
+            metavar="JSON",
+            envvar="COERCION_STORAGE_OPTIONS",
+            callback=_storage_options,
+            help="fsspec options for s3://... (and other URL) sources and destinations, "
+            'e.g. {"endpoint_url": "http://HOST:9000"} ($COERCION_STORAGE_OPTIONS).',
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _locations(paths: tuple[str, ...]) -> tuple[list[Location], Location]:
+    """SRC... and DST: local paths or fsspec URLs."""
+    if len(paths) < 2:
+        raise click.UsageError("give at least one SRC and a DST")
+    *sources, destination = (parse(p) for p in paths)
+    return sources, destination
+
+
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_PATHS_ARGUMENT
 @click.option("--option", "option_names", multiple=True, metavar="NAME", help=_OPTION_HELP)
 @_KEY_OPTION
 @click.option(
@@ -105,9 +165,10 @@ _KEY_OPTION = click.option(
 @click.option("--rules", is_flag=True, help="Apply the directory's rules instead of --option.")
 @click.option("--calling", default="", help="With --rules: the calling (sending) AE title.")
 @click.option("--called", default="", help="With --rules: the called AE title (this node's).")
+@_cluster_options
 @directory_options
 def deidentify(
-    paths: tuple[Path, ...],
+    paths: tuple[str, ...],
     option_names: tuple[str, ...],
     key: Path | None,
     key_file: Path | None,
@@ -119,6 +180,9 @@ def deidentify(
     rules: bool,
     calling: str,
     called: str,
+    cluster: str | None,
+    store_url: str,
+    storage_options: dict[str, Any],
     **directory: Any,
 ) -> None:
     """De-identify DICOM files under SRC... into DST (the last path).
@@ -128,9 +192,7 @@ def deidentify(
     --called) every file goes through the directory's rules as a C-STORE
     received by this node (C_STORE_RQ, SCP) from --calling to --called.
     """
-    if len(paths) < 2:
-        raise click.UsageError("give at least one SRC and a DST")
-    *sources, destination = paths
+    sources, destination = _locations(paths)
     options = parse_options(option_names, where="--option")
     device = directory.pop("device")
     rules = rules or bool(directory["config_dir"] or directory["ldap_url"] or calling or called)
@@ -150,9 +212,11 @@ def deidentify(
         from coercion.directory.config import build_configuration
 
         # Fail early, with every problem listed, before any worker starts.
-        configuration = build_configuration(entries, origin, ActionEnv(secret), device)
+        env = ActionEnv(secret, store_override=store_url)
+        configuration = build_configuration(entries, origin, env, device)
         log.info("%d rules from %s", len(configuration.rules), origin)
-    tasks = batch.plan(sources, destination)
+        _check_shared_store(cluster, env)
+    tasks = batch.plan(sources, destination, storage_options)
     log.info(
         "de-identifying %d files with %d options, key %s",
         len(tasks),
@@ -172,9 +236,11 @@ def deidentify(
         calling_ae=calling,
         called_ae=called,
         key_scope=key_scope.strip(),
+        store_url=store_url,
+        storage_options=storage_options,
     )
     started = time.perf_counter()
-    summary = _run_with_progress(tasks, settings, workers)
+    summary = _run_with_progress(tasks, settings, workers, cluster, key)
     elapsed = time.perf_counter() - started
     if key_file is not None:
         rows = batch.write_key_file(key_file, summary.results)
@@ -198,11 +264,41 @@ def _read_directory(directory: dict[str, Any], device: str) -> tuple[list[Any], 
         source.close()
 
 
+def _check_shared_store(cluster: str | None, env: ActionEnv) -> None:
+    """Refuse a cluster run whose workers would each number pseudonyms in a store of their own."""
+    urls = [env.store_url, *env.store_urls.values()]
+    if cluster and any(url.startswith("sqlite") for url in urls):
+        raise click.UsageError(
+            "--cluster: the directory's pseudonym store is a SQLite file, one per worker; "
+            "give every worker one shared store with --store postgresql+psycopg://..."
+        )
+
+
+def _run(
+    tasks: list[batch.Task],
+    settings: batch.BatchSettings,
+    workers: int,
+    cluster: str | None,
+    key: Path | None,
+    on_result: Callable[[batch.FileResult], None] | None = None,
+) -> batch.Summary:
+    """The batch on this machine's processes, or on the Dask cluster at *cluster*."""
+    if cluster is None:
+        return batch.run(tasks, settings, workers, on_result=on_result)
+    from coercion import cluster as dask_cluster  # dask only for --cluster
+
+    return dask_cluster.run(tasks, settings, cluster, key or DEFAULT_KEY_PATH, on_result)
+
+
 def _run_with_progress(
-    tasks: list[batch.Task], settings: batch.BatchSettings, workers: int
+    tasks: list[batch.Task],
+    settings: batch.BatchSettings,
+    workers: int,
+    cluster: str | None = None,
+    key: Path | None = None,
 ) -> batch.Summary:
     if not _err.is_terminal:
-        return batch.run(tasks, settings, workers)
+        return _run(tasks, settings, workers, cluster, key)
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -220,7 +316,7 @@ def _run_with_progress(
             rate = done / max(time.perf_counter() - started, 1e-9)
             progress.update(bar, advance=1, rate=f"{rate:.0f}")
 
-        return batch.run(tasks, settings, workers, on_result=advance)
+        return _run(tasks, settings, workers, cluster, key, advance)
 
 
 def _report(summary: batch.Summary, elapsed: float) -> None:
@@ -240,19 +336,23 @@ def _report(summary: batch.Summary, elapsed: float) -> None:
 
 @cli.command()
 @click.argument("scope")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_PATHS_ARGUMENT
 @_KEY_OPTION
 @click.option(
     "--workers", type=click.IntRange(min=0), default=0, help="Processes (0: one per core)."
 )
 @click.option("--resume", is_flag=True, help="Skip outputs that already exist.")
+@_cluster_options
 @directory_options
 def reidentify(
     scope: str,
-    paths: tuple[Path, ...],
+    paths: tuple[str, ...],
     key: Path | None,
     workers: int,
     resume: bool,
+    cluster: str | None,
+    store_url: str,
+    storage_options: dict[str, Any],
     **directory: Any,
 ) -> None:
     """Re-identify objects returning from SCOPE under SRC... into DST (the last path).
@@ -261,18 +361,17 @@ def reidentify(
     values come back from the store; a file whose pseudonym the scope does not know
     fails. The scope (and the store) are the directory's.
     """
-    if len(paths) < 2:
-        raise click.UsageError("give at least one SRC and a DST")
-    *sources, destination = paths
+    sources, destination = _locations(paths)
     device = directory.pop("device")
     secret = load_or_create_secret(key)
     entries, origin = _read_directory(directory, device)
     from coercion.directory.config import build_configuration
 
-    env = ActionEnv(secret)
+    env = ActionEnv(secret, store_override=store_url)
     build_configuration(entries, origin, env, device)  # the scopes, every problem listed
     batch.command_line_rule(f"reidentify:{scope}", env)  # an unknown scope fails here
-    tasks = batch.plan(sources, destination)
+    _check_shared_store(cluster, env)
+    tasks = batch.plan(sources, destination, storage_options)
     settings = batch.BatchSettings(
         frozenset(),
         secret,
@@ -283,9 +382,11 @@ def reidentify(
         directory_origin=origin,
         device=device,
         uri=f"reidentify:{scope}",
+        store_url=store_url,
+        storage_options=storage_options,
     )
     started = time.perf_counter()
-    summary = _run_with_progress(tasks, settings, workers)
+    summary = _run_with_progress(tasks, settings, workers, cluster, key)
     _report(summary, time.perf_counter() - started)
     if summary.interrupted:
         raise click.Abort()

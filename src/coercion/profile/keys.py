@@ -49,14 +49,18 @@ def _default_key_path() -> Path:
 DEFAULT_KEY_PATH = _default_key_path()
 
 
-def load_or_create_secret(path: Path | None = None) -> bytes:
-    """Read the secret from *path*, creating the file (mode 0600) if absent."""
+def load_or_create_secret(path: Path | None = None, *, create: bool = True) -> bytes:
+    """Read the secret from *path*, creating the file (mode 0600) if absent (and *create*)."""
     path = path or DEFAULT_KEY_PATH
     try:
         with open(path, encoding="ascii") as handle:
             _check_private(path, os.fstat(handle.fileno()).st_mode)
             text = handle.read().strip()
     except FileNotFoundError:
+        if not create:
+            raise ConfigError(
+                f"{path}: no key file here; copy the key file to this path on every machine"
+            ) from None
         return _create(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read key file ({exc.__class__.__name__})") from exc
