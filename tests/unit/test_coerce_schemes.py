@@ -263,6 +263,30 @@ def test_sup_from_dev_named_device() -> None:
     assert ds.InstitutionName == "Clinic"
 
 
+def test_sup_from_dev_reads_the_issuer_as_dcm4che_does() -> None:
+    """An issuer LOCAL&UNIVERSAL&TYPE gives Issuer of Patient ID and its qualifiers (dcm4che)."""
+    env = ActionEnv(SECRET)
+    issuer = "Site A&1.2.40.0.13.1.1.999.111.1111&ISO"
+    env.peers = {"X": PeerDevice("storescu", {}, {"dicomIssuerOfPatientID": (issuer,)})}
+    ds = _file("MR_small.dcm")
+    for keyword in ("IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence"):
+        ds.pop(keyword, None)
+    build_action("sup-from-dev:", {"device": "storescu"}, env).apply(ds, CTX)
+    out = _roundtrip(ds)
+    assert out.IssuerOfPatientID == "Site A"
+    qualifiers = out.IssuerOfPatientIDQualifiersSequence[0]
+    assert (qualifiers.UniversalEntityID, qualifiers.UniversalEntityIDType) == (
+        "1.2.40.0.13.1.1.999.111.1111",
+        "ISO",
+    )
+    plain = _file("MR_small.dcm")
+    plain.pop("IssuerOfPatientID", None)
+    env.peers["X"] = PeerDevice("storescu", {}, {"dicomIssuerOfPatientID": ("SITE",)})
+    build_action("sup-from-dev:", {"device": "storescu"}, env).apply(plain, CTX)
+    assert plain.IssuerOfPatientID == "SITE"
+    assert "IssuerOfPatientIDQualifiersSequence" not in plain
+
+
 NULLIFY_PN = f"""<?xml version="1.0" encoding="UTF-8"?>
 {XSL_HEAD}
   <xsl:output method="xml"/>

@@ -18,6 +18,12 @@ IssuerOfPatientID                  dicomIssuerOfPatientID (with a Patient ID,
                                    when neither issuer attribute is there)
 =================================  ==============================
 
+The issuer is read as dcm4che reads it, as an HL7 v2 HD
+``LOCAL&UNIVERSAL&TYPE`` (``Site A&1.2.40.0.13.1.1&ISO``): LOCAL becomes the
+Issuer of Patient ID, UNIVERSAL and TYPE the Universal Entity ID and its type
+of an Issuer of Patient ID Qualifiers Sequence item; a value without ``&`` is
+the Issuer of Patient ID itself.
+
 For worklist and MPPS traffic only the issuer is supplemented, as in dcm4chee-arc.
 """
 
@@ -25,7 +31,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from coercion.dicom.elements import dictionary_vr, put_value, text_values
 from coercion.engine.context import EventContext
@@ -50,6 +58,8 @@ _INSTANCE = (
 _PATIENT_ID = 0x00100020
 _ISSUER = 0x00100021
 _ISSUER_QUALIFIERS = 0x00100024
+_UNIVERSAL_ENTITY_ID = 0x00400032
+_UNIVERSAL_ENTITY_ID_TYPE = 0x00400033
 #: SOP classes that get the issuer only: worklist find, MPPS, queries.
 _ISSUER_ONLY = frozenset(
     {
@@ -104,9 +114,26 @@ class SupplementFromDeviceAction:
             and not text_values(ds, _ISSUER)
             and not (ds.get(_ISSUER_QUALIFIERS) and ds[_ISSUER_QUALIFIERS].value)
         ):
-            put_value(ds, _ISSUER, "LO", [issuer[0]])
-            changes.append(Change((), _ISSUER, Action.D))
+            changes += _put_issuer(ds, issuer[0])
         return changes
+
+
+def _put_issuer(ds: Dataset, issuer: str) -> list[Change]:
+    """Issuer of Patient ID and its qualifiers from *issuer* read as an HL7 v2 HD."""
+    local, _sep, rest = issuer.partition("&")
+    universal, _sep, kind = rest.partition("&")
+    changes = []
+    if local:
+        put_value(ds, _ISSUER, "LO", [local])
+        changes.append(Change((), _ISSUER, Action.D))
+    if universal:
+        item = Dataset()
+        item._parent_encoding = ds._character_set  # its text in the object's set
+        put_value(item, _UNIVERSAL_ENTITY_ID, "UT", [universal])
+        put_value(item, _UNIVERSAL_ENTITY_ID_TYPE, "CS", [kind.partition("&")[0]])
+        ds[_ISSUER_QUALIFIERS] = DataElement(_ISSUER_QUALIFIERS, "SQ", Sequence([item]))
+        changes.append(Change((), _ISSUER_QUALIFIERS, Action.D))
+    return changes
 
 
 def _sup_from_dev(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
