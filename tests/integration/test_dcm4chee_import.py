@@ -79,7 +79,7 @@ def ct_object(path: Path, **changes: str | None) -> Path:
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     for keyword, value in changes.items():
         if value is None:
-            delattr(ds, keyword)
+            ds.pop(keyword, None)
         else:
             setattr(ds, keyword, value)
     ds.save_as(path, enforce_file_format=True)
