@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -84,6 +85,11 @@ def ct_object(path: Path, **changes: str | None) -> Path:
             setattr(ds, keyword, value)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def more_than(data: Path, count: int) -> bool:
+    """Whether the node with data folder *data* has stored more than *count* objects."""
+    return len(stored(data)) > count
 
 
 def ldap_args(server: Slapd, tmp_path: Path) -> list[str]:
@@ -202,9 +208,7 @@ def test_converted_rules_run_on_a_node(slapd: Slapd, serve: Start, tmp_path: Pat
         uids[scheme] = dcmread(path).SOPInstanceUID
         sent = dcmtk("storescu", "-aet", calling, "-aec", called, "127.0.0.1", node.port, path)
         assert sent.returncode == 0, sent.stderr
-        wait_until(
-            lambda n=number: len(stored(node.data)) > n, "the object stored", detail=node.text
-        )
+        wait_until(partial(more_than, node.data, number), "the object stored", detail=node.text)
     by_uid = {ds.SOPInstanceUID: ds for ds in map(dcmread, stored(node.data))}
     merged = by_uid[uids["merge-attrs"]]
     assert merged.IssuerOfPatientID.startswith("DCM4CHEE.")  # DCM4CHEE.{hash}.{hash}
@@ -260,7 +264,9 @@ def test_strict_writes_nothing_and_a_complete_conversion_exits_0(tmp_path: Path)
     exact.write_text(EXACT, encoding="utf-8")
     whole = coercion("config", "import-dcm4chee", exact, "--out", out, "--config-dir", folder)
     assert whole.returncode == 0, whole.stderr
-    assert "2 rules written (2 active, 0 inactive), 0 not carried over" in whole.stderr
+    assert "2 rules written (2 active, 0 inactive), 0 devices carried over, 0 not carried over" in (
+        flat(whole.stderr)
+    )
     # the converted rules load with the directory they were placed for
     shutil.copy(out, folder / "30-converted.ldif")
     validated = coercion("config", "validate", "--config-dir", folder)
