@@ -17,7 +17,7 @@ from pydicom.uid import generate_uid
 from coercion.directory.ldifio import read_ldif
 from coercion.engine import schemes
 from coercion.resources import default_ldif_dir
-from tests.helpers import Start, coercion, dcmtk, stored, wait_until
+from tests.helpers import Start, coercion, dcmtk, remote_device, stored, wait_until
 from tests.slapd import Slapd
 
 pytestmark = pytest.mark.integration
@@ -307,3 +307,28 @@ def test_a_file_without_coercion_entries_is_refused(tmp_path: Path) -> None:
     result = coercion("config", "import-dcm4chee", empty)
     assert result.returncode == 2
     assert "no dcmArchiveAttributeCoercion2 or dcmArchiveAttributeCoercion entry" in result.stderr
+
+
+def test_a_device_the_directory_has_is_not_carried_over(tmp_path: Path) -> None:
+    """sup-from-dev's storescu already a device of the directory: only mppsscu is carried."""
+    folder = our_directory(tmp_path)
+    (folder / "21-storescu.ldif").write_text(remote_device("storescu", "STORESCU", 11113))
+    out = tmp_path / "converted.ldif"
+    result = coercion(
+        "config",
+        "import-dcm4chee",
+        SAMPLE_CONFIG,
+        "--stylesheets",
+        XSL,
+        "--out",
+        out,
+        "--config-dir",
+        folder,
+    )
+    assert "2 devices" not in flat(result.stderr)
+    assert "1 device carried over" in flat(result.stderr)
+    devices = [a["dicomDeviceName"][0] for _dn, a in read_ldif(out) if "dicomDeviceName" in a]
+    assert devices == ["mppsscu"]
+    shutil.copy(out, folder / "30-converted.ldif")
+    validated = coercion("config", "validate", "--config-dir", folder)
+    assert validated.returncode == 0, validated.stderr

@@ -457,7 +457,8 @@ def import_dcm4chee(
     carried = sum(1 for _dn, attrs in conversion.devices if "dicomDeviceName" in attrs)
     summary = (
         f"{len(conversion.entries)} rules written ({active} active, "
-        f"{len(conversion.entries) - active} inactive), {carried} devices carried over, "
+        f"{len(conversion.entries) - active} inactive), {carried} "
+        f"{'device' if carried == 1 else 'devices'} carried over, "
         f"{conversion.not_carried_over} not carried over exactly, "
         f"{len(conversion.report)} items reported"
     )
