@@ -311,11 +311,26 @@ def test_shipped_sample_config_with_stylesheets_leaves_only_dcm4chee_services_of
 
 
 def device_entries(name: str, **extra: list[str]) -> list[Entry]:
-    """A device of a dcm4chee-arc export with one connection and one network AE."""
+    """A device of a dcm4chee-arc export with one connection and one network AE (and a
+    connection without a host, and an AE with only that one, which are not carried)."""
     dn = f"dicomDeviceName={name},{DEVICES}"
     return [
         (dn, {"objectClass": ["dicomDevice", "dcmDevice"], "dicomDeviceName": [name], **extra}),
-        (f"cn=dicom,{dn}", {"objectClass": ["dicomNetworkConnection"], "cn": ["dicom"]}),
+        (
+            f"cn=dicom,{dn}",
+            {"objectClass": ["dicomNetworkConnection"], "cn": ["dicom"], "dicomHostname": ["h"]},
+        ),
+        (f"cn=nohost,{dn}", {"objectClass": ["dicomNetworkConnection"], "cn": ["nohost"]}),
+        (
+            f"dicomAETitle=UNREACHABLE,{dn}",
+            {
+                "objectClass": ["dicomNetworkAE"],
+                "dicomAETitle": ["UNREACHABLE"],
+                "dicomNetworkConnectionReference": [f"cn=nohost,{dn}"],
+                "dicomAssociationInitiator": ["TRUE"],
+                "dicomAssociationAcceptor": ["FALSE"],
+            },
+        ),
         (
             f"dicomAETitle={name.upper()},{dn}",
             {

@@ -147,11 +147,15 @@ def carry_device(entries: list[Entry], devices_dn: str) -> list[Entry]:
         if kind == "dicomDevice":
             device_dn = new_dn
             kept.setdefault("dicomInstalled", ["TRUE"])
-        if kind == "dicomNetworkAE":
+        elif kind == "dicomNetworkConnection" and "dicomHostname" not in kept:
+            continue  # a connection without a host (PS3.15 H.4.3 requires one): no use here
+        elif kind == "dicomNetworkAE":
             references = [
                 moved.get(_key(r)) for r in _all(attrs, "dicomNetworkConnectionReference")
             ]
             kept["dicomNetworkConnectionReference"] = [r for r in references if r]
+            if not kept["dicomNetworkConnectionReference"]:
+                continue  # none of its connections carried: it could not be reached
         moved[_key(dn)] = new_dn
         carried.append((new_dn, {"objectClass": [kind], **kept}))
     return carried
