@@ -92,6 +92,15 @@ def more_than(data: Path, count: int) -> bool:
     return len(stored(data)) > count
 
 
+def with_our_aes(server: Slapd, tmp_path: Path) -> list[str]:
+    """Import our network AEs of dcm4chee-arc's titles into *server*; the CLI options for it."""
+    args = ldap_args(server, tmp_path)
+    aes = tmp_path / "aes.ldif"
+    aes.write_text(OUR_AES, encoding="utf-8")
+    assert coercion("config", "import", aes, *args).returncode == 0
+    return args
+
+
 def ldap_args(server: Slapd, tmp_path: Path) -> list[str]:
     password = tmp_path / "password"
     password.write_text(server.password + "\n", encoding="utf-8")
@@ -110,10 +119,7 @@ def test_shipped_rules_convert_into_slapd_and_load(slapd: Slapd, tmp_path: Path)
     """sample-config's 17 rules with --stylesheets: all active but leading-arc:,
     retrieve-as-received: and the sup-from-dev: rules whose devices hold dcm4che-only issuers;
     the devices carried over; slapd takes it all and the node's configuration validates."""
-    args = ldap_args(slapd, tmp_path)
-    aes = tmp_path / "aes.ldif"
-    aes.write_text(OUR_AES, encoding="utf-8")
-    assert coercion("config", "import", aes, *args).returncode == 0
+    args = with_our_aes(slapd, tmp_path)
     bare = coercion("config", "import-dcm4chee", SAMPLE_CONFIG, "--out", tmp_path / "x", *args)
     assert bare.returncode == 9
     assert "17 rules written (5 active, 12 inactive)" in flat(bare.stderr)
@@ -145,10 +151,7 @@ def test_explain_shows_the_shipped_rules_where_dcm4chee_arc_applies_them(
     slapd: Slapd, tmp_path: Path
 ) -> None:
     """Converted sample-config in slapd: each rule at its AE, with its calling AE and conditions."""
-    args = ldap_args(slapd, tmp_path)
-    aes = tmp_path / "aes.ldif"
-    aes.write_text(OUR_AES, encoding="utf-8")
-    assert coercion("config", "import", aes, *args).returncode == 0
+    args = with_our_aes(slapd, tmp_path)
     out = tmp_path / "converted.ldif"
     assert convert_sample(out, args).returncode == 9
     assert coercion("config", "import", out, *args).returncode == 0
@@ -178,10 +181,7 @@ def test_converted_rules_run_on_a_node(slapd: Slapd, serve: Start, tmp_path: Pat
     """merge-attrs:, xslt: and sup-from-dev: rules of sample-config on objects sent with dcmtk's
     storescu to a node reading slapd; storescu's device as an administrator kept it (without
     dcm4che's issuers of other IDs) is carried over and supplements the objects it sends."""
-    args = ldap_args(slapd, tmp_path)
-    aes = tmp_path / "aes.ldif"
-    aes.write_text(OUR_AES, encoding="utf-8")
-    assert coercion("config", "import", aes, *args).returncode == 0
+    args = with_our_aes(slapd, tmp_path)
     export = tmp_path / "sample-config.ldif"
     kept = [
         line
@@ -228,10 +228,7 @@ def test_converted_rules_apply_only_at_their_ae_and_when_conditions_hold(
     slapd: Slapd, tmp_path: Path
 ) -> None:
     """A converted rule under AE DCM4CHEE applies there only; OtherPatientIDs=.* not when absent."""
-    args = ldap_args(slapd, tmp_path)
-    aes = tmp_path / "aes.ldif"
-    aes.write_text(OUR_AES, encoding="utf-8")
-    assert coercion("config", "import", aes, *args).returncode == 0
+    args = with_our_aes(slapd, tmp_path)
     source = tmp_path / "exact.ldif"
     source.write_text(EXACT, encoding="utf-8")
     out = tmp_path / "converted.ldif"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from coercion.directory.config import DEVICE_INFO
 from coercion.directory.ldifio import DnKey, Entry, dn_key, escape_rdn_value, parent_dn
 
 __all__ = [
@@ -38,15 +39,7 @@ DEVICE_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
         "dicomDeviceName",
         "dicomInstalled",
         "dicomDescription",
-        "dicomManufacturer",
-        "dicomManufacturerModelName",
-        "dicomSoftwareVersion",
-        "dicomStationName",
-        "dicomDeviceSerialNumber",
-        "dicomInstitutionName",
-        "dicomInstitutionAddress",
-        "dicomInstitutionDepartmentName",
-        "dicomIssuerOfPatientID",
+        *DEVICE_INFO,
         "dicomPrimaryDeviceType",
     ),
     "dicomNetworkConnection": (
