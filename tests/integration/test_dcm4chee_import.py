@@ -116,22 +116,21 @@ def our_directory(tmp_path: Path) -> Path:
 
 
 def test_shipped_rules_convert_into_slapd_and_load(slapd: Slapd, tmp_path: Path) -> None:
-    """sample-config's 17 rules with --stylesheets: all active but leading-arc:,
-    retrieve-as-received: and the sup-from-dev: rules whose devices hold dcm4che-only issuers;
-    the devices carried over; slapd takes it all and the node's configuration validates."""
+    """sample-config's 17 rules with --stylesheets: all active but leading-arc: and
+    retrieve-as-received:; the devices carried over; slapd takes it all and it validates."""
     args = with_our_aes(slapd, tmp_path)
     bare = coercion("config", "import-dcm4chee", SAMPLE_CONFIG, "--out", tmp_path / "x", *args)
     assert bare.returncode == 9
-    assert "17 rules written (5 active, 12 inactive)" in flat(bare.stderr)
+    assert "17 rules written (7 active, 10 inactive)" in flat(bare.stderr)
     assert "pass --stylesheets" in flat(bare.stderr)
     out = tmp_path / "converted.ldif"
     result = convert_sample(out, args)
     assert result.returncode == 9, result.stderr
-    assert "17 rules written (12 active, 5 inactive), 2 devices carried over" in flat(result.stderr)
+    assert "17 rules written (14 active, 3 inactive), 2 devices carried over" in flat(result.stderr)
     converted = read_ldif(out)
     rules = [(dn, attrs) for dn, attrs in converted if attrs["objectClass"] == ["coercionRule"]]
     inactive = {attrs["cn"][0] for _dn, attrs in rules if attrs.get("dicomInstalled") == ["FALSE"]}
-    assert inactive == DCM4CHEE_ONLY | {"Supplement MPPS", "Supplement Composite"}
+    assert inactive == DCM4CHEE_ONLY
     for dn, attrs in rules:
         scheme = attrs["coercionURI"][0].partition(":")[0]
         assert (scheme in schemes()) or attrs["cn"][0] in DCM4CHEE_ONLY, dn
@@ -144,7 +143,7 @@ def test_shipped_rules_convert_into_slapd_and_load(slapd: Slapd, tmp_path: Path)
     validated = coercion("config", "validate", *args)
     assert validated.returncode == 0, validated.stderr
     shown = json.loads(coercion("config", "show", "--format", "json", *args).stdout)
-    assert len(shown["rules"]) == 3 + 12  # the shipped three and the active ones
+    assert len(shown["rules"]) == 3 + 14  # the shipped three and the active ones
 
 
 def test_explain_shows_the_shipped_rules_where_dcm4chee_arc_applies_them(
@@ -172,35 +171,28 @@ def test_explain_shows_the_shipped_rules_where_dcm4chee_arc_applies_them(
     assert "Ensure PID" in ensure and "SupplementIssuerOfPatientID" not in ensure
     merged = explain(with_issuer, "MERGE_MWL", "DCM4CHEE")
     assert "Merge MWL" in merged and "Merge MWL Study" not in merged
-    assert "no rule applies" in explain(with_issuer, "STORESCU", "DCM4CHEE")  # inactive
+    supplemented = explain(with_issuer, "STORESCU", "AS_RECEIVED")
+    assert "Supplement Composite" in supplemented and "Supplement MPPS" not in supplemented
     sent = explain(with_issuer, "IOCM_REGULAR_USE", "NULLIFY_PN", "--role", "SCU")
     assert "Nullify PN" in sent
 
 
 def test_converted_rules_run_on_a_node(slapd: Slapd, serve: Start, tmp_path: Path) -> None:
     """merge-attrs:, xslt: and sup-from-dev: rules of sample-config on objects sent with dcmtk's
-    storescu to a node reading slapd; storescu's device as an administrator kept it (without
-    dcm4che's issuers of other IDs) is carried over and supplements the objects it sends."""
+    storescu to a node reading slapd; the carried storescu device supplements what it sends."""
     args = with_our_aes(slapd, tmp_path)
-    export = tmp_path / "sample-config.ldif"
-    kept = [
-        line
-        for line in SAMPLE_CONFIG.read_text(encoding="utf-8").splitlines(keepends=True)
-        if not line.startswith(("dicomIssuerOfAccessionNumber:", "dicomIssuerOfAdmissionID:"))
-        and not line.startswith("dicomInstitutionCode:")
-    ]
-    export.write_text("".join(kept), encoding="utf-8")
     out = tmp_path / "converted.ldif"
-    converted = coercion(
-        "config", "import-dcm4chee", export, "--stylesheets", XSL, "--out", out, *args
-    )
-    assert "17 rules written (14 active, 3 inactive)" in flat(converted.stderr)
+    assert "17 rules written (14 active, 3 inactive)" in flat(convert_sample(out, args).stderr)
     assert coercion("config", "import", out, *args).returncode == 0
     node = serve(None, *args)
-    sends = {
+    sends: dict[str, tuple[str, str, dict[str, str | None]]] = {
         "merge-attrs": ("CT01", "DCM4CHEE", {"IssuerOfPatientID": None}),
         "xslt": ("ENSURE_PID", "AS_RECEIVED", {"PatientID": None}),
-        "sup-from-dev": ("STORESCU", "AS_RECEIVED", {"InstitutionName": None}),
+        "sup-from-dev": (
+            "STORESCU",
+            "AS_RECEIVED",
+            {"InstitutionName": None, "AccessionNumber": "A-1", "AdmissionID": "ADM-1"},
+        ),
     }
     uids = {}
     for number, (scheme, (calling, called, changes)) in enumerate(sends.items()):
@@ -222,6 +214,16 @@ def test_converted_rules_run_on_a_node(slapd: Slapd, serve: Start, tmp_path: Pat
     qualifiers = supplemented.IssuerOfPatientIDQualifiersSequence[0]
     assert qualifiers.UniversalEntityID == "1.2.40.0.13.1.1.999.111.1111"
     assert qualifiers.UniversalEntityIDType == "ISO"
+    for sequence in ("IssuerOfAccessionNumberSequence", "IssuerOfAdmissionIDSequence"):
+        issuer = supplemented[sequence][0]
+        assert issuer.LocalNamespaceEntityID == "Site A"
+        assert issuer.UniversalEntityID == "1.2.40.0.13.1.1.999.111.1111"
+    code = supplemented.InstitutionCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning) == (
+        "111.1111",
+        "99DCM4CHEE",
+        "Site A",
+    )
 
 
 def test_converted_rules_apply_only_at_their_ae_and_when_conditions_hold(

@@ -273,34 +273,30 @@ OUR_DEVICES = OURS.split(",", 1)[1]
 
 
 def test_shipped_sample_config_with_stylesheets_leaves_only_dcm4chee_services_off() -> None:
-    """With the stylesheets' folder every rule but leading-arc:, retrieve-as-received: and the
-    sup-from-dev: rules whose devices hold dcm4che-only issuers is active, stylesheets resolved."""
+    """With the stylesheets' folder every rule but leading-arc: and retrieve-as-received: is
+    active: stylesheets resolved, sup-from-dev:'s devices carried over."""
     entries, changes = read_ldif_update(DATA / "sample-config.ldif")
     placement = Placement(OURS, PLACEMENT.ae_dns, stylesheets=XSL)
     conversion = convert_dcm4chee(entries, placement, changes)
     inactive = {cn for cn, (_dn, attrs) in by_cn(conversion).items() if "dicomInstalled" in attrs}
-    assert inactive == {
-        "Leading DCMQRSCP FIND",
-        "Leading DCMQRSCP STORE",
-        "RetrieveAsReceived",
-        "Supplement MPPS",
-        "Supplement Composite",
-    }
+    assert inactive == {"Leading DCMQRSCP FIND", "Leading DCMQRSCP STORE", "RetrieveAsReceived"}
     uri = by_cn(conversion)["Merge MWL"][1]["coercionURI"][0]
     assert uri == f"merge-mwl:{(XSL / 'dcm4chee-arc' / 'mwl2series.xsl').resolve()}"
     assert by_cn(conversion)["Correct VR"][1]["coercionURI"][0].endswith("/correct-vr.xsl")
-    composite = by_cn(conversion)["Supplement Composite"][1]["description"][0]
-    assert "storescu's dicomIssuerOfAccessionNumber (sup-from-dev: here does not" in composite
     carried = dict(conversion.devices)
     device = carried[f"dicomDeviceName=storescu,{OUR_DEVICES}"]
+    site_a = ["Site A&1.2.40.0.13.1.1.999.111.1111&ISO"]
     assert device == {
-        "objectClass": ["dicomDevice"],
+        "objectClass": ["dicomDevice", "coercionDeviceIssuers"],
         "dicomDeviceName": ["storescu"],
         "dicomInstalled": ["TRUE"],
         "dicomInstitutionName": ["Site A"],
-        "dicomIssuerOfPatientID": ["Site A&1.2.40.0.13.1.1.999.111.1111&ISO"],
+        "dicomIssuerOfPatientID": site_a,
+        "dicomIssuerOfAccessionNumber": site_a,
+        "dicomIssuerOfAdmissionID": site_a,
+        "dicomInstitutionCode": ['(111.1111, 99DCM4CHEE, "Site A")'],
         "dicomPrimaryDeviceType": ["CT"],
-    }  # dcm4che's extensions (dcmDevice, issuers of other IDs) left out
+    }  # dcm4che's other extensions (dcmDevice and its attributes) left out
     ae = carried[f"dicomAETitle=STORESCU,dicomDeviceName=storescu,{OUR_DEVICES}"]
     assert ae["dicomNetworkConnectionReference"] == [
         f"cn=dicom,dicomDeviceName=storescu,{OUR_DEVICES}",
@@ -362,6 +358,7 @@ def test_a_referenced_device_of_the_export_is_carried_over_and_the_rule_active()
         f"dicomAETitle=MODALITY,dicomDeviceName=modality,{OUR_DEVICES}",
     ]
     assert conversion.devices[0][1]["dicomStationName"] == ["CT-7"]
+    assert conversion.devices[0][1]["objectClass"] == ["dicomDevice"]  # no dcm4che issuer
     assert "dcmKeyStorePin" not in conversion.devices[0][1]
     assert "dcmAcceptedUserRole" not in conversion.devices[2][1]
     assert conversion.report == [

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from coercion.directory.config import DEVICE_INFO
+from coercion.directory.config import DCM4CHE_DEVICE_INFO, DEVICE_INFO
 from coercion.directory.ldifio import DnKey, Entry, dn_key, escape_rdn_value, parent_dn
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "carry_device",
     "devices_of",
     "resolve_stylesheet",
-    "unsupplemented",
 ]
 
 _PROPERTY = re.compile(r"^\$\{([^}]+)\}/*(.*)$")
@@ -32,8 +31,9 @@ _PROPERTY = re.compile(r"^\$\{([^}]+)\}/*(.*)$")
 _ARC_FOLDER = "dcm4chee-arc/"
 _XSLT_NS = "http://www.w3.org/1999/XSL/Transform"
 
-#: The attributes a carried device keeps, by object class (PS3.15 H.4.1 to H.4.3, as our
-#: schema defines them); dcm4che's extensions (dcm*) have no use here and are left out.
+#: The attributes a carried device keeps, by object class (PS3.15 H.4.1 to H.4.3 and dcm4che's
+#: issuers and institution code, as our schema defines them); dcm4che's other extensions
+#: (dcmDevice, dcmNetworkAE...) have no use here and are left out.
 DEVICE_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
     "dicomDevice": (
         "dicomDeviceName",
@@ -57,17 +57,8 @@ DEVICE_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
         "dicomInstalled",
     ),
 }
-#: Device attributes dcm4chee-arc's sup-from-dev: supplements from that ours does not.
-_NOT_SUPPLEMENTED = (
-    "dicomInstitutionCode",
-    "dicomIssuerOfAccessionNumber",
-    "dicomIssuerOfAdmissionID",
-    "dicomIssuerOfServiceEpisodeID",
-    "dicomIssuerOfContainerIdentifier",
-    "dicomIssuerOfSpecimenIdentifier",
-    "dicomOrderPlacerIdentifier",
-    "dicomOrderFillerIdentifier",
-)
+#: dcm4che's additions to dicomDevice; a device with one of them gets this auxiliary class.
+_ISSUER_CLASS = "coercionDeviceIssuers"
 _RDN = {"dicomDevice": "dicomDeviceName", "dicomNetworkConnection": "cn"}
 
 
@@ -150,17 +141,9 @@ def carry_device(entries: list[Entry], devices_dn: str) -> list[Entry]:
             if not kept["dicomNetworkConnectionReference"]:
                 continue  # none of its connections carried: it could not be reached
         moved[_key(dn)] = new_dn
-        carried.append((new_dn, {"objectClass": [kind], **kept}))
+        classes = [kind, _ISSUER_CLASS] if set(kept) & set(DCM4CHE_DEVICE_INFO) else [kind]
+        carried.append((new_dn, {"objectClass": classes, **kept}))
     return carried
-
-
-def unsupplemented(device: Mapping[str, list[str]], name: str) -> list[str]:
-    """What dcm4chee-arc's sup-from-dev: would take from *device* and ours would not."""
-    return [
-        f"the device {name}'s {attribute} (sup-from-dev: here does not supplement from it)"
-        for attribute in _NOT_SUPPLEMENTED
-        if _all(device, attribute)
-    ]
 
 
 def _kind(attrs: Mapping[str, list[str]]) -> str:

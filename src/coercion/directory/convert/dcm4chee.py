@@ -39,7 +39,6 @@ from coercion.directory.convert.carried import (
     carry_device,
     devices_of,
     resolve_stylesheet,
-    unsupplemented,
 )
 from coercion.directory.ldifio import Change, Entry, escape_rdn_value, parent_dn
 from coercion.engine import ActionEnv, Dimse, build_action, parse_condition, schemes
@@ -222,7 +221,6 @@ def _carry(
     if not entries:
         rule.missing.append(f"the device {rule.carry} (neither here nor in the export)")
         return
-    rule.missing += unsupplemented(entries[0][1], rule.carry)
     devices_dn = parent_dn(placement.device_dn)
     if any(_rdns(dn)[0][1] == rule.carry for dn, _attrs in result.devices):
         return
