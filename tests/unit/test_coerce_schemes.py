@@ -263,6 +263,110 @@ def test_sup_from_dev_named_device() -> None:
     assert ds.InstitutionName == "Clinic"
 
 
+def test_sup_from_dev_reads_the_issuer_as_dcm4che_does() -> None:
+    """An issuer LOCAL&UNIVERSAL&TYPE gives Issuer of Patient ID and its qualifiers (dcm4che)."""
+    env = ActionEnv(SECRET)
+    issuer = "Site A&1.2.40.0.13.1.1.999.111.1111&ISO"
+    env.peers = {"X": PeerDevice("storescu", {}, {"dicomIssuerOfPatientID": (issuer,)})}
+    ds = _file("MR_small.dcm")
+    for keyword in ("IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence"):
+        ds.pop(keyword, None)
+    build_action("sup-from-dev:", {"device": "storescu"}, env).apply(ds, CTX)
+    out = _roundtrip(ds)
+    assert out.IssuerOfPatientID == "Site A"
+    qualifiers = out.IssuerOfPatientIDQualifiersSequence[0]
+    assert (qualifiers.UniversalEntityID, qualifiers.UniversalEntityIDType) == (
+        "1.2.40.0.13.1.1.999.111.1111",
+        "ISO",
+    )
+    plain = _file("MR_small.dcm")
+    plain.pop("IssuerOfPatientID", None)
+    env.peers["X"] = PeerDevice("storescu", {}, {"dicomIssuerOfPatientID": ("SITE",)})
+    build_action("sup-from-dev:", {"device": "storescu"}, env).apply(plain, CTX)
+    assert plain.IssuerOfPatientID == "SITE"
+    assert "IssuerOfPatientIDQualifiersSequence" not in plain
+
+
+SITE_A = "Site A&1.2.40.0.13.1.1.999.111.1111&ISO"
+ISSUERS = {
+    "dicomIssuerOfAccessionNumber": (SITE_A,),
+    "dicomIssuerOfAdmissionID": ("ADM",),
+    "dicomOrderPlacerIdentifier": ("&1.2.3&ISO",),
+    "dicomInstitutionCode": ('(111.1111, 99DCM4CHEE;1, "Site A")',),
+    "dicomInstitutionName": ("Site A",),
+}
+
+
+def _supplement(ds: Dataset, sop_class: str, **info: tuple[str, ...]) -> None:
+    env = ActionEnv(SECRET)
+    env.peers = {"X": PeerDevice("storescu", {}, {**ISSUERS, **info})}
+    ctx = EventContext(Dimse.C_STORE_RQ, Role.SCP, "CT01", sop_class_uid=sop_class)
+    build_action("sup-from-dev:", {"device": "storescu"}, env).apply(ds, ctx)
+
+
+def test_sup_from_dev_issuers_and_institution_code_as_dcm4chee_arc() -> None:
+    """dcm4che's issuer attributes give the issuer sequences of the identifiers the object has,
+    in the object and its request items; dicomInstitutionCode the Institution Code Sequence."""
+    ds = _file("CT_small.dcm")
+    ds.AccessionNumber = "A-1"
+    del ds.InstitutionName
+    request = Dataset()
+    request.AccessionNumber = "A-1"
+    request.PlacerOrderNumberImagingServiceRequest = "P-1"
+    ds.RequestAttributesSequence = [request]
+    _supplement(ds, ds.SOPClassUID)
+    out = _roundtrip(ds)
+    issuer = out.IssuerOfAccessionNumberSequence[0]
+    assert (issuer.LocalNamespaceEntityID, issuer.UniversalEntityID) == (
+        "Site A",
+        "1.2.40.0.13.1.1.999.111.1111",
+    )
+    assert issuer.UniversalEntityIDType == "ISO"
+    assert "IssuerOfAdmissionIDSequence" not in out  # no Admission ID: nothing to qualify
+    item = out.RequestAttributesSequence[0]
+    assert item.IssuerOfAccessionNumberSequence[0].LocalNamespaceEntityID == "Site A"
+    placer = item.OrderPlacerIdentifierSequence[0]
+    assert "LocalNamespaceEntityID" not in placer and placer.UniversalEntityID == "1.2.3"
+    code = out.InstitutionCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator, code.CodingSchemeVersion) == (
+        "111.1111",
+        "99DCM4CHEE",
+        "1",
+    )
+    assert code.CodeMeaning == "Site A" and out.InstitutionName == "Site A"
+
+
+def test_sup_from_dev_worklist_and_mpps_get_issuers_only() -> None:
+    """A worklist item gets its issuers at the top; MPPS in its scheduled step items; neither
+    the institution (as dcm4chee-arc); an issuer already there is kept."""
+    item = Dataset()
+    item.AccessionNumber = "A-1"
+    item.PlacerOrderNumberImagingServiceRequest = "P-1"
+    item.AdmissionID = "V-1"
+    kept = Dataset()
+    kept.LocalNamespaceEntityID = "OTHER"
+    item.IssuerOfAdmissionIDSequence = [kept]
+    _supplement(item, "1.2.840.10008.5.1.4.31")
+    assert item.IssuerOfAccessionNumberSequence[0].LocalNamespaceEntityID == "Site A"
+    assert item.OrderPlacerIdentifierSequence[0].UniversalEntityID == "1.2.3"
+    assert item.IssuerOfAdmissionIDSequence[0].LocalNamespaceEntityID == "OTHER"
+    assert "InstitutionName" not in item and "InstitutionCodeSequence" not in item
+    mpps = Dataset()
+    step = Dataset()
+    step.AccessionNumber = "A-2"
+    mpps.ScheduledStepAttributesSequence = [step]
+    _supplement(mpps, "1.2.840.10008.3.1.2.3.3")
+    assert step.IssuerOfAccessionNumberSequence[0].LocalNamespaceEntityID == "Site A"
+    assert "IssuerOfAccessionNumberSequence" not in mpps  # none at the top: no Accession Number
+
+
+def test_sup_from_dev_refuses_an_institution_code_it_cannot_read() -> None:
+    """A dicomInstitutionCode not (VALUE, SCHEME, "MEANING") fails the rule, naming it."""
+    ds = _file("CT_small.dcm")
+    with pytest.raises(RuleFailedError, match="dicomInstitutionCode"):
+        _supplement(ds, ds.SOPClassUID, dicomInstitutionCode=("111.1111",))
+
+
 NULLIFY_PN = f"""<?xml version="1.0" encoding="UTF-8"?>
 {XSL_HEAD}
   <xsl:output method="xml"/>

@@ -263,4 +263,138 @@ def test_a_device_we_do_not_know_is_reported() -> None:
     assert by_cn(convert(entry, placement=known))["sup"][1]["coercionParam"] == ["device=storescu"]
     unknown = convert(entry, placement=Placement(OURS, {}, frozenset({"coercion"})))
     description = by_cn(unknown)["sup"][1]["description"][0]
-    assert "the device storescu (none here by that name)" in description
+    assert "the device storescu (neither here nor in the export)" in description
+    assert not unknown.devices
+
+
+XSL = DATA / "xsl"
+DEVICES = ARC.split(",", 1)[1]
+OUR_DEVICES = OURS.split(",", 1)[1]
+
+
+def test_shipped_sample_config_with_stylesheets_leaves_only_dcm4chee_services_off() -> None:
+    """With the stylesheets' folder every rule but leading-arc: and retrieve-as-received: is
+    active: stylesheets resolved, sup-from-dev:'s devices carried over."""
+    entries, changes = read_ldif_update(DATA / "sample-config.ldif")
+    placement = Placement(OURS, PLACEMENT.ae_dns, stylesheets=XSL)
+    conversion = convert_dcm4chee(entries, placement, changes)
+    inactive = {cn for cn, (_dn, attrs) in by_cn(conversion).items() if "dicomInstalled" in attrs}
+    assert inactive == {"Leading DCMQRSCP FIND", "Leading DCMQRSCP STORE", "RetrieveAsReceived"}
+    uri = by_cn(conversion)["Merge MWL"][1]["coercionURI"][0]
+    assert uri == f"merge-mwl:{(XSL / 'dcm4chee-arc' / 'mwl2series.xsl').resolve()}"
+    assert by_cn(conversion)["Correct VR"][1]["coercionURI"][0].endswith("/correct-vr.xsl")
+    carried = dict(conversion.devices)
+    device = carried[f"dicomDeviceName=storescu,{OUR_DEVICES}"]
+    site_a = ["Site A&1.2.40.0.13.1.1.999.111.1111&ISO"]
+    assert device == {
+        "objectClass": ["dicomDevice", "coercionDeviceIssuers"],
+        "dicomDeviceName": ["storescu"],
+        "dicomInstalled": ["TRUE"],
+        "dicomInstitutionName": ["Site A"],
+        "dicomIssuerOfPatientID": site_a,
+        "dicomIssuerOfAccessionNumber": site_a,
+        "dicomIssuerOfAdmissionID": site_a,
+        "dicomInstitutionCode": ['(111.1111, 99DCM4CHEE, "Site A")'],
+        "dicomPrimaryDeviceType": ["CT"],
+    }  # dcm4che's other extensions (dcmDevice and its attributes) left out
+    ae = carried[f"dicomAETitle=STORESCU,dicomDeviceName=storescu,{OUR_DEVICES}"]
+    assert ae["dicomNetworkConnectionReference"] == [
+        f"cn=dicom,dicomDeviceName=storescu,{OUR_DEVICES}",
+        f"cn=dicom-tls,dicomDeviceName=storescu,{OUR_DEVICES}",
+    ]
+    assert f"cn=dicom-tls,dicomDeviceName=mppsscu,{OUR_DEVICES}" in carried
+    assert sum(1 for line in conversion.report if "device carried over" in line) == 2
+
+
+def device_entries(name: str, **extra: list[str]) -> list[Entry]:
+    """A device of a dcm4chee-arc export with one connection and one network AE (and a
+    connection without a host, and an AE with only that one, which are not carried)."""
+    dn = f"dicomDeviceName={name},{DEVICES}"
+    return [
+        (dn, {"objectClass": ["dicomDevice", "dcmDevice"], "dicomDeviceName": [name], **extra}),
+        (
+            f"cn=dicom,{dn}",
+            {"objectClass": ["dicomNetworkConnection"], "cn": ["dicom"], "dicomHostname": ["h"]},
+        ),
+        (f"cn=nohost,{dn}", {"objectClass": ["dicomNetworkConnection"], "cn": ["nohost"]}),
+        (
+            f"dicomAETitle=UNREACHABLE,{dn}",
+            {
+                "objectClass": ["dicomNetworkAE"],
+                "dicomAETitle": ["UNREACHABLE"],
+                "dicomNetworkConnectionReference": [f"cn=nohost,{dn}"],
+                "dicomAssociationInitiator": ["TRUE"],
+                "dicomAssociationAcceptor": ["FALSE"],
+            },
+        ),
+        (
+            f"dicomAETitle={name.upper()},{dn}",
+            {
+                "objectClass": ["dicomNetworkAE", "dcmNetworkAE"],
+                "dicomAETitle": [name.upper()],
+                "dicomNetworkConnectionReference": [f"cn=dicom,{dn}"],
+                "dicomAssociationInitiator": ["TRUE"],
+                "dicomAssociationAcceptor": ["FALSE"],
+                "dcmAcceptedUserRole": ["user"],
+            },
+        ),
+    ]
+
+
+def test_a_referenced_device_of_the_export_is_carried_over_and_the_rule_active() -> None:
+    """sup-from-dev's device from the export: written under our devices, once, rules active."""
+    reference = f"dicomDeviceName=modality,{DEVICES}"
+    rules = [
+        v2(cn, dcmURI=["sup-from-dev:"], dcmSupplementFromDeviceReference=[reference])
+        for cn in ("sup", "sup again")
+    ]
+    device = device_entries("modality", dicomStationName=["CT-7"], dcmKeyStorePin=["x"])
+    conversion = convert(*device, *rules)
+    assert conversion.complete
+    assert by_cn(conversion)["sup"][1]["coercionParam"] == ["device=modality"]
+    assert [dn for dn, _attrs in conversion.devices] == [
+        f"dicomDeviceName=modality,{OUR_DEVICES}",
+        f"cn=dicom,dicomDeviceName=modality,{OUR_DEVICES}",
+        f"dicomAETitle=MODALITY,dicomDeviceName=modality,{OUR_DEVICES}",
+    ]
+    assert conversion.devices[0][1]["dicomStationName"] == ["CT-7"]
+    assert conversion.devices[0][1]["objectClass"] == ["dicomDevice"]  # no dcm4che issuer
+    assert "dcmKeyStorePin" not in conversion.devices[0][1]
+    assert "dcmAcceptedUserRole" not in conversion.devices[2][1]
+    assert conversion.report == [
+        f"{reference}: device carried over as dicomDeviceName=modality,{OUR_DEVICES} "
+        "(2 network AEs and connections), for sup-from-dev:"
+    ]
+    known = convert(*device, *rules, placement=Placement(OURS, {}, frozenset({"modality"})))
+    assert not known.devices and known.complete  # the directory's own device is used
+
+
+def test_stylesheets_named_by_system_properties_need_the_folder(tmp_path: Path) -> None:
+    """No folder, a file not there or not XSLT 1.0: inactive, saying what to do; else resolved."""
+    rule = v2("vr", dcmURI=["xslt:${jboss.server.temp.url}/dcm4chee-arc/correct-vr.xsl"])
+    without = by_cn(convert(rule))["vr"][1]
+    assert without["dicomInstalled"] == ["FALSE"]
+    assert "pass --stylesheets" in without["description"][0]
+    assert without["coercionURI"] == rule[1]["dcmURI"]  # kept as given, to be corrected
+    found = convert(rule, placement=Placement(OURS, stylesheets=XSL))
+    assert found.complete
+    assert by_cn(found)["vr"][1]["coercionURI"] == [
+        f"xslt:{(XSL / 'dcm4chee-arc' / 'correct-vr.xsl').resolve()}"
+    ]
+    flat = tmp_path / "flat"  # the stylesheets copied without dcm4chee-arc's subfolder
+    flat.mkdir()
+    (flat / "correct-vr.xsl").write_bytes((XSL / "dcm4chee-arc" / "correct-vr.xsl").read_bytes())
+    assert convert(rule, placement=Placement(OURS, stylesheets=flat)).complete
+    missing = by_cn(convert(rule, placement=Placement(OURS, stylesheets=tmp_path)))["vr"][1]
+    assert "the stylesheet dcm4chee-arc/correct-vr.xsl (not in" in missing["description"][0]
+    (flat / "correct-vr.xsl").write_text(
+        '<xsl:stylesheet version="2.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"/>'
+    )
+    newer = by_cn(convert(rule, placement=Placement(OURS, stylesheets=flat)))["vr"][1]
+    assert "not XSLT 1.0" in newer["description"][0]
+    (flat / "correct-vr.xsl").write_text("<not-xml")
+    broken = by_cn(convert(rule, placement=Placement(OURS, stylesheets=flat)))["vr"][1]
+    assert "not an XSLT stylesheet" in broken["description"][0]
+    escape = v2("up", dcmURI=["xslt:${jboss.server.temp.url}/../../etc/passwd"])
+    outside = by_cn(convert(escape, placement=Placement(OURS, stylesheets=flat)))["up"][1]
+    assert outside["dicomInstalled"] == ["FALSE"]

@@ -357,6 +357,19 @@ def _conversion_options(goes: str) -> Callable[[_F], _F]:
     return decorate
 
 
+def _devices_present(kwargs: dict[str, Any], names: frozenset[str]) -> frozenset[str]:
+    """Those of the devices *names* that the directory the options name holds."""
+    source = open_source(kwargs)
+    try:
+        return frozenset(
+            name
+            for name in names
+            if any(attrs.get("dicomDeviceName") == [name] for _dn, attrs in source.entries(name))
+        )
+    finally:
+        source.close()
+
+
 def _write_converted(
     entries: list[Entry], report: list[str], label: str, out_path: Path | None
 ) -> None:
@@ -379,27 +392,51 @@ def _write_converted(
     is_flag=True,
     help="Write nothing unless every rule is carried over exactly.",
 )
+@click.option(
+    "--stylesheets",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The folder with a copy of dcm4chee-arc's stylesheets, for the rules that name "
+    "them as ${jboss.server.temp.url}/dcm4chee-arc/NAME.xsl.",
+)
 @_out_option
 @_with_source
-def import_dcm4chee(ldif_file: Path, strict: bool, out_path: Path | None, **kwargs: Any) -> None:
+def import_dcm4chee(
+    ldif_file: Path,
+    strict: bool,
+    stylesheets: Path | None,
+    out_path: Path | None,
+    **kwargs: Any,
+) -> None:
     """Convert dcm4chee-arc attribute coercion entries (FILE.ldif) into coercion rules (LDIF).
 
     Rules keep their place: under a dcm4chee-arc network AE they go under the
     node's network AE of that title, under the device under the node's device
-    (both read from the directory the options name). A rule not carried over
+    (both read from the directory the options name). A stylesheet named by a
+    dcm4chee-arc system property is looked up in --stylesheets; a device a
+    sup-from-dev: rule supplements from is carried over from FILE when the
+    directory lacks it (written before the rules). A rule not carried over
     exactly is written inactive (dicomInstalled: FALSE) with a description of
     what is missing; the command then exits 9 (with --strict, writing nothing).
     """
     from coercion.directory.config import build_configuration
-    from coercion.directory.convert.dcm4chee import Placement, convert_dcm4chee, settle
+    from coercion.directory.convert.dcm4chee import (
+        Placement,
+        convert_dcm4chee,
+        referenced_devices,
+        settle,
+    )
     from coercion.directory.ldifio import read_ldif_update
 
     entries, changes = read_ldif_update(ldif_file)
     device_name = kwargs["device"]
+    present = _devices_present(dict(kwargs), referenced_devices(entries))
     ours = _load(kwargs)
     device = ours.device
     placement = Placement(
-        device.dn, {ae.title: ae.dn for ae in device.aes}, frozenset(ours.devices)
+        device.dn,
+        {ae.title: ae.dn for ae in device.aes},
+        frozenset(ours.devices) | present,
+        stylesheets,
     )
     conversion = convert_dcm4chee(entries, placement, changes)
     if not conversion.entries and not conversion.report:
@@ -417,19 +454,24 @@ def import_dcm4chee(ldif_file: Path, strict: bool, out_path: Path | None, **kwar
 
     settle(conversion, load)  # what the node would refuse to load is not written active
     active = sum(1 for _dn, attrs in conversion.entries if "dicomInstalled" not in attrs)
+    carried = sum(1 for _dn, attrs in conversion.devices if "dicomDeviceName" in attrs)
     summary = (
         f"{len(conversion.entries)} rules written ({active} active, "
-        f"{len(conversion.entries) - active} inactive), {conversion.not_carried_over} not "
-        f"carried over exactly, {len(conversion.report)} items reported"
+        f"{len(conversion.entries) - active} inactive), {carried} "
+        f"{'device' if carried == 1 else 'devices'} carried over, "
+        f"{conversion.not_carried_over} not carried over exactly, "
+        f"{len(conversion.report)} items reported"
     )
     if strict and not conversion.complete:
         for line in conversion.report:
-            _err.print(f"[yellow]not carried over:[/] {escape(line)}")
+            _err.print(f"[yellow]reported:[/] {escape(line)}")
         raise IncompleteConversionError(
             f"{ldif_file}: {conversion.not_carried_over} rules not carried over exactly; "
             "nothing written (--strict); run without --strict to write them inactive"
         )
-    _write_converted(conversion.entries, conversion.report, "not carried over", out_path)
+    _write_converted(
+        [*conversion.devices, *conversion.entries], conversion.report, "reported", out_path
+    )
     _err.print(summary)
     if not conversion.complete:
         raise IncompleteConversionError(

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from coercion.script.language import Script
 
 __all__ = [
+    "DCM4CHE_DEVICE_INFO",
     "DEFAULT_DEVICE",
     "DEVICE_INFO",
     "Configuration",
@@ -75,7 +76,19 @@ class NetworkAE:
     tls: bool = False  # its connection names TLS cipher suites (PS3.15 H.4.3)
 
 
-#: The descriptive attributes of a device (PS3.15 H.4.1) that actions may use.
+#: dcm4che's additions to a device: issuers of identifiers and the institution code
+#: (``00-dcm4che-device-schema.ldif``; the auxiliary class ``coercionDeviceIssuers``).
+DCM4CHE_DEVICE_INFO = (
+    "dicomIssuerOfAccessionNumber",
+    "dicomIssuerOfAdmissionID",
+    "dicomIssuerOfServiceEpisodeID",
+    "dicomIssuerOfContainerIdentifier",
+    "dicomIssuerOfSpecimenIdentifier",
+    "dicomOrderPlacerIdentifier",
+    "dicomOrderFillerIdentifier",
+    "dicomInstitutionCode",
+)
+#: The descriptive attributes of a device (PS3.15 H.4.1, and dcm4che's) that actions may use.
 DEVICE_INFO = (
     "dicomManufacturer",
     "dicomManufacturerModelName",
@@ -86,6 +99,7 @@ DEVICE_INFO = (
     "dicomInstitutionAddress",
     "dicomInstitutionDepartmentName",
     "dicomIssuerOfPatientID",
+    *DCM4CHE_DEVICE_INFO,
 )
 
 

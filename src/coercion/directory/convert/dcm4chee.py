@@ -13,6 +13,16 @@ each missing item is reported: a rule is never widened by dropping a
 condition. What the conversion does with each dcm4chee-arc attribute is in the
 tables below; the URI schemes come from the engine's registry
 (:func:`coercion.engine.schemes`), so a scheme registered there is picked up.
+
+Two things a rule names outside itself are carried over with it:
+
+* a stylesheet named by one of dcm4chee-arc's system properties
+  (``xslt:${jboss.server.temp.url}/dcm4chee-arc/NAME.xsl``) is looked up in the
+  folder :attr:`Placement.stylesheets` (where the administrator copied
+  dcm4chee-arc's stylesheets); the rule names the file found there;
+* a device a ``sup-from-dev:`` rule references that the directory lacks but the
+  export holds becomes a remote device of the directory: its descriptive
+  attributes (PS3.15 H.4.1), network AEs and connections (:attr:`Conversion.devices`).
 """
 
 from __future__ import annotations
@@ -20,15 +30,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 
-from coercion.directory.ldifio import Change, Entry, escape_rdn_value
+from coercion.directory.convert.carried import (
+    carry_device,
+    devices_of,
+    resolve_stylesheet,
+)
+from coercion.directory.ldifio import Change, Entry, escape_rdn_value, parent_dn
 from coercion.engine import ActionEnv, Dimse, build_action, parse_condition, schemes
 from coercion.errors import ConfigError
 
-__all__ = ["Conversion", "Placement", "convert_dcm4chee", "settle"]
+__all__ = ["Conversion", "Placement", "convert_dcm4chee", "referenced_devices", "settle"]
 
 _FLIP = {"SCU": "SCP", "SCP": "SCU"}
 _V2, _V1 = "dcmarchiveattributecoercion2", "dcmarchiveattributecoercion"
@@ -121,15 +137,18 @@ class Placement:
     device_dn: str
     ae_dns: Mapping[str, str] = field(default_factory=dict)
     devices: frozenset[str] = frozenset()  # the devices of the directory, by name
+    stylesheets: Path | None = None  # the folder with dcm4chee-arc's stylesheets
 
 
 @dataclass
 class Conversion:
-    """The converted entries, the report (one line per item), and how many were not carried over."""
+    """The converted rules, the devices carried over for them, the report (one line per item),
+    and how many rules were not carried over."""
 
     entries: list[Entry] = field(default_factory=list)
     report: list[str] = field(default_factory=list)
     not_carried_over: int = 0
+    devices: list[Entry] = field(default_factory=list)  # each device, then its connections, AEs
 
     @property
     def complete(self) -> bool:
@@ -147,6 +166,16 @@ class _Rule:
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
+    carry: str = ""  # the name of a device of the export to carry over for the rule
+
+
+def referenced_devices(entries: list[Entry]) -> frozenset[str]:
+    """The names of the devices the coercion entries of *entries* supplement from."""
+    return frozenset(
+        _rdns(value)[0][1]
+        for _dn, attrs in entries
+        for value in _values(attrs, "dcmSupplementFromDeviceReference")
+    )
 
 
 def convert_dcm4chee(
@@ -161,6 +190,7 @@ def convert_dcm4chee(
     env = ActionEnv(b"\0" * 32, store_override="sqlite:///:memory:")  # URIs are only checked
     written: set[str] = set()
     coercions: set[str] = set()
+    exported = devices_of(entries)
     try:
         for dn, attrs in entries:
             classes = {c.lower() for c in _values(attrs, "objectClass")}
@@ -171,6 +201,8 @@ def convert_dcm4chee(
             if rule is None:
                 result.report.append(f"{dn}: names no operation, so does nothing; not converted")
                 continue
+            if rule.carry:
+                _carry(rule, exported, placement, result)
             _finish(rule, written, result)
     finally:
         env.close()
@@ -179,6 +211,25 @@ def convert_dcm4chee(
             result.report.append(f"{dn}: a {kind} record of a coercion entry; not applied")
             result.not_carried_over += 1
     return result
+
+
+def _carry(
+    rule: _Rule, exported: Mapping[str, list[Entry]], placement: Placement, result: Conversion
+) -> None:
+    """Carry the export's device the rule supplements from into the directory (once)."""
+    entries = exported.get(rule.carry)
+    if not entries:
+        rule.missing.append(f"the device {rule.carry} (neither here nor in the export)")
+        return
+    devices_dn = parent_dn(placement.device_dn)
+    if any(_rdns(dn)[0][1] == rule.carry for dn, _attrs in result.devices):
+        return
+    carried = carry_device(entries, devices_dn)
+    result.devices += carried
+    result.report.append(
+        f"{entries[0][0]}: device carried over as {carried[0][0]} "
+        f"({len(carried) - 1} network AEs and connections), for sup-from-dev:"
+    )
 
 
 def _finish(rule: _Rule, written: set[str], result: Conversion) -> None:
@@ -220,7 +271,7 @@ def settle(conversion: Conversion, load: Callable[[list[Entry]], None]) -> None:
     """
     for _round in range(len(conversion.entries) + 1):
         try:
-            load(conversion.entries)
+            load([*conversion.devices, *conversion.entries])
         except ConfigError as exc:
             lines = str(exc).splitlines()
         else:
@@ -257,6 +308,7 @@ def _convert(
     if found is None:
         return None
     uri, used = found
+    uri = _stylesheet(uri, placement.stylesheets, rule)
     _dimse_and_role(attrs, rule)
     _simple_fields(attrs, rule)
     _conditions(attrs, rule)
@@ -288,6 +340,18 @@ def _uri(attrs: dict[str, list[str]]) -> tuple[str, set[str]]:
     if uri.startswith("deidentify:"):
         uri = _deidentify_uri(uri.partition(":")[2])
     return uri, {"dcmURI"}
+
+
+def _stylesheet(uri: str, folder: Path | None, rule: _Rule) -> str:
+    """*uri* with a stylesheet named by a dcm4chee-arc system property found in *folder*."""
+    scheme, _colon, spec = uri.partition(":")
+    if scheme not in ("xslt", "merge-mwl") or "${" not in spec:
+        return uri
+    try:
+        return f"{scheme}:{resolve_stylesheet(spec, folder)}"
+    except ValueError as exc:
+        rule.missing.append(str(exc))
+        return uri
 
 
 def _deidentify_uri(spec: str) -> str:
@@ -385,8 +449,8 @@ def _scheme_attributes(
             value = values[0]
             if name == "dcmSupplementFromDeviceReference":
                 value = _rdns(value)[0][1]  # the device's name
-                if devices and value not in devices:
-                    rule.missing.append(f"the device {value} (none here by that name)")
+                if value not in devices:
+                    rule.carry = value
             rule.params[param] = value
             continue
         for item in values:
@@ -399,6 +463,8 @@ def _scheme_attributes(
 
 
 def _check_action(uri: str, scheme: str, rule: _Rule, env: ActionEnv) -> None:
+    if "${" in uri:
+        return  # a stylesheet not found: reported as such
     if scheme not in schemes():
         rule.missing.append(f"the URI scheme {scheme}: (not implemented here)")
         return
