@@ -15,9 +15,7 @@ import os
 import re
 import signal
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,13 +78,9 @@ KEY_FILE_COLUMNS = (
     "original_sop_instance_uid",
     "new_sop_instance_uid",
 )
-_KEY_KEYWORDS = (
-    "PatientID",
-    "PatientName",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SOPInstanceUID",
-)
+#: The key file's attributes, original and new: PatientID, PatientName, StudyInstanceUID,
+#: SeriesInstanceUID and SOPInstanceUID (tags: read once per object, before and after).
+_KEY_TAGS = (0x00100020, 0x00100010, 0x0020000D, 0x0020000E, 0x00080018)
 _SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
 #: The status of a DICOMDIR set aside until the files it references are written.
 DIRECTORY = "directory"
@@ -278,7 +272,7 @@ class _Worker:
             # Its records copy the files it references: rebuilt once they are written.
             relative = Path(DICOMDIR) if self.settings.rename else task.relative
             return FileResult(task.source, DIRECTORY, relative)
-        originals = [joined_text(ds, keyword) for keyword in _KEY_KEYWORDS]
+        originals = [joined_text(ds, tag) for tag in _KEY_TAGS]
         prepared = prepare(
             ds, self._coerce, verify=self.settings.verify, name=str(task.source), source=task.source
         )
@@ -290,7 +284,7 @@ class _Worker:
             str(relative),
             *(
                 v
-                for pair in zip(originals, (joined_text(ds, k) for k in _KEY_KEYWORDS), strict=True)
+                for pair in zip(originals, (joined_text(ds, t) for t in _KEY_TAGS), strict=True)
                 for v in pair
             ),
         )
@@ -402,6 +396,10 @@ def run(
         except KeyboardInterrupt:
             summary.interrupted = True
         return _finish(summary, directories, settings, note)
+    # Imported here: one file, or one worker, needs no pool (and starts faster without).
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
     executor = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("fork"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gc
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -688,3 +689,34 @@ def test_ctrl_c_leaves_complete_outputs_and_resume_finishes(tmp_path: Path, key:
     assert all(dcmread(p).PixelData == pixels for p in finished.values())
     assert len(key_rows(key_file)) == total
     assert temporaries(dst) == []
+
+
+def test_one_file_imports_only_what_deidentify_uses(tmp_path: Path, key: Path) -> None:
+    """``coercion deidentify`` of one file loads no numpy, store, LDAP, network or worker pool."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(synthetic(0), src / "a.dcm")
+    # ``python -m coercion deidentify ...``, then the modules the process holds.
+    code = (
+        "import json, runpy, sys\n"
+        "status = 0\n"
+        "try:\n    runpy.run_module('coercion', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exc:\n    status = exc.code\n"
+        "print(json.dumps([status, sorted(sys.modules)]))\n"
+    )
+    args = ["deidentify", "--key", str(key), str(src), str(dst)]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    status, modules = json.loads(result.stdout.splitlines()[-1])
+    assert status == 0, result.stderr
+    assert "pydicom" in modules  # the object was read
+    unused = ("numpy", "sqlalchemy", "ldap3", "pynetdicom", "jsonschema")
+    assert [name for name in modules if name.split(".")[0] in unused] == []
+    assert "concurrent.futures.process" not in modules
+    assert dcmread(dst / "a.dcm").PatientName != synthetic(0).PatientName
