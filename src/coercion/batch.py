@@ -157,11 +157,29 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            yield Path(folder) / name
+def _walk(root: Path) -> Iterator[tuple[Path, int]]:
+    """The regular files under *root* and their sizes, symbolic links left out.
+
+    A folder's files come first, by name, then its subfolders, by name; a
+    folder that cannot be listed is passed over (as :func:`os.walk` does).
+    The listing's own file types and sizes are used: no call per file.
+    """
+    try:
+        with os.scandir(root) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError:
+        return
+    folders = []
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                yield Path(entry.path), entry.stat(follow_symlinks=False).st_size
+            elif entry.is_dir(follow_symlinks=False):
+                folders.append(entry)
+        except OSError:
+            continue  # gone since it was listed
+    for folder in folders:
+        yield from _walk(Path(folder.path))
 
 
 def plan(sources: Iterable[Path], destination: Path) -> list[Task]:
@@ -192,9 +210,8 @@ def plan(sources: Iterable[Path], destination: Path) -> list[Task]:
         if root.is_file():
             tasks.append(Task(root, prefix / root.name, root.stat().st_size))
             continue
-        for path in _walk(root):
-            if path.is_file() and not path.is_symlink():
-                tasks.append(Task(path, prefix / path.relative_to(root), path.stat().st_size))
+        for path, size in _walk(root):
+            tasks.append(Task(path, prefix / path.relative_to(root), size))
     return tasks
 
 
@@ -456,8 +473,8 @@ def _finish(
     note: Callable[[FileResult], None],
 ) -> Summary:
     """Write the DICOMDIRs set aside, now that the files they reference are done."""
-    if summary.interrupted:
-        return summary  # left for resume, with the files still to do
+    if summary.interrupted or not directories:
+        return summary  # left for resume, with the files still to do; or none to write
     outputs = {
         r.source.resolve(): settings.destination / r.output
         for r in summary.results
