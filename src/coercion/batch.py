@@ -284,7 +284,7 @@ class _Worker:
             )
 
     def _process(self, task: Task) -> FileResult:
-        ds = read_file(task.source)
+        ds = read_file(task.source, sniffed=True)  # process() has sniffed it
         if is_directory(ds):
             # Its records copy the files it references: rebuilt once they are written.
             relative = Path(DICOMDIR) if self.settings.rename else task.relative
