@@ -121,7 +121,10 @@ def encode_text(vr: str, values: Sequence[str], codec: str = "ascii") -> bytes:
 
 def raw_element(tag: int, vr: str, value: bytes, implicit: bool, little: bool) -> RawDataElement:
     """A :class:`RawDataElement` holding already encoded *value* bytes."""
-    return RawDataElement(key(tag), vr, len(value), value, 0, implicit, little, True, False)
+    # tuple.__new__: what RawDataElement's own (Python) __new__ calls, for less.
+    return tuple.__new__(
+        RawDataElement, (key(tag), vr, len(value), value, 0, implicit, little, True, False)
+    )
 
 
 def simple_codec(ds: Dataset) -> str | None:
