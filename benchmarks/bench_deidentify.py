@@ -343,7 +343,8 @@ def print_targets(all_results: dict[str, dict[str, Result]]) -> None:
             # "faster" (factor 1) must be strictly faster.
             met = value > 1.0 if target.factor == 1.0 else value >= target.factor
             verdict = "PASS" if met else "MISS"
-            shown = f"{value:.2f}x"
+            # "within N x its time": shown as this row's time over the baseline's.
+            shown = f"{1 / value:.2f}x" if target.factor < 1.0 else f"{value:.2f}x"
         print(f"  {target.data_set}  {target.text:<45} {shown:>8}  {verdict}")
 
 
