@@ -15,9 +15,7 @@ import os
 import re
 import signal
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,13 +82,9 @@ KEY_FILE_COLUMNS = (
     "original_sop_instance_uid",
     "new_sop_instance_uid",
 )
-_KEY_KEYWORDS = (
-    "PatientID",
-    "PatientName",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SOPInstanceUID",
-)
+#: The key file's attributes, original and new: PatientID, PatientName, StudyInstanceUID,
+#: SeriesInstanceUID and SOPInstanceUID (tags: read once per object, before and after).
+_KEY_TAGS = (0x00100020, 0x00100010, 0x0020000D, 0x0020000E, 0x00080018)
 _SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
 #: The status of a DICOMDIR set aside until the files it references are written.
 DIRECTORY = "directory"
@@ -171,11 +165,29 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            yield Path(folder) / name
+def _walk(root: Path) -> Iterator[tuple[Path, int]]:
+    """The regular files under *root* and their sizes, symbolic links left out.
+
+    A folder's files come first, by name, then its subfolders, by name; a
+    folder that cannot be listed is passed over (as :func:`os.walk` does).
+    The listing's own file types and sizes are used: no call per file.
+    """
+    try:
+        with os.scandir(root) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError:
+        return
+    folders = []
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                yield Path(entry.path), entry.stat(follow_symlinks=False).st_size
+            elif entry.is_dir(follow_symlinks=False):
+                folders.append(entry)
+        except OSError:
+            continue  # gone since it was listed
+    for folder in folders:
+        yield from _walk(Path(folder.path))
 
 
 def _url_inside(child: str, parent: str) -> bool:
@@ -239,9 +251,8 @@ def plan(
         if root.is_file():
             tasks.append(Task(root, prefix / root.name, root.stat().st_size))
             continue
-        for path in _walk(root):
-            if path.is_file() and not path.is_symlink():
-                tasks.append(Task(path, prefix / path.relative_to(root), path.stat().st_size))
+        for path, size in _walk(root):
+            tasks.append(Task(path, prefix / path.relative_to(root), size))
     return tasks
 
 
@@ -321,12 +332,12 @@ class Worker:
             )
 
     def _process(self, task: Task, local: Path) -> FileResult:
-        ds = read_file(local, name=str(task.source))
+        ds = read_file(local, name=str(task.source), sniffed=True)  # process() has sniffed it
         if is_directory(ds):
             # Its records copy the files it references: rebuilt once they are written.
             relative = Path(DICOMDIR) if self.settings.rename else task.relative
             return FileResult(task.source, DIRECTORY, relative)
-        originals = [joined_text(ds, keyword) for keyword in _KEY_KEYWORDS]
+        originals = [joined_text(ds, tag) for tag in _KEY_TAGS]
         prepared = prepare(
             ds, self._coerce, verify=self.settings.verify, name=str(task.source), source=local
         )
@@ -338,7 +349,7 @@ class Worker:
             str(relative),
             *(
                 v
-                for pair in zip(originals, (joined_text(ds, k) for k in _KEY_KEYWORDS), strict=True)
+                for pair in zip(originals, (joined_text(ds, t) for t in _KEY_TAGS), strict=True)
                 for v in pair
             ),
         )
@@ -462,6 +473,10 @@ def run(
         except KeyboardInterrupt:
             summary.interrupted = True
         return results.finish(settings)
+    # Imported here: one file, or one worker, needs no pool (and starts faster without).
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
     executor = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("fork"),
@@ -519,7 +534,7 @@ def _finish(
 ) -> Summary:
     """Write the DICOMDIRs set aside, now that the files they reference are done."""
     if summary.interrupted or not directories:
-        return summary  # interrupted: the DICOMDIRs are left for resume, with the files to do
+        return summary  # left for resume, with the files still to do; or none to write
     if isinstance(settings.destination, str) or any(isinstance(r.source, str) for r in directories):
         for result in directories:  # it references files by their paths on a local disk
             note(

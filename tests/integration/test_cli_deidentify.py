@@ -688,3 +688,26 @@ def test_ctrl_c_leaves_complete_outputs_and_resume_finishes(tmp_path: Path, key:
     assert all(dcmread(p).PixelData == pixels for p in finished.values())
     assert len(key_rows(key_file)) == total
     assert temporaries(dst) == []
+
+
+def test_one_file_imports_only_what_deidentify_uses(tmp_path: Path, key: Path) -> None:
+    """``coercion deidentify`` of one file loads no numpy, store, LDAP, network or worker pool."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(synthetic(0), src / "a.dcm")
+    # PYTHONPROFILEIMPORTTIME (python -X importtime) lists every module imported on stderr.
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    result = coercion("deidentify", "--key", key, src, dst, env=env, check=True)
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "pydicom.dataset" in imported  # the listing is there
+    # pydicom's pixel handlers try `import numpy`, which is refused (listed, but loads
+    # nothing): numpy loaded would list its submodules.
+    assert [name for name in imported if name.startswith("numpy.")] == []
+    unused = ("sqlalchemy", "ldap3", "pynetdicom", "jsonschema")
+    assert [name for name in imported if name.split(".")[0] in unused] == []
+    assert "concurrent.futures.process" not in imported
+    assert dcmread(dst / "a.dcm").PatientName != synthetic(0).PatientName

@@ -15,14 +15,6 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from coercion import __version__, batch
 from coercion.cli.checks import bind_error, check_tls, prepare_data_folder
@@ -299,6 +291,15 @@ def _run_with_progress(
 ) -> batch.Summary:
     if not _err.is_terminal:
         return _run(tasks, settings, workers, cluster, key)
+    from rich.progress import (  # a bar only on a terminal: imported then
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

@@ -12,7 +12,7 @@ character set is a single-byte or UTF-8 one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import overload
 
 from pydicom.charset import convert_encodings, default_encoding
@@ -52,20 +52,23 @@ NUMBER_SIZE = {"FL": 4, "FD": 8, "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "U
 LONG_VR_BYTES = frozenset(str(vr).encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
 SHORT_VR_BYTES = frozenset(str(vr).encode("ascii") for vr in EXPLICIT_VR_LENGTH_16)
 
-_KEYS: dict[int, BaseTag] = {}
+
+class _Keys(dict[int, BaseTag]):
+    """The one :class:`BaseTag` object per tag, made on first use."""
+
+    def __missing__(self, tag: int) -> BaseTag:
+        found = self[tag] = BaseTag(tag)
+        return found
 
 
-def key(tag: int) -> BaseTag:
-    """The one :class:`BaseTag` object for *tag*.
-
-    Datasets are dicts keyed by BaseTag, whose ``__eq__`` is Python code; a
-    lookup with the very object the dict holds compares by identity and skips
-    it. The reader and the helpers here use these shared keys.
-    """
-    found = _KEYS.get(tag)
-    if found is None:
-        found = _KEYS[tag] = BaseTag(tag)
-    return found
+#: ``key(tag)``: the one :class:`BaseTag` object for *tag*.
+#:
+#: Datasets are dicts keyed by BaseTag, whose ``__eq__`` is Python code; a
+#: lookup with the very object the dict holds compares by identity and skips
+#: it. The reader and the helpers here use these shared keys. A dict lookup
+#: (Python code only for a tag not seen before): the reader calls it for
+#: every element.
+key: Callable[[int], BaseTag] = _Keys().__getitem__
 
 
 _SPECIFIC_CHARACTER_SET = key(0x00080005)
@@ -118,7 +121,10 @@ def encode_text(vr: str, values: Sequence[str], codec: str = "ascii") -> bytes:
 
 def raw_element(tag: int, vr: str, value: bytes, implicit: bool, little: bool) -> RawDataElement:
     """A :class:`RawDataElement` holding already encoded *value* bytes."""
-    return RawDataElement(key(tag), vr, len(value), value, 0, implicit, little, True, False)
+    # tuple.__new__: what RawDataElement's own (Python) __new__ calls, for less.
+    return tuple.__new__(
+        RawDataElement, (key(tag), vr, len(value), value, 0, implicit, little, True, False)
+    )
 
 
 def simple_codec(ds: Dataset) -> str | None:

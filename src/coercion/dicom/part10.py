@@ -99,13 +99,17 @@ def sniff(path: Path) -> str | None:
     return None
 
 
-def read_file(path: Path, *, defer: bool = True, name: str = "") -> FileDataset:
+def read_file(
+    path: Path, *, defer: bool = True, name: str = "", sniffed: bool = False
+) -> FileDataset:
     """Read a DICOM file, deferring large values; raise :class:`InputError` when malformed.
 
     Errors name *name* when given (a temporary file's label), else *path*.
+    *sniffed*: the caller has told the file DICOM by its content already
+    (:func:`sniff`), so it is not opened once more to look.
     """
     where = name or str(path)
-    if sniff(path) is None:
+    if not sniffed and sniff(path) is None:
         raise InputError(f"{where}: not a DICOM file")
     silence_pydicom_validation()
     with map_errors({OSError: InputError}, f"{where}: cannot read", chain=True):

@@ -80,6 +80,9 @@ class _Parser:
         buf = self.buf
         elements: _Elements = {}
         unpack_tag, u16, u32 = self.tag.unpack_from, self.u16.unpack_from, self.u32.unpack_from
+        # RawDataElement's own __new__ is a Python function around this call: called
+        # directly, the element is the same (a named tuple of the same class) for less.
+        new_raw = tuple.__new__
         implicit, little = self.implicit, self.little
         defer = self.defer or _UNDEFINED
         stop = self.stop if top else 0xFFFFFFFF
@@ -119,8 +122,9 @@ class _Parser:
                 raise _TruncatedError(tag)
             key = tag_key(tag)
             text_vr = _VR_TEXT.get(vr) or vr.decode("ascii", "replace")
-            elements[key] = RawDataElement(
-                key, text_vr, length, buf[start:pos], start, False, little, True, False
+            elements[key] = new_raw(
+                RawDataElement,
+                (key, text_vr, length, buf[start:pos], start, False, little, True, False),
             )
         if until_item_end:
             raise _TruncatedError(ITEM_END)

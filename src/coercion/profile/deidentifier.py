@@ -120,7 +120,8 @@ class Record:
     @property
     def counts(self) -> Counter[str]:
         """The number of changes per action letter."""
-        return Counter(noted[2].value for noted in self.noted)
+        by_action = Counter(noted[2] for noted in self.noted)
+        return Counter({action.value: count for action, count in by_action.items()})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -199,7 +200,8 @@ class Deidentifier:
         walk.level(ds)
         self._process_file_meta(ds, walk.remap)
         self._mark(ds)
-        log.debug("de-identified object: %s", dict(record.counts))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("de-identified object: %s", dict(record.counts))
         return record
 
     def date_offset(self, patient_id: str, issuer: str = "") -> int:

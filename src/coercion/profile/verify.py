@@ -50,10 +50,8 @@ _UID = frozenset(b"0123456789.")
 @functools.lru_cache(maxsize=1)
 def _dictionary_words() -> frozenset[str]:
     """Lower-cased words of every attribute name in pydicom's data dictionary."""
-    words: set[str] = set()
-    for entry in DicomDictionary.values():
-        words.update(w.lower() for w in re.findall(r"[A-Za-z]+", entry[2]))
-    return frozenset(words)
+    names = "\n".join(entry[2] for entry in DicomDictionary.values()).lower()
+    return frozenset(re.findall(r"[a-z]+", names))
 
 
 def _bounded_find(data: bytes, needle: bytes, edge: frozenset[int]) -> bool:
