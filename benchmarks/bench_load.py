@@ -26,7 +26,8 @@ non-success storescu responses), duplicates (storescp files minus distinct UIDs)
 one sent), partial (storescp files that are not whole: cut by the kill), the time until
 every storescu exited (with the files storescp had by then) and until the queue was
 empty, the node's retry and set-aside log lines, and its peak RSS (VmHWM of
-``/proc/PID/status``, read before it is stopped) and peak thread count. A run that shows
+``/proc/PID/status``, read before it is stopped) and peak thread count, summed over the
+node's processes (``coercion serve`` and its workers). A run that shows
 loss, duplicates or failures is printed with MISS; the exit status is 1 only when a run
 could not be carried out (a server does not start, a wait exceeds ``--limit``). Every
 wait is bounded and no process is left running on any exit path.
@@ -358,8 +359,8 @@ def drive(args: argparse.Namespace, run: Run, folders: list[Path], outcome: Outc
     begin = time.perf_counter()
 
     def sample() -> None:
-        threads = proc_status(pid).get("Threads", "0")
-        outcome.peak_threads = max(outcome.peak_threads, int(threads))
+        threads = sum(int(proc_status(p).get("Threads", "0")) for p in node_pids(pid))
+        outcome.peak_threads = max(outcome.peak_threads, threads)
         if not outcome.store_seconds and not senders.running():
             outcome.store_seconds = time.perf_counter() - begin
             outcome.early = sum(1 for _ in archive.out.iterdir())
@@ -385,10 +386,16 @@ def drive(args: argparse.Namespace, run: Run, folders: list[Path], outcome: Outc
     queue = run.data / "queue" / "ARCHIVE"
     wait_for("the queue drained", lambda: count_queue(queue) == 0, args, sample)
     outcome.drain_seconds = time.perf_counter() - begin
-    outcome.peak_rss_kb = kilobytes(proc_status(pid).get("VmHWM", ""))
+    outcome.peak_rss_kb = sum(kilobytes(proc_status(p).get("VmHWM", "")) for p in node_pids(pid))
+
+
+def node_pids(pid: int) -> list[int]:
+    """The node's processes: ``coercion serve`` (*pid*) and its workers."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists() and children.read_text().split():
-        outcome.notes.append("the node has child processes (their memory is not counted)")
+    try:
+        return [pid, *(int(child) for child in children.read_text().split())]
+    except OSError:
+        return [pid]
 
 
 def one_run(args: argparse.Namespace, folders: list[Path], patient_ids: set[str]) -> Outcome:

@@ -40,6 +40,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -101,6 +102,12 @@ STOP_TIMEOUT = 20.0
 PASSTHROUGH = "coercion COERCION"
 RESEARCH = "coercion RESEARCH"
 STORESCP = "storescp"
+ORTHANC = "Orthanc"
+ORTHANC_AE = "ORTHANC"
+#: The concurrent load: this many storescu processes at once share the small set.
+CONCURRENT = 8
+#: The worker counts of the coercion rows under the concurrent load.
+CONCURRENT_WORKERS = (1, 2)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -262,6 +269,8 @@ class Server:
     log: Path
     dcmtk: Path
     process: subprocess.Popen[bytes] | None = None
+    #: Started again with empty storage before every run (Orthanc: its index lives beside it).
+    fresh: Path | None = None
 
     def start(self) -> None:
         """Start the process; return once ``echoscu`` gets an answer."""
@@ -312,7 +321,12 @@ class Server:
             self.process.send_signal(signum)
 
     def wipe(self) -> None:
-        """Empty the output folder (the folder itself stays)."""
+        """Empty the output folder (the folder itself stays); a fresh server starts again."""
+        if self.fresh is not None:
+            self.stop()
+            shutil.rmtree(self.fresh, ignore_errors=True)
+            self.start()
+            return
         for child in self.out.iterdir():
             if child.is_dir():
                 shutil.rmtree(child)
@@ -329,41 +343,104 @@ class Setup:
     coercion: list[str]
     config_dir: Path | None
     dcmtk: Path
+    orthanc: Path | None = None
 
 
 def coercion_server(
-    setup: Setup, row: str, called_ae: str, port: int, prefix: Sequence[str]
+    setup: Setup,
+    row: str,
+    called_ae: str,
+    port: int,
+    prefix: Sequence[str],
+    workers: int | None = None,
 ) -> Server:
-    """Return the ``coercion serve`` server of ``row`` (``prefix`` runs the CLI)."""
-    slug = called_ae.lower()
+    """Return the ``coercion serve`` server of ``row`` (``prefix`` runs the CLI).
+
+    ``workers`` adds ``--workers N``; without it the node runs its default (one per core).
+    """
+    slug = called_ae.lower() + (f"-w{workers}" if workers else "")
     data = setup.work / f"coercion-{slug}"
     argv = [*prefix, "serve", "--host", HOST, "--port", str(port)]
     argv += ["--data", str(data), "--key", str(setup.key)]
+    if workers:
+        argv += ["--workers", str(workers)]
     if setup.config_dir is not None:
         argv += ["--config-dir", str(setup.config_dir)]
     log = setup.work / "logs" / f"serve-{slug}.log"
     return Server(row, called_ae, argv, data / "objects", port, log, setup.dcmtk)
 
 
-def build_servers(setup: Setup) -> list[Server]:
-    """Return the servers of the three rows, in the order they run within a round."""
-    ports = free_ports(3)
+def storescp_server(setup: Setup, port: int, fork: bool = False) -> Server:
+    """Return dcmtk's storescp (``--fork``: one process per association, for concurrent load)."""
     out = setup.work / "storescp"
-    storescp = [
-        str(setup.dcmtk / "storescp"),
-        "-aet",
-        STORESCP_AE,
-        "-od",
-        str(out),
-        "-uf",
-        str(ports[2]),
-    ]
-    log = setup.work / "logs" / "storescp.log"
-    return [
+    argv = [str(setup.dcmtk / "storescp"), *(["--fork"] if fork else [])]
+    argv += ["-aet", STORESCP_AE, "-od", str(out), "-uf", str(port)]
+    return Server(
+        STORESCP, STORESCP_AE, argv, out, port, setup.work / "logs" / "storescp.log", setup.dcmtk
+    )
+
+
+def orthanc_server(setup: Setup, port: int) -> Server:
+    """Return Orthanc on a generated configuration (DICOM only, no plugins), empty every run.
+
+    Its settings are Orthanc's defaults otherwise (4 DICOM threads, storage synced to disk).
+    """
+    if setup.orthanc is None:
+        raise BenchError("Orthanc is not installed (apt-get install orthanc) or give --no-orthanc")
+    folder = setup.work / "orthanc"
+    folder.mkdir(parents=True, exist_ok=True)
+    state = folder / "state"
+    config = {
+        "Name": "coercion-bench",
+        "StorageDirectory": str(state / "storage"),
+        "IndexDirectory": str(state / "index"),
+        "HttpServerEnabled": False,
+        "DicomAet": ORTHANC_AE,
+        "DicomPort": port,
+        "Plugins": [],
+        "SaveJobs": False,
+    }
+    path = folder / "orthanc.json"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    log = setup.work / "logs" / "orthanc.log"
+    argv = [str(setup.orthanc), str(path)]
+    server = Server(ORTHANC, ORTHANC_AE, argv, state / "storage", port, log, setup.dcmtk)
+    server.fresh = state
+    return server
+
+
+def build_servers(setup: Setup) -> list[Server]:
+    """Return the servers of the single-association rows, in the order they run in a round."""
+    ports = free_ports(4)
+    servers = [
         coercion_server(setup, PASSTHROUGH, "COERCION", ports[0], setup.coercion),
         coercion_server(setup, RESEARCH, "RESEARCH", ports[1], setup.coercion),
-        Server(STORESCP, STORESCP_AE, storescp, out, ports[2], log, setup.dcmtk),
+        storescp_server(setup, ports[2]),
     ]
+    if setup.orthanc is not None:
+        servers.append(orthanc_server(setup, ports[3]))
+    return servers
+
+
+def worker_row(row: str, workers: int) -> str:
+    """The name of a coercion row with ``--workers N``."""
+    return f"{row} w{workers}"
+
+
+def build_concurrent_servers(setup: Setup) -> list[Server]:
+    """Return the servers of the concurrent rows: storescp --fork, Orthanc, coercion w1 and w2."""
+    ports = iter(free_ports(2 + 2 * len(CONCURRENT_WORKERS)))
+    servers = [storescp_server(setup, next(ports), fork=True)]
+    orthanc_port = next(ports)
+    if setup.orthanc is not None:
+        servers.append(orthanc_server(setup, orthanc_port))
+    for workers in CONCURRENT_WORKERS:
+        for row, called_ae in ((PASSTHROUGH, "COERCION"), (RESEARCH, "RESEARCH")):
+            name = worker_row(row, workers)
+            servers.append(
+                coercion_server(setup, name, called_ae, next(ports), setup.coercion, workers)
+            )
+    return servers
 
 
 # -- runs ---------------------------------------------------------------------------------------
@@ -400,6 +477,48 @@ def send(server: Server, folder: Path, log: Path) -> float:
     return seconds
 
 
+def send_at_once(server: Server, folders: Sequence[Path], logs: Path) -> float:
+    """One storescu per folder, all started at once; the wall time until the last exits."""
+    processes: list[tuple[subprocess.Popen[bytes], Path]] = []
+    with ExitStack() as stack:
+        start = time.perf_counter()
+        for index, folder in enumerate(folders):
+            log = logs.with_name(f"{logs.name}-{index + 1}.log")
+            out = stack.enter_context(log.open("wb"))
+            argv = storescu_argv(server, folder)
+            processes.append(
+                (
+                    subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=child_env()),
+                    log,
+                )
+            )
+        for process, _ in processes:
+            process.wait()
+        seconds = time.perf_counter() - start
+    for process, log in processes:
+        if process.returncode != 0:
+            raise BenchError(
+                f"{server.row}: storescu exit status {process.returncode} (log: {log})"
+            )
+    return seconds
+
+
+def split(data: Input, parts: int, work: Path) -> list[Path]:
+    """Hard-link the files of ``data`` into ``parts`` folders (round robin); the folders."""
+    root = work / "split" / data.name
+    shutil.rmtree(root, ignore_errors=True)
+    folders = [root / f"part{n + 1}" for n in range(parts)]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    for index, file in enumerate(data.files):
+        target = folders[index % parts] / file.name
+        try:
+            os.link(file, target)
+        except OSError:
+            shutil.copy2(file, target)
+    return folders
+
+
 def check_stored(server: Server, data: Input, log: Path) -> None:
     """Check the count of stored files, and read one back: PHI kept or removed as expected."""
     stored = stored_files(server.out)
@@ -407,23 +526,63 @@ def check_stored(server: Server, data: Input, log: Path) -> None:
         raise BenchError(
             f"{server.row}: stored {len(stored)} of {len(data.files)} files (log: {log})"
         )
-    if server.row == STORESCP:
+    if server.row in (STORESCP, ORTHANC):
         return
     sample = dcmread(stored[0], stop_before_pixels=True)
     identified = str(sample.get("PatientID", "")).startswith("BENCH")
-    if identified != (server.row == PASSTHROUGH):
+    if identified != (server.called_ae == "COERCION"):
         state = "still identified" if identified else "changed"
         raise BenchError(f"{server.row}: stored object {stored[0].name} is {state}")
 
 
-def warm_up(server: Server, data: Input, work: Path) -> None:
-    """Store one file, untimed, so that no timed run pays the server's first-object costs."""
+def warm_up(server: Server, data: Input, work: Path, senders: int = 1) -> None:
+    """Store one file, untimed, so that no timed run pays the server's first-object costs.
+
+    With ``senders`` > 1 the file goes over that many associations at once, so that
+    every worker of a node is likely to have stored one. Orthanc is started again with
+    empty storage before each run: it gets no warm-up store.
+    """
+    if server.fresh is not None:
+        return
     one = work / "warm-up" / data.name
     shutil.rmtree(one, ignore_errors=True)
     one.mkdir(parents=True)
     shutil.copy2(data.files[0], one / data.files[0].name)
-    send(server, one, work / "logs" / f"{data.name}-{server.called_ae.lower()}-warm-up.log")
+    slug = server.row.removeprefix("coercion ").replace(" ", "-").lower()
+    log = work / "logs" / f"{data.name}-{slug}-warm-up"
+    if senders > 1:
+        send_at_once(server, [one] * senders, log)
+    else:
+        send(server, one, log.with_suffix(".log"))
     server.wipe()
+
+
+def cpu_seconds(server: Server) -> float:
+    """CPU time (user + system) so far of the server process and its child processes.
+
+    Counts the live children (the node's workers) and the ones already waited for
+    (storescp --fork's). Linux /proc only; 0 elsewhere.
+    """
+    if server.process is None:
+        return 0.0
+    pid = server.process.pid
+    ticks = 0
+    for process in [pid, *child_pids(pid)]:
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The process ids of the children of ``pid`` (from /proc; empty when unknown)."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in children.read_text().split()]
+    return found
 
 
 @dataclass
@@ -431,6 +590,8 @@ class Result:
     """The timed runs of one row on one data set."""
 
     times: list[float] = field(default_factory=list)
+    #: CPU seconds the server used during each run (its workers included).
+    cpu: list[float] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -439,23 +600,33 @@ class Result:
 
 
 def bench_data_set(
-    data: Input, servers: Sequence[Server], repeat: int, work: Path
+    data: Input, servers: Sequence[Server], repeat: int, work: Path, senders: int = 1
 ) -> dict[str, Result]:
-    """Run every row ``repeat`` times in turn on ``data``; return results by row."""
+    """Run every row ``repeat`` times in turn on ``data``; return results by row.
+
+    With ``senders`` > 1 the files are split over that many storescu processes run at once.
+    """
     results = {server.row: Result() for server in servers}
+    folders = split(data, senders, work) if senders > 1 else [data.path]
+    label = data.name if senders == 1 else f"{data.name}x{senders}"
     for server in servers:
         server.start()
-        warm_up(server, data, work)
+        warm_up(server, data, work, senders)
     for round_number in range(1, repeat + 1):
         for server in servers:
             server.wipe()
-            log = work / "logs" / f"{data.name}-{server.called_ae.lower()}-{round_number}.log"
-            seconds = send(server, data.path, log)
+            slug = server.row.removeprefix("coercion ").replace(" ", "-").lower()
+            log = work / "logs" / f"{label}-{slug}-{round_number}"
+            cpu = cpu_seconds(server)
+            if senders > 1:
+                seconds = send_at_once(server, folders, log)
+            else:
+                seconds = send(server, data.path, log.with_suffix(".log"))
+            results[server.row].cpu.append(cpu_seconds(server) - cpu)
             check_stored(server, data, log)
             results[server.row].times.append(seconds)
             print(
-                f"  {data.name:<5} {server.row:<18} run {round_number}/{repeat}: "
-                f"{seconds:8.3f} s  ok",
+                f"  {label:<8} {server.row:<21} run {round_number}/{repeat}: {seconds:8.3f} s  ok",
                 flush=True,
             )
     return results
@@ -505,6 +676,53 @@ def print_targets(all_results: dict[str, dict[str, Result]]) -> None:
         )
         for text, value, passed in lines:
             print(f"  {name:<5} {text:<40} {value:>6.2f}  {'PASS' if passed else 'MISS'}")
+
+
+def print_concurrent(data: Input, results: dict[str, Result], senders: int) -> None:
+    """Print the concurrent rows: seconds, throughput, the ratio to Orthanc, the speed-up."""
+    header = (
+        f"{'load':<9} {'row':<21} {'files':>6} {'seconds':>8} {'min-max':>13} {'files/s':>8} "
+        f"{'orthanc/t':>9} {'w1/t':>6} {'CPU s':>6}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    orthanc = results[ORTHANC].seconds if ORTHANC in results else None
+    files = len(data.files)
+    for row, result in results.items():
+        seconds = result.seconds
+        base = row.rsplit(" w", 1)[0]
+        single = results.get(worker_row(base, 1)) if row.startswith("coercion ") else None
+        print(
+            f"{data.name}x{senders:<4} {row:<21} {files:>6} {seconds:>8.3f} "
+            f"{min(result.times):>6.2f}-{max(result.times):<6.2f} {files / seconds:>8.1f} "
+            f"{orthanc / seconds if orthanc else float('nan'):>9.2f} "
+            f"{single.seconds / seconds if single else float('nan'):>6.2f} "
+            f"{statistics.median(result.cpu):>6.2f}"
+        )
+    print(
+        f"{senders} storescu processes at once, the files split round robin between them;\n"
+        "seconds = median wall time from the first start to the last exit; min-max over the "
+        "rounds;\northanc/t = Orthanc's seconds / seconds (above 1: faster than Orthanc); "
+        "w1/t = the same row with --workers 1 / seconds (the speed-up of more workers);\n"
+        "CPU s = median CPU seconds (user + system) the server used in a run, workers included."
+    )
+
+
+def print_concurrent_targets(results: dict[str, Result]) -> None:
+    """Print the concurrent targets: the rule at least as fast as Orthanc, 1.7x from 1 to 2."""
+    print()
+    print("targets, concurrent load (rows timed in this run):")
+    most = worker_row(RESEARCH, max(CONCURRENT_WORKERS))
+    lines = []
+    if ORTHANC in results:
+        value = results[ORTHANC].seconds / results[most].seconds
+        lines.append((f"(c) t(Orthanc)/t({most}) >= 1.00", value, value >= 1.0))
+    for row in (PASSTHROUGH, RESEARCH):
+        value = results[worker_row(row, 1)].seconds / results[worker_row(row, 2)].seconds
+        lines.append((f"(d) t({row} w1)/t(w2) >= 1.70", value, value >= 1.7))
+    for text, value, passed in lines:
+        print(f"  {text:<48} {value:>6.2f}  {'PASS' if passed else 'MISS'}")
 
 
 # -- profile ------------------------------------------------------------------------------------
@@ -612,7 +830,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="folder for outputs, logs and the key file (default: benchmarks/.work/network)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="rounds per row (median shown)")
-    parser.add_argument("--only", choices=DATA_SETS, help="run one data set only")
+    parser.add_argument(
+        "--only",
+        choices=(*DATA_SETS, "concurrent"),
+        help="run one data set only, or only the concurrent load",
+    )
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=CONCURRENT,
+        metavar="N",
+        help=f"storescu processes at once for the concurrent load on the small set "
+        f"(default {CONCURRENT}; 0 skips it)",
+    )
+    parser.add_argument(
+        "--orthanc",
+        type=Path,
+        default=shutil.which("Orthanc") or "/usr/sbin/Orthanc",
+        help="Orthanc's executable (default: on PATH, else /usr/sbin/Orthanc)",
+    )
+    parser.add_argument("--no-orthanc", action="store_true", help="leave the Orthanc rows out")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -641,8 +878,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def prepare(args: argparse.Namespace) -> tuple[Setup, Path]:
     """Create the work folder and key file, generate the data; return the setup and data root."""
     work: Path = args.work.resolve()
-    for owned in ("logs", "coercion-coercion", "coercion-research", "storescp", "warm-up"):
+    for owned in ("logs", "storescp", "warm-up", "orthanc", "split"):
         shutil.rmtree(work / owned, ignore_errors=True)
+    for owned in work.glob("coercion-*"):
+        shutil.rmtree(owned, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
     key = work / "bench.key"
     key.write_text(BENCH_KEY_HEX + "\n")
@@ -651,7 +890,13 @@ def prepare(args: argparse.Namespace) -> tuple[Setup, Path]:
     ensure_network_data(root, QUICK_SIZES if args.quick else FULL_SIZES)
     config_dir = args.config_dir.resolve() if args.config_dir else None
     dcmtk = find_dcmtk(args.dcmtk_bin)
-    return Setup(work, key, [sys.executable, "-m", "coercion"], config_dir, dcmtk), root
+    orthanc: Path | None = None
+    if not args.no_orthanc:
+        orthanc = Path(args.orthanc)
+        if not os.access(orthanc, os.X_OK):
+            raise BenchError(f"{orthanc}: no Orthanc; apt-get install orthanc, or --no-orthanc")
+    command = [sys.executable, "-m", "coercion"]
+    return Setup(work, key, command, config_dir, dcmtk, orthanc), root
 
 
 def run(args: argparse.Namespace) -> None:
@@ -668,7 +913,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"  {'':<18} $ {shlex.join(storescu_argv(server, Path('DIR')))}")
     inputs: dict[str, Input] = {}
     all_results: dict[str, dict[str, Result]] = {}
-    for name in (args.only,) if args.only else DATA_SETS:
+    names = () if args.only == "concurrent" else (args.only,) if args.only else DATA_SETS
+    for name in names:
         inputs[name] = data = scan_and_warm(name, root / name)
         print(f"{name}: {len(data.files)} files, {data.size / 1e6:.1f} MB in {data.path}")
         with ExitStack() as stack:
@@ -676,8 +922,20 @@ def run(args: argparse.Namespace) -> None:
             for server in servers:
                 stack.callback(server.stop)
             all_results[name] = bench_data_set(data, servers, args.repeat, setup.work)
-    print_table(inputs, all_results)
-    print_targets(all_results)
+    if all_results:
+        print_table(inputs, all_results)
+        print_targets(all_results)
+    if args.concurrent > 1 and args.only in (None, "small", "concurrent"):
+        data = inputs.get("small") or scan_and_warm("small", root / "small")
+        print(f"concurrent: {data.name} split over {args.concurrent} storescu processes at once")
+        with ExitStack() as stack:
+            servers = build_concurrent_servers(setup)
+            for server in servers:
+                print(f"  {server.row:<21} $ {shlex.join(server.argv)}")
+                stack.callback(server.stop)
+            results = bench_data_set(data, servers, args.repeat, setup.work, args.concurrent)
+        print_concurrent(data, results, args.concurrent)
+        print_concurrent_targets(results)
     if args.profile:
         name = args.profile
         profile_rows(setup, inputs.get(name) or scan_and_warm(name, root / name), args.top)

@@ -303,7 +303,9 @@ def start_node(tmp_path: Path, number: int, config: Path | None, *extra: str) ->
     def listening() -> re.Match[str] | None:
         if process.poll() is not None:
             raise AssertionError(f"coercion serve exited:\n{log.read_text()}")
-        return re.search(r"listening on [\d.]+:(\d+)", log.read_text(errors="replace"))
+        # The command's own line, printed once every worker serves (not a worker's log line).
+        text = log.read_text(errors="replace")
+        return re.search(r"^coercion node .* listening on [\d.]+:(\d+)", text, re.MULTILINE)
 
     try:
         found = wait_until(listening, "coercion serve to listen", timeout=30, detail=log.read_text)
@@ -346,6 +348,30 @@ def storescu(port: int, *paths: object, called: str = "COERCION") -> None:
     """dcmtk's storescu sends *paths* (folders scanned) from CT01 to *called*; it must succeed."""
     sent = dcmtk("storescu", "+sd", "-aet", "CT01", "-aec", called, "127.0.0.1", port, *paths)
     assert sent.returncode == 0, sent.stderr
+
+
+def storescu_at_once(port: int, called: str, sends: list[list[Path]], *options: str) -> None:
+    """One dcmtk storescu from CT01 per entry of *sends* (its files or folders, with *options*
+    such as ``+sd``), all started at once; each must succeed."""
+    command = [tool("storescu"), *options, "-aet", "CT01", "-aec", called, "127.0.0.1", str(port)]
+    senders = [
+        subprocess.Popen(
+            [*command, *map(str, paths)],
+            env=DCMTK_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for paths in sends
+    ]
+    try:
+        for sender in senders:
+            _out, err = sender.communicate(timeout=300)
+            assert sender.returncode == 0, err.decode()
+    finally:
+        for sender in senders:
+            if sender.poll() is None:
+                sender.kill()
+            sender.communicate()
 
 
 def stored(data: Path) -> list[Path]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from coercion.errors import CoercionError
 from coercion.net.node import Node, NodeSettings
 from coercion.profile import Change
 from tests.helpers import (
-    DCMTK_ENV,
     DEVICE,
     MPPS_CLASS,
     SECRET,
@@ -42,7 +40,7 @@ from tests.helpers import (
     report_mpps,
     stored,
     storescu,
-    tool,
+    storescu_at_once,
     wait_until,
 )
 from tests.slapd import make_tls_files
@@ -155,25 +153,7 @@ def test_eight_concurrent_associations_store_2000_objects_once(
     for n, folder in enumerate(folders):
         for i in range(250):
             canary_file(folder / f"{i:03d}.dcm", n * 1000 + i)
-    command = [tool("storescu"), "+sd", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1"]
-    senders = [
-        subprocess.Popen(
-            [*command, str(node.port), str(folder)],
-            env=DCMTK_ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for folder in folders
-    ]
-    try:
-        for sender in senders:
-            _out, err = sender.communicate(timeout=300)
-            assert sender.returncode == 0, err.decode()
-    finally:
-        for sender in senders:
-            if sender.poll() is None:
-                sender.kill()
-            sender.communicate()
+    storescu_at_once(node.port, "COERCION", [[folder] for folder in folders], "+sd")
     outputs = stored(node.data)
     assert len(outputs) == 2000
     assert not list((node.data / "objects").rglob("*.part"))  # nothing half-written

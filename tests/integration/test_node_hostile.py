@@ -136,9 +136,14 @@ def audit_lines(node: Served) -> list[dict[str, Any]]:
 
 
 def only_audit_written(node: Served, tmp_path: Path, before: set[Path]) -> None:
-    """Nothing was written anywhere but the audit trail (and the node's own log)."""
+    """Nothing was written anywhere but the audit trail (and the node's own log).
+
+    The empty lock files that count associations across workers (``.associations``) hold nothing.
+    """
     new = files_under(tmp_path) - before
-    extra = {p for p in new if "audit" not in p.parts and p.suffix != ".log"}
+    locks = {p for p in new if ".associations" in p.parts}
+    assert all(p.stat().st_size == 0 for p in locks)
+    extra = {p for p in new - locks if "audit" not in p.parts and p.suffix != ".log"}
     assert extra == set(), sorted(map(str, extra))
 
 

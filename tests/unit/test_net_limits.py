@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -15,6 +16,7 @@ import pytest
 from coercion.net import incoming
 from coercion.net.limits import AssociationCounter, NetworkLimits, from_settings
 from coercion.net.receive import SpooledDataSet
+from coercion.net.workers import ExclusiveLock, LockSlots
 
 
 @contextmanager
@@ -56,6 +58,38 @@ def test_counter_refuses_per_address_then_in_total(caplog: pytest.LogCaptureFixt
     with running(1) as threads:
         assert counter.admit(threads[0], "10.0.0.1", limits) == ""
     assert "association from 10.0.0.3 refused: 3 associations running" in caplog.text
+
+
+def test_counters_sharing_a_slots_folder_count_together(tmp_path: Path) -> None:
+    """Two counters on one folder (two workers): the limits hold for both together."""
+    limits = NetworkLimits(max_associations=3, max_associations_per_host=2)
+    first, second = (AssociationCounter(tmp_path / "slots") for _ in range(2))
+    with running(5) as threads:
+        assert first.admit(threads[0], "10.0.0.1", limits) == ""
+        assert second.admit(threads[1], "10.0.0.1", limits) == ""
+        assert first.admit(threads[2], "10.0.0.1", limits) == "coercionMaxAssociationsPerHost"
+        assert first.admit(threads[2], "10.0.0.2", limits) == ""
+        assert second.admit(threads[3], "10.0.0.3", limits) == "coercionMaxAssociations"
+    # Ended threads give their slots back (a thread per association waits for its end).
+    deadline = time.monotonic() + 10
+    while LockSlots(tmp_path / "slots").taken("all", 3) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with running(3) as threads:
+        assert [second.admit(t, "10.0.0.1", limits) for t in threads] == [
+            "",
+            "",
+            "coercionMaxAssociationsPerHost",
+        ]
+
+
+def test_exclusive_lock_has_one_holder_until_released(tmp_path: Path) -> None:
+    """A second lock on the same file is refused until the first is released."""
+    first, second = ExclusiveLock(tmp_path / "lock"), ExclusiveLock(tmp_path / "lock")
+    assert first.acquire() and first.held
+    assert not second.acquire() and not second.held
+    first.release()
+    assert second.acquire()
+    second.release()
 
 
 def test_spooled_data_set_reads_back_and_copies_in_chunks(tmp_path: Path) -> None:

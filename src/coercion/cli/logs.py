@@ -30,11 +30,15 @@ _QUOTES = ("'", '"', "\u2018", "\u2019", "\u201c", "\u201d")
 warnings_log = logging.getLogger("coercion.warnings")
 
 
-def configure_logging(verbosity: int) -> None:
-    """Log to stderr at *verbosity*'s level: -1 errors only, 0 warnings, 1 info, 2 debug."""
+def configure_logging(verbosity: int, worker: int = 0) -> None:
+    """Log to stderr at *verbosity*'s level: -1 errors only, 0 warnings, 1 info, 2 debug.
+
+    A *worker* of ``serve --workers N`` (1..N) is named after the time of each line.
+    """
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
-    formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
+    line = LOG_FORMAT.replace("Z ", f"Z [worker {worker}] ", 1) if worker else LOG_FORMAT
+    formatter = logging.Formatter(line, DATE_FORMAT)
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     handler.addFilter(_withhold_quoted_library_records)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from coercion import __version__, batch
-from coercion.cli.checks import bind_error, check_tls, prepare_data_folder
+from coercion.cli.checks import check_tls, prepare_data_folder
 from coercion.cli.config import config, directory_options, explain, open_source
 from coercion.cli.logs import configure_logging
 from coercion.cli.profile import profile
@@ -438,6 +437,12 @@ def reidentify(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="CA certificates (PEM) peers must chain to; with --tls-cert clients must present one.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Processes accepting associations on the one address (0: one per core).",
+)
 @directory_options
 def serve(
     host: str | None,
@@ -450,13 +455,22 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_ca: Path | None,
+    workers: int,
     **directory: Any,
 ) -> None:
-    """Run the DICOM node: C-ECHO, storage, worklist and MPPS, coerced by the directory's rules."""
+    """Run the DICOM node: C-ECHO, storage, worklist and MPPS, coerced by the directory's rules.
+
+    With several workers (the default: one per core) each is a process with
+    its own copy of the rules, accepting associations from the one listening
+    socket; forwarding, the audit trail and the pseudonym store stay one.
+    """
+    from coercion.cli import serving
     from coercion.directory.watch import SNAPSHOT_NAME, ConfigurationWatcher
     from coercion.net.node import Node, NodeSettings
+    from coercion.net.workers import worker_count
 
     device = directory.pop("device")
+    directory_choice = dict(directory)  # open_source takes its options out
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     check_tls(tls_cert, tls_key, tls_ca)
@@ -486,43 +500,39 @@ def serve(
     first = configuration.device.aes[0] if configuration.device.aes else None
     host = host or (first.hostname if first and first.hostname else "127.0.0.1")
     port = port if port is not None else (first.port if first and first.port else 11112)
-    node = Node(
-        watcher,
-        NodeSettings(
-            host=host,
-            port=port,
-            data=data,
-            worklist=worklist,
-            secret=secret,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            tls_ca=tls_ca,
-            verify=verify,
-        ),
+    node_settings = NodeSettings(
+        host=host,
+        port=port,
+        data=data,
+        worklist=worklist,
+        secret=secret,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
+        verify=verify,
     )
-    stopping = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    try:
-        bound_host, bound_port = node.start()
-    except OSError as exc:
-        raise bind_error(exc, host, port) from None
-    _err.print(
-        f"coercion node {escape(', '.join(node.ae_titles))} listening on "
-        f"{bound_host}:{bound_port}; rules from {escape(configuration.origin)}; "
-        f"data in {escape(str(data))}"
+    stopping = serving.stop_on_signals()
+    count = worker_count(workers)
+    if count == 1:
+        serving.serve_one(Node(watcher, node_settings), configuration.origin, stopping)
+        return
+    watcher.stop()  # each worker watches the directory itself
+    factory = functools.partial(
+        serving.worker_node,
+        directory_choice,
+        device,
+        poll_interval,
+        (env.data_directory, env.worklist_directory),
+        node_settings,
+        _verbosity(),
     )
-    try:
-        while not stopping.wait(0.5):
-            pass
-    finally:
-        _err.print("stopping: letting associations finish")
-        node.stop()
-        _err.print("stopped")
+    serving.serve_workers(count, factory, node_settings, configuration.origin, stopping)
+
+
+def _verbosity() -> int:
+    """The -v/-q level the command line was given (for the worker processes' logging)."""
+    params = click.get_current_context().find_root().params
+    return -1 if params.get("quiet") else int(params.get("verbose") or 0)
 
 
 cli.add_command(config)

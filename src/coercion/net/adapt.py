@@ -14,7 +14,8 @@ pynetdicom is used as it is, except where this module says otherwise:
 * **the server**: a listen backlog for bursts of connections, daemon
   connection threads, the supported contexts shared instead of deep-copied
   per connection, a request handler of our own (:mod:`coercion.net.accept`),
-  and a socket bound beforehand may be handed in;
+  and a socket bound beforehand may be handed in (one handed in non-blocking,
+  shared by the worker processes of :mod:`coercion.net.workers`, stays so);
 * **event-driven loops** for the association threads, and bounded reads
   (:mod:`coercion.net.reactor`, :mod:`coercion.net.receive`): these reach into
   pynetdicom's internals and are installed for :data:`SUPPORTED` versions only.
@@ -122,7 +123,10 @@ class _Server(ThreadedAssociationServer):
 
     Its connection threads (waiting for a TLS handshake or a first byte) do not
     hold up the end of the process. With :attr:`adopted`, it listens on that
-    socket (bound beforehand) instead of binding one of its own.
+    socket (bound beforehand) instead of binding one of its own. An adopted
+    socket that is non-blocking is listened on by several processes: when
+    another one took the connection that woke this one up, ``accept()`` finds
+    none and the server waits again (a timeout would hold its loop up instead).
     """
 
     request_queue_size = socket.SOMAXCONN
@@ -136,7 +140,8 @@ class _Server(ThreadedAssociationServer):
             return
         cast(socket.socket, self.socket).close()
         self.socket = self.adopted
-        if self.ae.network_timeout is not None:  # as pynetdicom's own server_bind does
+        shared = self.adopted.gettimeout() == 0.0
+        if self.ae.network_timeout is not None and not shared:  # as pynetdicom's server_bind
             self.socket.settimeout(self.ae.network_timeout)
         self.server_address = self.adopted.getsockname()
 

@@ -5,6 +5,11 @@ SOP class), the rules applied, the number of actions per letter, a keyed
 hash of the object's SOP Instance UID (so lines about one object can be
 matched without revealing it) and the status.
 
+Processes share one trail (``serve --workers N``): each line is one
+``write()`` to the file opened with ``O_APPEND``, under an exclusive ``flock``,
+so lines never interleave and a short write is cut back without touching
+another process's line. A worker's lines carry its number (``"worker"``).
+
 Writing a line never raises: the operation it records has its status
 already. When the trail cannot be written (a full disk), one ERROR line says
 so for the whole burst of failures, and the first line written afterwards is
@@ -14,6 +19,7 @@ preceded by a WARNING with the number of lines lost.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import hmac
 import json
@@ -35,8 +41,10 @@ log = logging.getLogger(__name__)
 class AuditTrail:
     """Append-only JSON lines under *folder*, one file per day (UTC)."""
 
-    def __init__(self, folder: Path, secret: bytes) -> None:
+    def __init__(self, folder: Path, secret: bytes, worker: int = 0) -> None:
         self.folder = folder
+        #: The worker of ``serve --workers N`` writing (1..N), named in each line; 0: not named.
+        self.worker = worker
         self._key = hmac.new(secret, b"coercion/audit", hashlib.sha256).digest()
         self._lock = threading.Lock()
         #: Lines lost in the current burst of write failures (0: the trail is being written).
@@ -80,6 +88,8 @@ class AuditTrail:
             line["counts"] = dict(sorted(outcome.counts().items()))
         if detail:
             line["detail"] = detail
+        if self.worker:
+            line["worker"] = self.worker
         if extra:
             line.update(extra)
         self._append((json.dumps(line, separators=(",", ":")) + "\n").encode())
@@ -91,6 +101,7 @@ class AuditTrail:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # other processes' lines: before or after
                     written = os.write(fd, data)
                     if written != len(data):  # a short append: the disk filled up under it
                         os.ftruncate(fd, os.fstat(fd).st_size - written)

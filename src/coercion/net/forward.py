@@ -23,6 +23,11 @@ exception class; one object never stops a queue, and a sender thread that
 dies is started again. Delivery is exactly once unless an answer never came
 (a crash between the answer and the dequeue, a timeout, a dropped
 connection): then the object is sent again, at least once.
+
+A destination has one sender across every process that shares the data
+folder (the workers of ``serve --workers N``, see :mod:`coercion.net.workers`):
+a sender sends only while it holds the queue's lock file (``.sender.lock``);
+the others stand by and take over when its process ends.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from coercion.errors import CoercionError, RuleFailedError, VerificationError
 from coercion.net import adapt
 from coercion.net.audit import AuditTrail
 from coercion.net.peers import Peers
+from coercion.net.workers import ExclusiveLock
 
 __all__ = ["Forwarder"]
 
@@ -84,6 +90,10 @@ _SEND_ERRORS = {
     "AttributeError": "SOP Class UID, SOP Instance UID or Transfer Syntax UID missing",
 }
 _WATCH_INTERVAL = 5.0
+#: The lock file in a queue's folder held by the one sender of that queue.
+_SENDER_LOCK = ".sender.lock"
+#: Seconds between a standing-by sender's tries to take the queue over.
+_STANDBY_INTERVAL = 1.0
 
 
 @dataclass
@@ -126,11 +136,22 @@ class _Sender(threading.Thread):
         self.failed = forwarder.queue / destination / "failed"
         self.wake = threading.Event()
         self.delay = 0.0
+        #: Held while this thread sends the queue (one sender across processes).
+        self.lock = ExclusiveLock(self.folder / _SENDER_LOCK)
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> None:
         forwarder = self.forwarder
         while not forwarder.stopping.is_set():
             try:
+                if not self.lock.acquire():  # another process sends this queue
+                    forwarder.stopping.wait(_STANDBY_INTERVAL)
+                    continue
                 pending = sorted(p for p in self.folder.glob("*.dcm") if p.is_file())
                 if not pending:
                     self.wake.wait(1.0)

@@ -13,33 +13,48 @@ closed, and only associations (not bare connections) count against
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
+from pathlib import Path
 
 from coercion.directory.settings import LIMIT_SETTINGS as SETTINGS
 from coercion.directory.settings import NetworkLimits
 from coercion.directory.settings import limits_from as from_settings
+from coercion.net.workers import LockSlots
 
 __all__ = ["SETTINGS", "AssociationCounter", "NetworkLimits", "from_settings"]
 
 log = logging.getLogger(__name__)
 
 
+def _release_after(association: threading.Thread, fds: tuple[int, ...]) -> None:
+    """Free an association's slots once its thread has ended."""
+    association.join()
+    for fd in fds:
+        os.close(fd)
+
+
 class AssociationCounter:
     """Associations admitted and still running, in total and per remote address.
 
     An association counts from :meth:`admit` until its thread ends; nothing
-    needs to be told when it ends.
+    needs to be told when it ends. With *slots* (a folder) the count is shared
+    with every process counting in that folder (the workers of a node): each
+    association holds a lock file there until its thread ends.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, slots: Path | None = None) -> None:
         self._lock = threading.Lock()
         self._running: weakref.WeakKeyDictionary[threading.Thread, str] = (
             weakref.WeakKeyDictionary()
         )
+        self._slots = LockSlots(slots) if slots is not None else None
 
     def admit(self, association: threading.Thread, address: str, limits: NetworkLimits) -> str:
         """Count *association* from *address* in; the setting that refuses it, or ``""``."""
+        if self._slots is not None:
+            return self._admit_shared(self._slots, association, address, limits)
         with self._lock:
             running = [a for t, a in list(self._running.items()) if t.is_alive()]
             if len(running) >= limits.max_associations:
@@ -54,6 +69,35 @@ class AssociationCounter:
             address,
             len(running),
             running.count(address),
+            refused,
+        )
+        return refused
+
+    def _admit_shared(
+        self, slots: LockSlots, association: threading.Thread, address: str, limits: NetworkLimits
+    ) -> str:
+        """:meth:`admit` counting in the slots every process shares."""
+        host = f"host-{address}"
+        total = slots.take("all", limits.max_associations)
+        if total is None:
+            refused = "coercionMaxAssociations"
+        else:
+            own = slots.take(host, limits.max_associations_per_host)
+            if own is not None:
+                with self._lock:
+                    self._running[association] = address
+                release = threading.Thread(
+                    target=_release_after, args=(association, (total, own)), daemon=True
+                )
+                release.start()
+                return ""
+            os.close(total)
+            refused = "coercionMaxAssociationsPerHost"
+        log.warning(
+            "association from %s refused: %d associations running, %d from that address (%s)",
+            address,
+            slots.taken("all", limits.max_associations),
+            slots.taken(host, limits.max_associations_per_host),
             refused,
         )
         return refused

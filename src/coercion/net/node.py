@@ -46,7 +46,7 @@ from coercion.net.peers import Peers, TLSFiles
 from coercion.net.storage import Storage
 from coercion.net.worklist import WORKLIST_FIND, Worklist, WorklistSCP
 
-__all__ = ["Node", "NodeSettings"]
+__all__ = ["Node", "NodeSettings", "remove_stale"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class NodeSettings:
     tls_ca: Path | None = None
     #: Verify de-identified outputs (stored and forwarded); a leak is refused, nothing written.
     verify: bool = True
+    #: Which worker of ``serve --workers N`` this node is (1..N; 0: the node is one process).
+    worker: int = 0
 
     @property
     def tls(self) -> TLSFiles:
@@ -94,7 +96,7 @@ class Node:
         self.engine = Engine(configuration.rules)
         watcher.on_change = self._on_change
         data = settings.data
-        self.audit = AuditTrail(data / "audit", settings.secret)
+        self.audit = AuditTrail(data / "audit", settings.secret, settings.worker)
         self.boundary = Boundary(self.audit)
         self._client_tls = settings.tls.client()
         self.peers = Peers.of(configuration, self._client_tls)
@@ -109,7 +111,7 @@ class Node:
         self.worklist = WorklistSCP(worklist, self.engine, self.audit, current, lambda: self.peers)
         self._server: Any = None
         self.limits: NetworkLimits = configuration.settings.limits
-        self.associations = AssociationCounter()
+        self.associations = AssociationCounter(data / ".associations")  # every worker's
         self.ae = self._make_ae()
 
     # -- configuration ----------------------------------------------------------------
@@ -168,12 +170,13 @@ class Node:
         """Listen (in background threads) on *listen*, an address or a socket bound
         beforehand (default: the settings' host and port); return the address bound.
 
-        The one start-up of a node: everything it runs is set up here.
+        The one start-up of a node: everything it runs is set up here. A worker
+        of ``serve --workers N`` leaves the temporaries an interrupted run left to
+        its supervisor (:func:`remove_stale`, before any worker writes).
         """
         adapt.install()  # no 1 ms sleeps; bounded reads (see coercion.net.adapt)
-        stale = remove_stale_temporaries(self.settings.data)  # a kill -9 left them
-        if stale:
-            log.info("removed %d temporary files an interrupted run left", len(stale))
+        if not self.settings.worker:
+            remove_stale(self.settings.data)
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
@@ -231,6 +234,13 @@ class Node:
     @guarded(Service.C_ECHO)
     def _on_echo(self, event: evt.Event, op: Operation) -> int:
         return _SUCCESS
+
+
+def remove_stale(data: Path) -> None:
+    """Remove the temporary files a killed run left in the data folder (before serving)."""
+    stale = remove_stale_temporaries(data)
+    if stale:
+        log.info("removed %d temporary files an interrupted run left", len(stale))
 
 
 def _reject(assoc: Any, result: int, source: int, reason: int) -> None:
