@@ -25,6 +25,7 @@ from rich.progress import (
 from coercion import __version__, batch
 from coercion.cli.checks import bind_error, check_tls, prepare_data_folder
 from coercion.cli.config import config, directory_options, explain, open_source
+from coercion.cli.console import console, console_running, http_options, split_options
 from coercion.cli.logs import configure_logging
 from coercion.cli.profile import profile
 from coercion.cli.store import store
@@ -332,6 +333,7 @@ def reidentify(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="CA certificates (PEM) peers must chain to; with --tls-cert clients must present one.",
 )
+@http_options
 @directory_options
 def serve(
     host: str | None,
@@ -353,6 +355,7 @@ def serve(
     )
     from coercion.net.node import Node, NodeSettings
 
+    http, console_directory = split_options(directory)
     device = directory.pop("device")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -410,8 +413,9 @@ def serve(
         f"data in {escape(str(data))}"
     )
     try:
-        while not stopping.wait(0.5):
-            pass
+        with console_running(http, console_directory, watcher, node, f"{bound_host}:{bound_port}"):
+            while not stopping.wait(0.5):
+                pass
     finally:
         _err.print("stopping: letting associations finish")
         node.stop()
@@ -419,6 +423,7 @@ def serve(
 
 
 cli.add_command(config)
+cli.add_command(console)
 cli.add_command(explain)
 cli.add_command(store)
 cli.add_command(profile)

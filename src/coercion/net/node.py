@@ -37,7 +37,7 @@ from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
 from coercion.errors import MalformedDataError
-from coercion.net import incoming, reactor, receive
+from coercion.net import incoming, metrics, reactor, receive
 from coercion.net.accept import request_handler
 from coercion.net.audit import AuditTrail
 from coercion.net.boundary import (
@@ -345,7 +345,9 @@ class Node:
         """Coerce, write, forward and audit a received object."""
         ctx, ds = op.ctx, received.ds
         op.step = "coerce"
+        started = time.perf_counter()
         outcome = self.engine.apply(ds, ctx) if received.rules else Outcome(ds)
+        metrics.observe_coercion(ctx, outcome, time.perf_counter() - started)
         op.outcome = outcome
         op.step = "write"
         stored = outcome.dataset

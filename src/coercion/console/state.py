@@ -1,0 +1,118 @@
+"""What the console reads of the running node, and its own settings."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coercion.console.accounts import Authenticator
+from coercion.console.rules import RuleStore
+from coercion.console.sessions import Sessions
+from coercion.directory.config import Configuration
+from coercion.directory.watch import ConfigurationWatcher
+from coercion.net.metrics import OBJECTS, RULE_FAILURES
+
+__all__ = ["ConsoleState", "Network", "counter_totals", "queues", "rule_failures"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class ConsoleState:
+    """The node as the console sees it; shared by every request."""
+
+    watcher: ConfigurationWatcher
+    rules: RuleStore
+    accounts: Authenticator
+    sessions: Sessions
+    data: Path
+    #: The node's AE titles and DICOM address ("host:port"), read when a page is made.
+    ae_titles: Callable[[], list[str]]
+    dicom_address: str
+    ldap_accounts: bool = False  # people sign in with their directory DN
+    secure: bool = False  # served over TLS: cookies are Secure
+    metrics_allow: tuple[Network, ...] = ()  # empty: /metrics and /healthz for every address
+    _samples: list[tuple[float, dict[tuple[str, str], float]]] = field(default_factory=list)
+
+    @property
+    def configuration(self) -> Configuration:
+        """The configuration the node serves now."""
+        current = self.watcher.current
+        assert current is not None  # the node started with one
+        return current
+
+    def may_scrape(self, host: str | None) -> bool:
+        """Whether a client at *host* may read /metrics and /healthz."""
+        if not self.metrics_allow:
+            return True
+        try:
+            address = ipaddress.ip_address(host or "")
+        except ValueError:
+            return False
+        return any(address in network for network in self.metrics_allow)
+
+    def per_minute(self) -> dict[tuple[str, str], float]:
+        """Objects per minute by (called AE, result), over the last minute of samples."""
+        now = time.monotonic()
+        totals = counter_totals()
+        self._samples = [(t, s) for t, s in self._samples if now - t <= 60.0]
+        self._samples.append((now, totals))
+        first_time, first = self._samples[0]
+        span = max(now - first_time, 1.0)
+        return {
+            key: (value - first.get(key, 0.0)) * 60.0 / span
+            for key, value in totals.items()
+            if value - first.get(key, 0.0) > 0
+        }
+
+
+def counter_totals() -> dict[tuple[str, str], float]:
+    """Objects received so far by (called AE, result), every calling AE and rule summed."""
+    totals: dict[tuple[str, str], float] = {}
+    for metric in OBJECTS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                key = (sample.labels["called_ae"], sample.labels["result"])
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def rule_failures() -> dict[str, float]:
+    """Failures so far, by rule."""
+    found: dict[str, float] = {}
+    for metric in RULE_FAILURES.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                found[sample.labels["rule"]] = sample.value
+    return found
+
+
+def queues(data: Path) -> list[dict[str, Any]]:
+    """The forwarding queues under DATA/queue: per destination pending, failed, oldest age."""
+    root = data / "queue"
+    found: list[dict[str, Any]] = []
+    if not root.is_dir():
+        return found
+    now = time.time()
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        pending = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        failed_dir = folder / "failed"
+        failed = (
+            [p for p in failed_dir.iterdir() if p.is_file() and not p.name.endswith(".reason")]
+            if failed_dir.is_dir()
+            else []
+        )
+        stamps = [p.stat().st_mtime for p in pending]
+        found.append(
+            {
+                "destination": folder.name,
+                "pending": len(pending),
+                "failed": len(failed),
+                "oldest_seconds": round(now - min(stamps), 1) if stamps else None,
+            }
+        )
+    return found
