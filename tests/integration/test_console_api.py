@@ -24,7 +24,7 @@ from tests.helpers import DEVICE, dcmtk, make_dataset, stored
 
 pytestmark = pytest.mark.integration
 
-NEW_RULE = {
+NEW_RULE: dict[str, Any] = {
     "ae_title": None,
     "entry": {
         "cn": "deidentify-newmod",
@@ -137,23 +137,21 @@ def test_bad_rule_refused_with_field_errors(node: ConsoleNode) -> None:
     """A rule the loader would reject comes back with problems per attribute; nothing written."""
     client, csrf = node.signed_in()
     before = _directory_state(node)
-    bad = {
-        "ae_title": "RESEARCH",
-        "entry": {
-            "cn": "bad-rule",
-            "coercionURI": "deidentify:RetainUIDOption",
-            "coercionDIMSE": ["C_STORE_RQ"],
-            "dicomTransferRole": "SCP",
-            "coercionCondition": ["PatientNam=DOE.*"],
-            "coercionPriority": "high",
-        },
+    entry: dict[str, Any] = {
+        "cn": "bad-rule",
+        "coercionURI": "deidentify:RetainUIDOption",
+        "coercionDIMSE": ["C_STORE_RQ"],
+        "dicomTransferRole": "SCP",
+        "coercionCondition": ["PatientNam=DOE.*"],
+        "coercionPriority": "high",
     }
+    bad = {"ae_title": "RESEARCH", "entry": entry}
     with closing(client):
         answer = client.post("/api/rules", json=bad, headers={"X-CSRF-Token": csrf})
         assert answer.status_code == 422
         problems = answer.json()["problems"]
         assert "coercionPriority" in problems and "integer" in problems["coercionPriority"][0]
-        bad["entry"]["coercionPriority"] = 5
+        entry["coercionPriority"] = 5
         answer = client.post("/api/rules", json=bad, headers={"X-CSRF-Token": csrf})
         problems = answer.json()["problems"]
         assert answer.status_code == 422
@@ -180,7 +178,7 @@ def test_rule_created_edited_disabled_deleted(node: ConsoleNode) -> None:
         entry = client.get("/api/rule", params={"dn": NEW_DN}).json()
         assert entry["coercionCondition"] == ["SendingApplicationEntityTitle=NEWMOD"]
 
-        changed = {"entry": {**NEW_RULE["entry"], "coercionPriority": 7}}  # type: ignore[dict-item]
+        changed = {"entry": {**NEW_RULE["entry"], "coercionPriority": 7}}
         answer = client.put("/api/rule", params={"dn": NEW_DN}, json=changed, headers=headers)
         assert answer.status_code == 200, answer.text
 
