@@ -196,6 +196,7 @@ def start_console(
         data=node.settings.data,
         ae_titles=lambda: node.ae_titles,
         dicom_address=dicom_address,
+        secret=node.settings.secret,
         ldap_accounts=isinstance(source, LdapDirectory),
         secure=node.settings.tls_cert is not None,
         metrics_allow=options["metrics_allow"],

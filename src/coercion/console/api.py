@@ -11,11 +11,16 @@ import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from coercion.console.accounts import Role
+from coercion.console.audit import AuditQuery, read_audit
+from coercion.console.preview import MAX_UPLOAD, preview
+from coercion.console.preview import context as preview_context
+from coercion.console.queues import discard_failed, queues, retry_failed
 from coercion.console.rules import (
     GENERAL,
     Problems,
@@ -25,7 +30,7 @@ from coercion.console.rules import (
     to_entry,
 )
 from coercion.console.sessions import COOKIE, CSRF_HEADER, Session
-from coercion.console.state import ConsoleState, counter_totals, queues, rule_failures
+from coercion.console.state import ConsoleState, counter_totals, rule_failures
 from coercion.errors import CoercionError
 
 __all__ = ["router"]
@@ -157,6 +162,93 @@ def overview(request: Request) -> dict[str, Any]:
         "rule_failures": rule_failures(),
         "queues": queues(state.data),
     }
+
+
+@router.post("/queues/{destination}/retry", tags=["overview"])
+def retry_queue(destination: str, request: Request) -> dict[str, Any]:
+    """Put the objects that could not be forwarded to *destination* back in its queue."""
+    try:
+        moved = retry_failed(state_of(request).data, destination)
+    except CoercionError as exc:
+        raise HTTPException(404, str(exc)) from None
+    log.info("console: %s retried %d objects for %s", session_of(request).name, moved, destination)
+    return {"destination": destination, "retried": moved}
+
+
+@router.post("/queues/{destination}/discard", tags=["overview"])
+def discard_queue(destination: str, request: Request) -> dict[str, Any]:
+    """Delete the objects that could not be forwarded to *destination*."""
+    try:
+        removed = discard_failed(state_of(request).data, destination)
+    except CoercionError as exc:
+        raise HTTPException(404, str(exc)) from None
+    log.info(
+        "console: %s discarded %d objects for %s", session_of(request).name, removed, destination
+    )
+    return {"destination": destination, "discarded": removed}
+
+
+# -- audit and preview ---------------------------------------------------------------------
+
+
+@router.get("/audit", tags=["audit"])
+def audit(
+    request: Request,
+    since: str = "",
+    until: str = "",
+    ae_title: str = "",
+    dimse: str = "",
+    rule: str = "",
+    status: str = "",
+    page: int = Query(1, ge=1),
+    per_page: int = Query(50, ge=1, le=500),
+) -> dict[str, Any]:
+    """Audit lines, newest first, filtered by time (ISO 8601 UTC), AE title, DIMSE, rule and
+    status (``0x0000`` or ``failed``); one page of *per_page*."""
+    query = AuditQuery(since, until, ae_title, dimse, rule, status, page, per_page)
+    return read_audit(state_of(request).data / "audit", query)
+
+
+@router.post(
+    "/preview",
+    tags=["preview"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def preview_object(
+    request: Request,
+    calling: str = "",
+    called: str = "",
+    dimse: str = "C_STORE_RQ",
+    role: str = "SCP",
+) -> Response:
+    """The rules that apply to the DICOM object in the body and, per attribute, the action and
+    the values before and after. Admins only; the object is neither kept nor logged."""
+    try:
+        ctx = preview_context(calling, called, dimse, role)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_UPLOAD:
+            raise HTTPException(413, f"objects up to {MAX_UPLOAD // 2**20} MiB can be previewed")
+    state = state_of(request)
+    try:
+        result = await run_in_threadpool(
+            preview, bytes(data), state.configuration, state.secret, ctx
+        )
+    except CoercionError as exc:
+        raise HTTPException(422, str(exc)) from None
+    finally:
+        data.clear()
+    return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
 
 # -- rules -------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from coercion.console.state import ConsoleState, queues
+from coercion.console.queues import queues
+from coercion.console.state import ConsoleState
 from coercion.net.metrics import REGISTRY
 
 __all__ = ["CONTENT_TYPE", "exposition"]

@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 from coercion import __version__
 from coercion.console.api import overview, session_of, state_of
 from coercion.console.rules import form_fields, option_choices, rule_rows
+from coercion.engine import Dimse, Role
 
 __all__ = ["router"]
 
@@ -97,3 +98,24 @@ def edit_rule_page(dn: str, request: Request) -> HTMLResponse:
     if entry is None:
         raise HTTPException(404, "no such rule")
     return _form(request, entry, dn)
+
+
+@router.get("/preview", response_class=HTMLResponse)
+def preview_page(request: Request) -> HTMLResponse:
+    """Upload a file and see the rules' actions on it (admins)."""
+    if not session_of(request).admin:
+        raise HTTPException(403, "only an admin may preview objects")
+    configuration = state_of(request).configuration
+    return _page(
+        request,
+        "preview.html",
+        ae_titles=[ae.title for ae in configuration.device.aes],
+        dimses=[d.value for d in Dimse],
+        roles=[r.value for r in Role],
+    )
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(request: Request) -> HTMLResponse:
+    """The audit trail, filtered and paged in the browser through the API."""
+    return _page(request, "audit.html", dimses=[d.value for d in Dimse])

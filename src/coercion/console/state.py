@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from coercion.console.accounts import Authenticator
 from coercion.console.rules import RuleStore
@@ -16,7 +15,7 @@ from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.net.metrics import OBJECTS, RULE_FAILURES
 
-__all__ = ["ConsoleState", "Network", "counter_totals", "queues", "rule_failures"]
+__all__ = ["ConsoleState", "Network", "counter_totals", "rule_failures"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -33,6 +32,7 @@ class ConsoleState:
     #: The node's AE titles and DICOM address ("host:port"), read when a page is made.
     ae_titles: Callable[[], list[str]]
     dicom_address: str
+    secret: bytes = b""  # the node's key: previews come out as the node's objects would
     ldap_accounts: bool = False  # people sign in with their directory DN
     secure: bool = False  # served over TLS: cookies are Secure
     metrics_allow: tuple[Network, ...] = ()  # empty: /metrics and /healthz for every address
@@ -88,31 +88,4 @@ def rule_failures() -> dict[str, float]:
         for sample in metric.samples:
             if sample.name.endswith("_total"):
                 found[sample.labels["rule"]] = sample.value
-    return found
-
-
-def queues(data: Path) -> list[dict[str, Any]]:
-    """The forwarding queues under DATA/queue: per destination pending, failed, oldest age."""
-    root = data / "queue"
-    found: list[dict[str, Any]] = []
-    if not root.is_dir():
-        return found
-    now = time.time()
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        pending = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-        failed_dir = folder / "failed"
-        failed = (
-            [p for p in failed_dir.iterdir() if p.is_file() and not p.name.endswith(".reason")]
-            if failed_dir.is_dir()
-            else []
-        )
-        stamps = [p.stat().st_mtime for p in pending]
-        found.append(
-            {
-                "destination": folder.name,
-                "pending": len(pending),
-                "failed": len(failed),
-                "oldest_seconds": round(now - min(stamps), 1) if stamps else None,
-            }
-        )
     return found

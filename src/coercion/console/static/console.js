@@ -223,7 +223,113 @@ function refreshOverview() {
   }, 2000);
 }
 
+function cell(text) {
+  const td = document.createElement("td");
+  td.textContent = text === null || text === undefined ? "" : String(text);
+  return td;
+}
+
+function queueActions() {
+  document.querySelectorAll("[data-queue-action]").forEach((button) => {
+    button.addEventListener("click", async () => {
+      const action = button.dataset.queueAction;
+      const destination = button.dataset.destination;
+      if (action === "discard" && !window.confirm("Delete the failed objects for " + destination + "?")) return;
+      const result = await api("POST", "/api/queues/" + encodeURIComponent(destination) + "/" + action);
+      if (result.ok) { window.location.reload(); } else { say(detail(result), true); }
+    });
+  });
+}
+
+function previewForm() {
+  const form = document.getElementById("preview-form");
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const file = document.getElementById("preview-file").files[0];
+    if (!file) return;
+    const query = new URLSearchParams({
+      calling: document.getElementById("calling").value,
+      called: document.getElementById("called").value,
+      dimse: document.getElementById("dimse").value,
+      role: document.getElementById("role").value,
+    });
+    const response = await fetch("/api/preview?" + query.toString(), {
+      method: "POST", credentials: "same-origin", cache: "no-store",
+      headers: { "X-CSRF-Token": csrf(), "Content-Type": "application/octet-stream" },
+      body: await file.arrayBuffer(),
+    });
+    const data = await response.json();
+    const section = document.getElementById("preview-result");
+    const rules = document.getElementById("preview-rules");
+    rules.replaceChildren();
+    if (!response.ok) { section.hidden = true; say("No preview: " + (data.detail || response.status), true); return; }
+    document.getElementById("message").hidden = true;
+    document.getElementById("preview-context").textContent = data.context;
+    if (!data.rules.length) {
+      const none = document.createElement("p");
+      none.id = "no-rule";
+      none.textContent = "No rule applies.";
+      rules.appendChild(none);
+    }
+    data.rules.forEach((rule) => {
+      const title = document.createElement("h3");
+      title.textContent = rule.rule + " (" + rule.uri + ")" + (rule.failure ? ": failed: " + rule.failure : "");
+      const table = document.createElement("table");
+      table.className = "preview";
+      const head = document.createElement("tr");
+      ["tag", "keyword", "action", "before", "after"].forEach((name) => {
+        const th = document.createElement("th"); th.textContent = name; head.appendChild(th);
+      });
+      table.appendChild(head);
+      rule.changes.forEach((change) => {
+        const tr = document.createElement("tr");
+        [change.tag, change.keyword, change.action, change.before, change.after]
+          .forEach((value) => tr.appendChild(cell(value)));
+        table.appendChild(tr);
+      });
+      rules.append(title, table);
+    });
+    section.hidden = false;
+    form.reset();  // the file is not kept in the page either
+  });
+}
+
+function auditPage() {
+  const form = document.getElementById("audit-form");
+  if (!form) return;
+  let page = 1;
+  const load = async () => {
+    const query = new URLSearchParams({ page: String(page) });
+    ["since", "until", "ae_title", "dimse", "rule", "status"].forEach((name) => {
+      const value = document.getElementById(name).value.trim();
+      if (value) query.set(name, value);
+    });
+    const response = await fetch("/api/audit?" + query.toString(), { credentials: "same-origin" });
+    if (!response.ok) { say("error " + response.status, true); return; }
+    const data = await response.json();
+    const body = document.querySelector("#audit-table tbody");
+    body.replaceChildren(...data.lines.map((line) => {
+      const tr = document.createElement("tr");
+      const rules = (line.rules || []).map((r) => r.rule + (r.failure ? " (failed)" : "")).join(", ");
+      [line.time, line.dimse, line.role, line.calling_ae, line.called_ae, rules, line.status,
+        line.object, line.detail || line.error || ""].forEach((value) => tr.appendChild(cell(value)));
+      return tr;
+    }));
+    document.getElementById("audit-page").textContent = String(page);
+    document.getElementById("audit-newer").disabled = page <= 1;
+    document.getElementById("audit-older").disabled = !data.more;
+  };
+  form.addEventListener("submit", (event) => { event.preventDefault(); page = 1; load(); });
+  document.getElementById("audit-newer").addEventListener("click", () => { page -= 1; load(); });
+  document.getElementById("audit-older").addEventListener("click", () => { page += 1; load(); });
+  load();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  queueActions();
+  previewForm();
+  auditPage();
   signIn();
   signOut();
   sortable();
