@@ -83,9 +83,9 @@ def console_url(served: Served) -> str:
     raise AssertionError(f"the console did not start:\n{served.text()}")
 
 
-def embedded_node(tmp_path: Path, *extra: str) -> ConsoleNode:
-    """A node on a copy of the default LDIF folder; accounts in a password file."""
-    folder = config_dir(tmp_path)
+def embedded_node(tmp_path: Path, *extra: str, ldif: str = "") -> ConsoleNode:
+    """A node on a copy of the default LDIF folder (and *ldif*); accounts in a password file."""
+    folder = config_dir(tmp_path, ldif)
     accounts = tmp_path / "console.passwd"
     passwd(accounts, "admin", "admin", ADMIN_PASSWORD)
     passwd(accounts, "viewer", "viewer", VIEWER_PASSWORD)

@@ -18,6 +18,7 @@ from tests.console import (
     embedded_node,
     running,
     slapd_node,
+    stop,
     wait_for,
 )
 from tests.helpers import DEVICE, dcmtk, make_dataset, stored
@@ -289,22 +290,28 @@ def test_counters_move_with_stored_objects(node: ConsoleNode, tmp_path: Path) ->
 @pytest.mark.parametrize("kind", ["embedded"])
 def test_session_times_out(kind: str, tmp_path: Path) -> None:
     """A session unused for longer than --http-session-timeout is over."""
-    for node in running(lambda: embedded_node(tmp_path, "--http-session-timeout", "1")):
+    node = embedded_node(tmp_path, "--http-session-timeout", "1")
+    try:
         client, _csrf = node.signed_in()
         with closing(client):
             assert client.get("/api/rules").status_code == 200
             time.sleep(1.5)  # the behaviour under test is the passing of time, idle
             assert client.get("/api/rules").status_code == 401
             assert client.get("/").status_code == 303
+    finally:
+        stop(node)
 
 
 def test_metrics_restricted_to_an_address_list(tmp_path: Path) -> None:
     """With --metrics-allow, /metrics and /healthz answer 403 to other addresses."""
-    for node in running(lambda: embedded_node(tmp_path, "--metrics-allow", "10.0.0.0/8")):
+    node = embedded_node(tmp_path, "--metrics-allow", "10.0.0.0/8")
+    try:
         with node.client() as client:
             assert client.get("/metrics").status_code == 403
             assert client.get("/healthz").status_code == 403
             assert client.get("/signin").status_code == 200
+    finally:
+        stop(node)
 
 
 def test_no_http_runs_the_node_alone(tmp_path: Path) -> None:

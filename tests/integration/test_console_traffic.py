@@ -1,0 +1,187 @@
+"""The console's traffic endpoints on a running node: preview, audit, forwarding queues."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+
+from tests.console import ConsoleNode, embedded_node, running, slapd_node, stop, wait_for
+from tests.helpers import dcmtk, forward_rule, free_port, make_dataset, remote_device, stored
+
+pytestmark = pytest.mark.integration
+
+PATIENT = "CANARY^PREVIEW^Q"
+
+
+@pytest.fixture(params=["embedded", "slapd"])
+def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ConsoleNode]:
+    """A node with its console, on the embedded directory, then on a private slapd."""
+    if request.param == "embedded":
+        yield from running(lambda: embedded_node(tmp_path))
+    else:
+        server = request.getfixturevalue("slapd")
+        yield from running(lambda: slapd_node(server, tmp_path))
+
+
+def _send(node: ConsoleNode, path: Path, called: str, calling: str = "CT01") -> None:
+    sent = dcmtk("storescu", "-aet", calling, "-aec", called, "127.0.0.1", node.served.port, path)
+    assert sent.returncode == 0, sent.stderr
+
+
+def test_preview_shows_actions_and_values_to_the_admin_only(
+    node: ConsoleNode, tmp_path: Path
+) -> None:
+    """Preview answers the rules and per attribute the action and values; it keeps nothing."""
+    source = tmp_path / "preview.dcm"
+    make_dataset(patient=PATIENT).save_as(source, enforce_file_format=True)
+    data = source.read_bytes()
+    query = {"calling": "CT01", "called": "RESEARCH", "dimse": "C_STORE_RQ", "role": "SCP"}
+    client, csrf = node.signed_in()
+    with closing(client):
+        answer = client.post(
+            "/api/preview",
+            params=query,
+            content=data,
+            headers={"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["cache-control"] == "no-store"
+        result = answer.json()
+        [rule] = result["rules"]
+        assert rule["rule"] == "deidentify-research-store"
+        name = next(c for c in rule["changes"] if c["keyword"] == "PatientName")
+        assert name["before"] == PATIENT
+        assert name["after"] != PATIENT
+        assert name["action"] in ("Z", "D")
+        other = client.post(
+            "/api/preview",
+            params={**query, "called": "COERCION"},
+            content=data,
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert other.json()["rules"] == []
+        garbage = client.post(
+            "/api/preview", params=query, content=b"not dicom", headers={"X-CSRF-Token": csrf}
+        )
+        assert garbage.status_code == 422
+        bad = client.post(
+            "/api/preview",
+            params={**query, "dimse": "C_MOVE"},
+            content=data,
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert bad.status_code == 422
+    viewer, viewer_csrf = node.signed_in(admin=False)
+    with closing(viewer):
+        refused = viewer.post(
+            "/api/preview", params=query, content=data, headers={"X-CSRF-Token": viewer_csrf}
+        )
+        assert refused.status_code == 403
+    assert stored(node.served.data) == []
+    assert "CANARY" not in node.served.text()
+
+
+def test_audit_filtered_and_paged(node: ConsoleNode, tmp_path: Path) -> None:
+    """The audit lines of stored objects, filtered by AE title, rule, status; newest first."""
+    source = tmp_path / "one.dcm"
+    make_dataset().save_as(source, enforce_file_format=True)
+    _send(node, source, "RESEARCH")
+    _send(node, source, "RESEARCH", calling="RESEARCH_MR1")
+    _send(node, source, "COERCION")
+    client, _csrf = node.signed_in(admin=False)
+    with closing(client):
+
+        def lines(**query: Any) -> dict[str, Any]:
+            answer = client.get("/api/audit", params=query)
+            assert answer.status_code == 200
+            return dict(answer.json())
+
+        everything = lines()["lines"]
+        assert [line["called_ae"] for line in everything[:3]] == [
+            "COERCION",
+            "RESEARCH",
+            "RESEARCH",
+        ]
+        research = lines(ae_title="RESEARCH")["lines"]
+        assert len(research) == 2
+        assert lines(ae_title="RESEARCH_MR1")["lines"][0]["calling_ae"] == "RESEARCH_MR1"
+        by_rule = lines(rule="deidentify-research-store")["lines"]
+        assert len(by_rule) == 2
+        first = lines(ae_title="RESEARCH", per_page=1)
+        second = lines(ae_title="RESEARCH", per_page=1, page=2)
+        assert first["more"] and not second["more"]
+        assert first["lines"][0] != second["lines"][0]
+        assert lines(status="0x0000", dimse="C_STORE_RQ")["lines"]
+        assert lines(status="failed")["lines"] == []
+        assert lines(since="2999-01-01T00:00:00Z")["lines"] == []
+        assert "DOE" not in str(everything)
+        page = client.get("/audit")
+        assert page.status_code == 200 and 'id="audit-table"' in page.text
+
+
+@pytest.mark.parametrize("kind", ["embedded"])
+def test_failed_forwards_retried_and_discarded(kind: str, tmp_path: Path) -> None:
+    """Objects a destination refused show as failed; retry sends them again, discard drops."""
+    port = free_port()
+    status = {"code": 0xA700}  # out of resources: the forwarder sets the object aside
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        if status["code"] == 0:
+            received.append(str(event.request.AffectedSOPInstanceUID))
+        return status["code"]
+
+    archive = AE(ae_title="ARCHIVE")
+    archive.add_supported_context("1.2.840.10008.5.1.4.1.1.2", ALL_TRANSFER_SYNTAXES)
+    server: Any = archive.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    ldif = remote_device("archive", "ARCHIVE", port) + forward_rule("ARCHIVE")
+    try:
+        node = embedded_node(tmp_path, ldif=ldif)
+        try:
+            client, csrf = node.signed_in()
+            headers = {"X-CSRF-Token": csrf}
+            with closing(client):
+
+                def queue() -> dict[str, Any]:
+                    found = client.get("/api/overview").json()["queues"]
+                    return dict(found[0]) if found else {}
+
+                for number in range(2):
+                    source = tmp_path / f"{number}.dcm"
+                    make_dataset().save_as(source, enforce_file_format=True)
+                    _send(node, source, "COERCION")
+                wait_for(lambda: queue().get("failed") == 2, "two objects in failed/")
+                assert queue()["destination"] == "ARCHIVE" and queue()["pending"] == 0
+                assert (
+                    'coercion_queue_failed{destination="ARCHIVE"} 2.0'
+                    in client.get("/metrics").text
+                )
+                status["code"] = 0
+                answer = client.post("/api/queues/ARCHIVE/retry", headers=headers)
+                assert answer.json() == {"destination": "ARCHIVE", "retried": 2}
+                wait_for(lambda: len(received) == 2, "the retried objects delivered", 60)
+                wait_for(lambda: queue() == {**queue(), "pending": 0, "failed": 0}, "empty")
+                status["code"] = 0xA700
+                source = tmp_path / "third.dcm"
+                make_dataset().save_as(source, enforce_file_format=True)
+                _send(node, source, "COERCION")
+                wait_for(lambda: queue().get("failed") == 1, "the third object in failed/")
+                answer = client.post("/api/queues/ARCHIVE/discard", headers=headers)
+                assert answer.json() == {"destination": "ARCHIVE", "discarded": 1}
+                assert queue()["failed"] == 0
+                missing = client.post("/api/queues/NOWHERE/retry", headers=headers)
+                assert missing.status_code == 404
+                sneaky = client.post("/api/queues/..%2F..%2Fobjects/discard", headers=headers)
+                assert sneaky.status_code == 404
+            assert len(received) == 2
+        finally:
+            stop(node)
+    finally:
+        server.shutdown()
