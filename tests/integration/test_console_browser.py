@@ -142,3 +142,27 @@ def test_rule_made_in_the_browser_applies_to_storescu(
     assert ds.PatientIdentityRemoved == "YES"
     # The overview refreshes itself: no reload.
     _wait(browser, lambda d: _total(d, "COERCION") == before + 1, "the counter to move")
+
+
+def test_preview_in_the_browser(browser: WebDriver, node: ConsoleNode, tmp_path: Path) -> None:
+    """An admin uploads a file on the Preview page and sees each attribute's action and values."""
+    source = tmp_path / "preview.dcm"
+    make_dataset(patient="CANARY^BROWSER").save_as(source, enforce_file_format=True)
+    _sign_in(browser, node)
+    browser.get(node.url + "/preview")
+    browser.find_element(By.ID, "preview-file").send_keys(str(source))
+    Select(browser.find_element(By.ID, "called")).select_by_value("RESEARCH")
+    browser.find_element(By.ID, "run-preview").click()
+    result = browser.find_element(By.ID, "preview-result")
+    _wait(browser, lambda d: result.is_displayed(), "the preview's result")
+    assert "deidentify-research-store" in result.text
+    rows = [
+        [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        for row in result.find_elements(By.CSS_SELECTOR, "table.preview tr")
+    ]
+    [name] = [row for row in rows if len(row) == 5 and row[1] == "PatientName"]
+    assert name[0] == "(0010,0010)" and name[3] == "CANARY^BROWSER" and name[4] != name[3]
+    # The file input is cleared: the page keeps no copy to send again.
+    assert browser.find_element(By.ID, "preview-file").get_attribute("value") == ""
+    assert stored(node.served.data) == []
+    assert "CANARY" not in node.served.text()
