@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -185,3 +186,74 @@ def test_failed_forwards_retried_and_discarded(kind: str, tmp_path: Path) -> Non
             stop(node)
     finally:
         server.shutdown()
+
+
+MERCURE = {
+    "general": {"preset": "none", "(0010,0010)": "set(@fake_name@)", "(0010,0020)": "set(ANON)"},
+    "myproject": {"name": "My project", "(0008,1030)": "set(@project_name@)"},
+}
+UNCARRIED = {"general": {"preset": "none", "(0010,0010)": "set(@nosuch@)"}}
+
+
+def test_tag_scripts_checked_written_and_imported(node: ConsoleNode) -> None:
+    """A tag script's body is checked with its JSON paths; good ones and mercure imports load."""
+    client, csrf = node.signed_in()
+    headers = {"X-CSRF-Token": csrf}
+    with closing(client):
+
+        def names() -> set[str]:
+            return {row["script"] for row in client.get("/api/scripts").json()}
+
+        bad = {"name": "trial", "body": {"general": {"mode": "everything", "(0010,0010)": "x"}}}
+        answer = client.post("/api/scripts", json=bad, headers=headers)
+        assert answer.status_code == 422, answer.text
+        problems = answer.json()["problems"]["coercionScript"]
+        assert any("$.general.mode" in line for line in problems)
+        assert "trial" not in names()
+        answer = client.post(
+            "/api/scripts", json={"name": "trial", "body": "{not json"}, headers=headers
+        )
+        assert answer.status_code == 422 and "coercionScript" in answer.json()["problems"]
+
+        good = {"name": "trial", "body": {"general": {"(0010,0010)": "set(TRIAL^SUBJECT)"}}}
+        answer = client.post("/api/scripts", json=good, headers=headers)
+        assert answer.status_code == 201, answer.text
+        dn = answer.json()["dn"]
+        wait_for(lambda: "trial" in names(), "the new script loaded")
+        changed = {"body": {"general": {}, "arm-b": {"(0010,0010)": "set(B)"}}}
+        assert client.put(
+            "/api/script", params={"dn": dn}, json=changed, headers=headers
+        ).is_success
+        wait_for(
+            lambda: any(
+                r["sections"] == ["general", "arm-b"] for r in client.get("/api/scripts").json()
+            ),
+            "the edited script loaded",
+        )
+        assert "arm-b" in client.get("/api/script", params={"dn": dn}).json()["coercionScript"]
+
+        refused = client.post(
+            "/api/scripts/import-mercure",
+            json={"name": "uncarried", "settings": json.dumps(UNCARRIED)},
+            headers=headers,
+        )
+        assert refused.status_code == 422
+        assert "nothing written" in " ".join(refused.json()["problems"]["settings"])
+        imported = client.post(
+            "/api/scripts/import-mercure",
+            json={"name": "from-mercure", "settings": json.dumps(MERCURE)},
+            headers=headers,
+        )
+        assert imported.status_code == 201, imported.text
+        assert isinstance(imported.json()["report"], list)
+        wait_for(lambda: "from-mercure" in names(), "the imported script loaded")
+        [row] = [r for r in client.get("/api/scripts").json() if r["script"] == "from-mercure"]
+        assert row["sections"] == ["general", "myproject"]
+        assert "uncarried" not in names()
+        page = client.get("/scripts/edit", params={"dn": dn})
+        assert page.status_code == 200 and "arm-b" in page.text
+    viewer, viewer_csrf = node.signed_in(admin=False)
+    with closing(viewer):
+        assert "trial" in {row["script"] for row in viewer.get("/api/scripts").json()}
+        again = viewer.post("/api/scripts", json=good, headers={"X-CSRF-Token": viewer_csrf})
+        assert again.status_code == 403

@@ -29,6 +29,7 @@ from coercion.console.rules import (
     rule_rows,
     to_entry,
 )
+from coercion.console.scripts import SCRIPT, script_rows, script_values
 from coercion.console.sessions import COOKIE, CSRF_HEADER, Session
 from coercion.console.state import ConsoleState, counter_totals, rule_failures
 from coercion.errors import CoercionError
@@ -61,6 +62,26 @@ class RuleIn(BaseModel):
         default=None, description="The node's AE title the rule is for; null: every AE title"
     )
     entry: dict[str, Any] = Field(description="cn, coercionURI, coercionDIMSE, ... (schema)")
+
+
+class ScriptIn(BaseModel):
+    """A tag script: its name (for a new one), its JSON body (text or object), a description."""
+
+    name: str = ""
+    body: Any
+    description: str = ""
+
+
+class MercureIn(BaseModel):
+    """mercure anonymizer settings (or a task file holding them), as text, and the script's name.
+
+    With *lenient*, commands that have no counterpart here are dropped (their tags
+    removed) instead of refusing the whole file.
+    """
+
+    name: str = Field(min_length=1)
+    settings: str = Field(min_length=1)
+    lenient: bool = False
 
 
 class Enabled(BaseModel):
@@ -361,12 +382,98 @@ def _save(
     session: Session,
     what: str,
     status: int = 200,
+    kind: str = "coercionRule",
 ) -> Any:
     try:
-        problems = state.rules.save(to_entry(dn, values))
+        problems = state.rules.save(to_entry(dn, values, kind))
     except CoercionError as exc:  # the directory refused the write or is unreachable
         return _refused(_general(exc))
     if problems:
         return _refused(problems)
     log.info("console: %s %s the rule %s", session.name, what, dn)
     return JSONResponse({"dn": dn, what: True}, status_code=status)
+
+
+# -- tag scripts -------------------------------------------------------------------------
+
+
+@router.get("/scripts", tags=["scripts"])
+def list_scripts(request: Request) -> list[dict[str, Any]]:
+    """The directory's tag scripts."""
+    return script_rows(state_of(request).configuration)
+
+
+@router.get("/script", tags=["scripts"])
+def get_script(dn: str, request: Request) -> dict[str, Any]:
+    """One tag script's entry (its body as JSON text in coercionScript)."""
+    entry = state_of(request).rules.entry(dn, SCRIPT)
+    if entry is None:
+        raise HTTPException(404, "no such tag script")
+    return entry
+
+
+@router.post("/scripts", status_code=201, tags=["scripts"])
+def create_script(body: ScriptIn, request: Request) -> Any:
+    """Check a new tag script (body schema, commands) with the whole directory; write it."""
+    state = state_of(request)
+    name = body.name.strip()
+    if not name or name != body.name:
+        problems = Problems()
+        problems.add("cn", "a name without spaces at its ends is needed")
+        return _refused(problems)
+    dn = state.rules.rule_dn(state.configuration.device.dn, name)
+    if state.rules.entry(dn, SCRIPT) is not None:
+        problems = Problems()
+        problems.add("cn", "a tag script of this name exists already")
+        return _refused(problems)
+    values = script_values(name, body.body, body.description)
+    return _save(state, dn, values, session_of(request), "created", 201, SCRIPT)
+
+
+@router.put("/script", tags=["scripts"])
+def update_script(dn: str, body: ScriptIn, request: Request) -> Any:
+    """Check a changed tag script with the whole directory; write it."""
+    state = state_of(request)
+    current = state.rules.entry(dn, SCRIPT)
+    if current is None:
+        raise HTTPException(404, "no such tag script")
+    values = script_values(current["cn"], body.body, body.description)
+    if "dicomInstalled" in current:
+        values["dicomInstalled"] = current["dicomInstalled"]
+    return _save(state, dn, values, session_of(request), "changed", 200, SCRIPT)
+
+
+@router.post("/scripts/import-mercure", status_code=201, tags=["scripts"])
+def import_mercure(body: MercureIn, request: Request) -> Any:
+    """Convert mercure settings into a tag script (as ``config import-mercure``) and write it.
+
+    The answer lists what was mapped or dropped (``report``).
+    """
+    from coercion.directory.convert.mercure import convert_mercure
+
+    state = state_of(request)
+    try:
+        entry, report = convert_mercure(
+            body.settings,
+            body.name,
+            state.configuration.device.dn,
+            "the settings",
+            lenient=body.lenient,
+        )
+    except CoercionError as exc:
+        problems = Problems()
+        for line in str(exc).splitlines():
+            problems.add("settings", line)
+        return _refused(problems)
+    if state.rules.entry(entry[0], SCRIPT) is not None:
+        problems = Problems()
+        problems.add("name", "a tag script of this name exists already")
+        return _refused(problems)
+    try:
+        problems = state.rules.save(entry)
+    except CoercionError as exc:
+        return _refused(_general(exc))
+    if problems:
+        return _refused(problems)
+    log.info("console: %s imported the tag script %s", session_of(request).name, entry[0])
+    return JSONResponse({"dn": entry[0], "created": True, "report": report}, status_code=201)

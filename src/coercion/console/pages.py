@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib.resources import files
 from typing import Any
 
@@ -12,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from coercion import __version__
 from coercion.console.api import overview, session_of, state_of
 from coercion.console.rules import form_fields, option_choices, rule_rows
+from coercion.console.scripts import SCRIPT, script_rows
 from coercion.engine import Dimse, Role
 
 __all__ = ["router"]
@@ -119,3 +121,32 @@ def preview_page(request: Request) -> HTMLResponse:
 def audit_page(request: Request) -> HTMLResponse:
     """The audit trail, filtered and paged in the browser through the API."""
     return _page(request, "audit.html", dimses=[d.value for d in Dimse])
+
+
+@router.get("/scripts", response_class=HTMLResponse)
+def scripts_page(request: Request) -> HTMLResponse:
+    """The tag scripts, and the import of mercure settings (admins)."""
+    return _page(request, "scripts.html", rows=script_rows(state_of(request).configuration))
+
+
+@router.get("/scripts/edit", response_class=HTMLResponse)
+def script_form_page(request: Request, dn: str = "") -> HTMLResponse:
+    """The form of a tag script (a new one without *dn*)."""
+    if not session_of(request).admin:
+        raise HTTPException(403, "only an admin may change tag scripts")
+    entry: dict[str, Any] = {}
+    body = '{\n "general": {\n  "preset": "default"\n }\n}'
+    if dn:
+        found = state_of(request).rules.entry(dn, SCRIPT)
+        if found is None:
+            raise HTTPException(404, "no such tag script")
+        entry = found
+        body = _pretty(entry["coercionScript"])
+    return _page(request, "script_form.html", entry=entry, dn=dn, body=body)
+
+
+def _pretty(text: str) -> str:
+    try:
+        return json.dumps(json.loads(text), indent=1)
+    except ValueError:
+        return text

@@ -35,6 +35,7 @@ __all__ = [
     "form_fields",
     "option_choices",
     "rule_rows",
+    "to_entry",
 ]
 
 RULE_SCHEMA = "coercion-rule.schema.json"
@@ -146,9 +147,9 @@ def _ldap_value(value: Any) -> str:
     return str(value)
 
 
-def to_entry(dn: str, values: dict[str, Any]) -> Entry:
-    """The LDAP form of a rule's JSON *values*: text lists, TRUE/FALSE; empty ones left out."""
-    attrs: dict[str, list[str]] = {"objectClass": ["coercionRule"]}
+def to_entry(dn: str, values: dict[str, Any], kind: str = "coercionRule") -> Entry:
+    """The LDAP form of an entry's JSON *values*: text lists, TRUE/FALSE; empty ones left out."""
+    attrs: dict[str, list[str]] = {"objectClass": [kind]}
     for name, value in values.items():
         if name in _FIXED or value is None or value in ("", []):
             continue
@@ -183,11 +184,11 @@ class RuleStore:
         """The DN of the rule *name* under *parent*."""
         return f"cn={escape_rdn_value(name)},{parent}"
 
-    def entry(self, dn: str) -> EntryJSON | None:
-        """The rule entry *dn* as the directory holds it now (JSON), or None."""
+    def entry(self, dn: str, kind: str = "coercionRule") -> EntryJSON | None:
+        """The entry *dn* of *kind* as the directory holds it now (JSON), or None."""
         configuration = self.check([], [])
         for entry in configuration.entries:
-            if _norm(entry["dn"]) == _norm(dn) and kind_of(entry) == "coercionRule":
+            if _norm(entry["dn"]) == _norm(dn) and kind_of(entry) == kind:
                 return entry
         return None
 

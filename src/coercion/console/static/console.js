@@ -326,7 +326,59 @@ function auditPage() {
   load();
 }
 
+function scriptForm() {
+  const form = document.getElementById("script-form");
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const dn = form.dataset.dn;
+    const body = {
+      name: document.getElementById("script-name").value,
+      description: document.getElementById("script-description").value.trim(),
+      body: document.getElementById("script-body").value,
+    };
+    const result = dn
+      ? await api("PUT", "/api/script?dn=" + encodeURIComponent(dn), body)
+      : await api("POST", "/api/scripts", body);
+    if (result.ok) { window.location = "/scripts"; return; }
+    if (result.status === 422 && result.data && result.data.problems) {
+      showProblems(form, result.data.problems);
+      say("Not saved: see the problems beside the fields.", true);
+    } else {
+      say("Not saved: " + detail(result), true);
+    }
+  });
+}
+
+function mercureForm() {
+  const form = document.getElementById("mercure-form");
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const file = document.getElementById("mercure-file").files[0];
+    const result = await api("POST", "/api/scripts/import-mercure", {
+      name: document.getElementById("mercure-name").value,
+      settings: file ? await file.text() : "",
+      lenient: document.getElementById("mercure-lenient").checked,
+    });
+    if (result.ok) {
+      const report = document.getElementById("mercure-report");
+      report.textContent = "Imported. " + result.data.report.join("\n");
+      report.hidden = false;
+      say("Imported as " + result.data.dn, false);
+      return;
+    }
+    if (result.status === 422 && result.data && result.data.problems) {
+      showProblems(form, result.data.problems);
+    } else {
+      say("Not imported: " + detail(result), true);
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  scriptForm();
+  mercureForm();
   queueActions();
   previewForm();
   auditPage();
