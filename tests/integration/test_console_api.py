@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coercion.directory.sources import LdapDirectory, LdapSettings
 from tests.console import (
+    ADMIN_PASSWORD,
     ConsoleNode,
     embedded_node,
     running,
@@ -99,6 +100,16 @@ def test_wrong_password_refused(node: ConsoleNode) -> None:
             answer = client.post("/api/session", json={"name": name, "password": password})
             assert answer.status_code == 401
             assert "coercion_session" not in answer.cookies
+        # A form of another site can post text/plain or a form, never JSON: refused.
+        body = f'{{"name": "{node.admin}", "password": "{ADMIN_PASSWORD}"}}'
+        plain = client.post("/api/session", content=body, headers={"Content-Type": "text/plain"})
+        assert plain.status_code == 422
+        foreign = client.post(
+            "/api/session",
+            json={"name": node.admin, "password": ADMIN_PASSWORD},
+            headers={"Origin": "http://evil.example"},
+        )
+        assert foreign.status_code == 403
         assert client.get("/api/rules").status_code == 401
 
 
