@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,7 +24,8 @@ from tests.console import (
     stop,
     wait_for,
 )
-from tests.helpers import DEVICE, dcmtk, make_dataset, stored
+from tests.helpers import BASE, DEVICE, dcmtk, make_dataset, stored
+from tests.slapd import Slapd, make_tls_files
 
 pytestmark = pytest.mark.integration
 
@@ -337,3 +340,49 @@ def test_no_http_runs_the_node_alone(tmp_path: Path) -> None:
     finally:
         served.process.terminate()
         served.process.wait(20)
+
+
+def test_console_speaks_https_with_the_node_certificate(tmp_path: Path) -> None:
+    """With --tls-cert/--tls-key the console is HTTPS and its session cookie is Secure."""
+    tls = make_tls_files(tmp_path / "tls")
+    node = embedded_node(
+        tmp_path, "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)
+    )
+    try:
+        assert node.url.startswith("https://127.0.0.1:")
+        with httpx.Client(
+            base_url=node.url, verify=ssl.create_default_context(cafile=tls.ca_cert), timeout=30
+        ) as client:
+            answer = client.post(
+                "/api/session", json={"name": node.admin, "password": ADMIN_PASSWORD}
+            )
+            assert answer.status_code == 200
+            cookie = answer.headers["set-cookie"]
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+            assert client.get("/api/rules").status_code == 200
+        plain = node.url.replace("https://", "http://")
+        with httpx.Client(timeout=10) as client, pytest.raises(httpx.HTTPError):
+            client.get(plain + "/healthz")
+    finally:
+        stop(node)
+
+
+def test_directory_person_in_no_group_cannot_sign_in(slapd: Slapd, tmp_path: Path) -> None:
+    """With --ldap, a right password of someone in neither group signs nobody in."""
+    node = slapd_node(slapd, tmp_path)
+    try:
+        slapd.ldapmodify(
+            f"dn: cn=carol,{BASE}\nchangetype: add\nobjectClass: person\ncn: carol\nsn: C\n"
+            "userPassword: carol-password-1\n"
+        )
+        with node.client() as client:
+            for name, password in (
+                (f"cn=carol,{BASE}", "carol-password-1"),
+                (node.admin, ""),
+                (node.admin, "wrong"),
+            ):
+                answer = client.post("/api/session", json={"name": name, "password": password})
+                assert answer.status_code in (401, 422), name
+            assert client.get("/api/rules").status_code == 401
+    finally:
+        stop(node)
