@@ -1,4 +1,7 @@
-"""What the console tests share: a node with its console, on the embedded directory or slapd."""
+"""What the console tests share: a node with its console, on the embedded directory or slapd.
+
+The fixture ``console_node`` (registered in tests/conftest.py) runs each test on both.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers import BASE, DEVICE, Served, config_dir, start_node
 from tests.slapd import Slapd
@@ -169,3 +173,13 @@ def running(factory: Callable[[], ConsoleNode]) -> Iterator[ConsoleNode]:
         yield node
     finally:
         stop(node)
+
+
+@pytest.fixture(params=["embedded", "slapd"])
+def console_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ConsoleNode]:
+    """A node with its console, on the embedded directory, then on a private slapd."""
+    if request.param == "embedded":
+        yield from running(lambda: embedded_node(tmp_path))
+    else:
+        server = request.getfixturevalue("slapd")
+        yield from running(lambda: slapd_node(server, tmp_path))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import ssl
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from tests.console import (
     ADMIN_PASSWORD,
     ConsoleNode,
     embedded_node,
-    running,
     slapd_node,
     stop,
     wait_for,
@@ -44,14 +42,10 @@ NEW_RULE: dict[str, Any] = {
 NEW_DN = f"cn=deidentify-newmod,{DEVICE}"
 
 
-@pytest.fixture(params=["embedded", "slapd"])
-def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ConsoleNode]:
-    """A node with its console, on the embedded directory, then on a private slapd."""
-    if request.param == "embedded":
-        yield from running(lambda: embedded_node(tmp_path))
-    else:
-        server = request.getfixturevalue("slapd")
-        yield from running(lambda: slapd_node(server, tmp_path))
+@pytest.fixture
+def node(console_node: ConsoleNode) -> ConsoleNode:
+    """The node of each test: on the embedded directory, then on slapd."""
+    return console_node
 
 
 def _rule_names(client: Any) -> set[str]:

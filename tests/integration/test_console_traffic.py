@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
-from tests.console import ConsoleNode, embedded_node, running, slapd_node, stop, wait_for
+from tests.console import ConsoleNode, embedded_node, stop, wait_for
 from tests.helpers import dcmtk, forward_rule, free_port, make_dataset, remote_device, stored
 
 pytestmark = pytest.mark.integration
@@ -19,14 +18,10 @@ pytestmark = pytest.mark.integration
 PATIENT = "CANARY^PREVIEW^Q"
 
 
-@pytest.fixture(params=["embedded", "slapd"])
-def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ConsoleNode]:
-    """A node with its console, on the embedded directory, then on a private slapd."""
-    if request.param == "embedded":
-        yield from running(lambda: embedded_node(tmp_path))
-    else:
-        server = request.getfixturevalue("slapd")
-        yield from running(lambda: slapd_node(server, tmp_path))
+@pytest.fixture
+def node(console_node: ConsoleNode) -> ConsoleNode:
+    """The node of each test: on the embedded directory, then on slapd."""
+    return console_node
 
 
 def _send(node: ConsoleNode, path: Path, called: str, calling: str = "CT01") -> None:

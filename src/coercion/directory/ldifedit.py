@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ldif import LDIFParser
 
-from coercion.dicom.outputs import atomic_output
+from coercion.dicom.outputs import atomic_output, write_all
 from coercion.directory.ldifio import Entry, format_ldif, read_ldif
 from coercion.errors import ConfigError
 
@@ -52,11 +52,8 @@ def find_entry_file(folder: Path, dn: str) -> Path | None:
 
 def _write(path: Path, text: str) -> None:
     try:
-        with (
-            atomic_output(path) as fd,
-            open(fd, "w", encoding="utf-8", closefd=False) as out,
-        ):
-            out.write(text)
+        with atomic_output(path) as fd:
+            write_all(fd, text.encode("utf-8"))
     except OSError as exc:
         raise ConfigError(
             f"{path}: cannot write ({exc.strerror}); check the folder's mode"

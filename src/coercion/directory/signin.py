@@ -7,13 +7,12 @@ once; the password is neither kept nor logged.
 from __future__ import annotations
 
 import contextlib
-import ssl
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
-from coercion.directory.sources import LdapSettings, _Tls
+from coercion.directory.sources import LdapSettings, ldap_server
 from coercion.errors import DirectoryUnavailableError
 
 __all__ = ["bind_and_groups"]
@@ -30,15 +29,7 @@ def bind_and_groups(
     """
     if not dn or not password:
         return None
-    tls = None
-    if settings.url.startswith("ldaps://") or settings.start_tls:
-        tls = _Tls(
-            validate=ssl.CERT_REQUIRED,
-            ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
-        )
-    server = ldap3.Server(
-        settings.url, get_info=ldap3.NONE, connect_timeout=settings.timeout, tls=tls
-    )
+    server = ldap_server(settings)
     connection = ldap3.Connection(
         server, user=dn, password=password, receive_timeout=settings.timeout
     )
