@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class ConsoleState:
     secure: bool = False  # served over TLS: cookies are Secure
     metrics_allow: tuple[Network, ...] = ()  # empty: /metrics and /healthz for every address
     _samples: list[tuple[float, dict[tuple[str, str], float]]] = field(default_factory=list)
+    _samples_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def configuration(self) -> Configuration:
@@ -59,9 +61,10 @@ class ConsoleState:
         """Objects per minute by (called AE, result), over the last minute of samples."""
         now = time.monotonic()
         totals = counter_totals()
-        self._samples = [(t, s) for t, s in self._samples if now - t <= 60.0]
-        self._samples.append((now, totals))
-        first_time, first = self._samples[0]
+        with self._samples_lock:  # requests run in several threads
+            self._samples = [(t, s) for t, s in self._samples if now - t <= 60.0]
+            self._samples.append((now, totals))
+            first_time, first = self._samples[0]
         span = max(now - first_time, 1.0)
         return {
             key: (value - first.get(key, 0.0)) * 60.0 / span
