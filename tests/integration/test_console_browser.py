@@ -120,6 +120,18 @@ def test_rule_made_in_the_browser_applies_to_storescu(
         return "deidentify-newmod" in driver.find_element(By.ID, "rules-table").text
 
     _wait(browser, listed, "the node to load the new rule")
+
+    def column(index: int) -> list[str]:
+        rows = browser.find_elements(By.CSS_SELECTOR, "#rules-table tbody tr")
+        return [row.find_elements(By.TAG_NAME, "td")[index].text for row in rows]
+
+    header = browser.find_element(By.CSS_SELECTOR, '#rules-table th[data-sort="1"]')
+    header.click()
+    assert column(1) == sorted(column(1))
+    header.click()
+    assert column(1) == sorted(column(1), reverse=True)
+    browser.find_element(By.CSS_SELECTOR, '#rules-table th[data-sort="0"]').click()
+    assert [int(p) for p in column(0)] == sorted(int(p) for p in column(0))
     browser.find_element(By.ID, "filter").send_keys("newmod")
     visible = [
         row
