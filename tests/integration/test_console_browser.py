@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from pydicom import dcmread
@@ -16,7 +17,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.console import ADMIN_PASSWORD, ConsoleNode, embedded_node, running
-from tests.helpers import dcmtk, make_dataset, stored
+from tests.helpers import DEVICE, dcmtk, make_dataset, stored
 
 pytestmark = pytest.mark.integration
 
@@ -154,6 +155,55 @@ def test_rule_made_in_the_browser_applies_to_storescu(
     assert ds.PatientIdentityRemoved == "YES"
     # The overview refreshes itself: no reload.
     _wait(browser, lambda d: _total(d, "COERCION") == before + 1, "the counter to move")
+
+    browser.get(node.url + "/audit")
+    browser.find_element(By.ID, "ae_title").send_keys("NEWMOD")
+    browser.find_element(By.CSS_SELECTOR, "#audit-form button[type=submit]").click()
+
+    def audited(driver: WebDriver) -> bool:
+        rows = driver.find_elements(By.CSS_SELECTOR, "#audit-table tbody tr")
+        return len(rows) == 1 and "deidentify-newmod" in rows[0].text and "0x0000" in rows[0].text
+
+    _wait(browser, audited, "the object's audit line")
+
+
+def test_rule_edited_disabled_and_deleted_in_the_browser(
+    browser: WebDriver, node: ConsoleNode
+) -> None:
+    """Edit a rule's priority, disable it, delete it (confirmed): each reaches the node."""
+    dn = "cn=deidentify-research-store,dicomAETitle=RESEARCH," + DEVICE
+    _sign_in(browser, node)
+    browser.get(node.url + "/rules/view?dn=" + quote(dn))
+    browser.find_element(By.ID, "edit-rule").click()
+    _wait(browser, lambda d: "/rules/edit" in d.current_url, "the edit form")
+    assert browser.find_element(By.ID, "cn").get_attribute("readonly") is not None
+    priority = browser.find_element(By.ID, "coercionPriority")
+    assert priority.get_attribute("value") == "10"
+    priority.clear()
+    priority.send_keys("42")
+    browser.find_element(By.ID, "save-rule").click()
+    _wait(browser, lambda d: "saved=1" in d.current_url, "the rule's page after saving")
+
+    def row(driver: WebDriver) -> list[str]:
+        driver.get(node.url + "/rules")
+        found = driver.find_elements(By.CSS_SELECTOR, f'#rules-table tr[data-dn="{dn}"] td')
+        return [cell.text for cell in found]
+
+    _wait(browser, lambda d: row(d)[:1] == ["42"], "the new priority loaded")
+    browser.get(node.url + "/rules/view?dn=" + quote(dn))
+    browser.find_element(By.ID, "toggle-rule").click()
+    _wait(browser, lambda d: "(disabled)" in d.find_element(By.TAG_NAME, "h1").text, "disabled")
+    _wait(browser, lambda d: row(d)[-1:] == ["no"], "the node to see it disabled")
+    browser.get(node.url + "/rules/view?dn=" + quote(dn))
+    browser.find_element(By.ID, "delete-rule").click()
+    alert = browser.switch_to.alert
+    assert "deidentify-research-store" in alert.text
+    alert.dismiss()  # not confirmed: nothing happens
+    assert "/rules/view" in browser.current_url
+    browser.find_element(By.ID, "delete-rule").click()
+    browser.switch_to.alert.accept()
+    _wait(browser, lambda d: d.current_url.endswith("/rules"), "the rules list after deleting")
+    _wait(browser, lambda d: row(d) == [], "the node to drop the rule")
 
 
 def test_preview_in_the_browser(browser: WebDriver, node: ConsoleNode, tmp_path: Path) -> None:
