@@ -286,7 +286,8 @@ def test_counters_move_with_stored_objects(node: ConsoleNode, tmp_path: Path) ->
         'coercion_rule_objects_total{called_ae="RESEARCH",result="stored",rule="deidentify-research-store"}'
         in metrics
     )
-    assert "coercion_coercion_seconds_bucket" in metrics
+    assert 'coercion_coercion_seconds_count{called_ae="RESEARCH"}' in metrics
+    assert 'coercion_rule_seconds_count{rule="deidentify-research-store"}' in metrics
     assert stored(node.served.data)
     client, _csrf = node.signed_in(admin=False)
     with closing(client):
