@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.directories import as_adds
 from tests.helpers import BASE, DEVICE, Served, config_dir, start_node
 from tests.slapd import Slapd
 
@@ -106,8 +107,9 @@ def embedded_node(tmp_path: Path, *extra: str, ldif: str = "") -> ConsoleNode:
     return ConsoleNode(served, console_url(served), "admin", "viewer", "embedded", folder)
 
 
-def slapd_node(server: Slapd, tmp_path: Path, *extra: str) -> ConsoleNode:
-    """A node on a private slapd; people sign in with their DN, roles from two groups."""
+def slapd_node(server: Slapd, tmp_path: Path, *extra: str, ldif: str = "") -> ConsoleNode:
+    """A node on a private slapd (*ldif* entries added); people sign in with their DN, roles
+    from two groups."""
     admin, viewer = f"cn=alice,{BASE}", f"cn=bob,{BASE}"
     server.ldapmodify(
         f"dn: {admin}\nchangetype: add\nobjectClass: person\ncn: alice\nsn: A\n"
@@ -123,6 +125,8 @@ def slapd_node(server: Slapd, tmp_path: Path, *extra: str) -> ConsoleNode:
         f"dn: {DEVICE}\nchangetype: modify\nadd: coercionStoreURL\n"
         f"coercionStoreURL: sqlite:///{tmp_path / 'store.db'}\n"
     )
+    if ldif:
+        server.ldapmodify(as_adds(ldif))
     password = tmp_path / "ldap.password"
     password.write_text(server.password, encoding="utf-8")
     served = start_node(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
-from tests.console import ConsoleNode, embedded_node, stop, wait_for
+from tests.console import ConsoleNode, embedded_node, slapd_node, stop, wait_for
 from tests.helpers import dcmtk, forward_rule, free_port, make_dataset, remote_device, stored
 
 pytestmark = pytest.mark.integration
@@ -120,12 +120,8 @@ def test_audit_filtered_and_paged(node: ConsoleNode, tmp_path: Path) -> None:
         assert page.status_code == 200 and 'id="audit-table"' in page.text
 
 
-@pytest.mark.parametrize("kind", ["embedded"])
-def test_failed_forwards_retried_and_discarded(kind: str, tmp_path: Path) -> None:
-    """Objects a destination refused show as failed; retry sends them again, discard drops."""
-    port = free_port()
-    status = {"code": 0xA700}  # out of resources: the forwarder sets the object aside
-    received: list[str] = []
+def _archive(port: int, status: dict[str, int], received: list[str]) -> Any:
+    """A storage SCP ARCHIVE answering ``status["code"]``; what it accepts goes to *received*."""
 
     def on_store(event: Any) -> int:
         if status["code"] == 0:
@@ -134,12 +130,26 @@ def test_failed_forwards_retried_and_discarded(kind: str, tmp_path: Path) -> Non
 
     archive = AE(ae_title="ARCHIVE")
     archive.add_supported_context("1.2.840.10008.5.1.4.1.1.2", ALL_TRANSFER_SYNTAXES)
-    server: Any = archive.start_server(
+    return archive.start_server(
         ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
     )
+
+
+@pytest.mark.parametrize("kind", ["embedded", "slapd"])
+def test_failed_forwards_retried_and_discarded(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Objects a destination refused show as failed; retry sends them again, discard drops."""
+    port = free_port()
+    status = {"code": 0xA700}  # out of resources: the forwarder sets the object aside
+    received: list[str] = []
+    server = _archive(port, status, received)
     ldif = remote_device("archive", "ARCHIVE", port) + forward_rule("ARCHIVE")
     try:
-        node = embedded_node(tmp_path, ldif=ldif)
+        if kind == "embedded":
+            node = embedded_node(tmp_path, ldif=ldif)
+        else:
+            node = slapd_node(request.getfixturevalue("slapd"), tmp_path, ldif=ldif)
         try:
             client, csrf = node.signed_in()
             headers = {"X-CSRF-Token": csrf}
