@@ -116,7 +116,11 @@ def test_viewer_reads_and_cannot_change(node: ConsoleNode) -> None:
     with closing(client):
         assert client.get("/api/session").json()["role"] == "viewer"
         assert "deidentify-research-store" in _rule_names(client)
-        assert client.get("/api/overview").status_code == 200
+        overview = client.get("/api/overview").json()
+        assert overview["ae_titles"] == ["COERCION", "RESEARCH"]
+        assert overview["dicom_address"] == f"127.0.0.1:{node.served.port}"
+        assert overview["http_address"] == node.url + "/"
+        assert overview["rules"]["count"] == 3 and overview["directory"]["reachable"]
         assert client.get("/rules").status_code == 200
         headers = {"X-CSRF-Token": csrf}
         assert client.post("/api/rules", json=NEW_RULE, headers=headers).status_code == 403

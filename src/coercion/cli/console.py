@@ -212,7 +212,8 @@ def start_console(
         source.close()
         return None
     web_host, web_port = server.address
-    _err.print(f"console on {server.scheme}://{web_host}:{web_port}/")
+    state.http_address = f"{server.scheme}://{web_host}:{web_port}/"
+    _err.print(f"console on {state.http_address}")
     return server
 
 

@@ -158,6 +158,7 @@ def overview(request: Request) -> dict[str, Any]:
     return {
         "ae_titles": state.ae_titles(),
         "dicom_address": state.dicom_address,
+        "http_address": state.http_address,
         "rules": {
             "count": len(configuration.rules),
             "origin": configuration.origin,

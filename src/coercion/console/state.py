@@ -33,6 +33,7 @@ class ConsoleState:
     #: The node's AE titles and DICOM address ("host:port"), read when a page is made.
     ae_titles: Callable[[], list[str]]
     dicom_address: str
+    http_address: str = ""  # the console's URL, once it listens
     secret: bytes = b""  # the node's key: previews come out as the node's objects would
     ldap_accounts: bool = False  # people sign in with their directory DN
     secure: bool = False  # served over TLS: cookies are Secure
