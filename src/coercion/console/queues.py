@@ -50,7 +50,8 @@ def _failed(folder: Path) -> list[Path]:
     failed = folder / "failed"
     if not failed.is_dir():
         return []
-    return sorted(p for p in failed.iterdir() if p.is_file() and not p.name.endswith(REASON))
+    # Objects only: not their reasons, nor a temporary file the forwarder is writing.
+    return sorted(p for p in failed.glob("*.dcm") if p.is_file() and not p.name.startswith("."))
 
 
 def retry_failed(data: Path, destination: str) -> int:
