@@ -192,7 +192,9 @@ def test_rule_edited_disabled_and_deleted_in_the_browser(
     _wait(browser, lambda d: row(d)[:1] == ["42"], "the new priority loaded")
     browser.get(node.url + "/rules/view?dn=" + quote(dn))
     browser.find_element(By.ID, "toggle-rule").click()
-    _wait(browser, lambda d: "(disabled)" in d.find_element(By.TAG_NAME, "h1").text, "disabled")
+    # The page reloads itself: its heading is read in one step, never from the old document.
+    heading = "return document.querySelector('h1') && document.querySelector('h1').textContent"
+    _wait(browser, lambda d: "(disabled)" in str(d.execute_script(heading)), "disabled")
     _wait(browser, lambda d: row(d)[-1:] == ["no"], "the node to see it disabled")
     browser.get(node.url + "/rules/view?dn=" + quote(dn))
     browser.find_element(By.ID, "delete-rule").click()
