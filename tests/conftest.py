@@ -9,9 +9,9 @@ import pytest
 
 from tests.helpers import OPEN_ENVS, SECRET
 
-#: The private slapd fixtures ``slapd`` and ``slapd_no_syncprov``, and the private PostgreSQL
-#: fixtures ``postgres`` and ``postgres_session``.
-pytest_plugins = ["tests.slapd", "tests.postgres"]
+#: The private slapd fixtures ``slapd`` and ``slapd_no_syncprov``, the private PostgreSQL
+#: fixtures ``postgres`` and ``postgres_session``, and ``console_node`` (a node with its console).
+pytest_plugins = ["tests.slapd", "tests.postgres", "tests.console"]
 
 
 @pytest.fixture

@@ -3,13 +3,14 @@
 # ldapmodify (the directory tests start a private slapd on 127.0.0.1), dcmtk (echoscu, storescu,
 # findscu: the network tests use them as real clients), openssl (the TLS tests make a throwaway CA),
 # postgresql (the store tests start a private server on 127.0.0.1 from its binaries in
-# /usr/lib/postgresql/*/bin), libgdcm-tools (gdcmanon, a baseline of benchmarks/bench_deidentify.py)
+# /usr/lib/postgresql/*/bin), libgdcm-tools (gdcmanon, a baseline of benchmarks/bench_deidentify.py),
+# chromium and chromium-driver (the console's browser tests drive a headless Chromium with Selenium)
 # and a Python with venv.
 # Uses sudo when not run as root. The system instances of slapd and PostgreSQL (the cluster the
 # Debian package creates) are not started or used.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
-packages="slapd ldap-utils dcmtk openssl postgresql libgdcm-tools"
+packages="slapd ldap-utils dcmtk openssl postgresql libgdcm-tools chromium chromium-driver"
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages="$packages python3 python3-venv python3-pip"
 missing=""
 for package in $packages; do

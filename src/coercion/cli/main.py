@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from rich.markup import escape
 from coercion import __version__, batch
 from coercion.cli.checks import check_tls, prepare_data_folder
 from coercion.cli.config import config, directory_options, explain, open_source
+from coercion.cli.console import console, console_running, http_options, split_options
 from coercion.cli.logs import configure_logging
 from coercion.cli.profile import profile
 from coercion.cli.store import store
@@ -443,6 +445,7 @@ def reidentify(
     default=0,
     help="Processes accepting associations on the one address (0: one per core).",
 )
+@http_options
 @directory_options
 def serve(
     host: str | None,
@@ -466,9 +469,11 @@ def serve(
     """
     from coercion.cli import serving
     from coercion.directory.watch import SNAPSHOT_NAME, ConfigurationWatcher
+    from coercion.net import metrics
     from coercion.net.node import Node, NodeSettings
     from coercion.net.workers import worker_count
 
+    http, console_directory = split_options(directory)
     device = directory.pop("device")
     directory_choice = dict(directory)  # open_source takes its options out
     if (tls_cert is None) != (tls_key is None):
@@ -513,10 +518,19 @@ def serve(
     )
     stopping = serving.stop_on_signals()
     count = worker_count(workers)
+    metrics.count_in(data / metrics.FOLDER)  # before any count, inherited by the workers
+
+    def with_console(
+        titles: Callable[[], list[str]], address: str
+    ) -> AbstractContextManager[object]:
+        return console_running(http, console_directory, watcher, node_settings, titles, address)
+
     if count == 1:
-        serving.serve_one(Node(watcher, node_settings), configuration.origin, stopping)
+        node = Node(watcher, node_settings)
+        serving.serve_one(node, configuration.origin, stopping, with_console)
         return
-    watcher.stop()  # each worker watches the directory itself
+    if http["no_http"]:
+        watcher.stop()  # each worker watches the directory itself; the console reads this one
     factory = functools.partial(
         serving.worker_node,
         directory_choice,
@@ -526,7 +540,9 @@ def serve(
         node_settings,
         _verbosity(),
     )
-    serving.serve_workers(count, factory, node_settings, configuration.origin, stopping)
+    serving.serve_workers(
+        count, factory, node_settings, configuration.origin, stopping, with_console
+    )
 
 
 def _verbosity() -> int:
@@ -536,6 +552,7 @@ def _verbosity() -> int:
 
 
 cli.add_command(config)
+cli.add_command(console)
 cli.add_command(explain)
 cli.add_command(store)
 cli.add_command(profile)

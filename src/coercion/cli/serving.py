@@ -12,6 +12,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,11 @@ from coercion.errors import CoercionError
 if TYPE_CHECKING:
     from coercion.net.node import Node, NodeSettings
 
-__all__ = ["serve_one", "serve_workers", "stop_on_signals", "worker_node"]
+#: What runs beside the node while it serves (the console), given the node's AE titles
+#: (read when needed) and the address it listens on ("host:port").
+Beside = Callable[[Callable[[], list[str]], str], AbstractContextManager[object]]
+
+__all__ = ["Beside", "serve_one", "serve_workers", "stop_on_signals", "worker_node"]
 
 log = logging.getLogger("coercion.cli")
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -46,8 +51,14 @@ def stop_on_signals() -> threading.Event:
     return stopping
 
 
-def serve_one(node: Node, origin: str, stopping: threading.Event) -> None:
-    """Run *node* in this process until *stopping*."""
+def _nothing(_titles: Callable[[], list[str]], _address: str) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+def serve_one(
+    node: Node, origin: str, stopping: threading.Event, beside: Beside = _nothing
+) -> None:
+    """Run *node* in this process until *stopping*, with *beside* while it listens."""
     settings = node.settings
     try:
         bound_host, bound_port = node.start()
@@ -55,8 +66,9 @@ def serve_one(node: Node, origin: str, stopping: threading.Event) -> None:
         raise bind_error(exc, settings.host, settings.port) from None
     _listening(node.ae_titles, bound_host, bound_port, origin, settings.data)
     try:
-        while not stopping.wait(0.5):
-            pass
+        with beside(lambda: node.ae_titles, f"{bound_host}:{bound_port}"):
+            while not stopping.wait(0.5):
+                pass
     finally:
         _err.print("stopping: letting associations finish")
         node.stop()
@@ -76,8 +88,12 @@ def serve_workers(
     settings: NodeSettings,
     origin: str,
     stopping: threading.Event,
+    beside: Beside = _nothing,
 ) -> None:
-    """Listen, run *count* worker processes until *stopping*, then stop them all."""
+    """Listen, run *count* worker processes until *stopping*, then stop them all.
+
+    *beside* runs in this process while they serve.
+    """
     from coercion.net.node import remove_stale
     from coercion.net.workers import Supervisor, WorkerFailedError, listen
 
@@ -95,7 +111,8 @@ def serve_workers(
     _listening(titles, str(bound_host), int(bound_port), origin, settings.data)
     log.info("%d workers, pids %s", count, ", ".join(map(str, supervisor.pids())))
     try:
-        supervisor.wait(stopping)
+        with beside(lambda: titles, f"{bound_host}:{bound_port}"):
+            supervisor.wait(stopping)
     finally:
         _err.print("stopping: letting associations finish")
         supervisor.stop()

@@ -49,6 +49,7 @@ __all__ = [
     "LdapSettings",
     "SnapshotDirectory",
     "entries_digest",
+    "ldap_server",
 ]
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,19 @@ def _bind_refused(settings: LdapSettings, exc: LDAPException) -> str:
     )
 
 
+def ldap_server(settings: LdapSettings, info: str = ldap3.NONE) -> ldap3.Server:
+    """The ldap3 server of *settings*: TLS (the name checked) for ldaps:// and StartTLS."""
+    if settings.ca_file is not None and not settings.ca_file.is_file():
+        raise ConfigError(f"{settings.ca_file}: CA certificate file not found")
+    tls = None
+    if settings.url.startswith("ldaps://") or settings.start_tls:
+        tls = _Tls(
+            validate=ssl.CERT_REQUIRED,
+            ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
+        )
+    return ldap3.Server(settings.url, get_info=info, connect_timeout=settings.timeout, tls=tls)
+
+
 class LdapDirectory(DirectorySource):
     """A live LDAP server, read through ldap3."""
 
@@ -269,17 +283,7 @@ class LdapDirectory(DirectorySource):
         if self._connection is not None and self._connection.bound:
             return self._connection
         settings = self.settings
-        if settings.ca_file is not None and not settings.ca_file.is_file():
-            raise ConfigError(f"{settings.ca_file}: CA certificate file not found")
-        tls = None
-        if settings.url.startswith("ldaps://") or settings.start_tls:
-            tls = _Tls(
-                validate=ssl.CERT_REQUIRED,
-                ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
-            )
-        server = ldap3.Server(
-            settings.url, get_info=ldap3.DSA, connect_timeout=settings.timeout, tls=tls
-        )
+        server = ldap_server(settings, ldap3.DSA)
         connection = ldap3.Connection(
             server,
             user=settings.bind_dn,

@@ -9,7 +9,7 @@ from coercion.directory.ldifio import Entry
 from coercion.directory.sources import LdapDirectory
 from coercion.errors import ConfigError, DirectoryUnavailableError
 
-__all__ = ["import_entries"]
+__all__ = ["delete_entry", "import_entries"]
 
 #: Attributes the server manages: never written.
 _OPERATIONAL = frozenset(
@@ -70,12 +70,15 @@ def import_entries(directory: LdapDirectory, entries: list[Entry]) -> tuple[int,
     except LDAPNoSuchObjectResult:
         raise ConfigError(f"{directory.origin} {dn}: the parent entry does not exist") from None
     except LDAPException as exc:
-        if exc.__class__.__name__.startswith("LDAPSocket"):
-            raise DirectoryUnavailableError(f"{directory.origin}: {exc}") from None
-        raise ConfigError(
-            f"{directory.origin} {dn}: refused ({exc.__class__.__name__}: {exc})"
-        ) from None
+        raise _refused(directory, dn, exc) from None
     return added, modified, unchanged
+
+
+def _refused(directory: LdapDirectory, dn: str, exc: LDAPException) -> Exception:
+    """The error for *exc* on *dn*: the server unreachable, or the write refused."""
+    if exc.__class__.__name__.startswith("LDAPSocket"):
+        return DirectoryUnavailableError(f"{directory.origin}: {exc}")
+    return ConfigError(f"{directory.origin} {dn}: refused ({exc.__class__.__name__}: {exc})")
 
 
 def _check(connection: ldap3.Connection, ok: bool, dn: str, what: str) -> None:
@@ -85,3 +88,14 @@ def _check(connection: ldap3.Connection, ok: bool, dn: str, what: str) -> None:
             f"{dn}: {what} refused by the server ({result.get('description')}: "
             f"{result.get('message')})"
         )
+
+
+def delete_entry(directory: LdapDirectory, dn: str) -> None:
+    """Delete the entry *dn* (a leaf) from the live directory."""
+    connection = directory._connect()
+    try:
+        _check(connection, connection.delete(dn), dn, "delete")
+    except LDAPNoSuchObjectResult:
+        raise ConfigError(f"{directory.origin} {dn}: no such entry") from None
+    except LDAPException as exc:
+        raise _refused(directory, dn, exc) from None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +73,10 @@ class ConfigurationWatcher:
         self.current: Configuration | None = None
         self.from_snapshot = False  # the current configuration came from the snapshot
         self.last_error: str | None = None
+        #: When the current configuration was loaded (time.time()); reloads and rejected ones.
+        self.loaded_at = 0.0
+        self.reloads = 0
+        self.rejected = 0
         self._fingerprint: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,6 +91,7 @@ class ConfigurationWatcher:
 
     def _reject(self, exc: ConfigError, what: str) -> None:
         self.last_error = str(exc)
+        self.rejected += 1
         for line in str(exc).splitlines():
             log.error("%s: %s", what, line)
 
@@ -114,6 +120,7 @@ class ConfigurationWatcher:
                 self.last_error = None
                 self.keep_snapshot(configuration)
         self.current = configuration
+        self.loaded_at = time.time()
         self._follow_interval(configuration)
         return configuration
 
@@ -185,6 +192,8 @@ class ConfigurationWatcher:
         self._fingerprint = fingerprint
         self.last_error = None
         previous, self.current = self.current, configuration
+        self.loaded_at = time.time()
+        self.reloads += 1
         self.from_snapshot = False
         self.keep_snapshot(configuration)
         log.info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ class AppliedRule:
     rule: Rule
     changes: list[Change] = field(default_factory=list)
     failure: str | None = None
+    seconds: float = 0.0  # how long the rule's action took
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Engine:
         for rule in self._rules.select(ctx, ds):
             applied = AppliedRule(rule)
             outcome.applied.append(applied)
+            started = time.perf_counter()
             if rule.on_failure is OnFailure.RETHROW:
                 try:
                     applied.changes = rule.action.apply(outcome.dataset, ctx)
@@ -91,12 +94,16 @@ class Engine:
                     raise RuleFailedError(
                         f"rule {rule.dn}: {_reason(exc)}", kind=kind_of(exc), rule=rule.name
                     ) from exc
+                finally:
+                    applied.seconds = time.perf_counter() - started
             else:
                 # Work on a copy, so that a failure leaves no half-applied rule behind.
                 work = copy.deepcopy(outcome.dataset)
                 try:
                     applied.changes = rule.action.apply(work, ctx)
+                    applied.seconds = time.perf_counter() - started
                 except Exception as exc:
+                    applied.seconds = time.perf_counter() - started
                     applied.failure = _reason(exc)
                     log.warning(
                         "rule %s failed (%s), on-failure %s",

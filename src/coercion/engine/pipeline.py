@@ -23,6 +23,7 @@ the node stores, and the forwarder sends, the bytes it read as they are.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class Coerced:
     outcome: Outcome | None = None
     #: Changes per action letter.
     counts: dict[str, int] = field(default_factory=dict)
+    #: Seconds the rules took to select and apply (0 when none ran).
+    seconds: float = 0.0
 
 
 @dataclass
@@ -109,13 +112,16 @@ def apply_rules(engine: Engine, ctx: EventContext) -> Callable[[Dataset], Coerce
     """The coerce step of *engine*'s rules for *ctx*."""
 
     def coerce(ds: Dataset) -> Coerced:
+        started = time.perf_counter()
         outcome = engine.apply(ds, ctx)
+        seconds = time.perf_counter() - started
         return Coerced(
             outcome.dataset,
             bool(outcome.applied),
             retention(outcome, ctx),
             outcome,
             dict(outcome.counts()),
+            seconds,
         )
 
     return coerce

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from coercion.dicom.outputs import private_folders
 from coercion.engine import EventContext, Outcome
+from coercion.net import metrics
 
 __all__ = ["AuditTrail"]
 
@@ -69,6 +70,7 @@ class AuditTrail:
         extra: Mapping[str, object] | None = None,
     ) -> None:
         """Append one line; a failure to write it is logged (once per burst), never raised."""
+        metrics.record_operation(ctx, status, outcome)
         line: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "dimse": str(ctx.dimse),

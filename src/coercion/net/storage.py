@@ -29,7 +29,7 @@ from coercion.dicom.part10 import file_meta_bytes, read_bytes, read_file
 from coercion.directory.settings import DeviceSettings
 from coercion.engine import Engine, EventContext, Outcome
 from coercion.engine.pipeline import Coerced, apply_rules, prepare, write
-from coercion.net import incoming, receive
+from coercion.net import incoming, metrics, receive
 from coercion.net.audit import AuditTrail
 from coercion.net.boundary import Boundary, DataSetMismatchError, Operation, Service, guarded
 from coercion.net.forward import Forwarder
@@ -130,6 +130,8 @@ class Storage:
         verify = self.verify and received.rules
         prepared = prepare(received.ds, coerce, verify=verify, name=op.label, source=received.file)
         outcome = op.outcome = prepared.coerced.outcome or Outcome(prepared.dataset)
+        if received.rules:
+            metrics.observe_coercion(ctx, outcome, prepared.coerced.seconds)
         stored = prepared.dataset
         path = object_path(self.objects, stored, op.label)
         replaced = path.exists()  # a second copy replaces the first, whole or not at all
