@@ -5,6 +5,7 @@ The fixture ``console_node`` (registered in tests/conftest.py) runs each test on
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -12,13 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.directories import as_adds
-from tests.helpers import BASE, DEVICE, Served, config_dir, start_node
+from tests.helpers import BASE, DEVICE, Served, config_dir, start_node, wait_until
 from tests.slapd import Slapd
 
 ADMIN_PASSWORD = "admin-password-1"
@@ -159,15 +159,8 @@ def stop(node: ConsoleNode) -> None:
         node.served.process.wait(20)
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Call *check* until it returns something true; fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+#: Wait for a condition the console shows (a reload takes a poll interval or two).
+wait_for = functools.partial(wait_until, timeout=20.0, interval=0.1)
 
 
 def running(factory: Callable[[], ConsoleNode]) -> Iterator[ConsoleNode]:

@@ -172,7 +172,7 @@ def test_failed_forwards_retried_and_discarded(
                 status["code"] = 0
                 answer = client.post("/api/queues/ARCHIVE/retry", headers=headers)
                 assert answer.json() == {"destination": "ARCHIVE", "retried": 2}
-                wait_for(lambda: len(received) == 2, "the retried objects delivered", 60)
+                wait_for(lambda: len(received) == 2, "the retried objects delivered", timeout=60)
                 wait_for(lambda: queue() == {**queue(), "pending": 0, "failed": 0}, "empty")
                 status["code"] = 0xA700
                 source = tmp_path / "third.dcm"

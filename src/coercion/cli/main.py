@@ -529,8 +529,9 @@ def serve(
         node = Node(watcher, node_settings)
         serving.serve_one(node, configuration.origin, stopping, with_console)
         return
-    if http["no_http"]:
-        watcher.stop()  # each worker watches the directory itself; the console reads this one
+    # Each worker watches the directory itself; this watcher is the console's view of it.
+    if not http["no_http"]:
+        watcher.start()
     factory = functools.partial(
         serving.worker_node,
         directory_choice,
@@ -540,9 +541,12 @@ def serve(
         node_settings,
         _verbosity(),
     )
-    serving.serve_workers(
-        count, factory, node_settings, configuration.origin, stopping, with_console
-    )
+    try:
+        serving.serve_workers(
+            count, factory, node_settings, configuration.origin, stopping, with_console
+        )
+    finally:
+        watcher.stop()
 
 
 def _verbosity() -> int:
