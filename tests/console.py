@@ -9,7 +9,6 @@ import functools
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,15 +76,14 @@ def passwd(path: Path, name: str, role: str, password: str) -> None:
 
 def console_url(served: Served) -> str:
     """The console's URL from the node's log (it prints it once it listens)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = re.search(r"console on (https?://[\d.]+:\d+)/", served.text())
-        if found:
-            return found[1]
-        if served.process.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"the console did not start:\n{served.text()}")
+
+    def found() -> str:
+        url = re.search(r"console on (https?://[\d.]+:\d+)/", served.text())
+        if url is None and served.process.poll() is not None:
+            raise AssertionError(f"the node exited:\n{served.text()}")
+        return url[1] if url else ""
+
+    return wait_until(found, "the console to start", 30.0, served.text, 0.05)
 
 
 def embedded_node(tmp_path: Path, *extra: str, ldif: str = "") -> ConsoleNode:
