@@ -84,16 +84,15 @@ def tag_or_keyword(
     *spaces*, spaces around the digits; *short* and *parentheses* widen the
     bare hex form as :func:`parse_hex` does.
     """
-    found = _TAG.match(text)
-    if found is not None and len(found["group"]) == 4 and len(found["element"]) == 4:
-        if spaces or not any(found[space] for space in ("s1", "s2", "s3", "s4")):
-            return int(found["group"], 16) << 16 | int(found["element"], 16)
+    if not spaces and any(char.isspace() for char in text):
         return None
-    hexa = parse_hex(text, short=short, parentheses=parentheses)
-    if hexa is not None:
-        return hexa
-    tag = tag_for_keyword(text)
-    return None if tag is None else int(tag)
+    tag = parse_tag(text, parentheses=False)
+    if tag is None:
+        tag = parse_hex(text, short=short, parentheses=parentheses)
+    if tag is None:
+        by_keyword = tag_for_keyword(text)
+        tag = None if by_keyword is None else int(by_keyword)
+    return tag
 
 
 def format_tag(tag: int) -> str:
