@@ -26,7 +26,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet
-from pydicom.uid import UID, generate_uid
+from pydicom.uid import UID, MediaStorageDirectoryStorage, generate_uid
 
 from coercion.dicom.elements import joined_text, text_values
 from coercion.dicom.outputs import output_file
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Media Storage Directory Storage: the SOP Class of a DICOMDIR (PS3.10 7.2).
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+MEDIA_STORAGE_DIRECTORY = MediaStorageDirectoryStorage
 _MEDIA_STORAGE_SOP_CLASS = 0x00020002
 _DIRECTORY_RECORD_SEQUENCE = 0x00041220
 _REFERENCED_FILE_ID = 0x00041500
