@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
 from coercion.dicom.elements import dictionary_vr, put_value, text_values
 from coercion.engine.context import EventContext
@@ -52,14 +51,13 @@ _PATIENT_ID = 0x00100020
 _ISSUER = 0x00100021
 _ISSUER_QUALIFIERS = 0x00100024
 #: SOP classes that get the issuer only: worklist find, MPPS, queries.
-#: By pydicom's UID keywords (UID(...).keyword), as the standard names them.
 _ISSUER_ONLY = frozenset(
     {
-        "ModalityWorklistInformationModelFind",
-        "ModalityPerformedProcedureStep",
-        "PatientRootQueryRetrieveInformationModelFind",
-        "StudyRootQueryRetrieveInformationModelFind",
-        "PatientStudyOnlyQueryRetrieveInformationModelFind",
+        "1.2.840.10008.5.1.4.31",
+        "1.2.840.10008.3.1.2.3.3",
+        "1.2.840.10008.5.1.4.1.2.1.1",
+        "1.2.840.10008.5.1.4.1.2.2.1",
+        "1.2.840.10008.5.1.4.1.2.3.1",
     }
 )
 
@@ -93,7 +91,7 @@ class SupplementFromDeviceAction:
         """Give the attributes without a value the device's values."""
         peer = self.peer(ctx)
         changes = []
-        if UID(ctx.sop_class_uid).keyword not in _ISSUER_ONLY:
+        if ctx.sop_class_uid not in _ISSUER_ONLY:
             for _keyword, tag, name, every in _INSTANCE:
                 values = peer.info.get(name, ())
                 if values and not text_values(ds, tag):
