@@ -255,14 +255,14 @@ def acceptor_or(
 ) -> Callable[[Any], None]:
     """*acceptor* for an acceptor's association thread, *original* for a requestor's."""
 
-    def run_reactor(self: Any) -> None:
+    def either(self: Any) -> None:
         if not self.is_acceptor:
-            original(self)  # negotiates, then runs run_reactor (the requestor's loop)
+            original(self)  # negotiates, then runs Association._run_reactor (the requestor's loop)
             return
         acceptor(self)
 
-    run_reactor.__doc__ = original.__doc__
-    return run_reactor
+    either.__doc__ = original.__doc__
+    return either
 
 
 def run_acceptor_thread(self: Any) -> None:
