@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
-from coercion.dicom.dicomdir import is_directory, write_directory_file
 from coercion.dicom.elements import joined_text
 from coercion.dicom.outputs import atomic_output, remove_stale_temporaries
 from coercion.dicom.part10 import read_file, sniff
@@ -45,6 +44,7 @@ from coercion.errors import (
 )
 from coercion.locations import Location, exists, join, put, readable, walk
 from coercion.profile import CompiledProfile, Deidentifier, Option, compile_profile
+from coercion.profile.dicomdir import is_directory, write_directory_file
 from coercion.profile.keys import DEFAULT_KEY_SCOPE, KeyScope, deidentify_scope
 from coercion.profile.uids import UIDRemapper
 from coercion.profile.verify import Retention

@@ -25,8 +25,8 @@ from pydicom.fileset import FileSet
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from coercion.batch import KEY_FILE_COLUMNS
-from coercion.dicom.dicomdir import MEDIA_STORAGE_DIRECTORY
 from coercion.profile import compile_profile
+from coercion.profile.dicomdir import MEDIA_STORAGE_DIRECTORY
 from tests.helpers import (
     coercion,
     coercion_command,

@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet
 
-from coercion.dicom.dicomdir import MEDIA_STORAGE_DIRECTORY
+from coercion.profile.dicomdir import MEDIA_STORAGE_DIRECTORY
 from tests.helpers import coercion
 
 pytestmark = pytest.mark.integration

@@ -64,7 +64,7 @@ def _requestor() -> AE:
 def test_install_replaces_the_polling_loops() -> None:
     """On pynetdicom 3.0 the DUL loop is the event-driven one, installed once."""
     assert adapt.install() and adapt.install()
-    assert DULServiceProvider.run_reactor is reactor._run_dul
+    assert DULServiceProvider.run_reactor is reactor.run_dul
 
 
 def test_echo_and_store_then_release(acceptor: Acceptor) -> None:

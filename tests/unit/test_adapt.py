@@ -12,7 +12,7 @@ from pydicom.uid import UID
 from pynetdicom import AE
 from pynetdicom.transport import RequestHandler
 
-from coercion.net import adapt, reactor
+from coercion.net import adapt
 
 VERIFICATION = UID("1.2.840.10008.1.1")
 
@@ -23,7 +23,8 @@ def test_an_unsupported_version_keeps_pynetdicom_and_warns_once(
     """Another pynetdicom version: install() is False, one warning, the loops not touched."""
     monkeypatch.setattr(pynetdicom, "__version__", "9.1.0")
     monkeypatch.setattr(adapt, "_warned", False)
-    monkeypatch.setattr(reactor, "install", lambda: pytest.fail("loops installed"))
+    monkeypatch.setattr(adapt, "_install_loops", lambda: pytest.fail("loops installed"))
+    monkeypatch.setattr(adapt, "_installed", False)
     with caplog.at_level(logging.WARNING, logger="coercion.net.adapt"):
         assert adapt.install() is False
         assert adapt.install() is False

@@ -49,7 +49,7 @@ def test_a_deidentified_object_is_encoded_verified_and_written(tmp_path: Path) -
     prepared = prepare(
         read_file(path), apply_rules(engine("deidentify:"), CTX), verify=True, name="in.dcm"
     )
-    assert prepared.changed and prepared.coerced.retention is not None
+    assert prepared.coerced.changed and prepared.coerced.retention is not None
     encoded = prepared.encode()
     prepared.verify(encoded)
     write(encoded, tmp_path / "out.dcm", sync=False)
@@ -85,7 +85,7 @@ def test_no_rule_leaves_the_object_unchanged_and_unverified(tmp_path: Path) -> N
     path = source(tmp_path, leaky=True)
     ds = read_file(path)
     prepared = prepare(ds, apply_rules(engine(None), CTX), verify=True, name="in.dcm")
-    assert not prepared.changed and prepared.coerced.retention is None
+    assert not prepared.coerced.changed and prepared.coerced.retention is None
     assert prepared.dataset is ds
     prepared.verify(prepared.encode())  # nothing de-identified: nothing to verify
 

@@ -6,12 +6,12 @@ import struct
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.tag import BaseTag
-from pydicom.uid import CTImageStorage, MRImageStorage
+from pydicom.uid import UID, CTImageStorage, MRImageStorage
 
 from coercion.dicom.elements import vr_of
 from coercion.dicom.outputs import atomic_output
@@ -170,3 +170,19 @@ def test_implicit_vr_whose_first_length_looks_like_letters_is_read_as_implicit()
     ds = read_bytes(data, "implicit.dcm")
     assert str(ds.PatientName) == "IMPLICIT^ANNA"
     assert list(ds.ImageType)[:2] == ["ORIGINAL", "PRIMARY"]
+
+
+def test_deflated_image_frame_compression_keeps_a_plain_data_set(tmp_path: Path) -> None:
+    """1.2.840.10008.1.2.8.1 deflates frames only: its data set is read as explicit VR LE."""
+    ds = make_dataset()
+    del ds.PixelData  # (frames would be encapsulated; the data set is what is tested)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.8.1")
+    path = tmp_path / "frames.dcm"
+    ds.preamble = b"\0" * 128
+    dcmwrite(path, ds, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    read = read_file(path)
+    assert str(read.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.8.1"
+    assert (str(read.PatientID), str(read.PatientName)) == ("PID-4711", "DOE^JANE^Q")

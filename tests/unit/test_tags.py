@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from coercion.dicom.tags import ITEM, ITEM_END, SEQUENCE_END, format_tag, format_tags, parse_tag
+from coercion.dicom.tags import (
+    ITEM,
+    ITEM_END,
+    SEQUENCE_END,
+    format_tag,
+    format_tags,
+    parse_hex,
+    parse_tag,
+    tag_or_keyword,
+)
 
 
 @pytest.mark.parametrize(
@@ -53,3 +62,39 @@ def test_item_and_delimiter_tags_are_plain_ints() -> None:
     """The item tags are pydicom's, as ints (compared in C by the parsers)."""
     assert (ITEM, ITEM_END, SEQUENCE_END) == (0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD)
     assert all(type(tag) is int for tag in (ITEM, ITEM_END, SEQUENCE_END))
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "tag"),
+    [
+        ("00100010", {}, 0x00100010),
+        ("10", {}, None),
+        ("10", {"short": True}, 0x10),
+        ("(00100010)", {}, None),
+        ("(00100010)", {"parentheses": True}, 0x00100010),
+        ("0010001G", {"short": True}, None),
+        ("001000100", {"short": True}, None),
+    ],
+)
+def test_parse_hex(text: str, options: dict[str, bool], tag: int | None) -> None:
+    assert parse_hex(text, **options) == tag
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "tag"),
+    [
+        ("PatientID", {}, 0x00100020),
+        ("PatientId", {}, None),
+        ("00100020", {}, 0x00100020),
+        ("(0010,0020)", {}, 0x00100020),
+        ("0010,0020", {}, 0x00100020),
+        ("( 0010 , 0020 )", {}, 0x00100020),
+        ("( 0010 , 0020 )", {"spaces": False}, None),
+        ("(10,20)", {}, None),
+        ("20", {}, None),
+        ("20", {"short": True}, 0x20),
+        ("(00100020)", {"parentheses": True}, 0x00100020),
+    ],
+)
+def test_tag_or_keyword(text: str, options: dict[str, bool], tag: int | None) -> None:
+    assert tag_or_keyword(text, **options) == tag

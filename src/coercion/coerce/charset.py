@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from coercion.dicom.elements import vr_of
+from coercion.dicom.tags import format_tag
 from coercion.engine.context import EventContext
 from coercion.engine.registry import ActionEnv, register_fixed_scheme, register_scheme
 from coercion.engine.rules import RuleAction
@@ -85,8 +86,7 @@ def _encodable(text: str, codecs: list[str]) -> bool:
 
 
 def _label(where: Where, tag: int) -> str:
-    steps = "".join(f"({t >> 16:04X},{t & 0xFFFF:04X})[{i}]." for t, i in where)
-    return f"{steps}({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    return "".join(f"{format_tag(t)}[{i}]." for t, i in where) + format_tag(tag)
 
 
 def _values(value: object) -> list[object]:

@@ -44,6 +44,13 @@ from collections.abc import Mapping
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import, unseen by mypy
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientStudyOnlyQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
 
 from coercion.dicom.elements import dictionary_vr, put_value, text_values
 from coercion.engine.context import EventContext
@@ -88,10 +95,14 @@ _REQUEST_ISSUERS = (
     ("dicomOrderPlacerIdentifier", 0x00402016, 0x00400026),
     ("dicomOrderFillerIdentifier", 0x00402017, 0x00400027),
 )
-_MWL = "1.2.840.10008.5.1.4.31"
-_MPPS = "1.2.840.10008.3.1.2.3.3"
+_MWL = ModalityWorklistInformationFind
+_MPPS = ModalityPerformedProcedureStep
 _QUERIES = frozenset(
-    {"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.3.1"}
+    {
+        PatientRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelFind,
+        PatientStudyOnlyQueryRetrieveInformationModelFind,
+    }
 )
 #: A code as dcm4che writes one: (VALUE, SCHEME[;VERSION], "MEANING").
 _CODE = re.compile(r'^\(\s*([^,]+?)\s*,\s*([^,;]+?)\s*(?:;\s*([^,]+?)\s*)?,\s*"(.*)"\s*\)$')

@@ -22,6 +22,7 @@ from pydicom.sequence import Sequence
 from pydicom.valuerep import PersonName
 
 from coercion.dicom.elements import BINARY_VRS, dictionary_vr
+from coercion.dicom.tags import parse_hex
 
 __all__ = ["from_xml", "to_xml"]
 
@@ -98,10 +99,9 @@ def from_xml(root: etree._Element) -> Dataset:
     ds = Dataset()
     for node in root.iterchildren("DicomAttribute"):
         tag_text = node.get("tag", "")
-        try:
-            tag = int(tag_text, 16)
-        except ValueError:
-            raise ValueError(f"DicomAttribute with tag {tag_text!r}: not 8 hex digits") from None
+        tag = parse_hex(tag_text.strip(), short=True)
+        if tag is None:
+            raise ValueError(f"DicomAttribute with tag {tag_text!r}: not 8 hex digits")
         vr = node.get("vr") or dictionary_vr(tag)
         ds.add(DataElement(tag, vr, _value_of(node, vr, tag)))
     return ds
@@ -137,7 +137,10 @@ def _convert(text: str, vr: str) -> Any:
     if vr in _FLOAT_VRS:
         return float(text)
     if vr == "AT":
-        return int(text, 16)
+        tag = parse_hex(text.strip(), short=True)
+        if tag is None:
+            raise ValueError(text)
+        return tag
     return text
 
 

@@ -13,31 +13,28 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pydicom.datadict import keyword_dict, tag_for_keyword
+from pydicom.datadict import keyword_dict
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from coercion.dicom.elements import dictionary_vr
+from coercion.dicom.tags import tag_or_keyword
 
 __all__ = ["TagPath", "parse_path", "tag_for_name"]
 
-_HEX = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
 _ITEM = re.compile(r"^(?P<name>[^\[\]]+)(?:\[(?P<number>\d+)\])?$")
 
 
 def tag_for_name(name: str) -> int:
     """The tag of a keyword, ``ggggeeee`` or ``(gggg,eeee)``; ValueError saying what is wrong."""
     name = name.strip()
-    found = _HEX.match(name)
-    if found:
-        return int(found[1], 16) << 16 | int(found[2], 16)
-    tag = tag_for_keyword(name)
+    tag = tag_or_keyword(name, parentheses=True, spaces=False)
     if tag is None:
         close = difflib.get_close_matches(name, list(keyword_dict), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ValueError(f"{name!r} is not a DICOM keyword or a tag like 00100020{hint}")
-    return int(tag)
+    return tag
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pydicom.uid import (
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, IS, STR_VR, DSfloat, PersonName
 
 from coercion.dicom.config import silence_pydicom_validation
-from coercion.dicom.elements import codec_for, text_values
+from coercion.dicom.elements import codec_for, joined_text
 from coercion.dicom.elements import key as tag_key
 from coercion.dicom.outputs import copy_range, write_all
 from coercion.dicom.reader import parse_bytes, parse_file
@@ -334,8 +334,8 @@ def _written_uid(ds: Dataset, tag: int, meta: FileMetaDataset, meta_tag: int) ->
     object without the attribute (a DICOMDIR) keeps the meta's own value.
     """
     if tag_key(tag) in ds._dict:
-        return "\\".join(text_values(ds, tag))
-    return "\\".join(text_values(meta, meta_tag))
+        return joined_text(ds, tag)
+    return joined_text(meta, meta_tag)
 
 
 def file_meta_bytes(sop_class: str, sop_instance: str, syntax: str) -> bytes:

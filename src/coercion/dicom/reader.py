@@ -46,7 +46,6 @@ _UNDEFINED = 0xFFFFFFFF
 #: VRs that may hold a sequence (SQ, and UN for a sequence of unknown VR).
 _SPECIAL_VRS = frozenset({b"SQ", b"UN"})
 _VR_TEXT = {str(vr).encode("ascii"): str(vr) for vr in VR if len(str(vr)) == 2}
-_DEFLATED = (DeflatedExplicitVRLittleEndian, "1.2.840.10008.1.2.8.1")
 _MMAP_THRESHOLD = 1 << 20
 _Elements = dict[BaseTag, DataElement | RawDataElement]
 
@@ -304,7 +303,9 @@ def _parse(buf: bytes | mmap.mmap, path: Path, defer: int, stop: int = 0xFFFFFFF
         meta, pos = FileMetaDataset(), 0
     syntax = _syntax(meta)
     body: bytes | mmap.mmap = buf
-    if syntax in _DEFLATED:
+    # Only the Deflated transfer syntax deflates the data set (Deflated Image Frame
+    # Compression, 1.2.840.10008.1.2.8.1, deflates frames in an explicit VR data set).
+    if syntax == DeflatedExplicitVRLittleEndian:
         body, pos, defer = zlib.decompress(bytes(buf[pos:]), -zlib.MAX_WBITS), 0, 0
     implicit, little = _encoding(body, pos, syntax)
     parser = _Parser(body, implicit, little, defer)

@@ -45,6 +45,7 @@ from coercion.engine import (
     parse_condition,
     parse_conditions,
 )
+from coercion.engine.scopes import ScopeSettings
 from coercion.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -171,8 +172,6 @@ def _scopes(
     origin: str,
 ) -> None:
     """Put the pseudonymisation scopes and the store URLs into *env* (for ``pseudonymize:``)."""
-    from coercion.store.store import ScopeSettings
-
     data = _data_folder(env, device)
     env.store_url = env.store_override or device.store_url or sqlite_store_url(data)
     scopes: dict[str, ScopeSettings] = {}
@@ -206,8 +205,10 @@ def _scopes(
     env.scopes, env.store_urls = scopes, store_urls
 
 
-def _scripts(entries: list[EntryJSON], env: ActionEnv, problems: list[str], origin: str) -> None:
-    """Parse the tag scripts into *env* (for ``script:``); every problem names the entry."""
+def _scripts(
+    entries: list[EntryJSON], env: ActionEnv, problems: list[str], origin: str
+) -> dict[str, Script]:
+    """Parse the tag scripts into *env* (for ``script:``) and return them; problems name entries."""
     from coercion.script.action import log_assignments
     from coercion.script.language import parse_script
 
@@ -233,6 +234,7 @@ def _scripts(entries: list[EntryJSON], env: ActionEnv, problems: list[str], orig
         scripts[name] = script
         log_assignments(script)
     env.scripts = scripts
+    return scripts
 
 
 def script_body(text: str, where: str, problems: list[str]) -> dict[str, Any] | None:
@@ -353,7 +355,7 @@ def build_configuration(
     env.peers = {ae.title: d.peer() for d in devices.values() if d is not device for ae in d.aes}
     env.worklist_directory = env.worklist_directory or f"{_data_folder(env, settings)}/worklist"
     _scopes(entries, settings, env, problems, origin)
-    _scripts(entries, env, problems, origin)
+    scripts = _scripts(entries, env, problems, origin)
     ae_by_dn = {_key(ae.dn): ae.title for ae in device.aes}
     rules = []
     for entry in entries:
@@ -390,7 +392,7 @@ def build_configuration(
         entries,
         raw,
         tuple(forwards),
-        dict(env.scripts),
+        scripts,
         env,
         settings,
     )

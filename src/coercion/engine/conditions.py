@@ -33,12 +33,13 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pydicom.datadict import keyword_dict, tag_for_keyword
+from pydicom.datadict import keyword_dict
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from coercion.dicom.elements import key, simple_codec, text_values, vr_of
+from coercion.dicom.tags import tag_or_keyword
 from coercion.engine.context import EventContext
 from coercion.engine.hostnames import host_names
 from coercion.engine.javaregex import compile_java
@@ -58,8 +59,6 @@ _TEXT_VRS = frozenset(
 )
 _HOSTNAMES = frozenset({"SendingHostname", "ReceivingHostname"})
 _KEY_RE = re.compile(r"^(?P<path>[^\[\]!=]+?)(?:\[(?P<position>[0-9]+)\])?(?P<negate>!?)$")
-_TAG_RE = re.compile(r"^\(?\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)?$")
-_HEX_RE = re.compile(r"^[0-9A-Fa-f]{1,8}$")
 _EST_RE = re.compile(r"[1-6]\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\d{4}", re.ASCII)
 _CODE_VALUE, _LONG_CODE_VALUE, _URN_CODE_VALUE = 0x00080100, 0x00080119, 0x00080120
 _DESIGNATOR, _VERSION = 0x00080102, 0x00080103
@@ -224,12 +223,7 @@ def parse_conditions(texts: Iterable[str]) -> tuple[Condition, ...]:
 
 
 def _tag(name: str) -> int:
-    by_tag = _TAG_RE.match(name)
-    if by_tag:
-        return int(by_tag[1], 16) << 16 | int(by_tag[2], 16)
-    if _HEX_RE.match(name):
-        return int(name, 16)
-    tag = tag_for_keyword(name)
+    tag = tag_or_keyword(name, short=True)
     if tag is None:
         known = [*CONTEXT_CONDITIONS, *keyword_dict]
         close = difflib.get_close_matches(name, known, n=1)
@@ -238,7 +232,7 @@ def _tag(name: str) -> int:
             f"unknown condition name {name!r}: not one of "
             f"{', '.join(CONTEXT_CONDITIONS)}, a DICOM keyword, ggggeeee or (gggg,eeee){hint}"
         )
-    return int(tag)
+    return tag
 
 
 def _matcher(value: str) -> Matcher:

@@ -17,7 +17,7 @@ disk) and hand it here with the step that coerces it:
    attributes, never a value, and nothing is written;
 4. **write** (:func:`write`): atomically (:func:`~coercion.dicom.outputs.atomic_output`).
 
-An object nothing changed need not be encoded again (:attr:`Prepared.changed`):
+An object nothing changed need not be encoded again (:attr:`Coerced.changed`):
 the node stores, and the forwarder sends, the bytes it read as they are.
 """
 
@@ -74,11 +74,6 @@ class Prepared:
     def dataset(self) -> FileDataset:
         """The coerced data set."""
         return cast(FileDataset, self.coerced.dataset)
-
-    @property
-    def changed(self) -> bool:
-        """Whether anything applied (else the bytes that were read may be kept)."""
-        return self.coerced.changed
 
     def encode(self) -> EncodedFile:
         """The output: elements no rule touched are the bytes that were read, deferred

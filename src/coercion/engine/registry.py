@@ -14,14 +14,11 @@ import difflib
 import importlib
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TypeVar, cast
 
 from coercion.defaults import STORE_URL
 from coercion.engine.rules import RuleAction
-
-if TYPE_CHECKING:  # named for the type checker: the engine never imports them to run
-    from coercion.script.language import Script
-    from coercion.store.store import ScopeSettings
+from coercion.engine.scopes import ScopeSettings
 
 __all__ = [
     "ActionEnv",
@@ -57,7 +54,8 @@ class ActionEnv:
     """What actions may need beyond their URI: the key, the scopes, a cache shared by all rules.
 
     ``scopes`` are the pseudonymisation scopes of the directory (settings by
-    name); ``scripts`` its tag scripts (parsed, by name); ``store_url`` is the
+    name); ``scripts`` its tag scripts (parsed, by name: the ``script:`` scheme
+    knows their type, the engine only carries them); ``store_url`` is the
     pseudonym store (``store_urls`` per scope, where a scope names its own).
     The loader (:mod:`coercion.directory.config`) sets these before the rules'
     actions are built. ``cache`` holds what the actions open or compile once
@@ -83,7 +81,7 @@ class ActionEnv:
     scopes: Mapping[str, ScopeSettings] = field(default_factory=dict)
     store_url: str = STORE_URL
     store_urls: Mapping[str, str] = field(default_factory=dict)
-    scripts: Mapping[str, Script] = field(default_factory=dict)
+    scripts: Mapping[str, object] = field(default_factory=dict)
     data_directory: str = ""
     store_override: str = ""
     worklist_directory: str = ""
@@ -120,7 +118,7 @@ NamedActionFactory = Callable[[str, Mapping[str, str], ActionEnv, str], RuleActi
 _SCHEMES: dict[str, NamedActionFactory] = {}
 #: Schemes whose module (and its dependencies) is imported on first use.
 _PLUGINS = {
-    "deidentify": "coercion.profile.action",
+    "deidentify": "coercion.coerce.deidentify",
     "pseudonymize": "coercion.store.actions",
     "reidentify": "coercion.store.actions",
     "script": "coercion.script.action",

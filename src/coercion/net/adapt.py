@@ -33,6 +33,9 @@ from typing import Any, cast
 
 import pynetdicom
 from pynetdicom import _config, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from coercion.net import reactor
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 SUPPORTED = ("3.0.",)
 _lock = threading.Lock()
 _warned = False
+_installed = False
 
 # Identifiers are PHI: pynetdicom must never log them.
 _config.LOG_REQUEST_IDENTIFIERS = False
@@ -76,9 +80,13 @@ def install() -> bool:
 
     Otherwise one warning is logged (once per process) and pynetdicom keeps its own loops.
     """
-    global _warned  # noqa: PLW0603 - one warning per process
+    global _warned, _installed  # noqa: PLW0603 - once per process
     if supported():
-        return reactor.install()
+        with _lock:
+            if not _installed:
+                _install_loops()
+                _installed = True
+        return True
     with _lock:
         if not _warned:
             _warned = True
@@ -89,6 +97,20 @@ def install() -> bool:
                 ", ".join(f"{v}x" for v in SUPPORTED),
             )
     return False
+
+
+def _install_loops() -> None:
+    """Put :mod:`.reactor`'s loops in pynetdicom's place, for every association from now on."""
+    original_send = DULServiceProvider.send_pdu
+    original_run = Association.run_reactor
+    DULServiceProvider.run_reactor = reactor.run_dul  # type: ignore[method-assign]
+    DULServiceProvider.send_pdu = reactor.wake_on_send(original_send)  # type: ignore[method-assign]
+    Association._run_reactor = reactor.run_reactor  # type: ignore[method-assign]
+    Association.run_reactor = reactor.acceptor_or(original_run, reactor.run_acceptor_thread)  # type: ignore[method-assign,assignment]
+    DULServiceProvider.stop_dul = reactor.stop_dul  # type: ignore[method-assign]
+    DULServiceProvider.kill_dul = reactor.kill_dul  # type: ignore[method-assign]
+    receive = DIMSEServiceProvider.receive_primitive
+    DIMSEServiceProvider.receive_primitive = reactor.guarded_receive(receive)  # type: ignore[method-assign,assignment]
 
 
 def set_nodelay(event: evt.Event) -> None:

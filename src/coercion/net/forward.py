@@ -230,7 +230,7 @@ class _Sender(threading.Thread):
         temporary: Path | None = None
         try:
             prepared = prepare(ds, apply_rules(engine, ctx), verify=verify, name=name, source=path)
-            if _kind(path) == "store" and prepared.changed:
+            if _kind(path) == "store" and prepared.coerced.changed:
                 temporary = self._encoded(prepared)
         except RuleFailedError as exc:
             forwarder.audit.record(ctx, _NOT_SENT, None, instance, str(exc))

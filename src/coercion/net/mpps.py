@@ -27,7 +27,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at impo
 
 from coercion.dicom.outputs import atomic_output, write_all
 from coercion.directory.settings import DeviceSettings
-from coercion.engine import Engine, EventContext
+from coercion.engine import Engine, EventContext, Outcome
 from coercion.errors import MalformedDataError
 from coercion.net import incoming
 from coercion.net.audit import AuditTrail
@@ -117,49 +117,65 @@ class Mpps:
     def on_n_create(self, event: evt.Event, op: Operation) -> tuple[int | Dataset, Dataset | None]:
         """Create a record; the status and the attributes as stored."""
         request: Any = event.request
-        op.instance = instance = op.instance or generate_uid()
-        ctx = op.ctx
-        path, refused = self._request(event, op, request.AttributeList)
-        if refused is not None:
-            return refused, None
-        op.step = "coerce"
-        outcome = self.engine.apply(event.attribute_list, ctx)
-        op.outcome = outcome
-        op.step = "write"
-        with self._lock:
-            if path.exists():
-                self.audit.record(ctx, _DUPLICATE_INSTANCE, outcome, instance)
-                return _DUPLICATE_INSTANCE, None
-            self._write(path, outcome.dataset, instance)
-            forwarded = self._forward(ctx, outcome.dataset, instance, path)
-        extra = {"forwarded_to": forwarded} if forwarded else None
-        self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra)
-        return _SUCCESS, outcome.dataset
+        op.instance = op.instance or generate_uid()
+        return self._handle(
+            event, op, request.AttributeList, lambda: event.attribute_list, self._create
+        )
 
     @guarded(Service.N_SET)
     def on_n_set(self, event: evt.Event, op: Operation) -> tuple[int | Dataset, Dataset | None]:
         """Merge modifications into a record; the status."""
         request: Any = event.request
-        instance, ctx = op.instance, op.ctx
-        path, refused = self._request(event, op, request.ModificationList)
+        status, _stored = self._handle(
+            event, op, request.ModificationList, lambda: event.modification_list, self._merge
+        )
+        return status, None
+
+    def _handle(
+        self,
+        event: evt.Event,
+        op: Operation,
+        received: Any,
+        decoded: Callable[[], Dataset],
+        update: Callable[[Operation, Path, Outcome], int | Dataset | None],
+    ) -> tuple[int | Dataset, Dataset | None]:
+        """Check, coerce the data set (*decoded* decodes it), then, one message
+        at a time, *update* the record (its refusal status, or None) and queue the message.
+        """
+        path, refused = self._request(event, op, received)
         if refused is not None:
             return refused, None
         op.step = "coerce"
-        outcome = self.engine.apply(event.modification_list, ctx)
+        outcome = self.engine.apply(decoded(), op.ctx)
         op.outcome = outcome
         op.step = "write"
         with self._lock:
-            if not path.exists():
-                self.audit.record(ctx, _NO_SUCH_INSTANCE, None, instance)
-                return _NO_SUCH_INSTANCE, None
-            current = dcmread(path)
-            if str(current.get("PerformedProcedureStepStatus", "")) in _FINAL_MPPS:
-                self.audit.record(ctx, _PROCESSING_FAILURE, None, instance, "already final")
-                return _status(_PROCESSING_FAILURE, "procedure step already final"), None
-            for elem in outcome.dataset:  # iterating converts raw elements (VR known)
-                current[elem.tag] = elem
-            self._write(path, current, instance)
-            forwarded = self._forward(ctx, outcome.dataset, instance, path)
+            stopped = update(op, path, outcome)
+            if stopped is not None:
+                return stopped, None
+            forwarded = self._forward(op.ctx, outcome.dataset, op.instance, path)
         extra = {"forwarded_to": forwarded} if forwarded else None
-        self.audit.record(ctx, _SUCCESS, outcome, instance, extra=extra)
-        return _SUCCESS, None
+        self.audit.record(op.ctx, _SUCCESS, outcome, op.instance, extra=extra)
+        return _SUCCESS, outcome.dataset
+
+    def _create(self, op: Operation, path: Path, outcome: Outcome) -> int | None:
+        """Write the new record; 0x0111 when there is one."""
+        if path.exists():
+            self.audit.record(op.ctx, _DUPLICATE_INSTANCE, outcome, op.instance)
+            return _DUPLICATE_INSTANCE
+        self._write(path, outcome.dataset, op.instance)
+        return None
+
+    def _merge(self, op: Operation, path: Path, outcome: Outcome) -> int | Dataset | None:
+        """Merge the modifications into the record; 0x0112 without one, 0x0110 once final."""
+        if not path.exists():
+            self.audit.record(op.ctx, _NO_SUCH_INSTANCE, None, op.instance)
+            return _NO_SUCH_INSTANCE
+        current = dcmread(path)
+        if str(current.get("PerformedProcedureStepStatus", "")) in _FINAL_MPPS:
+            self.audit.record(op.ctx, _PROCESSING_FAILURE, None, op.instance, "already final")
+            return _status(_PROCESSING_FAILURE, "procedure step already final")
+        for elem in outcome.dataset:  # iterating converts raw elements (VR known)
+            current[elem.tag] = elem
+        self._write(path, current, op.instance)
+        return None

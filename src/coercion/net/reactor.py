@@ -35,8 +35,8 @@ Against hostile peers (see :mod:`coercion.net.limits` for the settings):
   and at most the association request timeout, so closed and idle connections
   end their threads at once or soon.
 
-:func:`install` replaces the loops; :func:`coercion.net.adapt.install` calls it
-for the pynetdicom versions these were written for only.
+Only the loops are here: :func:`coercion.net.adapt.install` puts them in
+pynetdicom's place, for the pynetdicom versions they were written for only.
 """
 
 from __future__ import annotations
@@ -52,15 +52,21 @@ from collections.abc import Callable
 from typing import Any
 
 import pynetdicom
-from pynetdicom.association import Association
-from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from coercion.net.receive import PduReader, close_transport, policy
 
-__all__ = ["install"]
+__all__ = [
+    "acceptor_or",
+    "guarded_receive",
+    "kill_dul",
+    "run_acceptor_thread",
+    "run_dul",
+    "run_reactor",
+    "stop_dul",
+    "wake_on_send",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,30 +76,8 @@ _TICK = 0.005
 _DUL_TICK = 0.05
 #: Where a DUL provider keeps its wake-up pipe while its thread runs.
 _WAKEUP = "_coercion_wakeup"
-_lock = threading.Lock()
-_installed = False
 #: Where the DUL provider keeps its PDU reader.
 _READER = "_coercion_reader"
-
-
-def install() -> bool:
-    """Use the event-driven loops for every association from now on (see :mod:`.adapt`)."""
-    global _installed  # noqa: PLW0603 - once per process
-    with _lock:
-        if _installed:
-            return True
-        original_send = DULServiceProvider.send_pdu
-        original_run = Association.run_reactor
-        DULServiceProvider.run_reactor = _run_dul  # type: ignore[method-assign]
-        DULServiceProvider.send_pdu = _waking(original_send)  # type: ignore[method-assign]
-        Association._run_reactor = _run_reactor  # type: ignore[method-assign]
-        Association.run_reactor = _acceptor_or(original_run, _run_acceptor_thread)  # type: ignore[method-assign,assignment]
-        DULServiceProvider.stop_dul = _stop_dul  # type: ignore[method-assign]
-        DULServiceProvider.kill_dul = _kill_dul  # type: ignore[method-assign]
-        receive = DIMSEServiceProvider.receive_primitive
-        DIMSEServiceProvider.receive_primitive = _guarded(receive)  # type: ignore[method-assign,assignment]
-        _installed = True
-        return True
 
 
 # -- the DUL thread ----------------------------------------------------------------------------
@@ -121,7 +105,7 @@ class _Wakeup:
         self.writer.close()
 
 
-def _waking(send_pdu: Callable[..., None]) -> Callable[..., None]:
+def wake_on_send(send_pdu: Callable[..., None]) -> Callable[..., None]:
     def send_and_wake(self: Any, primitive: Any) -> None:
         send_pdu(self, primitive)
         wakeup = self.__dict__.get(_WAKEUP)
@@ -132,7 +116,7 @@ def _waking(send_pdu: Callable[..., None]) -> Callable[..., None]:
     return send_and_wake
 
 
-def _stop_dul(self: Any) -> bool:
+def stop_dul(self: Any) -> bool:
     """Stop the DUL thread if it is idle (Sta1), waking it; True once it has ended."""
     if self.state_machine.current_state != "Sta1":
         return False
@@ -145,7 +129,7 @@ def _stop_dul(self: Any) -> bool:
     return True
 
 
-def _kill_dul(self: Any) -> None:
+def kill_dul(self: Any) -> None:
     """Stop the DUL thread, waking it."""
     self._kill_thread = True
     wakeup = self.__dict__.get(_WAKEUP)
@@ -153,7 +137,7 @@ def _kill_dul(self: Any) -> None:
         wakeup.wake()
 
 
-def _run_dul(self: Any) -> None:
+def run_dul(self: Any) -> None:
     """The DUL loop: encode and send, or receive and decode, then run one state-machine event."""
     self._idle_timer.start()
     wakeup = self.__dict__[_WAKEUP] = _Wakeup()
@@ -233,7 +217,7 @@ def _abort(dul: Any) -> None:
     dul._kill_thread = True
 
 
-def _guarded(receive: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+def guarded_receive(receive: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     """DIMSE's handling of a P-DATA, where an invalid command set becomes an A-ABORT."""
 
     def receive_primitive(self: Any, primitive: Any) -> None:
@@ -258,7 +242,7 @@ def _guarded(receive: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
 # -- the acceptor's reactor --------------------------------------------------------------------
 
 
-def _run_reactor(self: Any) -> None:
+def run_reactor(self: Any) -> None:
     """The association's reactor: the acceptor's loop or the requestor's."""
     if self.is_acceptor:
         _run_acceptor(self)
@@ -266,22 +250,22 @@ def _run_reactor(self: Any) -> None:
         _run_requestor(self)
 
 
-def _acceptor_or(
+def acceptor_or(
     original: Callable[[Any], None], acceptor: Callable[[Any], None]
 ) -> Callable[[Any], None]:
     """*acceptor* for an acceptor's association thread, *original* for a requestor's."""
 
-    def run_reactor(self: Any) -> None:
+    def either(self: Any) -> None:
         if not self.is_acceptor:
-            original(self)  # negotiates, then runs _run_reactor (the requestor's loop)
+            original(self)  # negotiates, then runs Association._run_reactor (the requestor's loop)
             return
         acceptor(self)
 
-    run_reactor.__doc__ = original.__doc__
-    return run_reactor
+    either.__doc__ = original.__doc__
+    return either
 
 
-def _run_acceptor_thread(self: Any) -> None:
+def run_acceptor_thread(self: Any) -> None:
     """An acceptor's thread: the A-ASSOCIATE-RQ, the negotiation, then the reactor loop."""
     self.dul.artim_timer.timeout = policy(self.dul).limits.request_timeout
     self.dul.start()

@@ -135,7 +135,7 @@ class Storage:
         stored = prepared.dataset
         path = object_path(self.objects, stored, op.label)
         replaced = path.exists()  # a second copy replaces the first, whole or not at all
-        if prepared.changed:
+        if prepared.coerced.changed:
             op.step = "write"
             encoded = prepared.encode()  # long values not read are copied from the received file
             op.step = "verify"

@@ -243,7 +243,7 @@ class Deidentifier:
         elif vr in _DATE_DUMMY:
             value = _DATE_DUMMY[vr]
         elif vr == "UI":
-            return [remap("\\".join(text_values(ds, tag)))]
+            return [remap(joined_text(ds, tag))]
         else:
             return bytes(_BINARY_DUMMY.get(vr, 2))
         return [value] * count

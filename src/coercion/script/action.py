@@ -113,7 +113,7 @@ def log_assignments(script: Script) -> None:
 def _script(spec: str, params: Mapping[str, str], env: ActionEnv) -> RuleAction:
     name = spec.strip()
     script = env.scripts.get(name)
-    if script is None:
+    if not isinstance(script, Script):  # the loader puts only Scripts there
         known = ", ".join(sorted(env.scripts)) or "none"
         raise ValueError(
             f"script: no tag script {name!r} in the directory (coercionTagScript entries: {known})"

@@ -318,7 +318,7 @@ class ScriptRunner:
             if isinstance(part, str):
                 text.append(part)
             elif isinstance(part, Counter):
-                original = "\\".join(text_values(chain[0], tag))
+                original = joined_text(chain[0], tag)
                 name = format_tag(tag)
                 text.append(part.format(self.resources.number(name, original)))
             else:
@@ -333,7 +333,7 @@ class ScriptRunner:
             wanted = tag if macro.tag is None else macro.tag
             for ds in chain:
                 if key(wanted) in ds._dict:
-                    return "\\".join(text_values(ds, wanted))
+                    return joined_text(ds, wanted)
             return ""
         if name == "project_name":
             return assignment.name
@@ -347,7 +347,7 @@ class ScriptRunner:
             now = self.resources.now()
             return now.strftime("%H%M%S") + f"{now.microsecond // 1000:03d}"
         if name == "random_uid":
-            original = "\\".join(text_values(chain[0], tag))
+            original = joined_text(chain[0], tag)
             return self.resources.uid(original) if original else _random()
         top = chain[-1]
         if name in ("fake_name", "fake_mrn"):

@@ -44,6 +44,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from coercion.cache import DEFAULT_ENTRIES, LRUCache
 from coercion.dicom.outputs import create_private, private_folders
+from coercion.engine.scopes import ScopeSettings
 from coercion.errors import StoreError, map_errors
 from coercion.profile.dates import offset_seconds
 from coercion.profile.uids import UIDRemapper
@@ -67,33 +68,6 @@ _CONTENTION = {"40P01": "deadlock", "40001": "serialization"}
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class ScopeSettings:
-    """How a scope makes pseudonyms and date offsets.
-
-    Templates take ``{scope}`` and ``{hash}`` (12 upper-case hex digits
-    derived from the patient); an offset's day part is in
-    ``offset_min..offset_max`` (days), plus a part below a day in the same
-    direction (see :func:`coercion.profile.dates.offset_seconds`).
-    """
-
-    id_template: str = "{scope}-{hash}"
-    name_template: str = "{scope}^{hash}"
-    offset_min: int = -3650
-    offset_max: int = -1
-
-    def __post_init__(self) -> None:
-        if self.offset_min > self.offset_max:
-            raise ValueError(f"date offset range {self.offset_min}..{self.offset_max} is empty")
-        for template in (self.id_template, self.name_template):
-            try:
-                template.format(scope="S", hash="0" * 12)
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(
-                    f"template {template!r}: only {{scope}} and {{hash}} may be used ({exc})"
-                ) from None
 
 
 @dataclass(frozen=True)

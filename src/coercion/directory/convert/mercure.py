@@ -156,7 +156,7 @@ class _Conversion:
                 kept[item] = "whitelist" if value == "whitelist" else "blacklist"
             else:
                 self.report.append(f"{where}: {item!r}: mercure ignores it here; dropped")
-        if key == GENERAL or any(_tag_of(item) in _NEW_UIDS for item in data):
+        if key == GENERAL or any(parse_tag(item, compact=True) in _NEW_UIDS for item in data):
             for tag in _NEW_UIDS:
                 kept[format_tag(tag).lower()] = "set(@random_uid@)"
         return kept
@@ -169,7 +169,7 @@ class _Conversion:
         context: tuple[bool, Mapping[int, Kind]],
         kept: dict[str, Any],
     ) -> None:
-        tag = _tag_of(item)
+        tag = parse_tag(item, compact=True)
         shown = f"{where}: {item}"
         if tag is None:
             self._missing(shown, "mercure refuses the key (it stops the whole job)", kept, item)
@@ -203,14 +203,9 @@ class _Conversion:
             self.missing.append(f"{shown}: {why}")
             return
         self.report.append(f"{shown}: {why}; {lenient} (--lenient)")
-        tag = _tag_of(item)
+        tag = parse_tag(item, compact=True)
         if tag is not None:
             kept[format_tag(tag).lower()] = lenient
-
-
-def _tag_of(item: str) -> int | None:
-    """The tag of a key as mercure reads it: ``(g,e)`` with 1 to 4 hex digits each."""
-    return parse_tag(item, compact=True)
 
 
 def _mercure_command(value: str, tag: int) -> tuple[str, str]:

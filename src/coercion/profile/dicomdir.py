@@ -26,9 +26,9 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet
-from pydicom.uid import UID, generate_uid
+from pydicom.uid import UID, MediaStorageDirectoryStorage, generate_uid
 
-from coercion.dicom.elements import text_values
+from coercion.dicom.elements import joined_text, text_values
 from coercion.dicom.outputs import output_file
 from coercion.dicom.part10 import quiet_pydicom, read_file
 from coercion.errors import OutputError, VerificationError
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Media Storage Directory Storage: the SOP Class of a DICOMDIR (PS3.10 7.2).
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+MEDIA_STORAGE_DIRECTORY = MediaStorageDirectoryStorage
 _MEDIA_STORAGE_SOP_CLASS = 0x00020002
 _DIRECTORY_RECORD_SEQUENCE = 0x00041220
 _REFERENCED_FILE_ID = 0x00041500
@@ -234,7 +234,7 @@ def write_directory_file(
     original_uid = ""
     for source in sources:
         ds = read_file(source, defer=False)
-        original_uid = original_uid or "\\".join(text_values(ds.file_meta, 0x00020003))
+        original_uid = original_uid or joined_text(ds.file_meta, 0x00020003)
         wanted = referenced_files(ds, source)
         found = [outputs[p] for p in wanted if p in outputs and outputs[p].is_relative_to(root)]
         if len(found) < len(wanted):
