@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -178,3 +179,10 @@ def console_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Con
     else:
         server = request.getfixturevalue("slapd")
         yield from running(lambda: slapd_node(server, tmp_path))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test item, for the browser fixture's screenshot."""
+    outcome: Any = yield
+    setattr(item, f"report_{call.when}", outcome.get_result())

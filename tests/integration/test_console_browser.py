@@ -30,8 +30,12 @@ def _binary(name: str) -> str:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    """Headless Chromium with a fresh profile, nothing fetched in the background."""
+def browser(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WebDriver]:
+    """Headless Chromium with a fresh profile, nothing fetched in the background.
+
+    When the test fails, the page as it was is saved as ``failure.png`` in the test's
+    temporary folder (its path is printed with the failure).
+    """
     options = webdriver.ChromeOptions()
     options.binary_location = _binary("chromium")
     for argument in (
@@ -49,6 +53,11 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
     driver.set_page_load_timeout(60)
     try:
         yield driver
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            shot = tmp_path / "failure.png"
+            driver.save_screenshot(str(shot))
+            print(f"screenshot of the failed page: {shot}")
     finally:
         driver.quit()
 

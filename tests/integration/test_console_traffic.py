@@ -120,6 +120,47 @@ def test_audit_filtered_and_paged(node: ConsoleNode, tmp_path: Path) -> None:
         assert page.status_code == 200 and 'id="audit-table"' in page.text
 
 
+def test_no_marker_value_in_logs_metrics_or_audit(node: ConsoleNode, tmp_path: Path) -> None:
+    """Identifying values never reach a log line, a metric label or an audit line.
+
+    Objects carrying a marker in every identifying attribute are stored (with and
+    without a rule), refused (a wrong SOP instance) and previewed; then the node's
+    log, /metrics, the audit API and the audit files are searched for the marker.
+    """
+    marker = "QZXMARKER"
+    source = tmp_path / "marked.dcm"
+    make_dataset(patient=f"{marker}^JANE", patient_id=f"{marker}-ID").save_as(
+        source, enforce_file_format=True
+    )
+    _send(node, source, "RESEARCH")
+    _send(node, source, "COERCION")
+    query = {"calling": "CT01", "called": "RESEARCH", "dimse": "C_STORE_RQ", "role": "SCP"}
+    client, csrf = node.signed_in()
+    with closing(client):
+        previewed = client.post(
+            "/api/preview",
+            params=query,
+            content=source.read_bytes(),
+            headers={"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream"},
+        )
+        assert previewed.status_code == 200
+        assert marker in previewed.text  # the admin who uploaded sees the values
+        metrics = client.get("/metrics").text
+        audit = client.get("/api/audit").text
+        overview = client.get("/api/overview").text
+    assert 'called_ae="RESEARCH"' in metrics and "deidentify-research-store" in metrics
+    audit_files = "".join(p.read_text() for p in (node.served.data / "audit").glob("*.jsonl"))
+    assert audit_files.count('"status"') >= 2
+    for where, text in {
+        "node log": node.served.text(),
+        "/metrics": metrics,
+        "audit API": audit,
+        "overview": overview,
+        "audit files": audit_files,
+    }.items():
+        assert marker not in text.upper(), f"{where} holds the marker value"
+
+
 def _archive(port: int, status: dict[str, int], received: list[str]) -> Any:
     """A storage SCP ARCHIVE answering ``status["code"]``; what it accepts goes to *received*."""
 

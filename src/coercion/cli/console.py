@@ -28,7 +28,6 @@ __all__ = [
     "console_running",
     "http_options",
     "split_options",
-    "start_console",
 ]
 
 log = logging.getLogger(__name__)
@@ -132,31 +131,15 @@ def console_running(
     ae_titles: Callable[[], list[str]],
     dicom_address: str,
 ) -> Iterator[ConsoleServer | None]:
-    """The console of :func:`start_console` while the block runs; stopped after it."""
-    server = start_console(options, directory, watcher, settings, ae_titles, dicom_address)
-    try:
-        yield server
-    finally:
-        if server is not None:
-            server.stop()
-
-
-def start_console(
-    options: dict[str, Any],
-    directory: dict[str, Any],
-    watcher: ConfigurationWatcher,
-    settings: NodeSettings,
-    ae_titles: Callable[[], list[str]],
-    dicom_address: str,
-) -> ConsoleServer | None:
-    """Start the console the --http options describe (None with --no-http).
+    """The console the --http options describe while the block runs (None with --no-http).
 
     *directory* holds the directory options as serve received them: the console
     opens its own connection with them. *settings* are the node's; *ae_titles*
     reads its AE titles (of its workers, with several) when a page needs them.
     """
     if options["no_http"]:
-        return None
+        yield None
+        return
     from coercion.cli.config import open_source
     from coercion.console.accounts import Authenticator, DirectoryAccounts, PasswordFile
     from coercion.console.rules import RuleStore
@@ -211,11 +194,15 @@ def start_console(
     except ConfigError as exc:  # the node serves on without its console
         log.error("%s; the node runs without its console", exc)
         source.close()
-        return None
+        yield None
+        return
     web_host, web_port = server.address
     state.http_address = f"{server.scheme}://{web_host}:{web_port}/"
     _err.print(f"console on {state.http_address}")
-    return server
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @click.group()
