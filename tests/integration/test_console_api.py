@@ -215,6 +215,41 @@ def test_rule_created_edited_disabled_deleted(node: ConsoleNode) -> None:
         assert client.get("/api/rule", params={"dn": NEW_DN}).status_code == 404
 
 
+def test_a_rule_naming_a_device_the_node_does_not_read_yet(node: ConsoleNode) -> None:
+    """sup-from-dev: device=ct-scanner-1 names a device of the directory that the node does
+    not read before the rule exists: the check finds it (as the reload will), the rule is
+    written and loads; a device the directory lacks is refused beside its field.
+    """
+    client, csrf = node.signed_in()
+    headers = {"X-CSRF-Token": csrf}
+    rule: dict[str, Any] = {
+        "ae_title": None,
+        "entry": {
+            "cn": "supplement-ct",
+            "coercionURI": "sup-from-dev:",
+            "coercionParam": ["device=ct-scanner-1"],
+            "coercionDIMSE": ["C_STORE_RQ"],
+            "dicomTransferRole": "SCP",
+            "coercionCondition": ["SendingApplicationEntityTitle=CT01"],
+        },
+    }
+    with closing(client):
+        entry = {**rule["entry"], "cn": "supplement-none", "coercionParam": ["device=no-such"]}
+        missing = {"ae_title": None, "entry": entry}
+        refused = client.post("/api/rules", json=missing, headers=headers)
+        assert refused.status_code == 422, refused.text
+        assert "no-such" in refused.text
+        answer = client.post("/api/rules", json=rule, headers=headers)
+        assert answer.status_code == 201, answer.text
+        wait_for(lambda: "supplement-ct" in _rule_names(client), "the rule loaded by the node")
+        assert (
+            client.delete(
+                "/api/rule", params={"dn": f"cn=supplement-ct,{DEVICE}"}, headers=headers
+            ).status_code
+            == 200
+        )
+
+
 def test_openapi_document_describes_the_api(node: ConsoleNode) -> None:
     """/api/openapi.json (signed in) lists every endpoint the pages use."""
     client, _csrf = node.signed_in(admin=False)

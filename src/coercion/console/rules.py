@@ -21,6 +21,7 @@ from coercion.directory.config import Configuration, build_configuration
 from coercion.directory.entries import EntryJSON, kind_of
 from coercion.directory.ldifedit import put_entry, remove_entry
 from coercion.directory.ldifio import Entry, escape_rdn_value
+from coercion.directory.selection import read_node_entries_after
 from coercion.directory.sources import DirectorySource, EmbeddedDirectory, LdapDirectory
 from coercion.engine import ActionEnv
 from coercion.errors import ConfigError
@@ -201,11 +202,14 @@ class RuleStore:
             return self._check(changed, removed)
 
     def _check(self, changed: list[Entry], removed: list[str]) -> Configuration:
-        gone = {_norm(dn) for dn in removed} | {_norm(dn) for dn, _ in changed}
-        raw = [
-            (dn, attrs) for dn, attrs in self.source.entries(self.device) if _norm(dn) not in gone
-        ]
-        raw.extend(changed)
+        raw = read_node_entries_after(
+            self.source.entries(self.device),
+            self.source.devices(),
+            changed,
+            removed,
+            self.device,
+            self.source.origin,
+        )
         env = self.env.derive()
         try:
             return build_configuration(

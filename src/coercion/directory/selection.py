@@ -41,6 +41,7 @@ from coercion.errors import ConfigError
 __all__ = [
     "AE_TITLE_PARAMS",
     "CALLING_DEVICE_SCHEMES",
+    "DEVICE_CLASSES",
     "DEVICE_PARAMS",
     "Match",
     "MemoryTree",
@@ -48,6 +49,7 @@ __all__ = [
     "Tree",
     "matches",
     "read_node_entries",
+    "read_node_entries_after",
 ]
 
 #: Rule parameters (``coercionParam: KEY=VALUE``) whose value is another device's AE title.
@@ -63,6 +65,8 @@ Match = tuple[str, frozenset[str]]
 _DEVICE = "dicomDevice"
 _AE = "dicomNetworkAE"
 _CONNECTION = "dicomNetworkConnection"
+#: The classes of every device's skeleton: the device, its AEs and connections.
+DEVICE_CLASSES = (_DEVICE, _AE, _CONNECTION)
 
 
 class Scope(enum.Enum):
@@ -228,3 +232,31 @@ def _device(tree: Tree, dn: str) -> list[Entry]:
 def _sorted(entries: Iterable[Entry]) -> list[Entry]:
     """*entries* as a tree: parents first, siblings in the order of their RDNs."""
     return sorted(entries, key=lambda entry: dn_key(entry[0]))
+
+
+def read_node_entries_after(
+    known: Iterable[Entry],
+    devices: Iterable[Entry],
+    changed: Iterable[Entry],
+    removed: Iterable[str],
+    device: str,
+    origin: str,
+) -> list[Entry]:
+    """The entries node *device* would read once *changed* are written and *removed* deleted.
+
+    *known* are the entries it reads now, *devices* every device's skeleton
+    (:data:`DEVICE_CLASSES`), so that a change naming a device the node does not
+    reference yet (a new forwarding destination, say) finds it, as after a reload.
+    """
+    held: dict[DnKey, Entry] = {}
+    for dn, attrs in [*devices, *known]:
+        held[dn_key(dn)] = (dn, attrs)
+    try:
+        for dn in removed:
+            held.pop(dn_key(dn), None)
+        for dn, attrs in changed:
+            held[dn_key(dn)] = (dn, attrs)
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: entry {dn}: not a valid DN ({exc})") from None
+    tree = MemoryTree(held.values(), origin)
+    return read_node_entries(tree, tree.suffixes, device)

@@ -39,7 +39,14 @@ from ldap3.utils.conv import escape_filter_chars
 
 from coercion.directory import DEFAULT_DEVICE
 from coercion.directory.ldifio import Entry, read_ldif_folder
-from coercion.directory.selection import Match, MemoryTree, Scope, matches, read_node_entries
+from coercion.directory.selection import (
+    DEVICE_CLASSES,
+    Match,
+    MemoryTree,
+    Scope,
+    matches,
+    read_node_entries,
+)
 from coercion.errors import ConfigError, DirectoryUnavailableError, map_errors
 
 __all__ = [
@@ -88,6 +95,10 @@ class DirectorySource(ABC):
     def fingerprint(self, device: str = DEFAULT_DEVICE) -> str:
         """A marker that changes when (and only when) the entries node *device* reads change."""
         return self._current(device).digest
+
+    def devices(self) -> list[Entry]:
+        """Every device's skeleton (device, network AEs, connections); none for a snapshot."""
+        return []
 
     @abstractmethod
     def _marker(self) -> str | None:
@@ -142,6 +153,12 @@ class EmbeddedDirectory(DirectorySource):
     def _read(self, device: str) -> list[Entry]:
         tree = self._load()
         return read_node_entries(tree, tree.suffixes, device)
+
+    def devices(self) -> list[Entry]:
+        tree = self._load()
+        return [
+            e for base in tree.suffixes for e in tree.search(base, Scope.SUBTREE, DEVICE_CLASSES)
+        ]
 
 
 class _LdapTree:
@@ -343,6 +360,13 @@ class LdapDirectory(DirectorySource):
             )
         except ValueError as exc:  # a DN ldap3 cannot parse
             raise ConfigError(f"{self.settings.url}: a DN of the directory: {exc}") from None
+
+    def devices(self) -> list[Entry]:
+        base = self.base
+        return self._run(
+            "reading the devices",
+            lambda connection: _LdapTree(connection).search(base, Scope.SUBTREE, DEVICE_CLASSES),
+        )
 
     def _marker(self) -> str | None:
         base = self.base
