@@ -7,6 +7,7 @@ in this process, still reached by storescu.
 
 from __future__ import annotations
 
+import re
 import signal
 import ssl
 from pathlib import Path
@@ -161,6 +162,22 @@ def test_eight_concurrent_associations_store_2000_objects_once(
     assert len(uids) == 2000
 
 
+def _every_worker_reloaded(log: str) -> bool:
+    """Whether each worker that logged (``[worker N]``) has reloaded its rules.
+
+    The console's watcher in serve's own process reloads too: its line alone does not
+    mean the worker holding the association has the new rules. One process: its line.
+    """
+    workers, reloaded = set(), set()
+    for line in log.splitlines():
+        found = re.search(r"\[worker (\d+)\]", line)
+        if found:
+            workers.add(found[1])
+            if "configuration reloaded" in line:
+                reloaded.add(found[1])
+    return workers <= reloaded if workers else "configuration reloaded" in log
+
+
 def test_rule_change_applies_to_the_next_object_on_the_same_association(
     serve: Start, tmp_path: Path
 ) -> None:
@@ -180,8 +197,8 @@ def test_rule_change_applies_to_the_next_object_on_the_same_association(
         )
         (config / "20-extra.ldif").write_text(rule, encoding="utf-8")
         wait_until(
-            lambda: "configuration reloaded" in node.text(),
-            "the node to reload its rules",
+            lambda: _every_worker_reloaded(node.text()),
+            "every worker of the node to reload its rules",
             timeout=5,
             detail=node.text,
         )

@@ -138,12 +138,16 @@ def audit_lines(node: Served) -> list[dict[str, Any]]:
 def only_audit_written(node: Served, tmp_path: Path, before: set[Path]) -> None:
     """Nothing was written anywhere but the audit trail (and the node's own log).
 
-    The empty lock files that count associations across workers (``.associations``) hold nothing.
+    The empty lock files that count associations across workers (``.associations``) hold nothing;
+    the metrics files (``metrics/``, the console's counters of refusals) hold counts by AE
+    title and result, never a received value.
     """
     new = files_under(tmp_path) - before
     locks = {p for p in new if ".associations" in p.parts}
     assert all(p.stat().st_size == 0 for p in locks)
-    extra = {p for p in new - locks if "audit" not in p.parts and p.suffix != ".log"}
+    counts = {p for p in new if "metrics" in p.parts and p.suffix == ".db"}
+    assert all(INSTANCE.encode() not in p.read_bytes() for p in counts)
+    extra = {p for p in new - locks - counts if "audit" not in p.parts and p.suffix != ".log"}
     assert extra == set(), sorted(map(str, extra))
 
 

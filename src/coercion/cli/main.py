@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -473,6 +474,9 @@ def serve(
     from coercion.net.node import Node, NodeSettings
     from coercion.net.workers import worker_count
 
+    # Every file the node makes is private, also those a library creates with its own
+    # mode (the metrics files of prometheus_client, SQLite's journals): the workers inherit it.
+    os.umask(0o077)
     http, console_directory = split_options(directory)
     device = directory.pop("device")
     directory_choice = dict(directory)  # open_source takes its options out

@@ -1,9 +1,7 @@
 """The node's web console: sign-in, overview, rules, metrics and a JSON API.
 
-:class:`ConsoleServer` runs it beside the node (``coercion serve``); the
-pages are Jinja2 templates in ``templates/`` with one script in ``static/``.
+:class:`~coercion.console.server.ConsoleServer` runs it beside the node
+(``coercion serve``); the pages are Jinja2 templates in ``templates/`` with one
+script in ``static/``. The package itself imports nothing, so that commands
+other than ``serve`` do not load the web framework.
 """
-
-from coercion.console.server import ConsoleServer, HttpSettings
-
-__all__ = ["ConsoleServer", "HttpSettings"]
