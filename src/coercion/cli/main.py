@@ -522,35 +522,35 @@ def serve(
     )
     stopping = serving.stop_on_signals()
     count = worker_count(workers)
-    metrics.count_in(data / metrics.FOLDER)  # before any count, inherited by the workers
 
     def with_console(
         titles: Callable[[], list[str]], address: str
     ) -> AbstractContextManager[object]:
         return console_running(http, console_directory, watcher, node_settings, titles, address)
 
-    if count == 1:
-        node = Node(watcher, node_settings)
-        serving.serve_one(node, configuration.origin, stopping, with_console)
-        return
-    # Each worker watches the directory itself; this watcher is the console's view of it.
-    if not http["no_http"]:
-        watcher.start()
-    factory = functools.partial(
-        serving.worker_node,
-        directory_choice,
-        device,
-        poll_interval,
-        (env.data_directory, env.worklist_directory),
-        node_settings,
-        _verbosity(),
-    )
-    try:
-        serving.serve_workers(
-            count, factory, node_settings, configuration.origin, stopping, with_console
+    with metrics.counting(data):  # before any count; the workers inherit it
+        if count == 1:
+            node = Node(watcher, node_settings)
+            serving.serve_one(node, configuration.origin, stopping, with_console)
+            return
+        # Each worker watches the directory itself; this watcher is the console's view of it.
+        if not http["no_http"]:
+            watcher.start()
+        factory = functools.partial(
+            serving.worker_node,
+            directory_choice,
+            device,
+            poll_interval,
+            (env.data_directory, env.worklist_directory),
+            node_settings,
+            _verbosity(),
         )
-    finally:
-        watcher.stop()
+        try:
+            serving.serve_workers(
+                count, factory, node_settings, configuration.origin, stopping, with_console
+            )
+        finally:
+            watcher.stop()
 
 
 def _verbosity() -> int:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
@@ -33,6 +35,8 @@ __all__ = [
     "RULE_FAILURES",
     "RULE_SECONDS",
     "count_in",
+    "counting",
+    "counting_folder",
     "families",
     "observe_coercion",
     "record_operation",
@@ -40,8 +44,11 @@ __all__ = [
     "result_of",
 ]
 
-#: The folder of the data folder ``serve`` counts in, shared by its processes.
+#: Where ``serve`` counts when there is no memory file system: in the data folder.
 FOLDER = "metrics"
+#: A memory file system for the counting files (prometheus_client maps them: a full
+#: data disk must not end a worker with SIGBUS when a mapped page is first touched).
+_MEMORY = Path("/dev/shm")
 #: prometheus_client's variable naming that folder (worker processes inherit it).
 _FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -109,6 +116,28 @@ def observe_coercion(ctx: EventContext, outcome: Outcome, seconds: float) -> Non
     COERCION_SECONDS.labels(ctx.called_ae).observe(seconds)
     for applied in outcome.applied:
         RULE_SECONDS.labels(applied.rule.name).observe(applied.seconds)
+
+
+def counting_folder(data: Path) -> Path:
+    """A new private folder for the counting files of one ``serve`` run.
+
+    It is on the memory file system (``/dev/shm``) where there is one, so that a
+    full data disk cannot touch the mapped counters; else ``DATA/metrics``.
+    """
+    if _MEMORY.is_dir() and os.access(_MEMORY, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix="coercion-metrics-", dir=_MEMORY))
+    return data / FOLDER
+
+
+@contextmanager
+def counting(data: Path) -> Iterator[Path]:
+    """Count in a new :func:`counting_folder` while the block runs; the folder goes after."""
+    folder = counting_folder(data)
+    count_in(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the counts of this run only
 
 
 def count_in(folder: Path) -> None:
