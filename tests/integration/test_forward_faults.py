@@ -260,15 +260,14 @@ def test_a_dead_sender_is_noticed_and_restarted(
     _host, port = node.start()
     with caplog.at_level(logging.ERROR, logger="coercion.net.forward"):
         storescu(port, tmp_path / "in")
-        wait_until(
-            lambda: archive.received == uids,
-            "every object at ARCHIVE",
+        wait_until(  # delivered, then taken off the queue once the destination has answered
+            lambda: archive.received == uids and not queued(node.settings.data),
+            "every object at ARCHIVE and the queue empty",
             timeout=20,
             detail=lambda: caplog.text,
         )
     assert deaths == ["forward-ARCHIVE"]
     assert "forwarding to ARCHIVE: the sender had stopped; restarted" in caplog.text
-    assert not queued(node.settings.data)
 
 
 # -- kill -9 -------------------------------------------------------------------------------------
