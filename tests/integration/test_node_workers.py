@@ -258,7 +258,7 @@ def test_an_mpps_update_waits_while_another_process_updates_the_records(
         finally:
             second.release()
 
-    fd = os.open(node.data / "mpps" / ".lock", os.O_RDWR)
+    fd = os.open(node.data / "mpps" / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # as a worker merging into a record holds it
         setter = threading.Thread(target=complete, daemon=True)
