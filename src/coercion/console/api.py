@@ -8,6 +8,7 @@ pass the checks the node applies when it loads the directory is answered with
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -111,13 +112,24 @@ def session_of(request: Request) -> Session:
 def sign_in(body: SignIn, request: Request, response: Response) -> SessionInfo:
     """Sign in; sets the session cookie. 401 when the name or password is wrong."""
     state = state_of(request)
+    address = request.client.host if request.client else ""
+    wait = math.ceil(state.throttle.wait(address, body.name))
+    if wait > 0:
+        log.warning("console: sign-in from %s refused for %d s: too many failures", address, wait)
+        raise HTTPException(
+            429,
+            f"too many failed sign-ins; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     try:
         role = state.accounts.authenticate(body.name, body.password)
     except CoercionError as exc:
         raise HTTPException(503, str(exc)) from None
     if role is None:
-        log.warning("console: sign-in refused")
+        state.throttle.failed(address, body.name)
+        log.warning("console: sign-in from %s refused", address)
         raise HTTPException(401, "wrong name or password, or no console role")
+    state.throttle.succeeded(address, body.name)
     token, session = state.sessions.open(body.name, role)
     log.info("console: %s signed in (%s)", body.name, role.value)
     response.set_cookie(
