@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -198,28 +200,28 @@ def overview(request: Request) -> dict[str, Any]:
     }
 
 
+def _on_failed(
+    request: Request, destination: str, action: Callable[[Path, str], int], done: str
+) -> dict[str, Any]:
+    """Apply *action* to *destination*'s failed objects; log and answer how many were *done*."""
+    try:
+        count = action(state_of(request).data, destination)
+    except CoercionError as exc:
+        raise HTTPException(404, str(exc)) from None
+    log.info("console: %s %s %d objects for %s", session_of(request).name, done, count, destination)
+    return {"destination": destination, done: count}
+
+
 @router.post("/queues/{destination}/retry", tags=["overview"])
 def retry_queue(destination: str, request: Request) -> dict[str, Any]:
     """Put the objects that could not be forwarded to *destination* back in its queue."""
-    try:
-        moved = retry_failed(state_of(request).data, destination)
-    except CoercionError as exc:
-        raise HTTPException(404, str(exc)) from None
-    log.info("console: %s retried %d objects for %s", session_of(request).name, moved, destination)
-    return {"destination": destination, "retried": moved}
+    return _on_failed(request, destination, retry_failed, "retried")
 
 
 @router.post("/queues/{destination}/discard", tags=["overview"])
 def discard_queue(destination: str, request: Request) -> dict[str, Any]:
     """Delete the objects that could not be forwarded to *destination*."""
-    try:
-        removed = discard_failed(state_of(request).data, destination)
-    except CoercionError as exc:
-        raise HTTPException(404, str(exc)) from None
-    log.info(
-        "console: %s discarded %d objects for %s", session_of(request).name, removed, destination
-    )
-    return {"destination": destination, "discarded": removed}
+    return _on_failed(request, destination, discard_failed, "discarded")
 
 
 # -- audit and preview ---------------------------------------------------------------------
