@@ -166,7 +166,7 @@ class WaitTimeoutError(AssertionError):
 def wait_until(
     condition: Callable[[], Result],
     what: str,
-    timeout: float = 10.0,
+    timeout: float = 30.0,
     detail: Callable[[], str] | None = None,
     interval: float = 0.01,
 ) -> Result:

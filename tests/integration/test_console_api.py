@@ -13,6 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from coercion.console.sessions import SIGNIN_FAILURES
 from coercion.directory.sources import LdapDirectory, LdapSettings
 from tests.console import (
     ADMIN_PASSWORD,
@@ -22,7 +23,7 @@ from tests.console import (
     stop,
     wait_for,
 )
-from tests.helpers import BASE, DEVICE, dcmtk, make_dataset, stored
+from tests.helpers import BASE, DEVICE, dcmtk, make_dataset, stored, wait_until
 from tests.slapd import Slapd, make_tls_files
 
 pytestmark = pytest.mark.integration
@@ -348,6 +349,35 @@ def test_session_times_out(kind: str, tmp_path: Path) -> None:
             assert client.get("/").status_code == 303
     finally:
         stop(node)
+
+
+def test_repeated_failed_sign_ins_wait_for_the_lockout(tmp_path: Path) -> None:
+    """After SIGNIN_FAILURES wrong passwords even the right one waits (429, Retry-After)."""
+    node = embedded_node(tmp_path, "--http-signin-lockout", "2")
+    try:
+        with node.client() as client:
+
+            def sign_in(password: str) -> httpx.Response:
+                return client.post("/api/session", json={"name": node.admin, "password": password})
+
+            for _ in range(SIGNIN_FAILURES):
+                assert sign_in("wrong-password").status_code == 401
+            held = sign_in(ADMIN_PASSWORD)
+            assert held.status_code == 429 and "coercion_session" not in held.cookies
+            assert held.json()["detail"].startswith("too many failed sign-ins")
+            assert 1 <= int(held.headers["Retry-After"]) <= 2
+            assert client.get("/api/rules").status_code == 401
+            wait_until(
+                lambda: sign_in(ADMIN_PASSWORD).status_code == 200,
+                "a sign-in once the lockout has passed",
+                timeout=10,
+                interval=0.2,
+            )
+            assert client.get("/api/rules").status_code == 200
+    finally:
+        stop(node)
+    log = node.served.text()
+    assert "sign-in from 127.0.0.1 refused for " in log and "wrong-password" not in log
 
 
 def test_metrics_restricted_to_an_address_list(tmp_path: Path) -> None:

@@ -155,7 +155,7 @@ def test_slapd_stopped_and_restarted_the_engine_keeps_serving(
         slapd.start()
         directory.replace(RESEARCH_RULE, "coercionDIMSE", "C_FIND_RQ")
         wait_until(
-            lambda: not _research_applies(engine), "the research rule to stop applying", timeout=10
+            lambda: not _research_applies(engine), "the research rule to stop applying", timeout=30
         )
     finally:
         watcher.stop()

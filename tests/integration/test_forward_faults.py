@@ -415,7 +415,7 @@ def test_a_requestor_association_left_idle_still_times_out() -> None:
         requestor.add_requested_context(CTImageStorage)
         assoc = requestor.associate("127.0.0.1", int(server.server_address[1]), ae_title="ARCHIVE")
         assert assoc.is_established
-        wait_until(lambda: not assoc.is_established, "the association to end", timeout=5)
+        wait_until(lambda: not assoc.is_established, "the association to end", timeout=30)
         assert assoc.is_released or assoc.is_aborted
     finally:
         server.shutdown()

@@ -199,7 +199,7 @@ def test_rule_change_applies_to_the_next_object_on_the_same_association(
         wait_until(
             lambda: _every_worker_reloaded(node.text()),
             "every worker of the node to reload its rules",
-            timeout=5,
+            timeout=30,
             detail=node.text,
         )
         second = dcmread(canary_file(tmp_path / "in" / "2.dcm", 2))

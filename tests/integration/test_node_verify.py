@@ -179,7 +179,7 @@ def test_an_object_no_outgoing_rule_changes_is_forwarded_byte_for_byte(
     assert destination.received == [data_set_bytes(output)]
     queue = node.data / "queue" / "ARCHIVE"
     # The queue entry goes once the destination's answer is back (just after it received).
-    wait_until(lambda: not list(queue.glob("*.dcm")), "the queue emptied", 10, node.text)
+    wait_until(lambda: not list(queue.glob("*.dcm")), "the queue emptied", 30, node.text)
 
 
 def test_an_outgoing_rule_that_leaks_sets_the_object_aside(

@@ -8,10 +8,12 @@ supervisor's death) stops them all.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,9 +21,13 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
 
 from tests.helpers import (
     DEVICE,
+    MPPS_CLASS,
     Served,
     Start,
     config_dir,
@@ -223,3 +229,45 @@ def test_a_sender_whose_worker_dies_is_taken_over_and_nothing_is_lost(
     uids = sorted(str(ds.SOPInstanceUID) for ds in received)
     assert uids == sorted(str(dcmread(p).SOPInstanceUID) for b in batches for p in b)
     wait_for(lambda: not list(lock.parent.glob("*.dcm")), 30, node.text)
+
+
+def test_an_mpps_update_waits_while_another_process_updates_the_records(
+    serve: Start, tmp_path: Path
+) -> None:
+    """Records are read, merged and written under DATA/mpps/.lock: an N-SET waits for it."""
+    node = serve(None, "--workers", "2")
+    ae = AE(ae_title="RESEARCH_MR1")
+    ae.add_requested_context(MPPS_CLASS)
+    uid = generate_uid()
+    created = Dataset()
+    created.PerformedProcedureStepStatus = "IN PROGRESS"
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="COERCION")
+    assert assoc.is_established
+    try:
+        assert assoc.send_n_create(created, MPPS_CLASS, uid)[0].Status == 0x0000
+    finally:
+        assoc.release()
+    answers: list[int] = []
+
+    def complete() -> None:
+        change = Dataset()
+        change.PerformedProcedureStepStatus = "COMPLETED"
+        second = ae.associate("127.0.0.1", node.port, ae_title="COERCION")
+        try:
+            answers.append(int(second.send_n_set(change, MPPS_CLASS, uid)[0].Status))
+        finally:
+            second.release()
+
+    fd = os.open(node.data / "mpps" / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a worker merging into a record holds it
+        setter = threading.Thread(target=complete, daemon=True)
+        setter.start()
+        setter.join(1.5)  # the behaviour under test: it does not finish while the lock is held
+        assert setter.is_alive() and not answers, node.text()
+    finally:
+        os.close(fd)
+    setter.join(30)
+    assert answers == [0x0000], node.text()
+    record = dcmread(node.data / "mpps" / f"{uid}.dcm")
+    assert record.PerformedProcedureStepStatus == "COMPLETED"

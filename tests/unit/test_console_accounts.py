@@ -14,7 +14,7 @@ from coercion.console.accounts import (
     set_password,
     verify_password,
 )
-from coercion.console.sessions import Sessions
+from coercion.console.sessions import SIGNIN_FAILURES, Sessions, SignInThrottle
 from coercion.errors import ConfigError
 
 
@@ -79,3 +79,25 @@ def test_sessions_expire_and_close() -> None:
     sessions.close(other_token)
     assert sessions.get(other_token) is None
     assert sessions.get(None) is None
+
+
+def test_failed_sign_ins_make_the_next_ones_wait() -> None:
+    """Past SIGNIN_FAILURES failures in the window, the address and the name wait; a success
+    forgets its own failures; another address and another name are not held up."""
+    now = [1000.0]
+    throttle = SignInThrottle(window=300, clock=lambda: now[0])
+    for _ in range(SIGNIN_FAILURES - 1):
+        throttle.failed("10.0.0.1", "ann")
+        now[0] += 10
+    assert throttle.wait("10.0.0.1", "ann") == 0
+    throttle.failed("10.0.0.1", "ann")
+    assert throttle.wait("10.0.0.1", "ann") == pytest.approx(300 - 40)
+    assert throttle.wait("10.0.0.1", "ben") == pytest.approx(260)  # the address is held
+    assert throttle.wait("10.0.0.2", "ann") == pytest.approx(260)  # and so is the name
+    assert throttle.wait("10.0.0.2", "ben") == 0
+    now[0] += 261  # the first failure has left the window
+    assert throttle.wait("10.0.0.1", "ann") == 0
+    throttle.failed("10.0.0.1", "ann")
+    assert throttle.wait("10.0.0.1", "ann") > 0
+    throttle.succeeded("10.0.0.1", "ann")
+    assert throttle.wait("10.0.0.1", "ann") == 0

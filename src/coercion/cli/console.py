@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 
 from coercion.console.accounts import Role
+from coercion.console.sessions import SIGNIN_FAILURES
 from coercion.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ HTTP_KEYS = (
     "http_admin_group",
     "http_viewer_group",
     "http_session_timeout",
+    "http_signin_lockout",
     "metrics_allow",
 )
 
@@ -102,6 +104,14 @@ def http_options(function: _F) -> _F:
             help="Seconds without a request after which a console session ends.",
         ),
         click.option(
+            "--http-signin-lockout",
+            type=click.FloatRange(min=1),
+            default=300,
+            show_default=True,
+            help=f"After {SIGNIN_FAILURES} failed sign-ins from one address or for one name "
+            "within this many seconds, further sign-ins from it or for it wait that long.",
+        ),
+        click.option(
             "--metrics-allow",
             multiple=True,
             metavar="NETWORK",
@@ -144,7 +154,7 @@ def console_running(
     from coercion.console.accounts import Authenticator, DirectoryAccounts, PasswordFile
     from coercion.console.rules import RuleStore
     from coercion.console.server import ConsoleServer, HttpSettings
-    from coercion.console.sessions import Sessions
+    from coercion.console.sessions import Sessions, SignInThrottle
     from coercion.console.state import ConsoleState
     from coercion.directory.sources import LdapDirectory
 
@@ -179,6 +189,7 @@ def console_running(
         rules=RuleStore(source, watcher.env, device, read_only),
         accounts=accounts,
         sessions=Sessions(options["http_session_timeout"]),
+        throttle=SignInThrottle(options["http_signin_lockout"]),
         data=settings.data,
         ae_titles=ae_titles,
         dicom_address=dicom_address,

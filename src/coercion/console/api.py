@@ -8,7 +8,10 @@ pass the checks the node applies when it loads the directory is answered with
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -111,13 +114,24 @@ def session_of(request: Request) -> Session:
 def sign_in(body: SignIn, request: Request, response: Response) -> SessionInfo:
     """Sign in; sets the session cookie. 401 when the name or password is wrong."""
     state = state_of(request)
+    address = request.client.host if request.client else ""
+    wait = math.ceil(state.throttle.wait(address, body.name))
+    if wait > 0:
+        log.warning("console: sign-in from %s refused for %d s: too many failures", address, wait)
+        raise HTTPException(
+            429,
+            f"too many failed sign-ins; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     try:
         role = state.accounts.authenticate(body.name, body.password)
     except CoercionError as exc:
         raise HTTPException(503, str(exc)) from None
     if role is None:
-        log.warning("console: sign-in refused")
+        state.throttle.failed(address, body.name)
+        log.warning("console: sign-in from %s refused", address)
         raise HTTPException(401, "wrong name or password, or no console role")
+    state.throttle.succeeded(address, body.name)
     token, session = state.sessions.open(body.name, role)
     log.info("console: %s signed in (%s)", body.name, role.value)
     response.set_cookie(
@@ -186,28 +200,28 @@ def overview(request: Request) -> dict[str, Any]:
     }
 
 
+def _on_failed(
+    request: Request, destination: str, action: Callable[[Path, str], int], done: str
+) -> dict[str, Any]:
+    """Apply *action* to *destination*'s failed objects; log and answer how many were *done*."""
+    try:
+        count = action(state_of(request).data, destination)
+    except CoercionError as exc:
+        raise HTTPException(404, str(exc)) from None
+    log.info("console: %s %s %d objects for %s", session_of(request).name, done, count, destination)
+    return {"destination": destination, done: count}
+
+
 @router.post("/queues/{destination}/retry", tags=["overview"])
 def retry_queue(destination: str, request: Request) -> dict[str, Any]:
     """Put the objects that could not be forwarded to *destination* back in its queue."""
-    try:
-        moved = retry_failed(state_of(request).data, destination)
-    except CoercionError as exc:
-        raise HTTPException(404, str(exc)) from None
-    log.info("console: %s retried %d objects for %s", session_of(request).name, moved, destination)
-    return {"destination": destination, "retried": moved}
+    return _on_failed(request, destination, retry_failed, "retried")
 
 
 @router.post("/queues/{destination}/discard", tags=["overview"])
 def discard_queue(destination: str, request: Request) -> dict[str, Any]:
     """Delete the objects that could not be forwarded to *destination*."""
-    try:
-        removed = discard_failed(state_of(request).data, destination)
-    except CoercionError as exc:
-        raise HTTPException(404, str(exc)) from None
-    log.info(
-        "console: %s discarded %d objects for %s", session_of(request).name, removed, destination
-    )
-    return {"destination": destination, "discarded": removed}
+    return _on_failed(request, destination, discard_failed, "discarded")
 
 
 # -- audit and preview ---------------------------------------------------------------------

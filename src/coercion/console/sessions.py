@@ -4,6 +4,11 @@ Sessions live in memory only (a restart signs everyone out). A session ends
 after ``timeout`` seconds without a request; every request that changes
 something must carry the session's CSRF token in the ``X-CSRF-Token`` header,
 which a page of another site cannot set.
+
+Guessing passwords is slowed by :class:`SignInThrottle`: after a few failed
+sign-ins from one address, or for one name, within a window, further attempts
+from that address or for that name are refused (HTTP 429) until the window has
+passed, without asking the directory or the password file.
 """
 
 from __future__ import annotations
@@ -12,16 +17,22 @@ import hmac
 import secrets
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coercion.console.accounts import Role
 
-__all__ = ["COOKIE", "CSRF_HEADER", "Session", "Sessions"]
+__all__ = ["COOKIE", "CSRF_HEADER", "SIGNIN_FAILURES", "Session", "Sessions", "SignInThrottle"]
 
 #: The cookie that holds the session token.
 COOKIE = "coercion_session"
 #: The header that carries the CSRF token on POST, PUT, PATCH and DELETE.
 CSRF_HEADER = "X-CSRF-Token"
+#: Failed sign-ins, from one address or for one name, after which the next ones wait.
+SIGNIN_FAILURES = 5
+#: Addresses and names remembered at most (the oldest are forgotten first).
+_THROTTLE_KEYS = 10_000
 
 
 @dataclass
@@ -84,3 +95,62 @@ class Sessions:
         now = time.monotonic()
         for token in [t for t, s in self._by_token.items() if now - s.last_seen > self.timeout]:
             del self._by_token[token]
+
+
+class SignInThrottle:
+    """Failed sign-ins per client address and per name, over the last *window* seconds.
+
+    :meth:`wait` says how long a new attempt must wait: 0 while fewer than
+    *failures* attempts failed within the window, for the address and for the
+    name; otherwise until the oldest of them leaves the window. A success
+    forgets the failures of its address and name.
+    """
+
+    def __init__(
+        self,
+        window: float,
+        failures: int = SIGNIN_FAILURES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window = window
+        self.failures = failures
+        self._clock = clock
+        self._times: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _keys(address: str, name: str) -> tuple[str, str]:
+        return f"address {address}", f"name {name}"
+
+    def wait(self, address: str, name: str) -> float:
+        """Seconds before a sign-in from *address* for *name* may be tried (0: now)."""
+        now = self._clock()
+        longest = 0.0
+        with self._lock:
+            for key in self._keys(address, name):
+                times = self._recent(key, now)
+                if len(times) >= self.failures:
+                    longest = max(longest, times[-self.failures] + self.window - now)
+        return longest
+
+    def failed(self, address: str, name: str) -> None:
+        """Count a failed sign-in from *address* for *name*."""
+        now = self._clock()
+        with self._lock:
+            for key in self._keys(address, name):
+                self._recent(key, now).append(now)
+                self._times[key] = self._times.pop(key)  # the newest key last
+            while len(self._times) > _THROTTLE_KEYS:
+                del self._times[next(iter(self._times))]
+
+    def succeeded(self, address: str, name: str) -> None:
+        """Forget the failed sign-ins of *address* and *name*."""
+        with self._lock:
+            for key in self._keys(address, name):
+                self._times.pop(key, None)
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._times.setdefault(key, deque())
+        while times and now - times[0] > self.window:
+            times.popleft()
+        return times

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from coercion.console.accounts import Authenticator
 from coercion.console.rules import RuleStore
-from coercion.console.sessions import Sessions
+from coercion.console.sessions import Sessions, SignInThrottle
 from coercion.directory.config import Configuration
 from coercion.directory.watch import ConfigurationWatcher
 from coercion.net import metrics
@@ -29,6 +29,7 @@ class ConsoleState:
     rules: RuleStore
     accounts: Authenticator
     sessions: Sessions
+    throttle: SignInThrottle
     data: Path
     #: The node's AE titles and DICOM address ("host:port"), read when a page is made.
     ae_titles: Callable[[], list[str]]

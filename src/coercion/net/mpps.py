@@ -3,14 +3,14 @@
 An N-CREATE writes the coerced attributes as a new record (0x0111 when one
 exists); an N-SET merges the coerced modifications into it (0x0112 when there
 is none; 0x0110 once it is COMPLETED or DISCONTINUED). An invalid instance UID
-is 0x0117. Records are written whole or not at all, one at a time; each
-message is queued for the forward rules that name N_CREATE_RQ.
+is 0x0117. Records are written whole or not at all, one at a time across
+the node's workers (an ``flock`` on ``DATA/mpps/.lock``); each message is
+queued for the forward rules that name N_CREATE_RQ.
 """
 
 from __future__ import annotations
 
 import copy
-import threading
 import time
 from collections.abc import Callable
 from io import BytesIO
@@ -25,7 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at impo
     ModalityPerformedProcedureStep,
 )
 
-from coercion.dicom.outputs import atomic_output, write_all
+from coercion.dicom.outputs import atomic_output, private_folders, write_all
 from coercion.directory.settings import DeviceSettings
 from coercion.engine import Engine, EventContext, Outcome
 from coercion.errors import MalformedDataError
@@ -35,6 +35,7 @@ from coercion.net.boundary import Boundary, Operation, Service, guarded
 from coercion.net.boundary import status as _status
 from coercion.net.forward import Forwarder
 from coercion.net.paths import mpps_path
+from coercion.net.workers import exclusive
 
 __all__ = ["MPPS_SOP_CLASS", "Mpps"]
 
@@ -72,7 +73,7 @@ class Mpps:
         self.audit = audit
         self.boundary = Boundary(audit)
         self.settings = settings
-        self._lock = threading.Lock()
+        self._lock = self.folder / ".lock"  # one read-merge-write at a time, every worker
 
     def _request(
         self, event: evt.Event, op: Operation, received: Any
@@ -149,7 +150,8 @@ class Mpps:
         outcome = self.engine.apply(decoded(), op.ctx)
         op.outcome = outcome
         op.step = "write"
-        with self._lock:
+        private_folders(self.folder)
+        with exclusive(self._lock):
             stopped = update(op, path, outcome)
             if stopped is not None:
                 return stopped, None

@@ -22,6 +22,9 @@ What must be one across the node stays one across the processes:
   :class:`LockSlots`;
 * the audit trail: each line is one ``write()`` to a file opened with
   ``O_APPEND``, under an ``flock`` (see :mod:`coercion.net.audit`);
+* MPPS records: each N-CREATE or N-SET reads and rewrites its record while it
+  holds an ``flock`` on ``DATA/mpps/.lock`` (:func:`exclusive`), so two workers
+  never merge into the same record at once;
 * the pseudonym store: its transactions are safe between processes (SQLite in
   WAL mode with the write lock taken first, or PostgreSQL row locks);
 * stored objects, queue entries and snapshots are written to unique temporary
@@ -48,7 +51,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnProcess
@@ -64,6 +67,7 @@ __all__ = [
     "Servable",
     "Supervisor",
     "WorkerFailedError",
+    "exclusive",
     "listen",
     "worker_count",
 ]
@@ -124,6 +128,21 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on *path* (created if need be) for the ``with`` block.
+
+    Waits until the lock is free. Each call opens the file anew, so the lock
+    excludes the other threads of this process as well as other processes.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the file releases its flock
 
 
 class ExclusiveLock:
