@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from pydicom import dcmread
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -69,10 +69,21 @@ def node(tmp_path: Path) -> Iterator[ConsoleNode]:
 
 
 def _wait(driver: WebDriver, check: Callable[[WebDriver], object], what: str) -> None:
-    # The overview replaces its rows while they are read: a stale row is read again.
+    """Wait until *check* holds. A page replaces its rows, or reloads, while they are read:
+    an element gone stale (or, as Chromium says during a reload, no longer in the document)
+    is looked up again at the next poll."""
+
+    def settled(d: WebDriver) -> object:
+        try:
+            return check(d)
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc.msg):
+                return False
+            raise
+
     WebDriverWait(
         driver, 30, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
-    ).until(check, message=what)
+    ).until(settled, message=what)
 
 
 def _sign_in(driver: WebDriver, node: ConsoleNode) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
+import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,8 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from coercion.engine import ActionEnv, Dimse, EventContext, PeerDevice, Role, build_action
 from coercion.errors import RuleFailedError
 from coercion.net.worklist import answer, matches
-from tests.helpers import DEVICE, Start, config_dir, dcmtk, free_port, stored
+from tests.helpers import DEVICE, Start, config_dir, dcmtk, free_port, remote_device, stored
+from tests.slapd import TlsFiles, make_tls_files
 
 pytestmark = pytest.mark.integration
 
@@ -154,9 +158,12 @@ def test_local_worklist_by_step_id_and_status(stylesheet: Path, local_env: Actio
     assert by_study.apply(keyless, CTX) == []  # no key to match by: never "every item"
 
 
-@pytest.fixture
-def ris() -> Iterator[tuple[int, list[Dataset]]]:
-    """A pynetdicom worklist SCP on 127.0.0.1 answering from ITEMS; yields its port and queries."""
+@contextmanager
+def worklist_scp(
+    context: ssl.SSLContext | None = None,
+) -> Iterator[tuple[int, list[Dataset]]]:
+    """A pynetdicom worklist SCP RIS on 127.0.0.1 answering from ITEMS (over TLS with
+    *context*); yields its port and the queries it received."""
     port = free_port()
     queries: list[Dataset] = []
 
@@ -170,12 +177,29 @@ def ris() -> Iterator[tuple[int, list[Dataset]]]:
     ae = AE(ae_title="RIS")
     ae.add_supported_context(ModalityWorklistInformationFind)
     server: Any = ae.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)]
+        ("127.0.0.1", port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_FIND, on_find)],
+        ssl_context=context,
     )
     try:
         yield port, queries
     finally:
         server.shutdown()
+
+
+@pytest.fixture
+def ris() -> Iterator[tuple[int, list[Dataset]]]:
+    """A plain worklist SCP RIS; its port and the queries it received."""
+    with worklist_scp() as found:
+        yield found
+
+
+def server_context(files: TlsFiles) -> ssl.SSLContext:
+    """A TLS server context with the certificate of *files*."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.server_cert, files.server_key)
+    return context
 
 
 def test_upstream_worklist_scp_by_accession(
@@ -195,6 +219,36 @@ def test_upstream_worklist_scp_by_accession(
     assert len(queries) == 1 and queries[0].AccessionNumber == "ACC-1"
     assert ds.PatientID == "WL-001" and ds.StudyDescription == "CT CHEST"
     assert [i.ScheduledProcedureStepID for i in ds.RequestAttributesSequence] == ["SPS-1"]
+
+
+# pynetdicom leaves the refused socket to the garbage collector (a ResourceWarning there).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_upstream_worklist_scp_over_tls(stylesheet: Path, tmp_path: Path) -> None:
+    """A worklist SCP whose connection uses TLS (it speaks nothing else) is asked over TLS,
+    its certificate verified against the node's CA; one the node does not trust: the rule
+    fails, nothing asked."""
+    files = make_tls_files(tmp_path / "ris-tls")
+    params = {"mwl-scp": "RIS", "match-by": "AccessionNumber"}
+    with worklist_scp(server_context(files)) as (port, queries):
+        peers = {"RIS": PeerDevice("ris", {"RIS": ("127.0.0.1", port)}, tls=frozenset({"RIS"}))}
+        env = ActionEnv(SECRET, client_tls=ssl.create_default_context(cafile=files.ca_cert))
+        env.peers = peers
+        ds = _object(accession="ACC-1")
+        build_action(f"merge-mwl:{stylesheet}", params, env).apply(ds, CTX)
+        assert len(queries) == 1 and ds.PatientID == "WL-001"
+        untrusting = ActionEnv(SECRET)  # the system's CAs only
+        untrusting.peers = peers
+        action = build_action(f"merge-mwl:{stylesheet}", params, untrusting)
+        # pynetdicom logs the TLS error with its traceback, which would keep the failed
+        # socket alive in the captured log until the session ends: not logged here.
+        quiet = logging.getLogger("pynetdicom")
+        quiet.disabled = True
+        try:
+            with pytest.raises(RuleFailedError, match="unreachable"):
+                action.apply(_object(accession="ACC-1"), CTX)
+        finally:
+            quiet.disabled = False
+        assert len(queries) == 1
 
 
 # pynetdicom leaves the refused socket to the garbage collector (a ResourceWarning there).
@@ -276,3 +330,55 @@ coercionPriority: 1
     assert [i.ScheduledProcedureStepID for i in out.RequestAttributesSequence] == ["SPS-2", "SPS-1"]
     assert out.InstitutionName == "Example Hospital"
     assert "WORKLIST^PATIENT" not in node.text()
+
+
+def test_node_merges_from_a_worklist_scp_over_tls(serve: Start, tmp_path: Path) -> None:
+    """A node with --tls-ca asks a worklist SCP whose connection names TLS cipher suites
+    over TLS."""
+    node_tls = make_tls_files(tmp_path / "node-tls")
+    ris_tls = make_tls_files(tmp_path / "ris-tls")
+    with worklist_scp(server_context(ris_tls)) as (port, queries):
+        extra = remote_device("secure-ris", "SECURE_RIS", port).replace(
+            f"dicomPort: {port}\n",
+            f"dicomPort: {port}\ndicomTLSCipherSuite: TLS_AES_128_GCM_SHA256\n",
+        )
+        extra += f"""
+dn: cn=merge-mwl,dicomAETitle=COERCION,{DEVICE}
+objectClass: coercionRule
+cn: merge-mwl
+coercionURI: merge-mwl:
+coercionDIMSE: C_STORE_RQ
+dicomTransferRole: SCP
+coercionParam: mwl-scp=SECURE_RIS
+coercionParam: match-by=AccessionNumber
+"""
+        node = serve(
+            config_dir(tmp_path, extra=extra),
+            "--tls-cert",
+            str(node_tls.server_cert),
+            "--tls-key",
+            str(node_tls.server_key),
+            "--tls-ca",
+            str(ris_tls.ca_cert),
+        )
+        source = tmp_path / "in.dcm"
+        _object(accession="ACC-1").save_as(source, enforce_file_format=True)
+        sent = dcmtk(
+            "storescu",
+            "+tls",
+            ris_tls.server_key,
+            ris_tls.server_cert,
+            "+cf",
+            node_tls.ca_cert,
+            "-aet",
+            "CT01",
+            "-aec",
+            "COERCION",
+            "127.0.0.1",
+            node.port,
+            source,
+        )
+        assert sent.returncode == 0, sent.stderr
+    assert len(queries) == 1 and queries[0].AccessionNumber == "ACC-1"
+    [output] = stored(node.data)
+    assert dcmread(output).PatientID == "WL-001"

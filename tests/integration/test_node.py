@@ -369,7 +369,8 @@ def test_forwarding_survives_a_stopped_destination(serve: Start, tmp_path: Path)
     )
     received = receive_at_archive(port, 5, detail=node.text)
     assert len(received) == 5, node.text()
-    assert not list(queue.glob("*.dcm"))
+    # A queue entry goes once the destination's answer is back (just after it received).
+    wait_until(lambda: not list(queue.glob("*.dcm")), "the queue emptied", detail=node.text)
     # Coerced for the destination on the way out; the stored copies are as received.
     assert all(str(ds.PatientID) != CANARY_ID for ds in received)
     assert all(str(dcmread(p).PatientID) == CANARY_ID for p in stored(node.data))
@@ -534,4 +535,8 @@ def test_queue_survives_kill_9_of_the_node(serve: Start, tmp_path: Path) -> None
     assert {ds.SOPInstanceUID for ds in received} == {
         dcmread(p).SOPInstanceUID for p in folder.glob("*.dcm")
     }
-    assert not list((data / "queue" / "ARCHIVE").glob("*.dcm"))
+    wait_until(
+        lambda: not list((data / "queue" / "ARCHIVE").glob("*.dcm")),
+        "the queue emptied",
+        detail=second.text,
+    )

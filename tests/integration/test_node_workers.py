@@ -138,13 +138,21 @@ def test_forwarding_with_two_workers_has_one_sender_each_object_once_in_order(
     for batch in batches:  # each association's objects arrive in the order they were sent
         sent = [str(dcmread(p).SOPInstanceUID) for p in batch]
         assert [uid for uid in uids if uid in set(sent)] == sent
+    queue = node.data / "queue" / "ARCHIVE"
+
+    def forwards() -> list[dict[str, Any]]:
+        return [line for line in audit_lines(node) if line["role"] == "SCU"]
+
+    # Each forward is audited and taken off the queue once the destination's answer is back.
+    wait_for(
+        lambda: len(forwards()) == SENDERS * 12 and not list(queue.glob("*.dcm")),
+        30,
+        node.text,
+    )
     lines = audit_lines(node)
     arrivals = [line for line in lines if line["role"] == "SCP" and line["dimse"] == "C_STORE_RQ"]
-    forwards = [line for line in lines if line["role"] == "SCU"]
     assert {line["worker"] for line in arrivals} == {1, 2}
-    assert len(forwards) == SENDERS * 12
-    assert len({line["worker"] for line in forwards}) == 1  # one sender for ARCHIVE
-    assert not list((node.data / "queue" / "ARCHIVE").glob("*.dcm"))
+    assert len({line["worker"] for line in forwards()}) == 1  # one sender for ARCHIVE
 
 
 def test_script_counters_are_exact_across_workers(serve: Start, tmp_path: Path) -> None:

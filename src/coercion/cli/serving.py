@@ -138,7 +138,10 @@ def worker_node(
     configure_logging(verbosity, index)
     data_directory, worklist_directory = env_folders
     env = ActionEnv(
-        settings.secret, data_directory=data_directory, worklist_directory=worklist_directory
+        settings.secret,
+        data_directory=data_directory,
+        worklist_directory=worklist_directory,
+        client_tls=settings.tls.client(),  # merge-mwl: asks TLS peers as the node sends to them
     )
     source = open_source(dict(directory))
     snapshot = settings.data / SNAPSHOT_NAME

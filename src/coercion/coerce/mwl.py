@@ -17,7 +17,9 @@ The item is found by the keys ``match-by`` names, taken from the object (for
 Items come from the node's local worklist (the folder its worklist SCP
 answers from), or with ``mwl-scp=AETITLE`` by C-FIND from that known
 device's worklist SCP (``filter-by-scu=true`` checks its answers against the
-keys again). ``local-mwl-status=SCHEDULED|ARRIVED`` keeps local items whose
+keys again), over TLS when the device's connection names TLS cipher suites,
+verified as the node verifies every peer (``--tls-ca``, its certificate
+presented when it has one). ``local-mwl-status=SCHEDULED|ARRIVED`` keeps local items whose
 step has one of these statuses. The newest item (by step start) goes through
 the stylesheet (none given: the item as it is); the Request Attributes
 Sequence (Scheduled Step Attributes Sequence for MPPS) gets one item per
@@ -27,6 +29,7 @@ matching worklist item; the result's attributes replace the object's.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -229,14 +232,21 @@ class MergeMWLAction:
 
         peer = (self.env.peers or {}).get(self.scp)
         address = peer.addresses.get(self.scp) if peer is not None else None
-        if address is None:
+        if peer is None or address is None:
             raise RuleFailedError(
                 f"merge-mwl: mwl-scp={self.scp} is not the AE title of a known device with host "
                 "and port; add the worklist SCP's device to the directory",
                 kind="worklist SCP unknown",
             )
         host, port = address
-        found = find_worklist_items(ctx.local_ae, self.scp, host, port, _with_return_keys(keys))
+        tls = (
+            (self.env.client_tls or ssl.create_default_context(), host)
+            if self.scp in peer.tls
+            else None
+        )
+        found = find_worklist_items(
+            ctx.local_ae, self.scp, host, port, _with_return_keys(keys), tls
+        )
         return [i for i in found if matches(keys, i)] if self.filter else found
 
     def apply(self, ds: Dataset, ctx: EventContext) -> list[Change]:

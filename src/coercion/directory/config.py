@@ -121,7 +121,8 @@ class Device:
     def peer(self) -> PeerDevice:
         """This device as rules' actions see it."""
         addresses = {ae.title: (ae.hostname, ae.port) for ae in self.aes if ae.hostname and ae.port}
-        return PeerDevice(self.name, addresses, dict(self.info))
+        tls = frozenset(ae.title for ae in self.aes if ae.tls)
+        return PeerDevice(self.name, addresses, dict(self.info), tls)
 
 
 @dataclass(frozen=True)

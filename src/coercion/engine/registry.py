@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import ssl
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
@@ -39,14 +40,15 @@ class PeerDevice:
     """A remote device of the directory as actions see it.
 
     ``addresses`` gives the host and port of each of its AE titles that has a
-    connection; ``info`` its descriptive attributes by LDAP name
-    (``dicomInstitutionName``, ``dicomManufacturer``, ``dicomStationName``...),
-    each as a tuple of values.
+    connection, ``tls`` those of its AE titles whose connection uses TLS;
+    ``info`` its descriptive attributes by LDAP name (``dicomInstitutionName``,
+    ``dicomManufacturer``, ``dicomStationName``...), each as a tuple of values.
     """
 
     name: str
     addresses: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     info: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tls: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -66,6 +68,9 @@ class ActionEnv:
     ``peers`` are the directory's other devices by AE title (set when a
     configuration loads, for ``sup-from-dev:`` and ``merge-mwl:``; None in an
     environment that only checks URIs, where device names cannot be checked).
+    ``client_tls`` is the node's TLS context for associations with peers whose
+    connection uses TLS (its ``--tls-ca``, and its certificate when it has one;
+    None: the system's trusted CAs).
     ``store_override``, when set, replaces every store URL of the directory
     (``coercion explain`` uses a throwaway in-memory store, so that a preview
     numbers nothing for real).
@@ -86,6 +91,7 @@ class ActionEnv:
     store_override: str = ""
     worklist_directory: str = ""
     peers: Mapping[str, PeerDevice] | None = None
+    client_tls: ssl.SSLContext | None = None
 
     def derive(self) -> ActionEnv:
         """A fresh environment with this one's key and settings and nothing loaded or opened."""
@@ -95,6 +101,7 @@ class ActionEnv:
             data_directory=self.data_directory,
             store_override=self.store_override,
             worklist_directory=self.worklist_directory,
+            client_tls=self.client_tls,
         )
 
     def shared(self, key: Hashable, kind: type[_T], make: Callable[[], _T]) -> _T:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
+
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 from pynetdicom.status import code_to_category
 
 from coercion.errors import RuleFailedError
+from coercion.net import adapt
 
 __all__ = ["find_worklist_items"]
 
@@ -16,13 +19,24 @@ _SUCCESS = "Success"
 
 
 def find_worklist_items(
-    calling_ae: str, called_ae: str, host: str, port: int, query: Dataset, timeout: float = 30
+    calling_ae: str,
+    called_ae: str,
+    host: str,
+    port: int,
+    query: Dataset,
+    tls: tuple[ssl.SSLContext, str] | None = None,
+    timeout: float = 30,
 ) -> list[Dataset]:
-    """The items *called_ae* at *host*:*port* answers to *query*; RuleFailedError when it fails."""
+    """The items *called_ae* at *host*:*port* answers to *query*; RuleFailedError when it fails.
+
+    *tls* (a client context and the server name to verify) makes the association use TLS.
+    """
     ae = AE(ae_title=calling_ae or "COERCION")
     ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = timeout
     ae.add_requested_context(ModalityWorklistInformationFind)
-    assoc = ae.associate(host, port, ae_title=called_ae)
+    assoc = ae.associate(
+        host, port, ae_title=called_ae, tls_args=tls, evt_handlers=adapt.requestor_handlers()
+    )
     if not assoc.is_established:
         raise RuleFailedError(
             f"merge-mwl: the worklist SCP {called_ae} at {host}:{port} refused or is unreachable",
