@@ -308,7 +308,7 @@ def test_shipped_sample_config_with_stylesheets_leaves_only_dcm4chee_services_of
 
 def device_entries(name: str, **extra: list[str]) -> list[Entry]:
     """A device of a dcm4chee-arc export with one connection and one network AE (and a
-    connection without a host, and an AE with only that one, which are not carried)."""
+    connection without a host, and an AE with only that one, which are not carried: reported)."""
     dn = f"dicomDeviceName={name},{DEVICES}"
     return [
         (dn, {"objectClass": ["dicomDevice", "dcmDevice"], "dicomDeviceName": [name], **extra}),
@@ -363,7 +363,10 @@ def test_a_referenced_device_of_the_export_is_carried_over_and_the_rule_active()
     assert "dcmAcceptedUserRole" not in conversion.devices[2][1]
     assert conversion.report == [
         f"{reference}: device carried over as dicomDeviceName=modality,{OUR_DEVICES} "
-        "(2 network AEs and connections), for sup-from-dev:"
+        "(2 network AEs and connections), for sup-from-dev:",
+        f"cn=nohost,{reference}: not carried over (a connection without dicomHostname)",
+        f"dicomAETitle=UNREACHABLE,{reference}: not carried over "
+        "(none of its connections was carried)",
     ]
     known = convert(*device, *rules, placement=Placement(OURS, {}, frozenset({"modality"})))
     assert not known.devices and known.complete  # the directory's own device is used

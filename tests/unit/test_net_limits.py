@@ -126,3 +126,21 @@ def test_spooled_data_set_maps_without_reading(tmp_path: Path) -> None:
         assert isinstance(view, mmap.mmap)
         assert view[:] == data
     spooled.close()
+
+
+def test_slot_files_nobody_holds_are_removed_and_held_ones_kept(tmp_path: Path) -> None:
+    """At start the slot files of earlier runs go; one held (an association running) stays."""
+    slots = LockSlots(tmp_path / "slots")
+    held = slots.take("host-10.0.0.1", 2)
+    for address in ("10.0.0.2", "10.0.0.3"):  # taken and given back: files left behind
+        fd = slots.take(f"host-{address}", 2)
+        assert fd is not None
+        os.close(fd)
+    assert held is not None
+    try:
+        assert slots.remove_free() == 2
+        assert [p.name for p in (tmp_path / "slots").iterdir()] == ["host-10.0.0.1.0"]
+        assert slots.taken("host-10.0.0.1", 1) == 1  # still counted
+    finally:
+        os.close(held)
+    assert slots.remove_free() == 1 and not list((tmp_path / "slots").iterdir())

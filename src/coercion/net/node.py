@@ -44,6 +44,7 @@ from coercion.net.limits import AssociationCounter, NetworkLimits
 from coercion.net.mpps import MPPS_SOP_CLASS, Mpps
 from coercion.net.peers import Peers, TLSFiles
 from coercion.net.storage import Storage
+from coercion.net.workers import LockSlots
 from coercion.net.worklist import WORKLIST_FIND, Worklist, WorklistSCP
 
 __all__ = ["Node", "NodeSettings", "remove_stale"]
@@ -51,6 +52,8 @@ __all__ = ["Node", "NodeSettings", "remove_stale"]
 log = logging.getLogger(__name__)
 
 _SUCCESS = 0x0000
+#: The association slot files every worker counts in (see :class:`LockSlots`).
+ASSOCIATION_SLOTS = ".associations"
 _VERIFICATION = UID(Verification)
 
 
@@ -111,7 +114,7 @@ class Node:
         self.worklist = WorklistSCP(worklist, self.engine, self.audit, current, lambda: self.peers)
         self._server: Any = None
         self.limits: NetworkLimits = configuration.settings.limits
-        self.associations = AssociationCounter(data / ".associations")  # every worker's
+        self.associations = AssociationCounter(data / ASSOCIATION_SLOTS)  # every worker's
         self.ae = self._make_ae()
 
     # -- configuration ----------------------------------------------------------------
@@ -237,10 +240,14 @@ class Node:
 
 
 def remove_stale(data: Path) -> None:
-    """Remove the temporary files a killed run left in the data folder (before serving)."""
+    """Remove the temporary files a killed run left in the data folder, and the association
+    slot files no one holds (before serving)."""
     stale = remove_stale_temporaries(data)
     if stale:
         log.info("removed %d temporary files an interrupted run left", len(stale))
+    slots = data / ASSOCIATION_SLOTS
+    if slots.is_dir():
+        LockSlots(slots).remove_free()
 
 
 def _reject(assoc: Any, result: int, source: int, reason: int) -> None:

@@ -225,6 +225,22 @@ class LockSlots:
                 os.close(fd)
         return held
 
+    def remove_free(self) -> int:
+        """Remove the slot files nobody holds (one set per remote address piles up
+        otherwise); how many were removed. Done once at start, before any worker serves."""
+        removed = 0
+        for path in self.folder.iterdir():
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                path.unlink()  # while holding it: nobody takes it meanwhile
+                removed += 1
+            except BlockingIOError:
+                pass  # held: a slot in use
+            finally:
+                os.close(fd)
+        return removed
+
     def _open(self, name: str, index: int) -> int:
         path = self.folder / f"{name}.{index}"
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

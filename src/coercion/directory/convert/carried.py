@@ -114,11 +114,13 @@ def devices_of(entries: list[Entry]) -> dict[str, list[Entry]]:
     return devices
 
 
-def carry_device(entries: list[Entry], devices_dn: str) -> list[Entry]:
-    """The device *entries* (:func:`devices_of`) as entries of our directory under *devices_dn*."""
+def carry_device(entries: list[Entry], devices_dn: str) -> tuple[list[Entry], list[str]]:
+    """The device *entries* (:func:`devices_of`) as entries of our directory under *devices_dn*,
+    and one line for each connection or network AE left behind (its DN and why)."""
     device_dn = ""
     moved: dict[DnKey | None, str] = {}
     carried: list[Entry] = []
+    left: list[str] = []
     for dn, attrs in entries:
         kind = _kind(attrs)
         kept = {
@@ -132,18 +134,21 @@ def carry_device(entries: list[Entry], devices_dn: str) -> list[Entry]:
             device_dn = new_dn
             kept.setdefault("dicomInstalled", ["TRUE"])
         elif kind == "dicomNetworkConnection" and "dicomHostname" not in kept:
-            continue  # a connection without a host (PS3.15 H.4.3 requires one): no use here
+            # PS3.15 H.4.3 requires a host; without one nothing can reach it
+            left.append(f"{dn}: not carried over (a connection without dicomHostname)")
+            continue
         elif kind == "dicomNetworkAE":
             references = [
                 moved.get(_key(r)) for r in _all(attrs, "dicomNetworkConnectionReference")
             ]
             kept["dicomNetworkConnectionReference"] = [r for r in references if r]
             if not kept["dicomNetworkConnectionReference"]:
-                continue  # none of its connections carried: it could not be reached
+                left.append(f"{dn}: not carried over (none of its connections was carried)")
+                continue
         moved[_key(dn)] = new_dn
         classes = [kind, _ISSUER_CLASS] if set(kept) & set(DCM4CHE_DEVICE_INFO) else [kind]
         carried.append((new_dn, {"objectClass": classes, **kept}))
-    return carried
+    return carried, left
 
 
 def _kind(attrs: Mapping[str, list[str]]) -> str:

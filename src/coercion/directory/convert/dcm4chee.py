@@ -224,12 +224,13 @@ def _carry(
     devices_dn = parent_dn(placement.device_dn)
     if any(_rdns(dn)[0][1] == rule.carry for dn, _attrs in result.devices):
         return
-    carried = carry_device(entries, devices_dn)
+    carried, left = carry_device(entries, devices_dn)
     result.devices += carried
     result.report.append(
         f"{entries[0][0]}: device carried over as {carried[0][0]} "
         f"({len(carried) - 1} network AEs and connections), for sup-from-dev:"
     )
+    result.report += left
 
 
 def _finish(rule: _Rule, written: set[str], result: Conversion) -> None:
