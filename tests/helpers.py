@@ -350,6 +350,30 @@ def storescu(port: int, *paths: object, called: str = "COERCION") -> None:
     assert sent.returncode == 0, sent.stderr
 
 
+def storescu_tls(
+    port: int, source: Path, key: Path, cert: Path, trusted: Path
+) -> subprocess.CompletedProcess[str]:
+    """dcmtk's storescu sends *source* from CT01 to COERCION over TLS, presenting *cert*
+    (its *key*) and trusting the CA certificate *trusted*."""
+    return dcmtk(
+        "storescu", "+tls", key, cert, "+cf", trusted,
+        "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", port, source,
+    )  # fmt: skip
+
+
+def tls_options(cert: Path, key: Path, ca: Path) -> tuple[str, ...]:
+    """``serve``'s options for a TLS listener with *cert* and *key* whose clients (and the
+    peers it calls) must have certificates from the CA *ca*."""
+    return ("--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca))
+
+
+def with_tls(ldif: str, port: int) -> str:
+    """*ldif* with a TLS cipher suite on the connection listening on *port* (a TLS peer)."""
+    return ldif.replace(
+        f"dicomPort: {port}\n", f"dicomPort: {port}\ndicomTLSCipherSuite: TLS_AES_128_GCM_SHA256\n"
+    )
+
+
 def storescu_at_once(port: int, called: str, sends: list[list[Path]], *options: str) -> None:
     """One dcmtk storescu from CT01 per entry of *sends* (its files or folders, with *options*
     such as ``+sd``), all started at once; each must succeed."""

@@ -21,7 +21,18 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from coercion.engine import ActionEnv, Dimse, EventContext, PeerDevice, Role, build_action
 from coercion.errors import RuleFailedError
 from coercion.net.worklist import answer, matches
-from tests.helpers import DEVICE, Start, config_dir, dcmtk, free_port, remote_device, stored
+from tests.helpers import (
+    DEVICE,
+    Start,
+    config_dir,
+    dcmtk,
+    free_port,
+    remote_device,
+    stored,
+    storescu_tls,
+    tls_options,
+    with_tls,
+)
 from tests.slapd import TlsFiles, make_tls_files
 
 pytestmark = pytest.mark.integration
@@ -338,10 +349,7 @@ def test_node_merges_from_a_worklist_scp_over_tls(serve: Start, tmp_path: Path) 
     node_tls = make_tls_files(tmp_path / "node-tls")
     ris_tls = make_tls_files(tmp_path / "ris-tls")
     with worklist_scp(server_context(ris_tls)) as (port, queries):
-        extra = remote_device("secure-ris", "SECURE_RIS", port).replace(
-            f"dicomPort: {port}\n",
-            f"dicomPort: {port}\ndicomTLSCipherSuite: TLS_AES_128_GCM_SHA256\n",
-        )
+        extra = with_tls(remote_device("secure-ris", "SECURE_RIS", port), port)
         extra += f"""
 dn: cn=merge-mwl,dicomAETitle=COERCION,{DEVICE}
 objectClass: coercionRule
@@ -354,29 +362,13 @@ coercionParam: match-by=AccessionNumber
 """
         node = serve(
             config_dir(tmp_path, extra=extra),
-            "--tls-cert",
-            str(node_tls.server_cert),
-            "--tls-key",
-            str(node_tls.server_key),
-            "--tls-ca",
-            str(ris_tls.ca_cert),
+            *tls_options(node_tls.server_cert, node_tls.server_key, ris_tls.ca_cert),
         )
         source = tmp_path / "in.dcm"
         _object(accession="ACC-1").save_as(source, enforce_file_format=True)
-        sent = dcmtk(
-            "storescu",
-            "+tls",
-            ris_tls.server_key,
-            ris_tls.server_cert,
-            "+cf",
-            node_tls.ca_cert,
-            "-aet",
-            "CT01",
-            "-aec",
-            "COERCION",
-            "127.0.0.1",
-            node.port,
-            source,
+        # The node asks for a client certificate (--tls-ca): RIS's pair, whose CA it trusts.
+        sent = storescu_tls(
+            node.port, source, ris_tls.server_key, ris_tls.server_cert, node_tls.ca_cert
         )
         assert sent.returncode == 0, sent.stderr
     assert len(queries) == 1 and queries[0].AccessionNumber == "ACC-1"

@@ -42,7 +42,10 @@ from tests.helpers import (
     stored,
     storescu,
     storescu_at_once,
+    storescu_tls,
+    tls_options,
     wait_until,
+    with_tls,
 )
 from tests.slapd import make_tls_files
 
@@ -438,37 +441,18 @@ def test_tls_listener_and_tls_forwarding(serve: Start, tmp_path: Path) -> None:
     node_tls = make_tls_files(tmp_path / "node-tls")
     archive_tls = make_tls_files(tmp_path / "archive-tls")
     port = free_port()
-    extra = archive_config(port).replace(
-        f"dicomPort: {port}\n", f"dicomPort: {port}\ndicomTLSCipherSuite: TLS_AES_128_GCM_SHA256\n"
-    )
+    extra = with_tls(archive_config(port), port)
     node = serve(
         config_dir(tmp_path, extra=extra),
-        "--tls-cert",
-        str(node_tls.server_cert),
-        "--tls-key",
-        str(node_tls.server_key),
-        "--tls-ca",
-        str(archive_tls.ca_cert),
+        *tls_options(node_tls.server_cert, node_tls.server_key, archive_tls.ca_cert),
     )
     source = canary_file(tmp_path / "in" / "tls.dcm")
     plain = dcmtk("storescu", "-aet", "CT01", "-aec", "COERCION", "127.0.0.1", node.port, source)
     assert plain.returncode != 0  # the listener speaks TLS only
     # Our listener asks for a client certificate (--tls-ca): give it the archive's pair,
     # whose CA the node trusts, and trust the node's CA in return.
-    sent = dcmtk(
-        "storescu",
-        "+tls",
-        archive_tls.server_key,
-        archive_tls.server_cert,
-        "+cf",
-        node_tls.ca_cert,
-        "-aet",
-        "CT01",
-        "-aec",
-        "COERCION",
-        "127.0.0.1",
-        node.port,
-        source,
+    sent = storescu_tls(
+        node.port, source, archive_tls.server_key, archive_tls.server_cert, node_tls.ca_cert
     )
     assert sent.returncode == 0, sent.stderr
     assert len(stored(node.data)) == 1
