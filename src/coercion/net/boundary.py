@@ -38,7 +38,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 
-from coercion.engine import Dimse, EventContext, Outcome, Role
+from coercion.directory.settings import DeviceSettings
+from coercion.engine import Dimse, Engine, EventContext, Outcome, Role
 from coercion.errors import (
     CoercionError,
     InputError,
@@ -56,6 +57,7 @@ __all__ = [
     "DataSetMismatchError",
     "Failure",
     "Operation",
+    "Provider",
     "Service",
     "classify",
     "guarded",
@@ -242,6 +244,21 @@ class Boundary:
         except Exception as inner:  # recording a failure must not become another one
             log.error("%s: the failure could not be recorded (%s)", op.label, kind_of(inner))
         return status(answer, failure.comment)
+
+
+class Provider:
+    """What each of the node's service class providers (storage, MPPS, worklist) holds:
+    the engine that coerces, the audit trail and its :class:`Boundary` (which
+    :func:`guarded` handlers fail through), and the device's settings as they are
+    now (a function: read at each operation, so that a reload applies)."""
+
+    def __init__(
+        self, engine: Engine, audit: AuditTrail, settings: Callable[[], DeviceSettings]
+    ) -> None:
+        self.engine = engine
+        self.audit = audit
+        self.boundary = Boundary(audit)
+        self.settings = settings
 
 
 _Handler = Callable[[Any, evt.Event, Operation], Any]

@@ -31,7 +31,7 @@ from coercion.engine import Engine, EventContext, Outcome
 from coercion.errors import MalformedDataError
 from coercion.net import incoming
 from coercion.net.audit import AuditTrail
-from coercion.net.boundary import Boundary, Operation, Service, guarded
+from coercion.net.boundary import Operation, Provider, Service, guarded
 from coercion.net.boundary import status as _status
 from coercion.net.forward import Forwarder
 from coercion.net.paths import mpps_path
@@ -56,7 +56,7 @@ def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
     return meta
 
 
-class Mpps:
+class Mpps(Provider):
     """The N-CREATE and N-SET handlers of a node (:meth:`on_n_create`, :meth:`on_n_set`)."""
 
     def __init__(
@@ -67,12 +67,9 @@ class Mpps:
         audit: AuditTrail,
         settings: Callable[[], DeviceSettings],
     ) -> None:
+        super().__init__(engine, audit, settings)
         self.folder = data / "mpps"
-        self.engine = engine
         self.forwarder = forwarder
-        self.audit = audit
-        self.boundary = Boundary(audit)
-        self.settings = settings
         self._lock = self.folder / ".lock"  # one read-merge-write at a time, every worker
 
     def _request(

@@ -31,7 +31,7 @@ from coercion.engine import Engine, EventContext, Outcome
 from coercion.engine.pipeline import Coerced, apply_rules, prepare, write
 from coercion.net import incoming, metrics, receive
 from coercion.net.audit import AuditTrail
-from coercion.net.boundary import Boundary, DataSetMismatchError, Operation, Service, guarded
+from coercion.net.boundary import DataSetMismatchError, Operation, Provider, Service, guarded
 from coercion.net.forward import Forwarder
 from coercion.net.paths import object_path, uid_component
 
@@ -68,7 +68,7 @@ def _untouched(ds: Dataset) -> Coerced:
     return Coerced(ds, changed=False)
 
 
-class Storage:
+class Storage(Provider):
     """The C-STORE handler of a node (bound to ``evt.EVT_C_STORE`` as :meth:`on_store`)."""
 
     def __init__(
@@ -81,13 +81,10 @@ class Storage:
         *,
         verify: bool = True,
     ) -> None:
+        super().__init__(engine, audit, settings)
         self.objects = data / "objects"
         self.incoming = data / "incoming"
-        self.engine = engine
         self.forwarder = forwarder
-        self.audit = audit
-        self.boundary = Boundary(audit)
-        self.settings = settings
         self.verify = verify
 
     @guarded(Service.C_STORE)

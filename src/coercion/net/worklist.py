@@ -37,7 +37,7 @@ from coercion.engine import Dimse, Engine, EventContext, Role
 from coercion.errors import InputError
 from coercion.net import adapt, incoming
 from coercion.net.audit import AuditTrail
-from coercion.net.boundary import Boundary, Operation, Service, guarded
+from coercion.net.boundary import Operation, Provider, Service, guarded
 from coercion.net.paths import inside
 from coercion.net.peers import Peers
 
@@ -175,7 +175,7 @@ class Worklist:
                 yield answer(query, item)
 
 
-class WorklistSCP:
+class WorklistSCP(Provider):
     """The C-FIND handler of a node (:meth:`on_find`): the local folder or the upstream."""
 
     def __init__(
@@ -186,11 +186,8 @@ class WorklistSCP:
         settings: Callable[[], DeviceSettings],
         peers: Callable[[], Peers],
     ) -> None:
+        super().__init__(engine, audit, settings)
         self.worklist = worklist
-        self.engine = engine
-        self.audit = audit
-        self.boundary = Boundary(audit)
-        self.settings = settings
         self.peers = peers
 
     @guarded(Service.C_FIND)
