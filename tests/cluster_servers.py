@@ -33,6 +33,15 @@ class ClusterError(ServerError):
     """The private Dask cluster or S3 server failed."""
 
 
+@dataclass
+class _ClusterServer(ManagedServer):
+    """What the cluster's servers share: their error, their port-in-use message, 30 s to start."""
+
+    error: ClassVar[type[ServerError]] = ClusterError
+    port_in_use: ClassVar[str] = "Address already in use"
+    start_timeout: ClassVar[float] = 30.0
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -42,14 +51,11 @@ def _accepts(port: int) -> bool:
 
 
 @dataclass
-class DaskScheduler(ManagedServer):
+class DaskScheduler(_ClusterServer):
     """``dask scheduler`` on *port*, without its dashboard."""
 
     program: ClassVar[str] = "dask-scheduler"
-    error: ClassVar[type[ServerError]] = ClusterError
     ready_line: ClassVar[bytes] = b"Scheduler at:"
-    port_in_use: ClassVar[str] = "Address already in use"
-    start_timeout: ClassVar[float] = 30.0
 
     port: int = 0
 
@@ -74,14 +80,11 @@ class DaskScheduler(ManagedServer):
 
 
 @dataclass
-class DaskWorker(ManagedServer):
+class DaskWorker(_ClusterServer):
     """``dask worker`` of *scheduler*: one process, one thread, this test's environment."""
 
     program: ClassVar[str] = "dask-worker"
-    error: ClassVar[type[ServerError]] = ClusterError
     ready_line: ClassVar[bytes] = b"Registered to:"
-    port_in_use: ClassVar[str] = "Address already in use"
-    start_timeout: ClassVar[float] = 30.0
 
     scheduler: str = ""
     name: str = "worker"
@@ -120,14 +123,11 @@ class DaskWorker(ManagedServer):
 
 
 @dataclass
-class MotoServer(ManagedServer):
+class MotoServer(_ClusterServer):
     """moto's S3 in server mode on *port*."""
 
     program: ClassVar[str] = "moto-server"
-    error: ClassVar[type[ServerError]] = ClusterError
     ready_line: ClassVar[bytes] = b"Running on"
-    port_in_use: ClassVar[str] = "Address already in use"
-    start_timeout: ClassVar[float] = 30.0
 
     port: int = 0
 
