@@ -6,7 +6,7 @@ import io
 import logging
 import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from coercion.engine import ActionEnv, Dimse, EventContext, PeerDevice, Role, build_action
 from coercion.errors import RuleFailedError
 from coercion.net.worklist import answer, matches
+from tests.console import embedded_node, stop
 from tests.helpers import (
     DEVICE,
     Start,
@@ -343,9 +344,12 @@ coercionPriority: 1
     assert "WORKLIST^PATIENT" not in node.text()
 
 
-def test_node_merges_from_a_worklist_scp_over_tls(serve: Start, tmp_path: Path) -> None:
-    """A node with --tls-ca asks a worklist SCP whose connection names TLS cipher suites
-    over TLS."""
+@pytest.mark.parametrize("workers", [(), ("--workers", "1")], ids=["default-workers", "one"])
+def test_node_merges_from_a_worklist_scp_over_tls(
+    serve: Start, tmp_path: Path, workers: tuple[str, ...]
+) -> None:
+    """A node with --tls-ca asks a worklist SCP whose connection names TLS cipher suites over
+    TLS, with its worker processes and in one process alike."""
     node_tls = make_tls_files(tmp_path / "node-tls")
     ris_tls = make_tls_files(tmp_path / "ris-tls")
     with worklist_scp(server_context(ris_tls)) as (port, queries):
@@ -363,6 +367,7 @@ coercionParam: match-by=AccessionNumber
         node = serve(
             config_dir(tmp_path, extra=extra),
             *tls_options(node_tls.server_cert, node_tls.server_key, ris_tls.ca_cert),
+            *workers,
         )
         source = tmp_path / "in.dcm"
         _object(accession="ACC-1").save_as(source, enforce_file_format=True)
@@ -374,3 +379,36 @@ coercionParam: match-by=AccessionNumber
     assert len(queries) == 1 and queries[0].AccessionNumber == "ACC-1"
     [output] = stored(node.data)
     assert dcmread(output).PatientID == "WL-001"
+
+
+def test_console_preview_merges_from_the_node_worklist(tmp_path: Path) -> None:
+    """The console's preview of a merge-mwl: rule reads the worklist the node reads (its --data),
+    not a folder relative to where the node was started."""
+    rule = f"""
+dn: cn=merge-mwl,dicomAETitle=COERCION,{DEVICE}
+objectClass: coercionRule
+cn: merge-mwl
+coercionURI: merge-mwl:
+coercionDIMSE: C_STORE_RQ
+dicomTransferRole: SCP
+coercionParam: match-by=StudyInstanceUID
+"""
+    node = embedded_node(tmp_path, ldif=rule)
+    try:
+        _write_worklist(node.served.data / "worklist")
+        buffer = io.BytesIO()
+        _object().save_as(buffer, enforce_file_format=True)
+        client, csrf = node.signed_in()
+        with closing(client):
+            answer = client.post(
+                "/api/preview",
+                params={"calling": "CT01", "called": "COERCION", "dimse": "C_STORE_RQ"},
+                content=buffer.getvalue(),
+                headers={"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream"},
+            )
+        assert answer.status_code == 200, answer.text
+        [applied] = [r for r in answer.json()["rules"] if r["rule"] == "merge-mwl"]
+        [patient] = [c for c in applied["changes"] if c["keyword"] == "PatientID"]
+        assert patient["after"] == "WL-001"
+    finally:
+        stop(node)

@@ -472,6 +472,7 @@ def serve(
     from coercion.directory.watch import SNAPSHOT_NAME, ConfigurationWatcher
     from coercion.net import metrics
     from coercion.net.node import Node, NodeSettings
+    from coercion.net.peers import TLSFiles
     from coercion.net.workers import worker_count
 
     # Every file the node makes is private, also those a library creates with its own
@@ -489,6 +490,7 @@ def serve(
         secret,
         data_directory=str(data) if data is not None else "",
         worklist_directory=str(worklist) if worklist is not None else "",
+        client_tls=TLSFiles(tls_cert, tls_key, tls_ca).client(),  # as the node calls TLS peers
     )
     # The snapshot of the last good configuration is known before the directory is read: it
     # stands in when the directory is down or invalid. Without --data, the default folder's

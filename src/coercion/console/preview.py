@@ -59,7 +59,11 @@ def preview(
 
     Raises CoercionError when *data* is not a DICOM object or the rules fail on it.
     """
-    env = ActionEnv(secret, store_override="sqlite:///:memory:")
+    # The node's folders and TLS context (merge-mwl: reads and asks as the node would), its
+    # key, and a throwaway pseudonym store (a preview numbers nothing for real).
+    env = configuration.env.derive() if configuration.env is not None else ActionEnv(secret)
+    env.secret = secret
+    env.store_override = "sqlite:///:memory:"
     try:
         rules = build_configuration(
             configuration.raw, configuration.origin, env, configuration.device.name
