@@ -344,6 +344,19 @@ coercionPriority: 1
     assert "WORKLIST^PATIENT" not in node.text()
 
 
+def merge_mwl_rule(*params: str) -> str:
+    """LDIF of a merge-mwl: rule (no stylesheet) for what COERCION receives, with *params*."""
+    lines = "".join(f"coercionParam: {param}\n" for param in params)
+    return f"""
+dn: cn=merge-mwl,dicomAETitle=COERCION,{DEVICE}
+objectClass: coercionRule
+cn: merge-mwl
+coercionURI: merge-mwl:
+coercionDIMSE: C_STORE_RQ
+dicomTransferRole: SCP
+{lines}"""
+
+
 @pytest.mark.parametrize("workers", [(), ("--workers", "1")], ids=["default-workers", "one"])
 def test_node_merges_from_a_worklist_scp_over_tls(
     serve: Start, tmp_path: Path, workers: tuple[str, ...]
@@ -354,16 +367,7 @@ def test_node_merges_from_a_worklist_scp_over_tls(
     ris_tls = make_tls_files(tmp_path / "ris-tls")
     with worklist_scp(server_context(ris_tls)) as (port, queries):
         extra = with_tls(remote_device("secure-ris", "SECURE_RIS", port), port)
-        extra += f"""
-dn: cn=merge-mwl,dicomAETitle=COERCION,{DEVICE}
-objectClass: coercionRule
-cn: merge-mwl
-coercionURI: merge-mwl:
-coercionDIMSE: C_STORE_RQ
-dicomTransferRole: SCP
-coercionParam: mwl-scp=SECURE_RIS
-coercionParam: match-by=AccessionNumber
-"""
+        extra += merge_mwl_rule("mwl-scp=SECURE_RIS", "match-by=AccessionNumber")
         node = serve(
             config_dir(tmp_path, extra=extra),
             *tls_options(node_tls.server_cert, node_tls.server_key, ris_tls.ca_cert),
@@ -384,16 +388,7 @@ coercionParam: match-by=AccessionNumber
 def test_console_preview_merges_from_the_node_worklist(tmp_path: Path) -> None:
     """The console's preview of a merge-mwl: rule reads the worklist the node reads (its --data),
     not a folder relative to where the node was started."""
-    rule = f"""
-dn: cn=merge-mwl,dicomAETitle=COERCION,{DEVICE}
-objectClass: coercionRule
-cn: merge-mwl
-coercionURI: merge-mwl:
-coercionDIMSE: C_STORE_RQ
-dicomTransferRole: SCP
-coercionParam: match-by=StudyInstanceUID
-"""
-    node = embedded_node(tmp_path, ldif=rule)
+    node = embedded_node(tmp_path, ldif=merge_mwl_rule("match-by=StudyInstanceUID"))
     try:
         _write_worklist(node.served.data / "worklist")
         buffer = io.BytesIO()
