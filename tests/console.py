@@ -51,6 +51,19 @@ class ConsoleNode:
         return client, str(answer.json()["csrf"])
 
 
+def post_preview(
+    client: httpx.Client, csrf: str, content: bytes, params: dict[str, str]
+) -> httpx.Response:
+    """Upload *content* to the Preview API (``calling``, ``called``, ``dimse``, ``role`` in
+    *params*) as a signed-in client with its CSRF token, as the Preview page does."""
+    return client.post(
+        "/api/preview",
+        params=params,
+        content=content,
+        headers={"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream"},
+    )
+
+
 def passwd(path: Path, name: str, role: str, password: str) -> None:
     """``coercion console passwd PATH NAME --role ROLE`` with *password* on stdin."""
     done = subprocess.run(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
-from tests.console import ConsoleNode, embedded_node, slapd_node, stop, wait_for
+from tests.console import ConsoleNode, embedded_node, post_preview, slapd_node, stop, wait_for
 from tests.helpers import dcmtk, forward_rule, free_port, make_dataset, remote_device, stored
 
 pytestmark = pytest.mark.integration
@@ -39,12 +39,7 @@ def test_preview_shows_actions_and_values_to_the_admin_only(
     query = {"calling": "CT01", "called": "RESEARCH", "dimse": "C_STORE_RQ", "role": "SCP"}
     client, csrf = node.signed_in()
     with closing(client):
-        answer = client.post(
-            "/api/preview",
-            params=query,
-            content=data,
-            headers={"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream"},
-        )
+        answer = post_preview(client, csrf, data, query)
         assert answer.status_code == 200, answer.text
         assert answer.headers["cache-control"] == "no-store"
         result = answer.json()
@@ -54,29 +49,15 @@ def test_preview_shows_actions_and_values_to_the_admin_only(
         assert name["before"] == PATIENT
         assert name["after"] != PATIENT
         assert name["action"] in ("Z", "D")
-        other = client.post(
-            "/api/preview",
-            params={**query, "called": "COERCION"},
-            content=data,
-            headers={"X-CSRF-Token": csrf},
-        )
+        other = post_preview(client, csrf, data, {**query, "called": "COERCION"})
         assert other.json()["rules"] == []
-        garbage = client.post(
-            "/api/preview", params=query, content=b"not dicom", headers={"X-CSRF-Token": csrf}
-        )
+        garbage = post_preview(client, csrf, b"not dicom", query)
         assert garbage.status_code == 422
-        bad = client.post(
-            "/api/preview",
-            params={**query, "dimse": "C_MOVE"},
-            content=data,
-            headers={"X-CSRF-Token": csrf},
-        )
+        bad = post_preview(client, csrf, data, {**query, "dimse": "C_MOVE"})
         assert bad.status_code == 422
     viewer, viewer_csrf = node.signed_in(admin=False)
     with closing(viewer):
-        refused = viewer.post(
-            "/api/preview", params=query, content=data, headers={"X-CSRF-Token": viewer_csrf}
-        )
+        refused = post_preview(viewer, viewer_csrf, data, query)
         assert refused.status_code == 403
     assert stored(node.served.data) == []
     assert "CANARY" not in node.served.text()
@@ -137,12 +118,7 @@ def test_no_marker_value_in_logs_metrics_or_audit(node: ConsoleNode, tmp_path: P
     query = {"calling": "CT01", "called": "RESEARCH", "dimse": "C_STORE_RQ", "role": "SCP"}
     client, csrf = node.signed_in()
     with closing(client):
-        previewed = client.post(
-            "/api/preview",
-            params=query,
-            content=source.read_bytes(),
-            headers={"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream"},
-        )
+        previewed = post_preview(client, csrf, source.read_bytes(), query)
         assert previewed.status_code == 200
         assert marker in previewed.text  # the admin who uploaded sees the values
         metrics = client.get("/metrics").text

@@ -21,7 +21,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 from coercion.engine import ActionEnv, Dimse, EventContext, PeerDevice, Role, build_action
 from coercion.errors import RuleFailedError
 from coercion.net.worklist import answer, matches
-from tests.console import embedded_node, stop
+from tests.console import embedded_node, post_preview, stop
 from tests.helpers import (
     DEVICE,
     Start,
@@ -395,12 +395,8 @@ def test_console_preview_merges_from_the_node_worklist(tmp_path: Path) -> None:
         _object().save_as(buffer, enforce_file_format=True)
         client, csrf = node.signed_in()
         with closing(client):
-            answer = client.post(
-                "/api/preview",
-                params={"calling": "CT01", "called": "COERCION", "dimse": "C_STORE_RQ"},
-                content=buffer.getvalue(),
-                headers={"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream"},
-            )
+            query = {"calling": "CT01", "called": "COERCION", "dimse": "C_STORE_RQ"}
+            answer = post_preview(client, csrf, buffer.getvalue(), query)
         assert answer.status_code == 200, answer.text
         [applied] = [r for r in answer.json()["rules"] if r["rule"] == "merge-mwl"]
         [patient] = [c for c in applied["changes"] if c["keyword"] == "PatientID"]

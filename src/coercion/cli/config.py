@@ -6,7 +6,7 @@ import functools
 import json
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,7 +33,14 @@ if TYPE_CHECKING:
 # The directory modules (ldap3, jsonschema) are imported where they are used, so that
 # the commands that do not read the directory start quickly.
 
-__all__ = ["config", "directory_options", "explain", "format_option", "open_source"]
+__all__ = [
+    "config",
+    "directory_options",
+    "explain",
+    "format_option",
+    "open_source",
+    "with_options",
+]
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -87,6 +94,11 @@ def directory_options(function: _F) -> _F:
             help="The dicomDeviceName of this node in the directory.",
         ),
     ]
+    return with_options(function, options)
+
+
+def with_options(function: _F, options: Sequence[Callable[[Any], Any]]) -> _F:
+    """*function* with the click *options* applied, the first listed shown first in --help."""
     for option in reversed(options):
         function = option(function)
     return function

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from rich.console import Console
 
+from coercion.cli.config import with_options
 from coercion.console.accounts import Role
 from coercion.console.sessions import SIGNIN_FAILURES
 from coercion.errors import ConfigError
@@ -120,9 +121,7 @@ def http_options(function: _F) -> _F:
             "(repeat; default: every address).",
         ),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    return with_options(function, options)
 
 
 def split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from coercion import __version__, batch
 from coercion.cli.checks import check_tls, prepare_data_folder
-from coercion.cli.config import config, directory_options, explain, open_source
+from coercion.cli.config import config, directory_options, explain, open_source, with_options
 from coercion.cli.console import console, console_running, http_options, split_options
 from coercion.cli.logs import configure_logging
 from coercion.cli.profile import profile
@@ -116,9 +116,7 @@ def _cluster_options(function: Any) -> Any:
             'e.g. {"endpoint_url": "http://HOST:9000"} ($COERCION_STORAGE_OPTIONS).',
         ),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    return with_options(function, options)
 
 
 def _locations(paths: tuple[str, ...]) -> tuple[list[Location], Location]:

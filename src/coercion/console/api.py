@@ -35,6 +35,7 @@ from coercion.console.rules import (
 from coercion.console.scripts import SCRIPT, script_rows, script_values
 from coercion.console.sessions import COOKIE, CSRF_HEADER, Session
 from coercion.console.state import ConsoleState, counter_totals, rule_failures
+from coercion.directory.entries import EntryJSON
 from coercion.errors import CoercionError
 
 __all__ = ["router"]
@@ -105,6 +106,14 @@ def session_of(request: Request) -> Session:
     if session is None:
         raise HTTPException(401, "sign in first")
     return session
+
+
+def rule_of(request: Request, dn: str) -> EntryJSON:
+    """The rule *dn* as the directory holds it now (404 when there is none)."""
+    entry = state_of(request).rules.entry(dn)
+    if entry is None:
+        raise HTTPException(404, "no such rule")
+    return entry
 
 
 # -- session -----------------------------------------------------------------------------
@@ -309,10 +318,7 @@ def rule_form(request: Request) -> dict[str, Any]:
 @router.get("/rule", tags=["rules"])
 def get_rule(dn: str, request: Request) -> dict[str, Any]:
     """One rule's entry as the directory holds it (JSON form)."""
-    entry = state_of(request).rules.entry(dn)
-    if entry is None:
-        raise HTTPException(404, "no such rule")
-    return entry
+    return rule_of(request, dn)
 
 
 def _refused(problems: Problems) -> JSONResponse:
@@ -345,9 +351,7 @@ def create_rule(body: RuleIn, request: Request) -> Any:
 def update_rule(dn: str, body: RuleIn, request: Request) -> Any:
     """Check a changed rule with the whole directory and write it; 422 with the problems."""
     state = state_of(request)
-    current = state.rules.entry(dn)
-    if current is None:
-        raise HTTPException(404, "no such rule")
+    current = rule_of(request, dn)
     if body.entry.get("cn", current["cn"]) != current["cn"]:
         problems = Problems()
         problems.add("cn", "a rule's name cannot change; create a new rule and delete this one")
@@ -359,9 +363,7 @@ def update_rule(dn: str, body: RuleIn, request: Request) -> Any:
 def enable_rule(dn: str, body: Enabled, request: Request) -> Any:
     """Enable or disable a rule (its dicomInstalled)."""
     state = state_of(request)
-    current = state.rules.entry(dn)
-    if current is None:
-        raise HTTPException(404, "no such rule")
+    current = rule_of(request, dn)
     values = {k: v for k, v in current.items() if k not in ("dn", "objectClass")}
     values["dicomInstalled"] = body.enabled
     what = "enabled" if body.enabled else "disabled"
@@ -372,8 +374,7 @@ def enable_rule(dn: str, body: Enabled, request: Request) -> Any:
 def delete_rule(dn: str, request: Request) -> Any:
     """Delete a rule (after checking the directory without it)."""
     state = state_of(request)
-    if state.rules.entry(dn) is None:
-        raise HTTPException(404, "no such rule")
+    rule_of(request, dn)
     try:
         problems = state.rules.delete(dn)
     except CoercionError as exc:

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from coercion import __version__
-from coercion.console.api import overview, session_of, state_of
+from coercion.console.api import overview, rule_of, session_of, state_of
 from coercion.console.rules import form_fields, option_choices, rule_rows
 from coercion.console.scripts import SCRIPT, script_rows
 from coercion.engine import Dimse, Role
@@ -60,9 +60,7 @@ def rules_page(request: Request) -> HTMLResponse:
 @router.get("/rules/view", response_class=HTMLResponse)
 def rule_page(dn: str, request: Request) -> HTMLResponse:
     """One rule's entry, with its actions."""
-    entry = state_of(request).rules.entry(dn)
-    if entry is None:
-        raise HTTPException(404, "no such rule")
+    entry = rule_of(request, dn)
     enabled = entry.get("dicomInstalled", True) is not False
     return _page(request, "rule.html", entry=entry, dn=dn, enabled=enabled)
 
@@ -96,9 +94,7 @@ def new_rule_page(request: Request) -> HTMLResponse:
 @router.get("/rules/edit", response_class=HTMLResponse)
 def edit_rule_page(dn: str, request: Request) -> HTMLResponse:
     """The form for an existing rule."""
-    entry = state_of(request).rules.entry(dn)
-    if entry is None:
-        raise HTTPException(404, "no such rule")
+    entry = rule_of(request, dn)
     return _form(request, entry, dn)
 
 

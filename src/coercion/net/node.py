@@ -101,7 +101,8 @@ class Node:
         data = settings.data
         self.audit = AuditTrail(data / "audit", settings.secret, settings.worker)
         self.boundary = Boundary(self.audit)
-        self._client_tls = settings.tls.client()
+        # The context serve gave the rules (merge-mwl:), else one from the same files.
+        self._client_tls = watcher.env.client_tls or settings.tls.client()
         self.peers = Peers.of(configuration, self._client_tls)
         self.forwarder = Forwarder(data, self.engine, self.audit, verify=settings.verify)
         self.forwarder.configure(configuration.forward_rules, self.peers)
