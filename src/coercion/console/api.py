@@ -375,12 +375,8 @@ def delete_rule(dn: str, request: Request) -> Any:
     """Delete a rule (after checking the directory without it)."""
     state = state_of(request)
     rule_of(request, dn)
-    try:
-        problems = state.rules.delete(dn)
-    except CoercionError as exc:
-        return _refused(_general(exc))
-    if problems:
-        return _refused(problems)
+    if (refused := _refusal(lambda: state.rules.delete(dn))) is not None:
+        return refused
     log.info("console: %s deleted the rule %s", session_of(request).name, dn)
     return {"dn": dn, "deleted": True}
 
@@ -389,6 +385,16 @@ def _general(exc: CoercionError) -> Problems:
     problems = Problems()
     problems.add(GENERAL, str(exc))
     return problems
+
+
+def _refusal(write: Callable[[], Problems]) -> JSONResponse | None:
+    """Run a write to the directory; the 422 answer when it is refused (the problems the
+    check found, or why the directory refused the write or could not be reached), else None."""
+    try:
+        problems = write()
+    except CoercionError as exc:
+        return _refused(_general(exc))
+    return _refused(problems) if problems else None
 
 
 def _save(
@@ -400,12 +406,8 @@ def _save(
     status: int = 200,
     kind: str = "coercionRule",
 ) -> Any:
-    try:
-        problems = state.rules.save(to_entry(dn, values, kind))
-    except CoercionError as exc:  # the directory refused the write or is unreachable
-        return _refused(_general(exc))
-    if problems:
-        return _refused(problems)
+    if (refused := _refusal(lambda: state.rules.save(to_entry(dn, values, kind)))) is not None:
+        return refused
     log.info("console: %s %s the rule %s", session.name, what, dn)
     return JSONResponse({"dn": dn, what: True}, status_code=status)
 
@@ -485,11 +487,7 @@ def import_mercure(body: MercureIn, request: Request) -> Any:
         problems = Problems()
         problems.add("name", "a tag script of this name exists already")
         return _refused(problems)
-    try:
-        problems = state.rules.save(entry)
-    except CoercionError as exc:
-        return _refused(_general(exc))
-    if problems:
-        return _refused(problems)
+    if (refused := _refusal(lambda: state.rules.save(entry))) is not None:
+        return refused
     log.info("console: %s imported the tag script %s", session_of(request).name, entry[0])
     return JSONResponse({"dn": entry[0], "created": True, "report": report}, status_code=201)
